@@ -1,0 +1,1 @@
+"""Fixtures that generate synthetic datasets on disk."""
