@@ -1,0 +1,144 @@
+"""Text prompts for SAM 3: defect vocabularies as data, and one pure function that builds a prompt list.
+
+Strategies (`STRATEGIES`):
+
+- ``base``: generic defect words (`BASE_DEFECTS`), the same for every category. This is the only strictly
+  zero-shot strategy: it uses no knowledge of any benchmark.
+- ``category``: a defect vocabulary per category (`CATEGORY_DEFECTS`); an unknown category falls back to
+  ``base``.
+- ``mixed``: ``base`` followed by ``category``, duplicates removed, order kept.
+- ``contextual``: ``"<defect> on the <object noun>"`` for every word of ``mixed`` (e.g. "crack on the metal
+  nut"), so that SAM 3 ties the defect to the object rather than to the background.
+
+Disclosure (prior knowledge): the per-category vocabularies were written from what each object can
+physically suffer (a capsule can be cracked or dented, a PCB can miss a component), but by an author who
+knows MVTec AD and VisA. Several entries coincide with, or paraphrase, the datasets' defect folder names /
+defect class names (e.g. "crack", "hole", "scratch", "bent lead", "broken teeth", "faulty imprint",
+"missing wire", "glue"). ``category``, ``mixed`` and ``contextual`` therefore carry disclosed prior knowledge
+and are not strictly zero-shot; report ``base`` when claiming zero-shot results.
+
+Prompts stay short (at most 8 words) because SAM 3's text encoder reads at most 32 tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from dataset.constants import object_noun
+
+STRATEGIES: tuple[str, ...] = ("base", "category", "mixed", "contextual")
+
+# Generic defect words, valid for any manufactured part or material.
+BASE_DEFECTS: tuple[str, ...] = (
+    "defect",
+    "damage",
+    "scratch",
+    "crack",
+    "hole",
+    "stain",
+    "contamination",
+    "dent",
+    "break",
+    "missing part",
+)
+
+# Per-category defect vocabulary (at most 3 words per entry so contextual prompts stay <= 8 words).
+# See the module docstring: entries overlapping the datasets' defect names are disclosed prior knowledge.
+CATEGORY_DEFECTS: dict[str, tuple[str, ...]] = {
+    # --- MVTec AD: objects ----------------------------------------------------------------------
+    "bottle": ("broken rim", "chipped glass", "crack", "dirt", "foreign particle"),
+    "cable": ("cut insulation", "exposed wire", "missing wire", "bent wire", "wrong colored wire"),
+    "capsule": ("crack", "dent", "scratch", "faulty imprint", "squeezed capsule"),
+    "hazelnut": ("crack", "hole", "cut", "print on shell", "broken shell"),
+    "metal_nut": ("bent", "scratch", "discoloration", "flipped nut", "deformation"),
+    "pill": ("crack", "scratch", "contamination", "discoloration", "faulty imprint", "chipped pill"),
+    "screw": ("scratch", "damaged thread", "deformed head", "bent tip"),
+    "toothbrush": ("frayed bristles", "missing bristles", "bent bristles", "contamination"),
+    "transistor": ("bent lead", "cut lead", "damaged case", "missing transistor", "misplaced transistor"),
+    "zipper": ("broken teeth", "missing teeth", "torn fabric", "frayed fabric", "split teeth"),
+    # --- MVTec AD: textures ---------------------------------------------------------------------
+    "carpet": ("hole", "cut", "stain", "loose thread", "color spot", "metal contamination"),
+    "grid": ("bent wire", "broken wire", "glue", "loose thread", "metal contamination"),
+    "leather": ("cut", "fold", "glue", "color spot", "puncture", "scratch"),
+    "tile": ("crack", "glue strip", "oil stain", "rough surface", "gray stroke"),
+    "wood": ("hole", "scratch", "liquid stain", "color spot", "crack"),
+    # --- VisA -----------------------------------------------------------------------------------
+    "candle": ("chunk of wax missing", "foreign particle", "damaged wick", "wax melt", "discoloration"),
+    "capsules": ("bubble", "dent", "scratch", "deformed capsule", "discoloration"),
+    "cashew": ("burnt spot", "broken cashew", "hole", "stain", "foreign particle", "corner missing"),
+    "chewinggum": ("chunk missing", "crack", "scratch", "stain", "corner missing"),
+    "fryum": ("burnt spot", "broken fryum", "crack", "foreign particle", "discoloration"),
+    "macaroni1": ("chip", "crack", "broken macaroni", "stain", "foreign particle"),
+    "macaroni2": ("chip", "crack", "broken macaroni", "stain", "foreign particle"),
+    "pcb1": ("bent pin", "missing component", "melted plastic", "scratch", "burnt spot"),
+    "pcb2": ("bent pin", "missing component", "melted plastic", "scratch", "burnt spot"),
+    "pcb3": ("bent pin", "missing component", "melted plastic", "scratch", "burnt spot"),
+    "pcb4": ("missing component", "damaged component", "scratch", "burnt spot", "extra solder"),
+    "pipe_fryum": ("burnt spot", "broken fryum", "crack", "foreign particle", "discoloration"),
+}
+
+# The object noun used by `contextual` when no category is given.
+GENERIC_OBJECT: str = "object"
+
+
+def _dedupe(prompts: Iterable[str]) -> list[str]:
+    """Strip and collapse whitespace, drop empty strings and repeats (case-insensitive); keep first order."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for prompt in prompts:
+        text = " ".join(str(prompt).split())
+        key = text.lower()
+        if text and key not in seen:
+            seen.add(key)
+            out.append(text)
+    return out
+
+
+def category_defects(category: str | None) -> tuple[str, ...]:
+    """The defect vocabulary of `category`; None or an unknown category gives `BASE_DEFECTS`."""
+    if category is None:
+        return BASE_DEFECTS
+    return CATEGORY_DEFECTS.get(category, BASE_DEFECTS)
+
+
+def contextual_prompt(defect: str, noun: str) -> str:
+    """``"<defect> on the <noun>"``, e.g. "crack on the metal nut"."""
+    return f"{defect} on the {noun}"
+
+
+def build_prompts(
+    category: str | None,
+    strategy: str,
+    extra: Sequence[str] = (),
+    overrides: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
+    """Build the defect prompts of one category.
+
+    Args:
+        category: a category name (e.g. "bottle", "pcb1"); None or an unknown name gives the generic
+            ``base`` words (``contextual`` then uses "object" for None, or the unknown name as the noun).
+        strategy: one of `STRATEGIES` (see the module docstring).
+        extra: phrases appended to the built list (config key ``extra_prompts``).
+        overrides: ``{category: [phrases]}``; when `category` is a key, its phrases replace the built list
+            (config key ``prompt_overrides``); `extra` is still appended.
+
+    Returns:
+        The prompts, whitespace-normalised, without duplicates (case-insensitive), in order.
+
+    Raises:
+        ValueError: `strategy` is not one of `STRATEGIES`.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown prompt strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if overrides and category is not None and category in overrides:
+        built: list[str] = list(overrides[category])
+    elif strategy == "base":
+        built = list(BASE_DEFECTS)
+    elif strategy == "category":
+        built = list(category_defects(category))
+    else:
+        built = _dedupe([*BASE_DEFECTS, *category_defects(category)])
+        if strategy == "contextual":
+            noun = GENERIC_OBJECT if category is None else object_noun(category)
+            built = [contextual_prompt(defect, noun) for defect in built]
+    return _dedupe([*built, *extra])
