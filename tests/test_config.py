@@ -1,0 +1,70 @@
+"""The one merge path defaults <- YAML <- CLI, and its errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.config import ConfigError, load_defaults, parse_list, read_dataset_dir, resolve_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_yaml_overrides_defaults_and_cli_overrides_yaml(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("eval_size: 128\nsigma: 2\nprompt_strategy: base\n")
+    cfg = resolve_config(str(cfg_file), {"sigma": 1.5, "batch_size": None})
+    assert cfg["eval_size"] == 128  # from YAML
+    assert cfg["sigma"] == 1.5  # CLI wins
+    assert cfg["batch_size"] == load_defaults()["batch_size"]  # None = flag not given
+    assert isinstance(resolve_config(str(cfg_file), {})["sigma"], float)  # int widened to the float default
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("eval_sise: 128\n")
+    with pytest.raises(ConfigError, match="unknown config key 'eval_sise'"):
+        resolve_config(str(cfg_file), {})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("eval_size", "big"), ("visualize", 1), ("sigma", True), ("categories", "bottle")]
+)
+def test_wrong_type_is_an_error_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"config key '{key}' must be"):
+        resolve_config(None, {key: value})
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        resolve_config(str(tmp_path / "nope.yaml"), {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve_config(str(bad), {})
+
+
+def test_dataset_dir_file_and_home_expansion(tmp_path):
+    f = tmp_path / "dataset_dir.txt"
+    f.write_text("# comment\n\n~/data/sets\n")
+    assert read_dataset_dir(f) == "~/data/sets"
+    assert read_dataset_dir(tmp_path / "missing.txt") is None
+    cfg = resolve_config(None, {"dataset_path": "~/x", "model_path": "~/m"})
+    assert cfg["dataset_path"] == str(Path.home() / "x") and cfg["model_path"] == str(Path.home() / "m")
+    # With no --dataset_path, the repository's dataset_dir.txt gives the root.
+    assert resolve_config(None, {})["dataset_path"] == str(Path(read_dataset_dir()).expanduser())
+
+
+def test_shipped_configs_are_valid_and_use_known_keys():
+    defaults = load_defaults()
+    for name in ("mvtec.yaml", "visa.yaml"):
+        data = yaml.safe_load((REPO / "configs" / name).read_text())
+        assert set(data) <= set(defaults)
+        cfg = resolve_config(str(REPO / "configs" / name), {})
+        assert cfg["dataset"] == name.split(".")[0]
+    assert len(resolve_config(str(REPO / "configs" / "mvtec.yaml"), {})["categories"]) == 15
+    assert len(resolve_config(str(REPO / "configs" / "visa.yaml"), {})["categories"]) == 12
+
+
+def test_parse_list():
+    assert parse_list("bottle, wood,,") == ["bottle", "wood"]
