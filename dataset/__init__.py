@@ -1,0 +1,69 @@
+"""Datasets: every loader yields `Sample`s (see dataset/base.py); `load_dataset` picks the loader by name.
+
+    ds = load_dataset("mvtec", "~/autodl-tmp/datasets", "bottle", "test")
+    len(ds); ds.records[0].image_path    # cheap index, no pixels decoded
+    sample = ds[0]                        # decodes image (H, W, 3) uint8 RGB and mask (H, W) bool
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from dataset.base import DatasetError, ImageDataset, MaskPairingError, Record, Sample
+from dataset.constants import MVTEC_CATEGORIES, OBJECT_NOUNS, TEXTURE_CATEGORIES, VISA_CATEGORIES, object_noun
+from dataset.folder import available_folder_categories, load_folder
+from dataset.mvtec import available_mvtec_categories, load_mvtec
+from dataset.visa import available_visa_categories, load_visa
+
+DATASET_NAMES: tuple[str, ...] = ("mvtec", "visa", "folder")
+
+_LOADERS: dict[str, Callable[[str | os.PathLike[str], str, str], ImageDataset]] = {
+    "mvtec": load_mvtec,
+    "visa": load_visa,
+    "folder": load_folder,
+}
+_CATEGORY_FINDERS: dict[str, Callable[[str | os.PathLike[str]], list[str]]] = {
+    "mvtec": available_mvtec_categories,
+    "visa": available_visa_categories,
+    "folder": available_folder_categories,
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in _LOADERS:
+        raise DatasetError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
+
+
+def load_dataset(name: str, root: str | os.PathLike[str], category: str, split: str) -> ImageDataset:
+    """A lazy sequence of `Sample`s for one category and split ("train" or "test").
+
+    name: "mvtec", "visa" or "folder". root: the datasets root (holding `mvtec/`, `visa/`) or the dataset
+    folder itself; `~` is expanded. Nothing is decoded here; `result.records` lists paths and labels.
+    Bad input raises DatasetError naming the path and the expected layout.
+    """
+    _check_name(name)
+    return _LOADERS[name](root, category, split)
+
+
+def available_categories(name: str, root: str | os.PathLike[str]) -> list[str]:
+    """Categories of dataset `name` found on disk under `root`, sorted."""
+    _check_name(name)
+    return _CATEGORY_FINDERS[name](root)
+
+
+__all__ = [
+    "DATASET_NAMES",
+    "MVTEC_CATEGORIES",
+    "OBJECT_NOUNS",
+    "TEXTURE_CATEGORIES",
+    "VISA_CATEGORIES",
+    "DatasetError",
+    "ImageDataset",
+    "MaskPairingError",
+    "Record",
+    "Sample",
+    "available_categories",
+    "load_dataset",
+    "object_noun",
+]

@@ -1,0 +1,115 @@
+"""MVTec AD: `<cat>/train/good`, `<cat>/test/{good,<defect>}`, `<cat>/ground_truth/<defect>/<stem>_mask.png`.
+
+`build_mvtec_records` is the one pairing function for every MVTec-like tree (the converted
+`visa_pytorch/1cls` layout of VisA uses it too).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dataset.base import (
+    DatasetError,
+    ImageDataset,
+    MaskPairingError,
+    Record,
+    as_root,
+    check_split,
+    list_images,
+    short_list,
+    subdirs,
+    unknown_category,
+)
+
+# Folder names under a datasets root that hold the MVTec AD categories.
+MVTEC_FOLDER_NAMES: tuple[str, ...] = ("mvtec", "mvtec_anomaly_detection", "MVTec", "mvtec_ad")
+MVTEC_LAYOUT = ("<root>/[mvtec/]<category>/{train/good/*.png, test/{good,<defect>}/*.png, "
+                "ground_truth/<defect>/<stem>_mask.png}")
+
+
+def resolve_mvtec_root(root: str | os.PathLike[str]) -> Path:
+    """The folder holding the categories: `root/mvtec` (or another MVTEC_FOLDER_NAMES entry), else `root`."""
+    base = as_root(root, MVTEC_LAYOUT)
+    for name in MVTEC_FOLDER_NAMES:
+        if (base / name).is_dir():
+            return base / name
+    return base
+
+
+def mvtec_like_categories(folder: Path) -> list[str]:
+    """Sub-folders of `folder` that have a `train/` or `test/` folder, sorted."""
+    return [d.name for d in subdirs(folder) if (d / "test").is_dir() or (d / "train").is_dir()]
+
+
+def _mask_key(mask: Path) -> str:
+    """The image stem a mask belongs to: `000_mask.png` -> `000`; `000.png` (visa_pytorch naming) -> `000`."""
+    stem = mask.stem
+    return stem[: -len("_mask")] if stem.endswith("_mask") else stem
+
+
+def build_mvtec_records(
+    category_dir: Path, category: str, split: str, layout: str = MVTEC_LAYOUT
+) -> list[Record]:
+    """Index one split of an MVTec-like category folder, sorted by defect type then file name.
+
+    `good` images get label 0 and no mask; every other folder of the split is a defect type whose images are
+    paired by stem with `ground_truth/<defect>/<stem>_mask.png` (or `<stem>.png`). An image without a mask,
+    or a mask without an image, raises MaskPairingError listing the files; an empty split raises DatasetError.
+    """
+    check_split(split)
+    split_dir = category_dir / split
+    records: list[Record] = []
+    for defect_dir in subdirs(split_dir):
+        defect = defect_dir.name
+        images = list_images(defect_dir)
+        if defect == "good":
+            records += [Record(str(p), None, 0, "good", category) for p in images]
+            continue
+        gt_dir = category_dir / "ground_truth" / defect
+        masks: dict[str, Path] = {}
+        for mask in list_images(gt_dir):  # `<stem>_mask.png` wins over `<stem>.png` when both exist
+            key = _mask_key(mask)
+            if key not in masks or mask.stem.endswith("_mask"):
+                masks[key] = mask
+        unpaired = [p for p in images if p.stem not in masks]
+        if unpaired:
+            raise MaskPairingError(
+                f"{len(unpaired)} defective image(s) without a mask in {gt_dir}: {short_list(unpaired)} "
+                f"(expected ground_truth/{defect}/<stem>_mask.png for each; layout {layout})"
+            )
+        stems = {p.stem for p in images}
+        orphans = [m for k, m in sorted(masks.items()) if k not in stems]
+        if orphans:
+            raise MaskPairingError(
+                f"{len(orphans)} mask(s) without an image in {defect_dir}: {short_list(orphans)} "
+                f"(expected {split}/{defect}/<stem>.png for each mask; layout {layout})"
+            )
+        records += [Record(str(p), str(masks[p.stem]), 1, defect, category) for p in images]
+    if split == "test":  # masks of a defect type that has no image folder at all
+        have = {d.name for d in subdirs(split_dir)}
+        lonely = [d for d in subdirs(category_dir / "ground_truth") if d.name not in have and list_images(d)]
+        if lonely:
+            raise MaskPairingError(
+                f"masks without images: {short_list(lonely)} has no matching folder in {split_dir} "
+                f"(layout {layout})"
+            )
+    if not records:
+        raise DatasetError(f"no images for split {split!r} in {split_dir} (expected {layout})")
+    return records
+
+
+def available_mvtec_categories(root: str | os.PathLike[str]) -> list[str]:
+    """MVTec AD categories found on disk under `root` (datasets root or the mvtec folder), sorted."""
+    return mvtec_like_categories(resolve_mvtec_root(root))
+
+
+def load_mvtec(root: str | os.PathLike[str], category: str, split: str) -> ImageDataset:
+    """Lazy MVTec AD split; `root` is the datasets root holding `mvtec/` or the mvtec folder itself."""
+    check_split(split)
+    folder = resolve_mvtec_root(root)
+    found = mvtec_like_categories(folder)
+    if category not in found:
+        raise unknown_category(category, folder, found, MVTEC_LAYOUT)
+    records = build_mvtec_records(folder / category, category, split)
+    return ImageDataset(records, "mvtec", folder, category, split)
