@@ -1,0 +1,149 @@
+"""Load SAM 3 (``transformers.Sam3Model`` + ``CLIPTokenizer``) from a local facebook/sam3 folder.
+
+The folder is laid out like a facebook/sam3 download: a *video* ``config.json`` (``model_type:
+"sam3_video"``, the image detector under ``detector_config``), ``model.safetensors`` with
+``detector_model.``/``tracker_model.`` keys, and the CLIP tokenizer files. ``Sam3Model.from_pretrained``
+reads the detector part and ignores the tracker keys. Every way the folder can be wrong is checked first
+and reported as a one-line :class:`ModelLoadError` that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import CLIPTokenizer, Sam3Model
+
+DOWNLOAD_HINT = (
+    "download it with `python scripts/download_weights.py --model_dir {dir}` "
+    "or `modelscope download --model facebook/sam3 --local_dir {dir} --exclude sam3.pt`"
+)
+SAM3_MODEL_TYPES = ("sam3", "sam3_video")
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A SAM 3 folder cannot be loaded; the message is one line naming the folder and the fix."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    """``"auto"`` -> bf16 on CUDA, fp32 elsewhere; accepts fp32/float32, bf16/bfloat16, fp16/float16.
+
+    Raises:
+        ValueError: an unknown dtype name.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}") from None
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    """CLIPTokenizer loads from ``tokenizer.json`` or from ``vocab.json`` + ``merges.txt``."""
+    return (folder / "tokenizer.json").is_file() or (
+        (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    )
+
+
+def check_model_dir(model_path: str | Path) -> Path:
+    """Check that ``model_path`` looks like a facebook/sam3 download before transformers touches it.
+
+    Returns:
+        The expanded, resolved folder path.
+
+    Raises:
+        ModelLoadError: folder, config.json, model.safetensors or tokenizer files missing, only the original
+            ``sam3.pt`` present, or a config whose ``model_type`` is not sam3/sam3_video.
+    """
+    folder = Path(model_path).expanduser().resolve()
+    hint = DOWNLOAD_HINT.format(dir=folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"SAM 3 model folder {folder} does not exist: {hint}")
+    config_file = folder / "config.json"
+    if not (folder / "model.safetensors").is_file():
+        if (folder / "sam3.pt").is_file():
+            raise ModelLoadError(
+                f"{folder} holds only the original sam3.pt; transformers needs model.safetensors "
+                f"(with config.json and tokenizer files) from the same facebook/sam3 repo: {hint}"
+            )
+        if not config_file.is_file():
+            raise ModelLoadError(f"no config.json and no model.safetensors in {folder}: {hint}")
+        raise ModelLoadError(f"no model.safetensors in {folder}: {hint}")
+    if not config_file.is_file():
+        raise ModelLoadError(f"no config.json in {folder}: {hint}")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{config_file} is not valid JSON ({exc}): re-download it; {hint}") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in SAM3_MODEL_TYPES:
+        raise ModelLoadError(
+            f"{config_file} has model_type {model_type!r}, not a SAM 3 model ({'/'.join(SAM3_MODEL_TYPES)}): "
+            f"point --model_path at a facebook/sam3 folder; {hint}"
+        )
+    if not _has_tokenizer(folder):
+        raise ModelLoadError(
+            f"no tokenizer files (tokenizer.json, or vocab.json + merges.txt) in {folder}: {hint}"
+        )
+    return folder
+
+
+def model_image_size(model: Sam3Model) -> int:
+    """Square input side the model expects, from ``vision_config.backbone_config.image_size``."""
+    return int(model.config.vision_config.backbone_config.image_size)
+
+
+def load_sam3(
+    model_path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+) -> tuple[Sam3Model, CLIPTokenizer]:
+    """Load the SAM 3 detector and its tokenizer from a local facebook/sam3 folder (never downloads).
+
+    Args:
+        model_path: folder of a facebook/sam3 download (``~`` is expanded).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU) or fp32/bf16/fp16.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode on ``device`` with ``requires_grad=False`` on every
+        parameter; its input size is ``model.config.vision_config.backbone_config.image_size``.
+
+    Raises:
+        ModelLoadError: the folder is incomplete or not SAM 3 (see :func:`check_model_dir`), or transformers
+            fails to load it.
+    """
+    folder = check_model_dir(model_path)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    try:
+        model = Sam3Model.from_pretrained(folder, local_files_only=True, dtype=torch_dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"could not load SAM 3 from {folder} ({first_line}): {DOWNLOAD_HINT.format(dir=folder)}"
+        ) from exc
+    model.to(torch_device).eval()
+    model.requires_grad_(False)
+    return model, tokenizer
