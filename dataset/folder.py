@@ -58,17 +58,22 @@ def match_mask(stem: str, candidates: list[Path]) -> Path | None:
             if cand.name.lower() == wanted.lower():
                 return cand
     for cand in candidates:
-        rest = cand.name[len(stem):]
-        if cand.name.startswith(stem) and rest and not rest[0].isalnum():
+        if _belongs_to(stem, cand):
             return cand
     return None
+
+
+def _belongs_to(stem: str, mask: Path) -> bool:
+    """True if the mask's name is the stem followed by a non-alphanumeric character (`.`, `_`, `-`, ...)."""
+    rest = mask.name[len(stem):]
+    return mask.name.startswith(stem) and bool(rest) and not rest[0].isalnum()
 
 
 def build_folder_records(base: Path, category: str) -> list[Record]:
     """Index `base` (a category folder, or its train/ or test/ sub-folder), sorted by defect type then name.
 
-    A mask file that matches no image of its defect folder raises MaskPairingError; no images at all raises
-    DatasetError.
+    A mask file whose name starts with no image stem of its defect folder raises MaskPairingError; no
+    images at all raises DatasetError.
     """
     records: list[Record] = []
     for defect_dir in subdirs(base):
@@ -80,13 +85,11 @@ def build_folder_records(base: Path, category: str) -> list[Record]:
             records += [Record(str(p), None, 0, "good", category) for p in images]
             continue
         masks = list_images(base / MASKS_DIR / defect)
-        used: set[Path] = set()
         for image in images:
             mask = match_mask(image.stem, masks)
-            if mask is not None:
-                used.add(mask)
             records.append(Record(str(image), str(mask) if mask else None, 1, defect, category))
-        orphans = [m for m in masks if m not in used]
+        # a mask that could belong to no image (extra masks of an existing image are tolerated)
+        orphans = [m for m in masks if not any(_belongs_to(p.stem, m) for p in images)]
         if orphans:
             raise MaskPairingError(
                 f"{len(orphans)} mask(s) without an image in {defect_dir}: {short_list(orphans)} "
