@@ -1,0 +1,153 @@
+"""model/loader.py: folder checks with one-line fixes, dtype/device resolution, loading the tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import ModelLoadError, Sam3Engine, load_sam3, resolve_device, resolve_dtype
+from model.loader import check_model_dir
+from utils.tiny_sam3 import build_tiny_sam3
+
+DOWNLOAD_FIX = "scripts/download_weights.py --model_dir"
+
+
+def _copy(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name not in skip:
+            shutil.copyfile(f, dst / f.name)
+    return dst
+
+
+def _assert_one_line_fix(exc: ModelLoadError, folder: Path) -> None:
+    msg = str(exc)
+    assert "\n" not in msg
+    assert str(folder.resolve()) in msg
+    assert DOWNLOAD_FIX in msg and "modelscope download --model facebook/sam3" in msg
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("fp32", torch.float32), ("float32", torch.float32), ("bf16", torch.bfloat16),
+     ("bfloat16", torch.bfloat16), ("fp16", torch.float16), ("float16", torch.float16)],
+)
+def test_resolve_dtype_names(name: str, expected: torch.dtype) -> None:
+    assert resolve_dtype(name, "cpu") == expected
+
+
+def test_resolve_dtype_auto_and_unknown() -> None:
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        resolve_dtype("int8", "cpu")
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "nope"
+    with pytest.raises(ModelLoadError, match="does not exist") as info:
+        load_sam3(folder)
+    _assert_one_line_fix(info.value, folder)
+
+
+def test_tilde_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError) as info:
+        load_sam3("~/sam3")
+    assert str((tmp_path / "sam3").resolve()) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("skip", "match"),
+    [
+        (("config.json",), "no config.json in"),
+        (("model.safetensors",), "no model.safetensors in"),
+        (("config.json", "model.safetensors"), "no config.json and no model.safetensors"),
+        (("tokenizer.json", "vocab.json", "merges.txt"), "no tokenizer files"),
+    ],
+)
+def test_incomplete_folder(tiny_sam3_dir: Path, tmp_path: Path, skip: tuple[str, ...], match: str) -> None:
+    folder = _copy(tiny_sam3_dir, tmp_path / "sam3", skip=skip)
+    with pytest.raises(ModelLoadError, match=match) as info:
+        load_sam3(folder, device="cpu")
+    _assert_one_line_fix(info.value, folder)
+
+
+def test_only_sam3_pt(tmp_path: Path) -> None:
+    folder = tmp_path / "sam3"
+    folder.mkdir()
+    (folder / "sam3.pt").write_bytes(b"\0")
+    with pytest.raises(ModelLoadError, match="only the original sam3.pt.*needs model.safetensors") as info:
+        load_sam3(folder)
+    _assert_one_line_fix(info.value, folder)
+
+
+@pytest.mark.parametrize("model_type", ["sam2", None])
+def test_not_sam3_config(tiny_sam3_dir: Path, tmp_path: Path, model_type: str | None) -> None:
+    folder = _copy(tiny_sam3_dir, tmp_path / "sam3")
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("model_type")
+    if model_type:
+        config["model_type"] = model_type
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=f"model_type {model_type!r}, not a SAM 3 model") as info:
+        load_sam3(folder)
+    _assert_one_line_fix(info.value, folder)
+
+
+def test_broken_config_json(tiny_sam3_dir: Path, tmp_path: Path) -> None:
+    folder = _copy(tiny_sam3_dir, tmp_path / "sam3")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON") as info:
+        load_sam3(folder)
+    _assert_one_line_fix(info.value, folder)
+
+
+def test_real_layout_passes_checks(tiny_sam3_dir: Path) -> None:
+    config = json.loads((tiny_sam3_dir / "config.json").read_text())
+    assert config["model_type"] == "sam3_video" and "detector_config" in config
+    assert check_model_dir(tiny_sam3_dir) == tiny_sam3_dir.resolve()
+
+
+def test_weights_use_detector_prefix(tiny_sam3_dir: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_sam3_dir / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("detector_model.") for k in keys)
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_load_dtype_frozen_eval(tiny_sam3_dir: Path, dtype: str, expected: torch.dtype) -> None:
+    model, tokenizer = load_sam3(tiny_sam3_dir, device="cpu", dtype=dtype)
+    assert type(model).__name__ == "Sam3Model"
+    assert not model.training
+    params = list(model.parameters())
+    assert all(p.dtype == expected for p in params)
+    assert not any(p.requires_grad for p in params)
+    ids = tokenizer("a crack", truncation=True, max_length=32, padding="max_length")["input_ids"]
+    assert len(ids) == 32 and max(ids) < model.config.text_config.vocab_size
+
+
+def test_image_size_from_config(tiny_sam3_dir: Path) -> None:
+    engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32")
+    assert engine.image_size == 224 == engine.model.config.vision_config.backbone_config.image_size
+    assert engine.device == torch.device("cpu") and engine.dtype == torch.float32
+
+
+def test_fallback_layout_without_meta(tmp_path: Path) -> None:
+    """Without the real facebook/sam3 small files the builder still gives a loadable folder."""
+    folder = build_tiny_sam3(tmp_path / "tiny", meta_dir=tmp_path / "no_meta")
+    model, tokenizer = load_sam3(folder, device="cpu", dtype="fp32")
+    ids = tokenizer("crack")["input_ids"]
+    assert ids[0] == 49406 and ids[-1] == 49407
+    assert model.config.detr_decoder_config.num_queries == 20
