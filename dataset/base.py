@@ -86,7 +86,7 @@ def as_root(root: str | os.PathLike[str], layout: str) -> Path:
     return path
 
 
-def _open_decoded(path: str, what: str) -> Image.Image:
+def _open_decoded(path: str | os.PathLike[str], what: str) -> Image.Image:
     """Open and fully decode an image file, turning every decoder failure into a DatasetError."""
     try:
         with Image.open(path) as img:
@@ -102,7 +102,7 @@ def _open_decoded(path: str, what: str) -> Image.Image:
         ) from None
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image file as RGB.
 
     Returns (H, W, 3) uint8. Grayscale (L, 1, I;16), palette and RGBA images are converted to 3 channels
@@ -119,7 +119,7 @@ def read_image(path: str) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def read_mask(path: str) -> np.ndarray:
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a ground-truth mask: any nonzero value (in any channel) is anomalous.
 
     Handles 1-bit (mode "1", 0/1), 8-bit (0/255), palette and class-id masks (VisA), RGB masks.

@@ -412,3 +412,8 @@ def test_constants() -> None:
     assert set(dataset.__all__) >= {"Sample", "DatasetError", "load_dataset", "available_categories",
                                     "MVTEC_CATEGORIES", "VISA_CATEGORIES", "TEXTURE_CATEGORIES",
                                     "OBJECT_NOUNS", "object_noun"}
+
+
+def test_read_image_accepts_path_objects(mvtec_root: Path) -> None:
+    path = mvtec_root / "bottle" / "train" / "good" / "000.png"
+    np.testing.assert_array_equal(read_image(path), read_image(str(path)))
