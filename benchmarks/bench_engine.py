@@ -22,7 +22,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from model import Sam3Engine  # noqa: E402
+from model import ModelLoadError, Sam3Engine  # noqa: E402
 from utils.tiny_sam3 import build_tiny_sam3  # noqa: E402
 
 
@@ -93,7 +93,10 @@ def run(args: argparse.Namespace, model_path: Path) -> None:
 
 def main(args: argparse.Namespace) -> None:
     if args.model_path is not None:
-        run(args, args.model_path)
+        try:
+            run(args, args.model_path)
+        except ModelLoadError as exc:
+            sys.exit(f"error: {exc}")
         return
     with tempfile.TemporaryDirectory(prefix="tiny_sam3_") as tmp:
         run(args, build_tiny_sam3(Path(tmp) / "tiny_sam3"))
