@@ -70,6 +70,11 @@ class ScoringSettings:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("max_object_fraction", "outside_weight", "object_dilation", "object_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.sigma < 0 or self.topk < 1:
+            raise ValueError(f"need sigma >= 0 and topk >= 1, got sigma={self.sigma!r}, topk={self.topk!r}")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ScoringSettings:

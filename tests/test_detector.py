@@ -136,6 +136,10 @@ def test_settings_reject_unknown_choices():
         ScoringSettings(map_source="all")
     with pytest.raises(ValueError, match="image_score"):
         ScoringSettings(image_score="median")
+    with pytest.raises(ValueError, match="outside_weight"):
+        ScoringSettings(outside_weight=1.5)
+    with pytest.raises(ValueError, match="topk"):
+        ScoringSettings(topk=0)
 
 
 # --- maps, scores, detections ---------------------------------------------------------------------
