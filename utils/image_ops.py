@@ -1,0 +1,92 @@
+"""Small numpy-in/numpy-out image operations on anomaly maps and masks (OpenCV underneath).
+
+Conventions: maps are (H, W) real arrays, masks (H, W) bool, sizes are (height, width) like numpy shapes
+(OpenCV itself takes (width, height); the swap happens only here).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+# Kernel radius in standard deviations, the same default as scipy.ndimage.gaussian_filter (truncate=4.0).
+GAUSSIAN_TRUNCATE = 4.0
+
+
+def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {array.shape}")
+    return array
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    if len(size) != 2 or any(int(s) != s or s <= 0 for s in size):
+        raise ValueError(f"size must be (height, width) with two positive integers, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def resize_map(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an anomaly map.
+
+    Pixel centres are aligned (half-pixel convention, as PIL / torch ``align_corners=False``); no
+    anti-aliasing when shrinking.
+
+    Args:
+        anomaly_map: (H, W) real array (float16 is computed in float32).
+        size: (height, width) of the output.
+    Returns:
+        (height, width) float32.
+    """
+    anomaly_map = _check_2d(anomaly_map, "anomaly_map").astype(np.float32, copy=False)
+    height, width = _check_size(size)
+    if anomaly_map.shape == (height, width):
+        return anomaly_map.copy()
+    return cv2.resize(anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a binary mask (any nonzero pixel counts as True).
+
+    Each output pixel takes the input pixel under its centre (``cv2.INTER_NEAREST_EXACT``), so the result
+    does not shift by half a pixel when shrinking.
+
+    Args:
+        mask: (H, W) bool or integer array.
+        size: (height, width) of the output.
+    Returns:
+        (height, width) bool.
+    """
+    mask = _check_2d(mask, "mask")
+    height, width = _check_size(size)
+    as_u8 = (mask != 0).astype(np.uint8)
+    if as_u8.shape == (height, width):
+        return as_u8.astype(bool)
+    return cv2.resize(as_u8, (width, height), interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
+
+
+def gaussian_smooth(anomaly_map: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an anomaly map, borders handled by reflection (``d c b a | a b c d``).
+
+    The kernel is the sampled, normalised Gaussian truncated at ``GAUSSIAN_TRUNCATE`` (4.0) standard
+    deviations, radius ``int(4 * sigma + 0.5)`` pixels: the same kernel and border rule as
+    ``scipy.ndimage.gaussian_filter(x, sigma, mode="reflect")``, computed with OpenCV in float32.
+
+    Args:
+        anomaly_map: (H, W) real array.
+        sigma: standard deviation in pixels of this map; ``sigma <= 0`` returns an unchanged copy.
+    Returns:
+        (H, W) float32.
+    """
+    anomaly_map = _check_2d(anomaly_map, "anomaly_map").astype(np.float32)  # always a copy
+    if not math.isfinite(sigma):
+        raise ValueError(f"sigma must be a finite number of pixels, got {sigma}")
+    if sigma <= 0:
+        return anomaly_map
+    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)
+    ksize = 2 * radius + 1
+    return cv2.GaussianBlur(
+        anomaly_map, (ksize, ksize), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
+    )
