@@ -1,14 +1,14 @@
 """Datasets: every loader yields `Sample`s (see dataset/base.py); `load_dataset` picks the loader by name.
 
-    ds = load_dataset("mvtec", "~/autodl-tmp/datasets", "bottle", "test")
-    len(ds); ds.records[0].image_path    # cheap index, no pixels decoded
-    sample = ds[0]                        # decodes image (H, W, 3) uint8 RGB and mask (H, W) bool
+ds = load_dataset("mvtec", "~/autodl-tmp/datasets", "bottle", "test")
+len(ds); ds.records[0].image_path    # cheap index, no pixels decoded
+sample = ds[0]                        # decodes image (H, W, 3) uint8 RGB and mask (H, W) bool
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dataset.base import DatasetError, ImageDataset, MaskPairingError, Record, Sample
 from dataset.constants import MVTEC_CATEGORIES, OBJECT_NOUNS, TEXTURE_CATEGORIES, VISA_CATEGORIES, object_noun
@@ -52,6 +52,27 @@ def available_categories(name: str, root: str | os.PathLike[str]) -> list[str]:
     return _CATEGORY_FINDERS[name](root)
 
 
+def select_categories(
+    name: str, root: str | os.PathLike[str] | None, wanted: Sequence[str] | None
+) -> list[str]:
+    """`wanted` checked against the categories on disk (every category found when `wanted` is empty).
+
+    A missing root or an unknown category is a one-line DatasetError listing what was found.
+    """
+    if not root:
+        raise DatasetError(
+            "no dataset path: pass --dataset_path DIR or write the datasets root in dataset_dir.txt"
+        )
+    found = available_categories(name, root)
+    missing = [c for c in wanted or () if c not in found]
+    if missing:
+        raise DatasetError(
+            f"unknown category {', '.join(missing)} for dataset {name} under {root}: "
+            f"found {', '.join(found) or 'none'}"
+        )
+    return list(wanted or found)
+
+
 __all__ = [
     "DATASET_NAMES",
     "MVTEC_CATEGORIES",
@@ -66,4 +87,5 @@ __all__ = [
     "available_categories",
     "load_dataset",
     "object_noun",
+    "select_categories",
 ]

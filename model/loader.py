@@ -17,7 +17,7 @@ from transformers import CLIPTokenizer, Sam3Model
 
 DOWNLOAD_HINT = (
     "download it with `python scripts/download_weights.py --model_dir {dir}` "
-    "or `modelscope download --model facebook/sam3 --local_dir {dir} --exclude sam3.pt`"
+    "or `modelscope download --model facebook/sam3 --local-dir {dir} --exclude sam3.pt`"
 )
 SAM3_MODEL_TYPES = ("sam3", "sam3_video")
 

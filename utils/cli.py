@@ -14,17 +14,21 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input: shown as one line, never as a traceback."""
     from dataset import DatasetError
     from model import ModelLoadError
-
+    from utils.checkpoint import CheckpointError
     from utils.evaluation import StaleOutputError
 
-    return (ConfigError, DatasetError, ModelLoadError, StaleOutputError, FileNotFoundError)
+    return (ConfigError, DatasetError, ModelLoadError, StaleOutputError, CheckpointError, FileNotFoundError)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     """A parser with `--config` and the flags every script shares; every default is None (= not given)."""
     parser = argparse.ArgumentParser(description=description, argument_default=None)
-    parser.add_argument("--config", help="YAML file with keys of configs/config.yaml (e.g. configs/mvtec.yaml)")
-    parser.add_argument("--model_path", help="local facebook/sam3 folder (default ~/autodl-tmp/download/sam3)")
+    parser.add_argument(
+        "--config", help="YAML file with keys of configs/config.yaml (e.g. configs/mvtec.yaml)"
+    )
+    parser.add_argument(
+        "--model_path", help="local facebook/sam3 folder (default ~/autodl-tmp/download/sam3)"
+    )
     parser.add_argument("--checkpoint", help="trained concept embeddings from scripts/train.py")
     parser.add_argument("--output_dir", help="where outputs are written")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -39,7 +43,9 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     """Flags that choose a dataset and its categories."""
     parser.add_argument("--dataset", choices=["mvtec", "visa", "folder"])
     parser.add_argument("--dataset_path", help="datasets root (default: first line of dataset_dir.txt)")
-    parser.add_argument("--categories", type=parse_list, help="comma-separated categories (default: all found)")
+    parser.add_argument(
+        "--categories", type=parse_list, help="comma-separated categories (default: all found)"
+    )
 
 
 def config_from_args(args: argparse.Namespace, not_config: Sequence[str] = ()) -> dict[str, Any]:
@@ -52,7 +58,9 @@ def config_from_args(args: argparse.Namespace, not_config: Sequence[str] = ()) -
     return resolve_config(args.config, cli)
 
 
-def run(main: Callable[[argparse.Namespace], int | None], parse_args: Callable, argv: Sequence[str] | None) -> int:
+def run(
+    main: Callable[[argparse.Namespace], int | None], parse_args: Callable, argv: Sequence[str] | None
+) -> int:
     """Parse `argv`, call `main`; a user error becomes `error: <message>` on stderr and exit code 2."""
     args = parse_args(argv)
     try:

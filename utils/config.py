@@ -29,7 +29,9 @@ class ConfigError(ValueError):
 def _read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a non-mapping is a one-line ConfigError."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (pass an existing YAML file, e.g. configs/mvtec.yaml)")
+        raise ConfigError(
+            f"config file not found: {path} (pass an existing YAML file, e.g. configs/mvtec.yaml)"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -60,7 +62,9 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     if isinstance(value, bool) and expected is not bool:
         raise ConfigError(f"config key '{key}' must be {expected.__name__}, got bool {value!r}")
     if not isinstance(value, expected):
-        raise ConfigError(f"config key '{key}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"config key '{key}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
     return value
 
 

@@ -1,0 +1,66 @@
+"""Build the SAM 3 anomaly detector and the prompts for a category from a resolved config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dataset import OBJECT_NOUNS, Sample, object_noun
+from model import Sam3Engine
+from model.detector import AnomalyDetector, ScoringSettings
+from utils.checkpoint import apply_checkpoint, load_checkpoint
+from utils.evaluation import Scorer
+from utils.prompt_engineering import build_prompts
+
+
+def build_detector(cfg: Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
+    """Load SAM 3 from cfg["model_path"] (and cfg["checkpoint"] if set) with the scoring settings of `cfg`.
+
+    Returns the detector and the names of the learned concepts it can score (empty when zero-shot).
+    """
+    engine = Sam3Engine.from_pretrained(
+        cfg["model_path"], device=cfg["device"], dtype=cfg["dtype"], chunk_size=cfg["chunk_size"]
+    )
+    if not cfg["checkpoint"]:
+        return AnomalyDetector(engine, ScoringSettings.from_config(cfg)), []
+    bank = apply_checkpoint(load_checkpoint(cfg["checkpoint"]), engine)
+
+    def learned_text(engine: Sam3Engine, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
+        return engine.predict_text(features, bank.text_for_prompts(engine, prompts))
+
+    return AnomalyDetector(engine, ScoringSettings.from_config(cfg), text_override=learned_text), bank.names
+
+
+def prompts_for(
+    cfg: Mapping[str, Any], category: str | None, concepts: Sequence[str] = ()
+) -> tuple[list[str], str | None]:
+    """The defect prompts of `category` and the object noun used for regularisation (None = skip it).
+
+    With learned `concepts` (from a checkpoint), cfg["concept_mode"] "replace" scores only them and "add"
+    scores them after the text prompts. Regularisation needs a known object: it is skipped for texture
+    categories, for categories without an object noun (own folders) and when cfg["object_regularisation"]
+    is off.
+    """
+    prompts = build_prompts(category, cfg["prompt_strategy"], cfg["extra_prompts"], cfg["prompt_overrides"])
+    if concepts:
+        prompts = list(concepts) if cfg["concept_mode"] == "replace" else [*prompts, *concepts]
+    regularise = (
+        cfg["object_regularisation"]
+        and category in OBJECT_NOUNS
+        and category not in cfg["texture_categories"]
+    )
+    return prompts, object_noun(category) if regularise else None
+
+
+def make_scorer(detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()) -> Scorer:
+    """A Scorer (see utils.evaluation) giving maps at eval_size x eval_size and image scores."""
+    size = (cfg["eval_size"], cfg["eval_size"])
+
+    def score(samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:
+        prompts, noun = prompts_for(cfg, category, concepts)
+        results = detector.detect([s.image for s in samples], prompts, noun, out_size=size)
+        return [(r.anomaly_map, r.image_score) for r in results]
+
+    return score
