@@ -203,7 +203,7 @@ def _split_pixels(
     n_pos = int(np.count_nonzero(gt_masks))
     neg = np.empty(n * h * w - n_pos, dtype=dtype)
     pos = np.empty(n_pos, dtype=dtype)
-    region = np.empty(n_pos, dtype=np.int64)
+    region = np.empty(n_pos, dtype=np.int32)  # global region index of each anomalous pixel
     sizes: list[np.ndarray] = []
     n_regions = i_neg = i_pos = 0
     step = max(1, _CHUNK_PIXELS // max(1, h * w))
