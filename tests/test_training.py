@@ -1,0 +1,173 @@
+"""Fine-tuning: losses, over-fitting a fixed batch, checkpoints, resume, --checkpoint in test.py, train.sh/test.sh."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dataset import load_dataset
+from dataset.constants import MVTEC_CATEGORIES, VISA_CATEGORIES
+from dataset.synthetic import make_mvtec_like, make_visa_like
+from model.concepts import ConceptBank, concept_names
+from model.engine import Sam3Engine
+from model.losses import dice_loss, focal_loss, image_loss
+from scripts import test as test_script
+from scripts import train as train_script
+from utils.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint
+from utils.cli import run
+from utils.config import resolve_config
+from utils.trainer import Trainer, batch_loss, semantic_head
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- losses (hand-solved)
+def test_focal_loss_known_values():
+    prob = torch.tensor([[[0.9, 0.2]]])
+    target = torch.tensor([[[1.0, 0.0]]])
+    expected = (-0.25 * 0.1**2 * np.log(0.9) - 0.75 * 0.2**2 * np.log(0.8)) / 2
+    assert float(focal_loss(prob, target)) == pytest.approx(expected, rel=1e-5)
+    # gamma = 0, alpha = 0.5 is half the binary cross-entropy
+    bce = torch.nn.functional.binary_cross_entropy(prob, target)
+    assert float(focal_loss(prob, target, gamma=0.0, alpha=0.5)) == pytest.approx(0.5 * float(bce), rel=1e-5)
+
+
+def test_dice_loss_known_values():
+    target = torch.tensor([[[1.0, 1.0, 0.0, 0.0]]])
+    assert float(dice_loss(target, target, smooth=0.0)) == pytest.approx(0.0)
+    assert float(dice_loss(1 - target, target, smooth=0.0)) == pytest.approx(1.0)
+    half = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])  # 2*1 / (1 + 2) = 2/3 overlap
+    assert float(dice_loss(half, target, smooth=0.0)) == pytest.approx(1 / 3)
+    assert float(dice_loss(torch.zeros(1, 1, 4), torch.zeros(1, 1, 4))) == pytest.approx(0.0)  # good image
+
+
+def test_image_loss_is_bce():
+    score, label = torch.tensor([0.8, 0.3]), torch.tensor([1, 0])
+    assert float(image_loss(score, label)) == pytest.approx(-(np.log(0.8) + np.log(0.7)) / 2, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- training
+def _cfg(root, out, **kw):
+    base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "device": "cpu",
+            "dtype": "fp32", "train_batch_size": 2, "grad_accum": 1, "num_concepts": 2, "lr": 0.05}
+    return resolve_config(None, {**base, **kw})
+
+
+@pytest.fixture()
+def fresh_engine(tiny_sam3_dir):
+    """A private engine: training with train_head changes its weights."""
+    return Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32", chunk_size=4)
+
+
+@pytest.mark.parametrize(("train_head", "lr", "min_drop"), [(False, 0.5, 0.02), (True, 0.05, 0.08)])
+def test_a_few_steps_overfit_a_fixed_batch(train_head, lr, min_drop, fresh_engine, mvtec_root, tmp_path):
+    """12 AdamW steps on one fixed batch lower the loss by a margin (embeddings only: steadily)."""
+    cfg = _cfg(mvtec_root.parent, tmp_path, train_head=train_head, lr=lr)
+    data = load_dataset("mvtec", mvtec_root, "bottle", "test")
+    batch = [data[i] for i in (0, 3, 4, 5)]  # good and defective images
+    bank = ConceptBank.from_words(fresh_engine, ["defect", "scratch"])
+    start = bank.embeds.detach().clone()
+    trainer = Trainer(fresh_engine, bank, cfg)
+    losses = []
+    for _ in range(12):
+        terms = batch_loss(fresh_engine, batch, bank, cfg)
+        trainer.optimizer.zero_grad()
+        terms["loss"].backward()
+        trainer.optimizer.step()
+        losses.append(float(terms["loss"].detach()))
+    assert losses[-1] < (1 - min_drop) * losses[0], losses
+    if not train_head:
+        assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+        assert all(p.grad is None for p in fresh_engine.model.parameters())  # SAM 3 stays frozen
+    assert not torch.equal(bank.embeds.detach(), start)
+
+
+def test_checkpoint_round_trip_holds_only_trained_tensors(fresh_engine, tiny_sam3_dir, mvtec_root, tmp_path):
+    cfg = _cfg(mvtec_root.parent, tmp_path, train_head=True, num_epochs=1, categories=["bottle"])
+    data = load_dataset("mvtec", mvtec_root, "bottle", "test")
+    trainer = Trainer(fresh_engine, ConceptBank.from_words(fresh_engine, ["defect", "crack"]), cfg)
+    trainer.run_epoch(data, progress=False)
+    path = trainer.save(tmp_path)
+    assert path.name == "epoch_001.pt" and (tmp_path / "last.pt").is_file()
+    assert path.stat().st_size < 200_000  # no backbone inside
+    ckpt = load_checkpoint(path)
+    assert set(ckpt) == {"concepts", "seed_words", "head", "optimizer", "epoch", "history", "config"}
+    other = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32")
+    bank = apply_checkpoint(ckpt, other)
+    assert torch.equal(bank.embeds.detach(), trainer.bank.embeds.detach())
+    assert bank.names == concept_names(2) and bank.seed_words == ["defect", "crack"]
+    assert torch.equal(semantic_head(other).weight, semantic_head(fresh_engine).weight)
+    log = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,loss") and len(log) == 2 and (tmp_path / "loss_curve.png").is_file()
+
+
+def test_checkpoint_errors(tmp_path, tiny_engine):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    wrong = {"concepts": {"embeds": torch.zeros(1, 32, 7), "attention_mask": torch.ones(1, 32)}, "seed_words": ["x"]}
+    with pytest.raises(CheckpointError, match="hidden size"):
+        apply_checkpoint(wrong, tiny_engine)
+
+
+def test_resume_continues_exactly(tiny_sam3_dir, mvtec_root, tmp_path):
+    common = ["--dataset", "mvtec", "--dataset_path", str(mvtec_root.parent), "--categories", "bottle",
+              "--model_path", str(tiny_sam3_dir), "--device", "cpu", "--dtype", "fp32", "--num_concepts", "2",
+              "--lr", "0.05", "--train_batch_size", "2", "--grad_accum", "2"]
+    assert run(train_script.main, train_script.parse_args,
+               [*common, "--num_epochs", "2", "--output_dir", str(tmp_path / "straight")]) == 0
+    assert run(train_script.main, train_script.parse_args,
+               [*common, "--num_epochs", "1", "--output_dir", str(tmp_path / "split")]) == 0
+    assert run(train_script.main, train_script.parse_args,
+               [*common, "--num_epochs", "2", "--output_dir", str(tmp_path / "split"),
+                "--resume", str(tmp_path / "split" / "last.pt")]) == 0
+    straight, split = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert split["epoch"] == straight["epoch"] == 2
+    assert torch.equal(split["concepts"]["embeds"], straight["concepts"]["embeds"])
+    assert [r["loss"] for r in split["history"]] == [r["loss"] for r in straight["history"]]
+    assert not torch.equal(straight["concepts"]["embeds"], load_checkpoint(tmp_path / "split" / "epoch_001.pt")["concepts"]["embeds"])
+
+
+def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_dir, mvtec_root, tmp_path):
+    train_argv = ["--dataset", "mvtec", "--dataset_path", str(mvtec_root.parent), "--categories", "bottle",
+                  "--model_path", str(tiny_sam3_dir), "--device", "cpu", "--num_epochs", "1", "--lr", "0.05",
+                  "--output_dir", str(tmp_path / "run")]
+    assert run(train_script.main, train_script.parse_args, train_argv) == 0
+    test_argv = ["--dataset", "mvtec", "--dataset_path", str(mvtec_root.parent), "--categories", "bottle",
+                 "--model_path", str(tiny_sam3_dir), "--device", "cpu", "--eval_size", "32"]
+    ckpt = ["--checkpoint", str(tmp_path / "run" / "last.pt")]
+    for name, extra in (("zero", []), ("ft1", ckpt), ("ft2", ckpt)):
+        assert run(test_script.main, test_script.parse_args,
+                   [*test_argv, *extra, "--output_dir", str(tmp_path / name)]) == 0
+    maps = {n: np.load(tmp_path / n / "categories" / "bottle" / "maps.npy") for n in ("zero", "ft1", "ft2")}
+    assert not np.array_equal(maps["zero"], maps["ft1"])
+    assert np.array_equal(maps["ft1"], maps["ft2"])
+    assert json.loads((tmp_path / "ft1" / "results.json").read_text())["config"]["checkpoint"].endswith("last.pt")
+
+
+@pytest.mark.slow
+def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
+    """Both cross-dataset directions on a tiny copy of every MVTec AD and VisA category."""
+    root = tmp_path / "datasets"
+    make_mvtec_like(root / "mvtec", categories=MVTEC_CATEGORIES, n_train=1, n_good=1, n_defect=1, size=32)
+    make_visa_like(root / "visa", categories=VISA_CATEGORIES, n_normal=1, n_anomaly=1, size=32, n_train=1)
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": str(tiny_sam3_dir), "DATASET_PATH": str(root),
+           "RUN_ROOT": str(tmp_path / "runs"), "OUTPUT_ROOT": str(tmp_path / "results"),
+           "TRAIN_ARGS": "--num_epochs 1 --device cpu", "TEST_ARGS": "--device cpu --eval_size 32"}
+    proc = subprocess.run(["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name, n in (("mvtec_to_visa", 12), ("visa_to_mvtec", 15)):
+        doc = json.loads((tmp_path / "results" / name / "results.json").read_text())
+        assert len(doc["categories"]) == n and doc["config"]["checkpoint"]
+    env["DATASETS"] = "visa"
+    proc = subprocess.run(["bash", str(REPO / "test.sh"), "--device", "cpu", "--eval_size", "32"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads((tmp_path / "results" / "visa" / "results.json").read_text())["categories"]) == 12

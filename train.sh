@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Cross-dataset fine-tuning: train concept embeddings on one dataset, test zero-shot on the other
+# (MVTec AD -> VisA and VisA -> MVTec AD), as in AnomalyCLIP / APRIL-GAN.
+#
+#   bash train.sh
+#   MODEL_PATH=/data/sam3 DATASET_PATH=/data/datasets DIRECTIONS="mvtec:visa" TRAIN_ARGS="--num_epochs 3" bash train.sh
+#
+# Environment: MODEL_PATH (default ~/autodl-tmp/download/sam3), DATASET_PATH (default: dataset_dir.txt),
+# RUN_ROOT (checkpoints, default runs), OUTPUT_ROOT (test results, default results), DIRECTIONS (default
+# "mvtec:visa visa:mvtec"), TRAIN_ARGS / TEST_ARGS (extra flags for scripts/train.py / scripts/test.py),
+# PYTHON (default python). Reruns resume from $RUN_ROOT/<dataset>/last.pt and from finished test categories.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python}"
+MODEL_PATH="${MODEL_PATH:-$HOME/autodl-tmp/download/sam3}"
+RUN_ROOT="${RUN_ROOT:-runs}"
+OUTPUT_ROOT="${OUTPUT_ROOT:-results}"
+DIRECTIONS="${DIRECTIONS:-mvtec:visa visa:mvtec}"
+for direction in $DIRECTIONS; do
+  source_set="${direction%%:*}"
+  target_set="${direction##*:}"
+  run_dir="$RUN_ROOT/$source_set"
+  resume=()
+  [ -f "$run_dir/last.pt" ] && resume=(--resume "$run_dir/last.pt")
+  echo "== train on $source_set =="
+  # shellcheck disable=SC2086  # TRAIN_ARGS / TEST_ARGS are word lists on purpose
+  "$PYTHON" scripts/train.py --config "configs/$source_set.yaml" --model_path "$MODEL_PATH" \
+    --output_dir "$run_dir" ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} "${resume[@]}" ${TRAIN_ARGS:-}
+  echo "== test on $target_set with the $source_set checkpoint =="
+  # shellcheck disable=SC2086
+  "$PYTHON" scripts/test.py --config "configs/$target_set.yaml" --model_path "$MODEL_PATH" \
+    --checkpoint "$run_dir/last.pt" --output_dir "$OUTPUT_ROOT/${source_set}_to_${target_set}" \
+    ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} ${TEST_ARGS:-}
+done
