@@ -1,3 +1,3 @@
-"""Shared pytest fixtures: generated datasets (tests/fixtures_data.py) and a tiny SAM 3 (tests/fixtures_model.py)."""
+"""Shared pytest fixtures: generated datasets (fixtures_data.py) and a tiny SAM 3 (fixtures_model.py)."""
 
 pytest_plugins = ["tests.fixtures_data", "tests.fixtures_model"]

@@ -1,4 +1,4 @@
-"""The evaluation harness of scripts/test.py with scoring stubs: ordering, resizing, mask alignment, resume."""
+"""The evaluation harness of scripts/test.py with scoring stubs: ordering, resizing, alignment, resume."""
 
 import json
 import math
@@ -24,8 +24,9 @@ def constant_scorer(samples, category):
 
 
 def _cfg(root, out, **kw):
-    return resolve_config(None, {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out),
-                                 "batch_size": 3, **kw})
+    return resolve_config(
+        None, {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3, **kw}
+    )
 
 
 def test_ground_truth_maps_score_one_everywhere(datasets_root, tmp_path):
@@ -54,7 +55,9 @@ def test_misaligned_maps_are_caught(datasets_root, tmp_path):
         outs = gt_scorer(samples, category)
         return outs[1:] + outs[:1]
 
-    per_category = evaluate(_cfg(datasets_root, tmp_path, eval_size=64, batch_size=7), shifted, progress=False)
+    per_category = evaluate(
+        _cfg(datasets_root, tmp_path, eval_size=64, batch_size=7), shifted, progress=False
+    )
     assert all(m["pixel_auroc"] < 0.9 for m in per_category.values())
 
 
@@ -90,7 +93,9 @@ def test_interrupted_run_resumes_to_identical_results(datasets_root, tmp_path):
     assert resumed == fresh
     # A third run scores nothing: every category is finished.
     calls.clear()
-    assert evaluate(_cfg(datasets_root, out, eval_size=32), gt_scorer_counting(calls), progress=False) == fresh
+    assert (
+        evaluate(_cfg(datasets_root, out, eval_size=32), gt_scorer_counting(calls), progress=False) == fresh
+    )
     assert calls == []
 
 
@@ -105,8 +110,11 @@ def gt_scorer_counting(calls):
 def test_changed_config_refuses_to_mix_results(datasets_root, tmp_path):
     evaluate(_cfg(datasets_root, tmp_path, eval_size=32, categories=["bottle"]), gt_scorer, progress=False)
     with pytest.raises(StaleOutputError, match="different config"):
-        evaluate(_cfg(datasets_root, tmp_path, eval_size=32, categories=["bottle"], sigma=1.0), gt_scorer,
-                 progress=False)
+        evaluate(
+            _cfg(datasets_root, tmp_path, eval_size=32, categories=["bottle"], sigma=1.0),
+            gt_scorer,
+            progress=False,
+        )
 
 
 def test_category_without_anomalies_reports_nan(tmp_path):

@@ -1,4 +1,4 @@
-"""End-to-end runs of scripts/test.py and scripts/demo.py with the tiny real-layout SAM 3, and their errors."""
+"""End-to-end runs of scripts/test.py and scripts/demo.py with the tiny real-layout SAM 3, and errors."""
 
 import json
 import subprocess
@@ -22,14 +22,34 @@ def run_test_script(argv):
 
 
 def _common(model_dir, out):
-    return ["--model_path", str(model_dir), "--output_dir", str(out), "--device", "cpu", "--dtype", "fp32",
-            "--eval_size", "32", "--batch_size", "2"]
+    return [
+        "--model_path",
+        str(model_dir),
+        "--output_dir",
+        str(out),
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--eval_size",
+        "32",
+        "--batch_size",
+        "2",
+    ]
 
 
 @pytest.mark.parametrize("dataset", ["mvtec", "visa"])
 def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir, tmp_path, capsys):
-    argv = ["--dataset", dataset, "--dataset_path", str(datasets_root), "--visualize", "--num_visualize", "2",
-            *_common(tiny_sam3_dir, tmp_path / "a")]
+    argv = [
+        "--dataset",
+        dataset,
+        "--dataset_path",
+        str(datasets_root),
+        "--visualize",
+        "--num_visualize",
+        "2",
+        *_common(tiny_sam3_dir, tmp_path / "a"),
+    ]
     assert run_test_script(argv) == 0
     out = tmp_path / "a"
     doc = json.loads((out / "results.json").read_text())
@@ -48,7 +68,10 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     assert "| **mean** |" in capsys.readouterr().out  # summary table printed
 
     # A fresh run into another folder equals it; a rerun into the same folder resumes (same results).
-    assert run_test_script([*argv[:-len(_common(tiny_sam3_dir, out))], *_common(tiny_sam3_dir, tmp_path / "b")]) == 0
+    assert (
+        run_test_script([*argv[: -len(_common(tiny_sam3_dir, out))], *_common(tiny_sam3_dir, tmp_path / "b")])
+        == 0
+    )
     assert json.loads((tmp_path / "b" / "results.json").read_text())["categories"] == doc["categories"]
     maps_before = np.load(out / "categories" / sorted(categories)[0] / "maps.npy")
     assert run_test_script(argv) == 0
@@ -58,7 +81,9 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
 
 def test_test_script_with_yaml_config(datasets_root, tiny_sam3_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"dataset: mvtec\ndataset_path: {datasets_root}\ncategories: [wood]\nprompt_strategy: base\n")
+    cfg.write_text(
+        f"dataset: mvtec\ndataset_path: {datasets_root}\ncategories: [wood]\nprompt_strategy: base\n"
+    )
     assert run_test_script(["--config", str(cfg), *_common(tiny_sam3_dir, tmp_path / "o")]) == 0
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert list(doc["categories"]) == ["wood"] and doc["config"]["prompt_strategy"] == "base"
@@ -66,7 +91,10 @@ def test_test_script_with_yaml_config(datasets_root, tiny_sam3_dir, tmp_path):
 
 def test_demo_on_an_image_and_on_a_folder_with_a_corrupt_file(tiny_sam3_dir, tmp_path, capsys):
     argv = ["--model_path", str(tiny_sam3_dir), "--device", "cpu", "--output_dir", str(tmp_path / "one")]
-    assert run(demo.main, demo.parse_args, ["--image_path", str(REPO / "assets" / "demo_scratch.png"), *argv]) == 0
+    assert (
+        run(demo.main, demo.parse_args, ["--image_path", str(REPO / "assets" / "demo_scratch.png"), *argv])
+        == 0
+    )
     for suffix in ("_overlay.png", "_mask.png", "_boxes.png", ".json"):
         assert (tmp_path / "one" / f"demo_scratch{suffix}").is_file()
     record = json.loads((tmp_path / "one" / "demo_scratch.json").read_text())
@@ -80,8 +108,20 @@ def test_demo_on_an_image_and_on_a_folder_with_a_corrupt_file(tiny_sam3_dir, tmp
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(folder / name), np.full((40, 50, 3), 120, np.uint8))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    argv = ["--image_path", str(folder), "--model_path", str(tiny_sam3_dir), "--device", "cpu",
-            "--output_dir", str(tmp_path / "many"), "--dataset", "mvtec", "--category", "bottle"]
+    argv = [
+        "--image_path",
+        str(folder),
+        "--model_path",
+        str(tiny_sam3_dir),
+        "--device",
+        "cpu",
+        "--output_dir",
+        str(tmp_path / "many"),
+        "--dataset",
+        "mvtec",
+        "--category",
+        "bottle",
+    ]
     assert run(demo.main, demo.parse_args, argv) == 0
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "2 of 3 images" in captured.out
@@ -91,8 +131,13 @@ def test_demo_on_an_image_and_on_a_folder_with_a_corrupt_file(tiny_sam3_dir, tmp
 
 
 def _cli(script, *args):
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], capture_output=True, text=True,
-                          cwd=REPO.parent, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO.parent,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(
@@ -107,8 +152,12 @@ def _cli(script, *args):
 def test_bad_input_is_one_line_without_traceback(args, message, datasets_root, tiny_sam3_dir, tmp_path):
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("eval_sise: 12\n")
-    defaults = {"--dataset": "mvtec", "--dataset_path": str(datasets_root), "--model_path": str(tiny_sam3_dir),
-                "--output_dir": str(tmp_path / "o")}
+    defaults = {
+        "--dataset": "mvtec",
+        "--dataset_path": str(datasets_root),
+        "--model_path": str(tiny_sam3_dir),
+        "--output_dir": str(tmp_path / "o"),
+    }
     for i in range(0, len(args), 2):
         defaults[args[i]] = str(bad_cfg) if args[i + 1] == "BADCONFIG" else args[i + 1]
     flat = [x for pair in defaults.items() for x in pair]
@@ -120,8 +169,15 @@ def test_bad_input_is_one_line_without_traceback(args, message, datasets_root, t
 
 
 def test_demo_missing_model_folder_is_one_line(tmp_path):
-    proc = _cli("demo.py", "--image_path", str(REPO / "assets" / "demo_scratch.png"), "--model_path",
-                str(tmp_path / "nope"), "--output_dir", str(tmp_path / "o"))
+    proc = _cli(
+        "demo.py",
+        "--image_path",
+        str(REPO / "assets" / "demo_scratch.png"),
+        "--model_path",
+        str(tmp_path / "nope"),
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "download" in proc.stderr
 

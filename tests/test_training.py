@@ -1,4 +1,4 @@
-"""Fine-tuning: losses, over-fitting a fixed batch, checkpoints, resume, --checkpoint in test.py, train.sh/test.sh."""
+"""Fine-tuning: losses, over-fitting, checkpoints, resume, --checkpoint in test.py, train.sh and test.sh."""
 
 import json
 import os
@@ -53,8 +53,17 @@ def test_image_loss_is_bce():
 
 # ----------------------------------------------------------------------------- training
 def _cfg(root, out, **kw):
-    base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "device": "cpu",
-            "dtype": "fp32", "train_batch_size": 2, "grad_accum": 1, "num_concepts": 2, "lr": 0.05}
+    base = {
+        "dataset": "mvtec",
+        "dataset_path": str(root),
+        "output_dir": str(out),
+        "device": "cpu",
+        "dtype": "fp32",
+        "train_batch_size": 2,
+        "grad_accum": 1,
+        "num_concepts": 2,
+        "lr": 0.05,
+    }
     return resolve_config(None, {**base, **kw})
 
 
@@ -112,44 +121,132 @@ def test_checkpoint_errors(tmp_path, tiny_engine):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
-    wrong = {"concepts": {"embeds": torch.zeros(1, 32, 7), "attention_mask": torch.ones(1, 32)}, "seed_words": ["x"]}
+    wrong = {
+        "concepts": {"embeds": torch.zeros(1, 32, 7), "attention_mask": torch.ones(1, 32)},
+        "seed_words": ["x"],
+    }
     with pytest.raises(CheckpointError, match="hidden size"):
         apply_checkpoint(wrong, tiny_engine)
 
 
 def test_resume_continues_exactly(tiny_sam3_dir, mvtec_root, tmp_path):
-    common = ["--dataset", "mvtec", "--dataset_path", str(mvtec_root.parent), "--categories", "bottle",
-              "--model_path", str(tiny_sam3_dir), "--device", "cpu", "--dtype", "fp32", "--num_concepts", "2",
-              "--lr", "0.05", "--train_batch_size", "2", "--grad_accum", "2"]
-    assert run(train_script.main, train_script.parse_args,
-               [*common, "--num_epochs", "2", "--output_dir", str(tmp_path / "straight")]) == 0
-    assert run(train_script.main, train_script.parse_args,
-               [*common, "--num_epochs", "1", "--output_dir", str(tmp_path / "split")]) == 0
-    assert run(train_script.main, train_script.parse_args,
-               [*common, "--num_epochs", "2", "--output_dir", str(tmp_path / "split"),
-                "--resume", str(tmp_path / "split" / "last.pt")]) == 0
-    straight, split = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    common = [
+        "--dataset",
+        "mvtec",
+        "--dataset_path",
+        str(mvtec_root.parent),
+        "--categories",
+        "bottle",
+        "--model_path",
+        str(tiny_sam3_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--num_concepts",
+        "2",
+        "--lr",
+        "0.05",
+        "--train_batch_size",
+        "2",
+        "--grad_accum",
+        "2",
+    ]
+    assert (
+        run(
+            train_script.main,
+            train_script.parse_args,
+            [*common, "--num_epochs", "2", "--output_dir", str(tmp_path / "straight")],
+        )
+        == 0
+    )
+    assert (
+        run(
+            train_script.main,
+            train_script.parse_args,
+            [*common, "--num_epochs", "1", "--output_dir", str(tmp_path / "split")],
+        )
+        == 0
+    )
+    assert (
+        run(
+            train_script.main,
+            train_script.parse_args,
+            [
+                *common,
+                "--num_epochs",
+                "2",
+                "--output_dir",
+                str(tmp_path / "split"),
+                "--resume",
+                str(tmp_path / "split" / "last.pt"),
+            ],
+        )
+        == 0
+    )
+    straight, split = (
+        load_checkpoint(tmp_path / "straight" / "last.pt"),
+        load_checkpoint(tmp_path / "split" / "last.pt"),
+    )
     assert split["epoch"] == straight["epoch"] == 2
     assert torch.equal(split["concepts"]["embeds"], straight["concepts"]["embeds"])
     assert [r["loss"] for r in split["history"]] == [r["loss"] for r in straight["history"]]
-    assert not torch.equal(straight["concepts"]["embeds"], load_checkpoint(tmp_path / "split" / "epoch_001.pt")["concepts"]["embeds"])
+    assert not torch.equal(
+        straight["concepts"]["embeds"],
+        load_checkpoint(tmp_path / "split" / "epoch_001.pt")["concepts"]["embeds"],
+    )
 
 
 def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_dir, mvtec_root, tmp_path):
-    train_argv = ["--dataset", "mvtec", "--dataset_path", str(mvtec_root.parent), "--categories", "bottle",
-                  "--model_path", str(tiny_sam3_dir), "--device", "cpu", "--num_epochs", "1", "--lr", "0.05",
-                  "--output_dir", str(tmp_path / "run")]
+    train_argv = [
+        "--dataset",
+        "mvtec",
+        "--dataset_path",
+        str(mvtec_root.parent),
+        "--categories",
+        "bottle",
+        "--model_path",
+        str(tiny_sam3_dir),
+        "--device",
+        "cpu",
+        "--num_epochs",
+        "1",
+        "--lr",
+        "0.05",
+        "--output_dir",
+        str(tmp_path / "run"),
+    ]
     assert run(train_script.main, train_script.parse_args, train_argv) == 0
-    test_argv = ["--dataset", "mvtec", "--dataset_path", str(mvtec_root.parent), "--categories", "bottle",
-                 "--model_path", str(tiny_sam3_dir), "--device", "cpu", "--eval_size", "32"]
+    test_argv = [
+        "--dataset",
+        "mvtec",
+        "--dataset_path",
+        str(mvtec_root.parent),
+        "--categories",
+        "bottle",
+        "--model_path",
+        str(tiny_sam3_dir),
+        "--device",
+        "cpu",
+        "--eval_size",
+        "32",
+    ]
     ckpt = ["--checkpoint", str(tmp_path / "run" / "last.pt")]
     for name, extra in (("zero", []), ("ft1", ckpt), ("ft2", ckpt)):
-        assert run(test_script.main, test_script.parse_args,
-                   [*test_argv, *extra, "--output_dir", str(tmp_path / name)]) == 0
+        assert (
+            run(
+                test_script.main,
+                test_script.parse_args,
+                [*test_argv, *extra, "--output_dir", str(tmp_path / name)],
+            )
+            == 0
+        )
     maps = {n: np.load(tmp_path / n / "categories" / "bottle" / "maps.npy") for n in ("zero", "ft1", "ft2")}
     assert not np.array_equal(maps["zero"], maps["ft1"])
     assert np.array_equal(maps["ft1"], maps["ft2"])
-    assert json.loads((tmp_path / "ft1" / "results.json").read_text())["config"]["checkpoint"].endswith("last.pt")
+    assert json.loads((tmp_path / "ft1" / "results.json").read_text())["config"]["checkpoint"].endswith(
+        "last.pt"
+    )
 
 
 @pytest.mark.slow
@@ -158,16 +255,30 @@ def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
     root = tmp_path / "datasets"
     make_mvtec_like(root / "mvtec", categories=MVTEC_CATEGORIES, n_train=1, n_good=1, n_defect=1, size=32)
     make_visa_like(root / "visa", categories=VISA_CATEGORIES, n_normal=1, n_anomaly=1, size=32, n_train=1)
-    env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": str(tiny_sam3_dir), "DATASET_PATH": str(root),
-           "RUN_ROOT": str(tmp_path / "runs"), "OUTPUT_ROOT": str(tmp_path / "results"),
-           "TRAIN_ARGS": "--num_epochs 1 --device cpu", "TEST_ARGS": "--device cpu --eval_size 32"}
-    proc = subprocess.run(["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "MODEL_PATH": str(tiny_sam3_dir),
+        "DATASET_PATH": str(root),
+        "RUN_ROOT": str(tmp_path / "runs"),
+        "OUTPUT_ROOT": str(tmp_path / "results"),
+        "TRAIN_ARGS": "--num_epochs 1 --device cpu",
+        "TEST_ARGS": "--device cpu --eval_size 32",
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name, n in (("mvtec_to_visa", 12), ("visa_to_mvtec", 15)):
         doc = json.loads((tmp_path / "results" / name / "results.json").read_text())
         assert len(doc["categories"]) == n and doc["config"]["checkpoint"]
     env["DATASETS"] = "visa"
-    proc = subprocess.run(["bash", str(REPO / "test.sh"), "--device", "cpu", "--eval_size", "32"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(REPO / "test.sh"), "--device", "cpu", "--eval_size", "32"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads((tmp_path / "results" / "visa" / "results.json").read_text())["categories"]) == 12
