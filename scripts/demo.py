@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E402
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
-from utils.cli import base_parser, config_from_args, run  # noqa: E402
+from utils.cli import add_checkpoint_arg, base_parser, config_from_args, run  # noqa: E402
 from utils.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = base_parser(__doc__.splitlines()[0])
+    add_checkpoint_arg(parser)
     parser.add_argument("--image_path", required=True, help="an image file or a folder of images")
     parser.add_argument("--dataset", choices=["mvtec", "visa", "folder"], help="with --category: its prompts")
     parser.add_argument(

@@ -17,17 +17,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.metrics import image_curves, pixel_curves  # noqa: E402
-
 from dataset import load_dataset, select_categories  # noqa: E402
-from utils.cli import add_dataset_args, base_parser, config_from_args, run  # noqa: E402
+from utils.cli import add_checkpoint_arg, add_dataset_args, base_parser, config_from_args, run  # noqa: E402
 from utils.evaluation import CategoryResult, Scorer, config_fingerprint, evaluate_category  # noqa: E402
+from utils.metrics import image_curves, pixel_curves  # noqa: E402
 from utils.results import markdown_table, mean_metrics, write_results  # noqa: E402
 from utils.visualization import pick_for_visualization, save_curves, save_overlay  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = base_parser(__doc__.splitlines()[0])
+    add_checkpoint_arg(parser)
     add_dataset_args(parser)
     parser.add_argument("--eval_size", type=int, help="maps and masks are compared at this square size")
     parser.add_argument("--aupro_variant", choices=["official", "clip"])

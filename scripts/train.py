@@ -27,9 +27,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_dataset_args(parser)
     parser.add_argument("--num_epochs", type=int)
     parser.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3 for concept embeddings)")
-    parser.add_argument("--train_batch_size", type=int, help="images per micro-step")
     parser.add_argument("--grad_accum", type=int, help="micro-steps per optimiser step")
-    parser.add_argument("--num_concepts", type=int, help="learned concepts, seeded from generic defect words")
+    parser.add_argument("--num_concepts", type=int, help="learned concepts, seeded from generic prompts")
     parser.add_argument("--train_head", action="store_true", default=None, help="also tune the semantic head")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", help="checkpoint (e.g. OUTPUT_DIR/last.pt) to continue from")
@@ -57,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
 
     torch.manual_seed(cfg["seed"])
     engine = Sam3Engine.from_pretrained(cfg["model_path"], cfg["device"], cfg["dtype"], cfg["chunk_size"])
-    seeds = build_prompts(None, "base")[: cfg["num_concepts"]]
+    seeds = build_prompts(None, cfg["prompt_strategy"])[: cfg["num_concepts"]]
     trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
     if args.resume:
         trainer.load_state(load_checkpoint(args.resume))

@@ -29,7 +29,6 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model_path", help="local facebook/sam3 folder (default ~/autodl-tmp/download/sam3)"
     )
-    parser.add_argument("--checkpoint", help="trained concept embeddings from scripts/train.py")
     parser.add_argument("--output_dir", help="where outputs are written")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"])
@@ -37,6 +36,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--chunk_size", type=int, help="image x prompt rows per decoder pass")
     parser.add_argument("--prompt_strategy", choices=["base", "category", "mixed", "contextual"])
     return parser
+
+
+def add_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint: score the learned concepts of a scripts/train.py checkpoint."""
+    parser.add_argument("--checkpoint", help="trained concept embeddings from scripts/train.py (last.pt)")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:

@@ -118,7 +118,7 @@ class Trainer:
         cfg = self.cfg
         order = np.random.default_rng(cfg["seed"] + self.epoch).permutation(len(data))
         batches = [
-            order[i : i + cfg["train_batch_size"]] for i in range(0, len(order), cfg["train_batch_size"])
+            order[i : i + cfg["batch_size"]] for i in range(0, len(order), cfg["batch_size"])
         ]
         torch.manual_seed(cfg["seed"] + self.epoch)
         sums = dict.fromkeys(("loss", "focal", "dice", "image"), 0.0)
