@@ -112,7 +112,6 @@ class _ImageState:
     best: dict[int, float] = field(default_factory=dict)
     detections: list[Detection] = field(default_factory=list)
     obj_mask: torch.Tensor | None = None  # (h, w) bool, once the object row arrived
-    pending: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)  # rows before the object
 
 
 class AnomalyDetector:
@@ -174,9 +173,6 @@ class AnomalyDetector:
         states = [_ImageState() for _ in images]
         for chunk in self._predict(features, all_prompts):
             self._reduce_chunk(chunk, states, prompts, offset, regularise)
-        for i, state in enumerate(states):
-            if state.pending:
-                raise RuntimeError(f"engine returned no object-noun row for image {i}: check engine.predict")
 
         results = []
         for i, (image, state) in enumerate(zip(images, states, strict=True)):
@@ -190,7 +186,11 @@ class AnomalyDetector:
     def _reduce_chunk(
         self, chunk: Any, states: list[_ImageState], prompts: list[str], offset: int, regularise: bool
     ) -> None:
-        """Reduce one chunk of ConceptOutputs to per-row maps stored in `states`."""
+        """Reduce one chunk of ConceptOutputs to per-row maps stored in `states`.
+
+        With regularisation, prompt 0 is the object noun; rows are image-major, so each image's object row
+        comes before its defect rows (an engine that breaks this order is an error).
+        """
         s = self.settings
         image_index = chunk.image_index.tolist()
         prompt_index = chunk.prompt_index.tolist()
@@ -204,24 +204,16 @@ class AnomalyDetector:
                     semantic_map(chunk.semantic_logits[sel], chunk.presence[sel]),
                     s.map_source,
                 )
-                masks = object_mask(prob, s.object_threshold).cpu()
-                for k, r in enumerate(obj_rows):
-                    state = states[image_index[r]]
-                    state.obj_mask = masks[k]
-                    pending, state.pending = state.pending, []
-                    for p, row in pending:  # rows that came before their object row (not the usual order)
-                        self._reduce_rows(row, [image_index[r]], [p], states, prompts)
-            ready = [r for r in rows if prompt_index[r] > 0 and states[image_index[r]].obj_mask is not None]
-            for r in rows:
-                if prompt_index[r] > 0 and states[image_index[r]].obj_mask is None:
-                    states[image_index[r]].pending.append((prompt_index[r] - offset, _slice_rows(chunk, [r])))
-        else:
-            ready = rows
-        if ready:
+                for mask, r in zip(object_mask(prob, s.object_threshold).cpu(), obj_rows, strict=True):
+                    states[image_index[r]].obj_mask = mask
+            rows = [r for r in rows if prompt_index[r] > 0]
+            if any(states[image_index[r]].obj_mask is None for r in rows):
+                raise RuntimeError("engine.predict must yield rows image-major (object-noun row first)")
+        if rows:
             self._reduce_rows(
-                _slice_rows(chunk, ready),
-                [image_index[r] for r in ready],
-                [prompt_index[r] - offset for r in ready],
+                _slice_rows(chunk, rows),
+                [image_index[r] for r in rows],
+                [prompt_index[r] - offset for r in rows],
                 states,
                 prompts,
             )

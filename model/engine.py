@@ -125,6 +125,11 @@ class ConceptOutputs:
         return ConceptOutputs(**{n: torch.cat([getattr(p, n) for p in parts]) for n in names})
 
 
+# Sam3Model.forward(vision_embeds=...) reads only the FPN features and their position encodings; the ViT's
+# last_hidden_state (about 21 MB per row at 1008 px) is not copied per image x prompt row.
+UNUSED_VISION_FIELDS = ("last_hidden_state",)
+
+
 def _select_rows(value: Any, index: Tensor, batch: int) -> Any:
     """index_select every batch-first tensor in ``value`` (tensor, tuple/list, ModelOutput or None)."""
     if isinstance(value, Tensor):
@@ -136,7 +141,8 @@ def _select_rows(value: Any, index: Tensor, batch: int) -> Any:
     if value is None:
         return None
     if hasattr(value, "items"):  # transformers ModelOutput (an OrderedDict of its non-None fields)
-        return type(value)(**{k: _select_rows(v, index, batch) for k, v in value.items()})
+        kept = {k: v for k, v in value.items() if k not in UNUSED_VISION_FIELDS}
+        return type(value)(**{k: _select_rows(v, index, batch) for k, v in kept.items()})
     raise TypeError(f"cannot expand vision feature of type {type(value).__name__}")
 
 
