@@ -31,6 +31,7 @@ from model.scoring import (
     IMAGE_SCORES,
     MAP_SOURCES,
     aggregate_prompts,
+    box_nms,
     combine_sources,
     image_score,
     instance_map,
@@ -61,6 +62,7 @@ class ScoringSettings:
     image_score: str = "max"  # max | topk_mean | instance
     topk: int = 100  # pixels averaged by image_score=topk_mean
     box_threshold: float = 0.3  # detections = instances with score >= this
+    box_nms_iou: float = 0.5  # across prompts, drop a box overlapping a better one by more than this IoU
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -70,7 +72,13 @@ class ScoringSettings:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("max_object_fraction", "outside_weight", "object_dilation", "object_threshold"):
+        for name in (
+            "max_object_fraction",
+            "outside_weight",
+            "object_dilation",
+            "object_threshold",
+            "box_nms_iou",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.sigma < 0 or self.topk < 1:
@@ -99,7 +107,7 @@ class AnomalyResult:
     image_score: float
     prompt_presence: dict[str, float]  # SAM 3 presence probability per defect prompt
     prompt_best_score: dict[str, float]  # best kept instance score per defect prompt (0 if none)
-    detections: list[Detection] = field(default_factory=list)  # score >= box_threshold, sorted desc
+    detections: list[Detection] = field(default_factory=list)  # score >= box_threshold, after NMS, desc
     object_found: bool | None = None  # None: no object regularisation for this image
 
 
@@ -275,9 +283,15 @@ class AnomalyDetector:
 
         height, width = image.shape[:2]
         scale = (width, height, width, height)
+        found = state.detections
+        if found:
+            keep = box_nms(
+                torch.tensor([d.box for d in found]), torch.tensor([d.score for d in found]), s.box_nms_iou
+            )
+            found = [found[i] for i in keep]
         detections = [
             Detection(d.prompt, d.score, tuple(float(v * f) for v, f in zip(d.box, scale, strict=True)))
-            for d in sorted(state.detections, key=lambda d: d.score, reverse=True)
+            for d in found
         ]
         best = {prompts[p]: state.best[p] for p in range(len(prompts))}
         score = image_score(out, s.image_score, s.topk, best_instance_score=max(best.values()))

@@ -178,3 +178,30 @@ def image_score(
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
     return float(values.topk(min(topk, values.numel())).values.mean())
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> list[int]:
+    """Greedy non-maximum suppression, class-agnostic (the same defect found by several prompts).
+
+    Args:
+        boxes: (N, 4) xyxy boxes (any consistent unit).
+        scores: (N,) confidences.
+        iou_threshold: a box is dropped when its IoU with a kept, higher-scoring box exceeds this
+            (1.0 keeps every box).
+    Returns:
+        Indices of the kept boxes, by descending score.
+    """
+    order = torch.argsort(scores, descending=True, stable=True)
+    boxes = boxes[order].float()
+    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-12)
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    kept = []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            kept.append(int(order[i]))
+            suppressed |= iou[i] > iou_threshold
+    return kept

@@ -372,7 +372,7 @@ def real_images() -> list[np.ndarray]:
 
 @pytest.mark.parametrize("noun", [None, "bottle"])
 def test_tiny_engine_end_to_end(tiny_engine, noun):
-    det = AnomalyDetector(tiny_engine, ScoringSettings(box_threshold=0.0))
+    det = AnomalyDetector(tiny_engine, ScoringSettings(box_threshold=0.0, box_nms_iou=1.0))
     images = real_images()
     first = det.detect(images, ["crack", "scratch", "hole"], object_noun=noun, out_size=(32, 40))
     again = det.detect(images, ["crack", "scratch", "hole"], object_noun=noun, out_size=(32, 40))
@@ -383,7 +383,7 @@ def test_tiny_engine_end_to_end(tiny_engine, noun):
         assert 0.0 <= res.image_score <= 1.0
         assert set(res.prompt_presence) == {"crack", "scratch", "hole"}
         assert (res.object_found is None) == (noun is None)
-        # box_threshold 0: every query of every prompt, minus object-sized ones dropped by regularisation
+        # threshold 0, no NMS: every query of every prompt, minus object-sized ones dropped by regularisation
         if noun is None:
             assert len(res.detections) == 3 * TINY_NUM_QUERIES
         assert 0 < len(res.detections) <= 3 * TINY_NUM_QUERIES
@@ -408,3 +408,15 @@ def test_tiny_engine_chunking_and_native_size(tiny_sam3_dir):
     for other in results[1:]:
         assert_same(other, results[0])
     assert [r.anomaly_map.shape for r in results[0]] == [(48, 64), (70, 50)]
+
+
+def test_overlapping_boxes_of_different_prompts_are_merged_by_nms():
+    def make_row(i, prompt):
+        row = nothing()
+        with_instance(row, 0, (0, 8, 0, 8), {"a": 0.5, "b": 0.8}[prompt])  # the same region for both prompts
+        return row
+
+    one = AnomalyDetector(FakeEngine(make_row), settings()).detect([image(16, 16)], ["a", "b"])[0]
+    assert [(d.prompt, round(d.score, 5)) for d in one.detections] == [("b", 0.8)]
+    both = AnomalyDetector(FakeEngine(make_row), settings(box_nms_iou=1.0)).detect([image(16, 16)], ["a", "b"])[0]
+    assert [d.prompt for d in both.detections] == ["b", "a"]

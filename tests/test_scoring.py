@@ -8,6 +8,7 @@ import torch
 
 from model.scoring import (
     aggregate_prompts,
+    box_nms,
     combine_sources,
     dilate_mask,
     image_score,
@@ -162,3 +163,19 @@ def test_bfloat16_inputs_give_float32_maps():
     assert out.dtype == torch.float32
     sem = semantic_map(torch.zeros(1, 4, 4, dtype=torch.bfloat16), torch.ones(1, dtype=torch.bfloat16))
     assert sem.dtype == torch.float32
+
+
+def test_box_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # A
+            [1.0, 0.0, 11.0, 10.0],  # overlaps A: IoU = 90 / 110 = 0.818
+            [20.0, 20.0, 30.0, 30.0],  # far away
+            [0.0, 0.0, 10.0, 5.0],  # inside A: IoU = 50 / 100 = 0.5 (not > 0.5: kept)
+        ]
+    )
+    scores = torch.tensor([0.6, 0.9, 0.5, 0.7])
+    assert box_nms(boxes, scores, 0.5) == [1, 3, 2]  # A suppressed by the better overlapping box
+    assert box_nms(boxes, scores, 0.4) == [1, 2]  # half box vs box 1: IoU = 45 / 105 = 0.43 > 0.4
+    assert box_nms(boxes, scores, 1.0) == [1, 3, 0, 2]  # 1.0 keeps everything, by score
+    assert box_nms(torch.zeros(0, 4), torch.zeros(0), 0.5) == []
