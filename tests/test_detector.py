@@ -418,5 +418,7 @@ def test_overlapping_boxes_of_different_prompts_are_merged_by_nms():
 
     one = AnomalyDetector(FakeEngine(make_row), settings()).detect([image(16, 16)], ["a", "b"])[0]
     assert [(d.prompt, round(d.score, 5)) for d in one.detections] == [("b", 0.8)]
-    both = AnomalyDetector(FakeEngine(make_row), settings(box_nms_iou=1.0)).detect([image(16, 16)], ["a", "b"])[0]
+    both = AnomalyDetector(FakeEngine(make_row), settings(box_nms_iou=1.0)).detect(
+        [image(16, 16)], ["a", "b"]
+    )[0]
     assert [d.prompt for d in both.detections] == ["b", "a"]
