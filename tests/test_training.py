@@ -197,6 +197,16 @@ def test_resume_continues_exactly(tiny_sam3_dir, mvtec_root, tmp_path):
     )
 
 
+def test_resume_with_other_settings_is_a_clear_error(fresh_engine, mvtec_root, tmp_path):
+    cfg = _cfg(mvtec_root.parent, tmp_path, num_epochs=1, categories=["bottle"])
+    trainer = Trainer(fresh_engine, ConceptBank.from_words(fresh_engine, ["defect", "crack"]), cfg)
+    trainer.run_epoch(load_dataset("mvtec", mvtec_root, "bottle", "test"), progress=False)
+    ckpt = load_checkpoint(trainer.save(tmp_path))
+    other = Trainer(fresh_engine, ConceptBank.from_words(fresh_engine, ["defect"]), cfg)
+    with pytest.raises(CheckpointError, match="cannot resume.*--num_concepts"):
+        other.load_state(ckpt)
+
+
 def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_dir, mvtec_root, tmp_path):
     train_argv = [
         "--dataset",

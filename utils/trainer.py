@@ -26,7 +26,7 @@ from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.losses import dice_loss, focal_loss, image_loss
 from model.scoring import aggregate_prompts, combine_sources, instance_map, semantic_map
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import CheckpointError, save_checkpoint
 from utils.image_ops import resize_mask
 
 LOG_FIELDS = ("epoch", "loss", "focal", "dice", "image", "steps", "seconds")
@@ -107,6 +107,13 @@ class Trainer:
 
     def load_state(self, ckpt: Mapping[str, Any]) -> None:
         """Continue from a checkpoint written by `save` (parameters, optimiser, epoch, history)."""
+        saved, current = tuple(ckpt["concepts"]["embeds"].shape), tuple(self.bank.embeds.shape)
+        if saved != current or ("head" in ckpt) != bool(self.cfg["train_head"]):
+            raise CheckpointError(
+                f"cannot resume: the checkpoint has concepts {saved} and train_head={'head' in ckpt}, "
+                f"this run {current} and train_head={self.cfg['train_head']}; "
+                "use the same --num_concepts/--train_head"
+            )
         self.bank.load_state_dict(ckpt["concepts"])
         if self.cfg["train_head"]:
             semantic_head(self.engine).load_state_dict(ckpt["head"])
