@@ -201,7 +201,7 @@ class Sam3Engine:
             images: B arrays of shape (H, W, 3), uint8 RGB; sizes may differ.
 
         Returns:
-            (B, 3, S, S) float32 on CPU in [-1, 1]: resized to S x S (aspect ratio not kept) with bilinear
+            (B, 3, S, S) float32 on the model's device, in [-1, 1]: resized to S x S (aspect ratio not kept) with bilinear
             antialiased interpolation, rounded to grey levels like the processor's uint8 resize, then
             ``(x / 255 - 0.5) / 0.5``.
         """
@@ -215,7 +215,8 @@ class Sam3Engine:
                 raise ValueError(
                     f"image {i} has shape {arr.shape} dtype {arr.dtype}; expected (H, W, 3) uint8 RGB"
                 )
-            x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float()
+            # Resize on the model's device: antialiased resizing of 1-2 MP images is slow on a CPU.
+            x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device).permute(2, 0, 1)[None].float()
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
                 x = x.round_().clamp_(0, 255)
