@@ -201,9 +201,9 @@ class Sam3Engine:
             images: B arrays of shape (H, W, 3), uint8 RGB; sizes may differ.
 
         Returns:
-            (B, 3, S, S) float32 on the model's device, in [-1, 1]: resized to S x S (aspect ratio not kept) with bilinear
-            antialiased interpolation, rounded to grey levels like the processor's uint8 resize, then
-            ``(x / 255 - 0.5) / 0.5``.
+            (B, 3, S, S) float32 on the model's device, in [-1, 1]: resized to S x S (aspect ratio not
+            kept) with bilinear antialiased interpolation, rounded to grey levels like the processor's
+            uint8 resize, then ``(x / 255 - 0.5) / 0.5``.
         """
         if len(images) == 0:
             raise ValueError("preprocess needs at least one image")

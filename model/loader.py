@@ -36,12 +36,25 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``."""
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``.
+
+    Raises:
+        ValueError: an unknown device name, or a CUDA device asked for where CUDA is not available.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} asked for but CUDA is not available (CPU-only torch or no GPU): "
+            "use --device cpu"
+        )
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
@@ -134,8 +147,11 @@ def load_sam3(
             fails to load it.
     """
     folder = check_model_dir(model_path)
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    try:
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     try:
         model = Sam3Model.from_pretrained(folder, local_files_only=True, dtype=torch_dtype)
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)

@@ -33,6 +33,11 @@ def _assert_one_line_fix(exc: ModelLoadError, folder: Path) -> None:
 
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -151,3 +156,10 @@ def test_fallback_layout_without_meta(tmp_path: Path) -> None:
     ids = tokenizer("crack")["input_ids"]
     assert ids[0] == 49406 and ids[-1] == 49407
     assert model.config.detr_decoder_config.num_queries == 20
+
+
+def test_bad_device_or_dtype_is_a_model_load_error(tiny_sam3_dir) -> None:
+    with pytest.raises(ModelLoadError, match="unknown device 'gpu'"):
+        load_sam3(tiny_sam3_dir, device="gpu")
+    with pytest.raises(ModelLoadError, match="unknown dtype 'int8'"):
+        load_sam3(tiny_sam3_dir, device="cpu", dtype="int8")
