@@ -1,5 +1,6 @@
 """The one merge path defaults <- YAML <- CLI, and its errors."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,21 @@ def test_unknown_key_is_an_error_naming_it(tmp_path):
 )
 def test_wrong_type_is_an_error_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"config key '{key}' must be"):
+        resolve_config(None, {key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("prompt_strategy", "fancy", "'prompt_strategy' must be one of base"),
+        ("map_source", "pixels", "map_source must be one of instance"),
+        ("aupro_variant", "paper", "'aupro_variant' must be one of official, clip"),
+        ("outside_weight", 1.5, "outside_weight must be in [0, 1]"),
+        ("eval_size", 0, "'eval_size' must be >= 1"),
+    ],
+)
+def test_bad_values_are_caught_when_the_config_is_read(key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         resolve_config(None, {key: value})
 
 

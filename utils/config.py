@@ -111,7 +111,38 @@ def resolve_config(config_path: str | None, cli: Mapping[str, Any]) -> dict[str,
     for key in ("dataset_path", "model_path", "output_dir", "checkpoint"):
         if cfg.get(key):
             cfg[key] = str(Path(cfg[key]).expanduser())
+    check_values(cfg)
     return cfg
+
+
+def check_values(cfg: Mapping[str, Any]) -> None:
+    """Check choice-valued keys and the scoring settings' ranges now, not hours into a run.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    from dataset import DATASET_NAMES
+    from model.detector import ScoringSettings
+    from utils.metrics import AUPRO_VARIANTS
+    from utils.prompt_engineering import STRATEGIES
+
+    choices = {
+        "dataset": DATASET_NAMES,
+        "prompt_strategy": STRATEGIES,
+        "aupro_variant": AUPRO_VARIANTS,
+        "concept_mode": ("replace", "add"),
+    }
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {cfg[key]!r}")
+    positive = ("eval_size", "batch_size", "chunk_size", "num_epochs", "grad_accum", "num_concepts")
+    for key in positive:
+        if cfg[key] < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {cfg[key]!r}")
+    try:
+        ScoringSettings.from_config(cfg)
+    except ValueError as err:
+        raise ConfigError(f"config: {err}") from None
 
 
 def parse_list(text: str) -> list[str]:
