@@ -129,72 +129,33 @@ def test_checkpoint_errors(tmp_path, tiny_engine):
         apply_checkpoint(wrong, tiny_engine)
 
 
+def _flags(**flags) -> list[str]:
+    """{"num_epochs": 2} -> ["--num_epochs", "2"]."""
+    return [item for key, value in flags.items() for item in (f"--{key}", str(value))]
+
+
+def _train(root, model_dir, out, **flags) -> int:
+    """Run scripts/train.py on the bottle category of a generated MVTec tree; returns the exit code."""
+    common = dict(dataset="mvtec", dataset_path=root, categories="bottle", model_path=model_dir, device="cpu")
+    argv = _flags(**common, lr=0.05, num_concepts=2, output_dir=out, **flags)
+    return run(train_script.main, train_script.parse_args, argv)
+
+
 def test_resume_continues_exactly(tiny_sam3_dir, mvtec_root, tmp_path):
-    common = [
-        "--dataset",
-        "mvtec",
-        "--dataset_path",
-        str(mvtec_root.parent),
-        "--categories",
-        "bottle",
-        "--model_path",
-        str(tiny_sam3_dir),
-        "--device",
-        "cpu",
-        "--dtype",
-        "fp32",
-        "--num_concepts",
-        "2",
-        "--lr",
-        "0.05",
-        "--batch_size",
-        "2",
-        "--grad_accum",
-        "2",
-    ]
-    assert (
-        run(
-            train_script.main,
-            train_script.parse_args,
-            [*common, "--num_epochs", "2", "--output_dir", str(tmp_path / "straight")],
-        )
-        == 0
-    )
-    assert (
-        run(
-            train_script.main,
-            train_script.parse_args,
-            [*common, "--num_epochs", "1", "--output_dir", str(tmp_path / "split")],
-        )
-        == 0
-    )
-    assert (
-        run(
-            train_script.main,
-            train_script.parse_args,
-            [
-                *common,
-                "--num_epochs",
-                "2",
-                "--output_dir",
-                str(tmp_path / "split"),
-                "--resume",
-                str(tmp_path / "split" / "last.pt"),
-            ],
-        )
-        == 0
-    )
+    root, split_dir = mvtec_root.parent, tmp_path / "split"
+    kw = dict(batch_size=2, grad_accum=2)
+    assert _train(root, tiny_sam3_dir, tmp_path / "straight", num_epochs=2, **kw) == 0
+    assert _train(root, tiny_sam3_dir, split_dir, num_epochs=1, **kw) == 0
+    assert _train(root, tiny_sam3_dir, split_dir, num_epochs=2, resume=split_dir / "last.pt", **kw) == 0
     straight, split = (
         load_checkpoint(tmp_path / "straight" / "last.pt"),
-        load_checkpoint(tmp_path / "split" / "last.pt"),
+        load_checkpoint(split_dir / "last.pt"),
     )
     assert split["epoch"] == straight["epoch"] == 2
     assert torch.equal(split["concepts"]["embeds"], straight["concepts"]["embeds"])
     assert [r["loss"] for r in split["history"]] == [r["loss"] for r in straight["history"]]
-    assert not torch.equal(
-        straight["concepts"]["embeds"],
-        load_checkpoint(tmp_path / "split" / "epoch_001.pt")["concepts"]["embeds"],
-    )
+    first_epoch = load_checkpoint(split_dir / "epoch_001.pt")["concepts"]["embeds"]
+    assert not torch.equal(straight["concepts"]["embeds"], first_epoch)
 
 
 def test_resume_with_other_settings_is_a_clear_error(fresh_engine, mvtec_root, tmp_path):
@@ -208,49 +169,19 @@ def test_resume_with_other_settings_is_a_clear_error(fresh_engine, mvtec_root, t
 
 
 def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_dir, mvtec_root, tmp_path):
-    train_argv = [
-        "--dataset",
-        "mvtec",
-        "--dataset_path",
-        str(mvtec_root.parent),
-        "--categories",
-        "bottle",
-        "--model_path",
-        str(tiny_sam3_dir),
-        "--device",
-        "cpu",
-        "--num_epochs",
-        "1",
-        "--lr",
-        "0.05",
-        "--output_dir",
-        str(tmp_path / "run"),
-    ]
-    assert run(train_script.main, train_script.parse_args, train_argv) == 0
-    test_argv = [
-        "--dataset",
-        "mvtec",
-        "--dataset_path",
-        str(mvtec_root.parent),
-        "--categories",
-        "bottle",
-        "--model_path",
-        str(tiny_sam3_dir),
-        "--device",
-        "cpu",
-        "--eval_size",
-        "32",
-    ]
-    ckpt = ["--checkpoint", str(tmp_path / "run" / "last.pt")]
+    assert _train(mvtec_root.parent, tiny_sam3_dir, tmp_path / "run", num_epochs=1) == 0
+    test_argv = _flags(
+        dataset="mvtec",
+        dataset_path=mvtec_root.parent,
+        categories="bottle",
+        model_path=tiny_sam3_dir,
+        device="cpu",
+        eval_size=32,
+    )
+    ckpt = _flags(checkpoint=tmp_path / "run" / "last.pt")
     for name, extra in (("zero", []), ("ft1", ckpt), ("ft2", ckpt)):
-        assert (
-            run(
-                test_script.main,
-                test_script.parse_args,
-                [*test_argv, *extra, "--output_dir", str(tmp_path / name)],
-            )
-            == 0
-        )
+        argv = [*test_argv, *extra, "--output_dir", str(tmp_path / name)]
+        assert run(test_script.main, test_script.parse_args, argv) == 0
     maps = {n: np.load(tmp_path / n / "categories" / "bottle" / "maps.npy") for n in ("zero", "ft1", "ft2")}
     assert not np.array_equal(maps["zero"], maps["ft1"])
     assert np.array_equal(maps["ft1"], maps["ft2"])
