@@ -74,8 +74,9 @@ def subdirs(directory: Path) -> list[Path]:
     """Sub-directories of `directory`, sorted by name, hidden ones skipped."""
     if not directory.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
+    )
 
 
 def as_root(root: str | os.PathLike[str], layout: str) -> Path:
@@ -191,8 +192,10 @@ class ImageDataset(Sequence[Sample]):
 
     def __repr__(self) -> str:
         n_bad = sum(r.label for r in self.records)
-        return (f"ImageDataset({self.name}, category={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, anomalous={n_bad}, root={str(self.root)!r})")
+        return (
+            f"ImageDataset({self.name}, category={self.category!r}, split={self.split!r}, "
+            f"n={len(self)}, anomalous={n_bad}, root={str(self.root)!r})"
+        )
 
 
 def check_split(split: str) -> None:

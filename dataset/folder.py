@@ -32,8 +32,10 @@ from dataset.base import (
 )
 
 MASKS_DIR = "masks"
-FOLDER_LAYOUT = ("<root>/<category>/{good/*, <defect>/*, masks/<defect>/<stem>[_mask].png} "
-                 "(optionally inside <category>/train/ and <category>/test/)")
+FOLDER_LAYOUT = (
+    "<root>/<category>/{good/*, <defect>/*, masks/<defect>/<stem>[_mask].png} "
+    "(optionally inside <category>/train/ and <category>/test/)"
+)
 
 
 def _is_category(folder: Path) -> bool:
@@ -65,7 +67,7 @@ def match_mask(stem: str, candidates: list[Path]) -> Path | None:
 
 def _belongs_to(stem: str, mask: Path) -> bool:
     """True if the mask's name is the stem followed by a non-alphanumeric character (`.`, `_`, `-`, ...)."""
-    rest = mask.name[len(stem):]
+    rest = mask.name[len(stem) :]
     return mask.name.startswith(stem) and bool(rest) and not rest[0].isalnum()
 
 

@@ -86,10 +86,13 @@ def draw_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.nd
         radius = int(rng.integers(max(2, side // 14), max(3, side // 7) + 1))
         cv2.circle(canvas, (cx, cy), radius, 1, thickness=-1, lineType=cv2.LINE_8)
     elif kind == "stain":
-        axes = (int(rng.integers(max(2, side // 12), max(3, side // 6) + 1)),
-                int(rng.integers(max(1, side // 20), max(2, side // 10) + 1)))
-        cv2.ellipse(canvas, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 1, thickness=-1,
-                    lineType=cv2.LINE_8)
+        axes = (
+            int(rng.integers(max(2, side // 12), max(3, side // 6) + 1)),
+            int(rng.integers(max(1, side // 20), max(2, side // 10) + 1)),
+        )
+        cv2.ellipse(
+            canvas, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 1, thickness=-1, lineType=cv2.LINE_8
+        )
     else:
         raise ValueError(f"unknown defect kind {kind!r}: expected one of {', '.join(DEFECT_KINDS)}")
     mask = canvas.astype(bool)
@@ -261,8 +264,14 @@ def make_demo_image(size: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndar
     t = np.linspace(0, 1, n_points)[:, None]
     points = start + t * (end - start) + rng.normal(0, size * 0.03, size=(n_points, 2))
     canvas = np.zeros((size, size), dtype=np.uint8)
-    cv2.polylines(canvas, [np.rint(points).astype(np.int32)], isClosed=False, color=1,
-                  thickness=max(2, size // 100), lineType=cv2.LINE_8)
+    cv2.polylines(
+        canvas,
+        [np.rint(points).astype(np.int32)],
+        isClosed=False,
+        color=1,
+        thickness=max(2, size // 100),
+        lineType=cv2.LINE_8,
+    )
     mask = canvas.astype(bool)
     image[mask] = (40, 30, 25)
     return image, mask
@@ -276,15 +285,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--layout", choices=("mvtec", "visa", "folder"), required=True)
     parser.add_argument("--out", required=True, help="folder to write into (created)")
-    parser.add_argument("--categories", default=None,
-                        help="comma-separated; default: bottle,wood | candle,pcb1 | widget")
+    parser.add_argument(
+        "--categories", default=None, help="comma-separated; default: bottle,wood | candle,pcb1 | widget"
+    )
     parser.add_argument("--n_train", type=int, default=3, help="normal training images per category")
     parser.add_argument("--n_good", type=int, default=3, help="normal test images per category")
     parser.add_argument("--n_defect", type=int, default=4, help="defective test images per category")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--defect_types", default="scratch,hole",
-                        help="comma-separated defect folder names (drawn as scratch, hole or stain)")
+    parser.add_argument(
+        "--defect_types",
+        default="scratch,hole",
+        help="comma-separated defect folder names (drawn as scratch, hole or stain)",
+    )
     parser.add_argument("--mask_mode", choices=("8bit", "1bit"), default="8bit", help="MVTec mask PNG depth")
     args = parser.parse_args(argv)
     if min(args.n_train, args.n_good, args.n_defect) < 0 or args.size < 16:
@@ -302,12 +315,25 @@ def main(args: argparse.Namespace) -> Path:
     defects = _split(args.defect_types) or ["scratch"]
     common = {"n_defect": args.n_defect, "size": args.size, "seed": args.seed, "defect_types": defects}
     if args.layout == "mvtec":
-        root = make_mvtec_like(args.out, categories or ("bottle", "wood"), n_train=args.n_train,
-                               n_good=args.n_good, mask_mode=args.mask_mode, **common)
+        root = make_mvtec_like(
+            args.out,
+            categories or ("bottle", "wood"),
+            n_train=args.n_train,
+            n_good=args.n_good,
+            mask_mode=args.mask_mode,
+            **common,
+        )
     elif args.layout == "visa":
-        root = make_visa_like(args.out, categories or ("candle", "pcb1"), n_normal=args.n_good,
-                              n_anomaly=args.n_defect, size=args.size, seed=args.seed, n_train=args.n_train,
-                              defect_types=defects)
+        root = make_visa_like(
+            args.out,
+            categories or ("candle", "pcb1"),
+            n_normal=args.n_good,
+            n_anomaly=args.n_defect,
+            size=args.size,
+            seed=args.seed,
+            n_train=args.n_train,
+            defect_types=defects,
+        )
     else:
         root = make_folder_like(args.out, categories or ("widget",), n_good=args.n_good, **common)
     print(root)

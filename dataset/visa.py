@@ -31,9 +31,11 @@ VISA_FOLDER_NAMES: tuple[str, ...] = ("visa", "VisA", "VisA_20220922")
 VISA_CONVERTED_NAMES: tuple[str, ...] = ("visa_pytorch",)
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
 SPLIT_HEADER: tuple[str, ...] = ("object", "split", "label", "image", "mask")
-VISA_LAYOUT = ("<root>/[visa/]{split_csv/1cls.csv, <category>/Data/Images/{Normal,Anomaly}/*.JPG, "
-               "<category>/Data/Masks/Anomaly/*.png} "
-               "or <root>/visa_pytorch/1cls/<category>/{train,test,ground_truth}")
+VISA_LAYOUT = (
+    "<root>/[visa/]{split_csv/1cls.csv, <category>/Data/Images/{Normal,Anomaly}/*.JPG, "
+    "<category>/Data/Masks/Anomaly/*.png} "
+    "or <root>/visa_pytorch/1cls/<category>/{train,test,ground_truth}"
+)
 CONVERTED_LAYOUT = "visa_pytorch/1cls/<category>/{train/good, test/{good,bad}, ground_truth/bad/<stem>.png}"
 
 

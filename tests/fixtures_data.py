@@ -23,10 +23,25 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def datasets_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A datasets root holding `mvtec/` (bottle, wood) and `visa/` (candle, pcb1, raw layout)."""
     root = tmp_path_factory.mktemp("datasets")
-    make_mvtec_like(root / "mvtec", categories=("bottle", "wood"), n_train=3, n_good=3, n_defect=4, size=64,
-                    seed=0, defect_types=("scratch", "hole"))
-    make_visa_like(root / "visa", categories=("candle", "pcb1"), n_normal=3, n_anomaly=3, size=(48, 64),
-                   seed=0, n_train=3)
+    make_mvtec_like(
+        root / "mvtec",
+        categories=("bottle", "wood"),
+        n_train=3,
+        n_good=3,
+        n_defect=4,
+        size=64,
+        seed=0,
+        defect_types=("scratch", "hole"),
+    )
+    make_visa_like(
+        root / "visa",
+        categories=("candle", "pcb1"),
+        n_normal=3,
+        n_anomaly=3,
+        size=(48, 64),
+        seed=0,
+        n_train=3,
+    )
     return root
 
 
@@ -46,8 +61,9 @@ def visa_root(datasets_root: Path) -> Path:
 def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Own-data layout: `widget/{good,scratch,stain,masks/<defect>}` with 3 good and 4 defective images."""
     root = tmp_path_factory.mktemp("own_data")
-    return make_folder_like(root, categories=("widget",), n_good=3, n_defect=4, size=64, seed=0,
-                            defect_types=("scratch", "stain"))
+    return make_folder_like(
+        root, categories=("widget",), n_good=3, n_defect=4, size=64, seed=0, defect_types=("scratch", "stain")
+    )
 
 
 @pytest.fixture(scope="session")

@@ -28,9 +28,18 @@ from dataset.synthetic import DEFECT_COLORS, defect_kind, make_folder_like, make
 
 # PROTOCOL.md: VisA official 1cls test counts (normal, anomaly).
 VISA_TEST_COUNTS = {
-    "candle": (100, 100), "capsules": (60, 100), "cashew": (50, 100), "chewinggum": (50, 100),
-    "fryum": (50, 100), "macaroni1": (100, 100), "macaroni2": (100, 100), "pcb1": (100, 100),
-    "pcb2": (100, 100), "pcb3": (101, 100), "pcb4": (101, 100), "pipe_fryum": (50, 100),
+    "candle": (100, 100),
+    "capsules": (60, 100),
+    "cashew": (50, 100),
+    "chewinggum": (50, 100),
+    "fryum": (50, 100),
+    "macaroni1": (100, 100),
+    "macaroni2": (100, 100),
+    "pcb1": (100, 100),
+    "pcb2": (100, 100),
+    "pcb3": (101, 100),
+    "pcb4": (101, 100),
+    "pipe_fryum": (50, 100),
 }
 
 
@@ -40,6 +49,7 @@ def drawn_mask(image: np.ndarray, defect_type: str) -> np.ndarray:
 
 
 # --- real files --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def hazelnut_root(shared_data: Path, tmp_path: Path) -> Path:
@@ -80,8 +90,11 @@ def test_real_hazelnut_counts_pairing_and_1bit_masks(hazelnut_root: Path) -> Non
 
 
 def test_real_full_resolution_images(shared_data: Path) -> None:
-    for name, shape in [("mvtec_hazelnut_test_cut_000.png", (1024, 1024, 3)),
-                        ("visa_candle.JPG", (1168, 1284, 3)), ("visa_capsules.JPG", (1000, 1500, 3))]:
+    for name, shape in [
+        ("mvtec_hazelnut_test_cut_000.png", (1024, 1024, 3)),
+        ("visa_candle.JPG", (1168, 1284, 3)),
+        ("visa_capsules.JPG", (1000, 1500, 3)),
+    ]:
         path = shared_data / "full_res" / name
         if not path.is_file():
             pytest.skip(f"{path} absent")
@@ -116,6 +129,7 @@ def test_real_visa_split_counts_match_protocol(shared_data: Path, tmp_path: Path
 
 # --- generated trees ---------------------------------------------------------------------------------------
 
+
 def test_mvtec_generated_round_trip(mvtec_root: Path) -> None:
     assert available_categories("mvtec", mvtec_root) == ["bottle", "wood"]
     for category in ("bottle", "wood"):
@@ -135,8 +149,15 @@ def test_mvtec_generated_round_trip(mvtec_root: Path) -> None:
 
 @pytest.mark.parametrize("mask_mode", ["8bit", "1bit"])
 def test_mvtec_mask_depths(tmp_path: Path, mask_mode: str) -> None:
-    make_mvtec_like(tmp_path / "mvtec", categories=("tile",), n_train=1, n_good=1, n_defect=2, size=32,
-                    mask_mode=mask_mode)
+    make_mvtec_like(
+        tmp_path / "mvtec",
+        categories=("tile",),
+        n_train=1,
+        n_good=1,
+        n_defect=2,
+        size=32,
+        mask_mode=mask_mode,
+    )
     ds = load_dataset("mvtec", tmp_path, "tile", "test")
     bad = [s for s in ds if s.label]
     with Image.open(bad[0].mask_path) as raw:
@@ -170,8 +191,11 @@ def test_visa_raw_round_trip(visa_root: Path) -> None:
             np.testing.assert_array_equal(sample.mask, ids > 0)
             assert sample.defect_type == "bad" and sample.mask.any()
             # JPEG moved the pixels a little, but the masked region still has the drawn colour
-            kinds = [k for k, c in DEFECT_COLORS.items()
-                     if np.abs(sample.image[sample.mask].mean(0) - np.array(c)).max() < 40]
+            kinds = [
+                k
+                for k, c in DEFECT_COLORS.items()
+                if np.abs(sample.image[sample.mask].mean(0) - np.array(c)).max() < 40
+            ]
             assert kinds
         else:
             assert not sample.mask.any()
@@ -180,8 +204,15 @@ def test_visa_raw_round_trip(visa_root: Path) -> None:
 
 def test_visa_converted_layout_reuses_mvtec_pairing(tmp_path: Path) -> None:
     one_cls = tmp_path / "visa_pytorch" / "1cls"
-    make_mvtec_like(one_cls, categories=("candle", "fryum"), n_train=2, n_good=2, n_defect=2, size=32,
-                    defect_types=("bad",))
+    make_mvtec_like(
+        one_cls,
+        categories=("candle", "fryum"),
+        n_train=2,
+        n_good=2,
+        n_defect=2,
+        size=32,
+        defect_types=("bad",),
+    )
     for mask in (one_cls / "fryum" / "ground_truth" / "bad").iterdir():  # the `<stem>.png` naming also pairs
         mask.rename(mask.with_name(mask.name.replace("_mask", "")))
     for root in (tmp_path, tmp_path / "visa_pytorch", one_cls):
@@ -196,8 +227,9 @@ def test_visa_converted_layout_reuses_mvtec_pairing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("folder_name", ["mvtec", "mvtec_anomaly_detection"])
 def test_mvtec_root_forms(tmp_path: Path, folder_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_mvtec_like(tmp_path / "data" / folder_name, categories=("pill",), n_train=1, n_good=1, n_defect=1,
-                    size=32)
+    make_mvtec_like(
+        tmp_path / "data" / folder_name, categories=("pill",), n_train=1, n_good=1, n_defect=1, size=32
+    )
     as_datasets_root = load_dataset("mvtec", tmp_path / "data", "pill", "test")
     as_folder = load_dataset("mvtec", str(tmp_path / "data" / folder_name), "pill", "test")
     assert as_datasets_root.records == as_folder.records
@@ -207,8 +239,9 @@ def test_mvtec_root_forms(tmp_path: Path, folder_name: str, monkeypatch: pytest.
 
 @pytest.mark.parametrize("folder_name", ["visa", "VisA", "VisA_20220922"])
 def test_visa_root_forms(tmp_path: Path, folder_name: str) -> None:
-    make_visa_like(tmp_path / folder_name, categories=("cashew",), n_normal=1, n_anomaly=1, size=32,
-                   n_train=1)
+    make_visa_like(
+        tmp_path / folder_name, categories=("cashew",), n_normal=1, n_anomaly=1, size=32, n_train=1
+    )
     a = load_dataset("visa", tmp_path, "cashew", "test").records
     b = load_dataset("visa", tmp_path / folder_name, "cashew", "test").records
     assert a == b and len(a) == 2
@@ -231,13 +264,15 @@ def test_folder_layout(folder_root: Path) -> None:
 
 
 def test_folder_train_test_subfolders_and_missing_masks(tmp_path: Path) -> None:
-    make_folder_like(tmp_path, categories=("gear",), n_good=2, n_defect=2, size=32, split_subfolders=True,
-                     n_train=3)
+    make_folder_like(
+        tmp_path, categories=("gear",), n_good=2, n_defect=2, size=32, split_subfolders=True, n_train=3
+    )
     assert len(load_dataset("folder", tmp_path, "gear", "train")) == 3
     test = load_dataset("folder", tmp_path, "gear", "test")
     assert [r.label for r in test.records] == [0, 0, 1, 1]
-    make_folder_like(tmp_path / "nomask", categories=("gear",), n_good=1, n_defect=1, size=32,
-                     with_masks=False)
+    make_folder_like(
+        tmp_path / "nomask", categories=("gear",), n_good=1, n_defect=1, size=32, with_masks=False
+    )
     sample = load_dataset("folder", tmp_path / "nomask", "gear", "test")[-1]
     assert sample.label == 1 and sample.mask_path is None and not sample.mask.any()
 
@@ -246,16 +281,23 @@ def test_folder_extensions_and_mask_matching(tmp_path: Path) -> None:
     cat = tmp_path / "part"
     for rel in ("good/a.JPG", "good/b.TIFF", "good/c.bmp", "dent/1.jpeg", "dent/10.png", "dent/x.png"):
         (cat / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(cat / rel, format=Image.registered_extensions()[
-            Path(rel).suffix.lower()])
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(
+            cat / rel, format=Image.registered_extensions()[Path(rel).suffix.lower()]
+        )
     (cat / "good" / "notes.txt").write_text("not an image")
     masks = cat / "masks" / "dent"
     masks.mkdir(parents=True)
     for name in ("1_mask.png", "10.png", "10_extra.png", "x_defect.png"):
         Image.fromarray(np.full((8, 8), 255, np.uint8)).save(masks / name)
     ds = load_dataset("folder", tmp_path, "part", "test")
-    assert [Path(r.image_path).name for r in ds.records] == ["1.jpeg", "10.png", "x.png", "a.JPG", "b.TIFF",
-                                                              "c.bmp"]
+    assert [Path(r.image_path).name for r in ds.records] == [
+        "1.jpeg",
+        "10.png",
+        "x.png",
+        "a.JPG",
+        "b.TIFF",
+        "c.bmp",
+    ]
     got = {Path(r.image_path).stem: Path(r.mask_path).name for r in ds.records if r.mask_path}
     assert got == {"1": "1_mask.png", "10": "10.png", "x": "x_defect.png"}
     assert match_mask("1", sorted(masks.iterdir())).name == "1_mask.png"
@@ -285,9 +327,17 @@ def test_construction_decodes_nothing(mvtec_root: Path, monkeypatch: pytest.Monk
 
 # --- errors ------------------------------------------------------------------------------------------------
 
+
 def small_mvtec(tmp_path: Path) -> Path:
-    return make_mvtec_like(tmp_path / "mvtec", categories=("cable", "zipper"), n_train=1, n_good=1,
-                           n_defect=2, size=32, defect_types=("cut",))
+    return make_mvtec_like(
+        tmp_path / "mvtec",
+        categories=("cable", "zipper"),
+        n_train=1,
+        n_good=1,
+        n_defect=2,
+        size=32,
+        defect_types=("cut",),
+    )
 
 
 def test_error_missing_root(tmp_path: Path) -> None:
@@ -385,8 +435,9 @@ def test_error_visa_layout_problems(tmp_path: Path) -> None:
     (tmp_path / "visa" / "candle").mkdir(parents=True)
     with pytest.raises(DatasetError, match="no VisA dataset under .*split_csv/1cls.csv"):
         load_dataset("visa", tmp_path, "candle", "test")
-    root = make_visa_like(tmp_path / "visa", categories=("candle",), n_normal=1, n_anomaly=2, size=32,
-                          n_train=1)
+    root = make_visa_like(
+        tmp_path / "visa", categories=("candle",), n_normal=1, n_anomaly=2, size=32, n_train=1
+    )
     (root / "candle" / "Data" / "Masks" / "Anomaly" / "001.png").unlink()
     with pytest.raises(MaskPairingError, match="without a mask file") as err:
         load_dataset("visa", tmp_path, "candle", "test")
@@ -401,6 +452,7 @@ def test_error_visa_layout_problems(tmp_path: Path) -> None:
 
 # --- constants ---------------------------------------------------------------------------------------------
 
+
 def test_constants() -> None:
     assert len(MVTEC_CATEGORIES) == 15 and len(VISA_CATEGORIES) == 12
     assert set(TEXTURE_CATEGORIES) <= set(MVTEC_CATEGORIES) and len(TEXTURE_CATEGORIES) == 5
@@ -409,9 +461,17 @@ def test_constants() -> None:
     assert object_noun("pipe_fryum") == "pipe-shaped fryum snack"
     assert object_noun("capsules") == "green capsules"
     assert object_noun("brake_disc") == "brake disc"
-    assert set(dataset.__all__) >= {"Sample", "DatasetError", "load_dataset", "available_categories",
-                                    "MVTEC_CATEGORIES", "VISA_CATEGORIES", "TEXTURE_CATEGORIES",
-                                    "OBJECT_NOUNS", "object_noun"}
+    assert set(dataset.__all__) >= {
+        "Sample",
+        "DatasetError",
+        "load_dataset",
+        "available_categories",
+        "MVTEC_CATEGORIES",
+        "VISA_CATEGORIES",
+        "TEXTURE_CATEGORIES",
+        "OBJECT_NOUNS",
+        "object_noun",
+    }
 
 
 def test_read_image_accepts_path_objects(mvtec_root: Path) -> None:

@@ -43,8 +43,14 @@ def test_resolve_device() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("fp32", torch.float32), ("float32", torch.float32), ("bf16", torch.bfloat16),
-     ("bfloat16", torch.bfloat16), ("fp16", torch.float16), ("float16", torch.float16)],
+    [
+        ("fp32", torch.float32),
+        ("float32", torch.float32),
+        ("bf16", torch.bfloat16),
+        ("bfloat16", torch.bfloat16),
+        ("fp16", torch.float16),
+        ("float16", torch.float16),
+    ],
 )
 def test_resolve_dtype_names(name: str, expected: torch.dtype) -> None:
     assert resolve_dtype(name, "cpu") == expected

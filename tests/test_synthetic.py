@@ -70,8 +70,9 @@ def test_demo_image() -> None:
 
 def test_generators_are_deterministic(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        make_mvtec_like(tmp_path / name / "mvtec", categories=("bottle",), n_train=1, n_good=1, n_defect=2,
-                        size=32)
+        make_mvtec_like(
+            tmp_path / name / "mvtec", categories=("bottle",), n_train=1, n_good=1, n_defect=2, size=32
+        )
         make_visa_like(tmp_path / name / "visa", categories=("fryum",), n_normal=1, n_anomaly=1, size=32)
     assert files(tmp_path / "a") == files(tmp_path / "b")
     make_mvtec_like(tmp_path / "c", categories=("bottle",), n_train=1, n_good=1, n_defect=2, size=32, seed=1)
@@ -79,22 +80,42 @@ def test_generators_are_deterministic(tmp_path: Path) -> None:
 
 
 def test_mvtec_layout_on_disk(tmp_path: Path) -> None:
-    root = make_mvtec_like(tmp_path, categories=("hazelnut",), n_train=2, n_good=1, n_defect=3, size=32,
-                           defect_types=("crack", "print"), mask_mode="1bit")
+    root = make_mvtec_like(
+        tmp_path,
+        categories=("hazelnut",),
+        n_train=2,
+        n_good=1,
+        n_defect=3,
+        size=32,
+        defect_types=("crack", "print"),
+        mask_mode="1bit",
+    )
     assert root == tmp_path
     assert sorted(files(root / "hazelnut")) == [
-        "ground_truth/crack/000_mask.png", "ground_truth/crack/001_mask.png",
+        "ground_truth/crack/000_mask.png",
+        "ground_truth/crack/001_mask.png",
         "ground_truth/print/000_mask.png",
-        "test/crack/000.png", "test/crack/001.png", "test/good/000.png", "test/print/000.png",
-        "train/good/000.png", "train/good/001.png",
+        "test/crack/000.png",
+        "test/crack/001.png",
+        "test/good/000.png",
+        "test/print/000.png",
+        "train/good/000.png",
+        "train/good/001.png",
     ]
     with Image.open(root / "hazelnut" / "ground_truth" / "print" / "000_mask.png") as mask:
         assert mask.mode == "1" and mask.size == (32, 32)
 
 
 def test_visa_layout_on_disk(tmp_path: Path) -> None:
-    root = make_visa_like(tmp_path, categories=("macaroni1", "pcb4"), n_normal=2, n_anomaly=3,
-                          size=(24, 40), n_train=4, defect_types=("scratch", "hole"))
+    root = make_visa_like(
+        tmp_path,
+        categories=("macaroni1", "pcb4"),
+        n_normal=2,
+        n_anomaly=3,
+        size=(24, 40),
+        n_train=4,
+        defect_types=("scratch", "hole"),
+    )
     with open(root / "split_csv" / "1cls.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["object", "split", "label", "image", "mask"]
@@ -113,25 +134,72 @@ def test_visa_layout_on_disk(tmp_path: Path) -> None:
 
 
 def test_cli_parse_args_and_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = parse_args(["--layout", "mvtec", "--out", str(tmp_path / "m"), "--categories", "bottle,wood",
-                       "--n_defect", "4", "--size", "32", "--mask_mode", "1bit"])
+    args = parse_args(
+        [
+            "--layout",
+            "mvtec",
+            "--out",
+            str(tmp_path / "m"),
+            "--categories",
+            "bottle,wood",
+            "--n_defect",
+            "4",
+            "--size",
+            "32",
+            "--mask_mode",
+            "1bit",
+        ]
+    )
     assert args.categories == "bottle,wood" and args.n_defect == 4 and args.mask_mode == "1bit"
     assert main(args) == tmp_path / "m"
     assert str(tmp_path / "m") in capsys.readouterr().out
     assert available_categories("mvtec", tmp_path / "m") == ["bottle", "wood"]
     assert sum(r.label for r in load_dataset("mvtec", tmp_path / "m", "wood", "test").records) == 4
 
-    main(parse_args(["--layout", "visa", "--out", str(tmp_path / "v"), "--n_good", "2", "--n_defect", "1",
-                     "--size", "32"]))
+    main(
+        parse_args(
+            [
+                "--layout",
+                "visa",
+                "--out",
+                str(tmp_path / "v"),
+                "--n_good",
+                "2",
+                "--n_defect",
+                "1",
+                "--size",
+                "32",
+            ]
+        )
+    )
     assert [r.label for r in load_dataset("visa", tmp_path / "v", "candle", "test").records] == [0, 0, 1]
 
-    main(parse_args(["--layout", "folder", "--out", str(tmp_path / "f"), "--categories", "knob",
-                     "--size", "32", "--defect_types", "dent"]))
+    main(
+        parse_args(
+            [
+                "--layout",
+                "folder",
+                "--out",
+                str(tmp_path / "f"),
+                "--categories",
+                "knob",
+                "--size",
+                "32",
+                "--defect_types",
+                "dent",
+            ]
+        )
+    )
     assert {r.defect_type for r in load_dataset("folder", tmp_path / "f", "knob", "test").records} == {
-        "good", "dent"}
+        "good",
+        "dent",
+    }
 
-    bad_argvs = (["--layout", "coco", "--out", "x"], ["--layout", "mvtec"],
-                 ["--layout", "mvtec", "--out", "x", "--size", "4"])
+    bad_argvs = (
+        ["--layout", "coco", "--out", "x"],
+        ["--layout", "mvtec"],
+        ["--layout", "mvtec", "--out", "x", "--size", "4"],
+    )
     for bad in bad_argvs:
         with pytest.raises(SystemExit):
             parse_args(bad)
@@ -146,6 +214,11 @@ def test_cli_runs_as_module_and_as_file(tmp_path: Path) -> None:
         result = subprocess.run([*cmd, *flags], cwd=cwd, capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr
         assert (out / "widget" / "good" / "000.png").is_file()
-    help_text = subprocess.run([sys.executable, "-m", "dataset.synthetic", "--help"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "dataset.synthetic", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "--layout" in help_text and "--mask_mode" in help_text

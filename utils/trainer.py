@@ -124,9 +124,7 @@ class Trainer:
         """One pass over `data` in a seeded order; returns the epoch's mean loss terms."""
         cfg = self.cfg
         order = np.random.default_rng(cfg["seed"] + self.epoch).permutation(len(data))
-        batches = [
-            order[i : i + cfg["batch_size"]] for i in range(0, len(order), cfg["batch_size"])
-        ]
+        batches = [order[i : i + cfg["batch_size"]] for i in range(0, len(order), cfg["batch_size"])]
         torch.manual_seed(cfg["seed"] + self.epoch)
         sums = dict.fromkeys(("loss", "focal", "dice", "image"), 0.0)
         start, steps = time.time(), 0
