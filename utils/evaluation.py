@@ -76,7 +76,6 @@ class CategoryResult:
     masks: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
-    image_paths: list[str]
 
 
 class StaleOutputError(ValueError):
@@ -141,7 +140,9 @@ class CategoryStore:
         atomic_write_text(self.progress_path, json.dumps(self.progress))
 
     def save_metrics(self, metrics: dict[str, float]) -> None:
-        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2))
+        """Write metrics.json (NaN as null), which marks the category finished."""
+        data = {key: (None if math.isnan(value) else value) for key, value in metrics.items()}
+        atomic_write_text(self.metrics_path, json.dumps(data, indent=2))
 
     def load_metrics(self) -> dict[str, float]:
         data = json.loads(self.metrics_path.read_text())
@@ -154,7 +155,6 @@ class CategoryStore:
             masks=self.masks,
             labels=np.asarray(self.progress["labels"], dtype=int),
             scores=np.asarray(self.progress["scores"], dtype=np.float64),
-            image_paths=self.progress["image_paths"],
         )
 
 
@@ -193,5 +193,5 @@ def evaluate_category(
     result.metrics = compute_metrics(
         result.labels, result.scores, result.masks, result.maps, fpr_limit=0.3, aupro_variant=aupro_variant
     )
-    store.save_metrics({k: (None if math.isnan(v) else v) for k, v in result.metrics.items()})
+    store.save_metrics(result.metrics)
     return result
