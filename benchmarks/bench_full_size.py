@@ -1,0 +1,194 @@
+"""Benchmark the full-size SAM 3 code path on CPU: shapes, seconds and peak memory, without the real weights.
+
+    python benchmarks/bench_full_size.py [--n_images 1 --n_prompts 2 --chunk_size 2 --dtype fp32|bf16
+                                          --threads N --meta_dir DIR --seed 0]
+
+The detector is built with the REAL architecture -- ``detector_config`` of facebook/sam3's ``config.json``
+(kept in ``../shared/data/sam3_hf_meta``) -> ``transformers.Sam3Config`` -> ``Sam3Model(config)`` -- but with
+RANDOM weights (seeded), and the real CLIP tokenizer from the same folder. Speed, memory and tensor shapes
+are those of the real model; every score, mask and box it outputs is meaningless.
+
+It runs the classes users run, ``model.engine.Sam3Engine`` and ``model.detector.AnomalyDetector``, on N
+random 1024x1024 RGB images (resized to the config's 1008x1008) and the first K ``base`` defect prompts,
+and times each step separately: model build, ``engine.encode_images``, ``engine.predict`` (text encoder
+for K prompts + decoders for N x K rows) and a full ``detector.detect`` (its own vision pass, plus one
+object-noun row per image; the defect prompts' text features are then already cached by the engine).
+Peak RSS is the process maximum so far (``ru_maxrss``), so it never goes down between steps.
+
+Example output (default fp32 run on a 2-core CPU shared with other jobs; numbers vary by machine/load)::
+
+    params: total 840.4 M, vision 454.0 M, text 353.5 M
+    build: 23.6 s  peak RSS 3627 MB
+    input: 1 x 1024x1024 RGB uint8 -> pixel_values (1, 3, 1008, 1008) fp32; prompts ['defect', 'damage'] ...
+    encode_images: 95.7 s (1 images, 95.7 s/image)  peak RSS 4275 MB
+    predict: 30.8 s (2 rows (1 images x 2 prompts, text encoder included), 15.38 s/row)  peak RSS 5045 MB
+    first chunk: mask_logits (2, 200, 288, 288)  semantic_logits (2, 288, 288)  scores (2, 200)  boxes ...
+    detect: 79.1 s (1 images x (2 prompts + 'bottle') = 3 rows, 79.1 s/image, 26.38 s/row incl. vision, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers import CLIPTokenizer, Sam3Config, Sam3Model  # noqa: E402
+
+from model.detector import AnomalyDetector, ScoringSettings  # noqa: E402
+from model.engine import ConceptOutputs, Sam3Engine  # noqa: E402
+from utils.prompt_engineering import build_prompts  # noqa: E402
+
+DEFAULT_META_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sam3_hf_meta"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+INPUT_SIDE = 1024  # side of the random test images, before the engine resizes them to the model's size
+OBJECT_NOUN = "bottle"
+OUT_SIZE = (256, 256)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n_images", type=int, default=1)
+    p.add_argument("--n_prompts", type=int, default=2, help="first K prompts of build_prompts(None, 'base')")
+    p.add_argument("--chunk_size", type=int, default=2, help="(image, prompt) rows per decoder forward")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--meta_dir", type=Path, default=DEFAULT_META_DIR, help="real facebook/sam3 small files")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images")
+    args = p.parse_args(argv)
+    if args.n_images < 1 or args.n_prompts < 1 or args.chunk_size < 1:
+        p.error("--n_images, --n_prompts and --chunk_size must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (ru_maxrss is KB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def load_real_config(meta_dir: Path) -> Sam3Config:
+    """The real image-detector config: ``detector_config`` of facebook/sam3's (video) ``config.json``."""
+    config_file = meta_dir / "config.json"
+    if not config_file.is_file():
+        sys.exit(f"error: no {config_file}: pass --meta_dir DIR with facebook/sam3's config.json + tokenizer")
+    video_config = json.loads(config_file.read_text())
+    if "detector_config" not in video_config:
+        sys.exit(f"error: {config_file} has no detector_config: it is not facebook/sam3's config.json")
+    return Sam3Config.from_dict(video_config["detector_config"])
+
+
+def build_random_model(config: Sam3Config, dtype: torch.dtype, seed: int) -> Sam3Model:
+    """``Sam3Model(config)`` with seeded random weights, created directly in ``dtype``, eval, frozen.
+
+    Creating the parameters in ``dtype`` (default dtype switched for the constructor) keeps a bf16 run from
+    ever holding the fp32 copy, so its peak RSS is that of a bf16 model.
+    """
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = Sam3Model(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model = model.to(dtype).eval()  # no-op unless a buffer was created with an explicit dtype
+    model.requires_grad_(False)
+    return model
+
+
+def shapes(chunk: ConceptOutputs) -> str:
+    names = ("mask_logits", "semantic_logits", "scores", "boxes")
+    return "  ".join(f"{n} {tuple(getattr(chunk, n).shape)}" for n in names)
+
+
+def report(step: str, seconds: float, detail: str = "") -> None:
+    """One line per step: total seconds, per-unit detail, process peak RSS so far."""
+    detail = f" ({detail})" if detail else ""
+    print(f"{step}: {seconds:.1f} s{detail}  peak RSS {peak_rss_mb():.0f} MB")
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    meta_dir = args.meta_dir.expanduser().resolve()
+    config = load_real_config(meta_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(meta_dir, local_files_only=True)
+    base = build_prompts(None, "base")
+    if args.n_prompts > len(base):
+        sys.exit(f"error: --n_prompts {args.n_prompts} > the {len(base)} base prompts")
+    prompts = base[: args.n_prompts]
+    dtype = DTYPES[args.dtype]
+    print(
+        f"SAM 3 full-size detector, RANDOM weights (seed {args.seed}): timings/memory/shapes real, outputs "
+        f"meaningless; {args.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+
+    start = time.perf_counter()
+    model = build_random_model(config, dtype, args.seed)
+    build_s = time.perf_counter() - start
+    total, vision, text = (num_params(m) / 1e6 for m in (model, model.vision_encoder, model.text_encoder))
+    print(f"params: total {total:.1f} M, vision {vision:.1f} M, text {text:.1f} M")
+    report("build", build_s)
+
+    engine = Sam3Engine(model, tokenizer, chunk_size=args.chunk_size)
+    detector = AnomalyDetector(engine, ScoringSettings())
+    rng = np.random.default_rng(args.seed)
+    images = [rng.integers(0, 256, (INPUT_SIDE, INPUT_SIDE, 3), dtype=np.uint8) for _ in range(args.n_images)]
+    side = engine.image_size
+    print(
+        f"input: {args.n_images} x {INPUT_SIDE}x{INPUT_SIDE} RGB uint8 -> pixel_values "
+        f"({args.n_images}, 3, {side}, {side}) {args.dtype}; prompts {prompts}; chunk_size {args.chunk_size}"
+    )
+
+    start = time.perf_counter()
+    features = engine.encode_images(images)
+    encode_s = time.perf_counter() - start
+    report("encode_images", encode_s, f"{args.n_images} images, {encode_s / args.n_images:.1f} s/image")
+
+    rows = args.n_images * args.n_prompts
+    start = time.perf_counter()
+    chunks = []
+    for chunk in engine.predict(features, prompts):
+        chunks.append(chunk)
+    predict_s = time.perf_counter() - start
+    assert sum(len(c) for c in chunks) == rows, [len(c) for c in chunks]
+    report(
+        "predict",
+        predict_s,
+        f"{rows} rows ({args.n_images} images x {args.n_prompts} prompts, text encoder included), "
+        f"{predict_s / rows:.2f} s/row",
+    )
+    print(f"first chunk: {shapes(chunks[0])}")
+    del chunks, features
+
+    detect_rows = args.n_images * (args.n_prompts + 1)  # + the object-noun row per image
+    start = time.perf_counter()
+    results = detector.detect(images, prompts, object_noun=OBJECT_NOUN, out_size=OUT_SIZE)
+    detect_s = time.perf_counter() - start
+    assert len(results) == args.n_images and results[0].anomaly_map.shape == OUT_SIZE
+    report(
+        "detect",
+        detect_s,
+        f"{args.n_images} images x ({args.n_prompts} prompts + {OBJECT_NOUN!r}) = {detect_rows} rows, "
+        f"{detect_s / args.n_images:.1f} s/image, {detect_s / detect_rows:.2f} s/row incl. vision, "
+        f"anomaly_map {results[0].anomaly_map.shape}",
+    )
+
+
+if __name__ == "__main__":
+    main(parse_args())
