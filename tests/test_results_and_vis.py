@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from utils.metrics import METRIC_KEYS
 
+from utils.metrics import METRIC_KEYS
 from utils.results import markdown_table, mean_metrics, write_results
 from utils.visualization import draw_boxes, heatmap_overlay, pick_for_visualization, save_curves
 
