@@ -26,7 +26,7 @@ from dataset.base import MaskPairingError, read_image
 from dataset.folder import match_mask
 from dataset.synthetic import DEFECT_COLORS, defect_kind, make_folder_like, make_mvtec_like, make_visa_like
 
-# PROTOCOL.md: VisA official 1cls test counts (normal, anomaly).
+# VisA official 1cls test counts (normal, anomaly), from split_csv/1cls.csv of the VisA release.
 VISA_TEST_COUNTS = {
     "candle": (100, 100),
     "capsules": (60, 100),

@@ -38,7 +38,7 @@ BOS_ID, EOS_ID = 49406, 49407
 
 
 def tiny_sam3_config(num_queries: int = TINY_NUM_QUERIES, image_size: int = TINY_IMAGE_SIZE) -> Sam3Config:
-    """The tiny detector config of docs/SAM3.md (hidden size 32, 2 ViT layers; 224 input -> 64x64 masks)."""
+    """A tiny random SAM 3 detector config (hidden size 32, 2 ViT layers; 224 input -> 64x64 masks)."""
     small = dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64)
     return Sam3Config(
         vision_config=dict(
