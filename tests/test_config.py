@@ -84,3 +84,14 @@ def test_shipped_configs_are_valid_and_use_known_keys():
 
 def test_parse_list():
     assert parse_list("bottle, wood,,") == ["bottle", "wood"]
+
+
+def test_readme_yaml_example_is_a_valid_config(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```yaml\n(# my\.yaml.*?)```", readme, re.S)
+    assert block, "README lost its YAML config example"
+    example = tmp_path / "my.yaml"
+    example.write_text(block.group(1))
+    cfg = resolve_config(str(example), {})
+    assert cfg["prompt_overrides"] == {"screw": ["damaged thread", "bent tip"]}
+    assert cfg["image_score"] == "topk_mean"
