@@ -28,6 +28,7 @@ from model.losses import dice_loss, focal_loss, image_loss
 from model.scoring import aggregate_prompts, combine_sources, instance_map, semantic_map
 from utils.checkpoint import CheckpointError, save_checkpoint
 from utils.image_ops import resize_mask
+from utils.visualization import save_loss_curve
 
 LOG_FIELDS = ("epoch", "loss", "focal", "dice", "image", "steps", "seconds")
 
@@ -174,16 +175,4 @@ def write_log(out_dir: Path, history: Sequence[Mapping[str, float]]) -> None:
         writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(history)
-    import matplotlib.pyplot as plt
-
-    import utils.visualization  # noqa: F401  (selects the file-only backend)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [row["epoch"] for row in history]
-    for key in ("loss", "focal", "dice", "image"):
-        ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    ax.set(xlabel="epoch", ylabel="mean loss", title="training loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss_curve.png", dpi=100)
-    plt.close(fig)
+    save_loss_curve(out_dir / "loss_curve.png", history)
