@@ -14,7 +14,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -22,6 +24,9 @@ from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E40
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
 from utils.cli import add_checkpoint_arg, base_parser, config_from_args, run  # noqa: E402
 from utils.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
+
+if TYPE_CHECKING:  # the model stack is imported only once the inputs are checked
+    from model.detector import AnomalyResult
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,7 +63,7 @@ def check_category(dataset: str | None, category: str | None) -> None:
         )
 
 
-def result_record(path: Path, result, prompts: list[str], noun: str | None) -> dict[str, Any]:
+def result_record(path: Path, result: AnomalyResult, prompts: list[str], noun: str | None) -> dict[str, Any]:
     """The JSON document written for one image."""
     return {
         "image_path": str(path),
@@ -72,8 +77,15 @@ def result_record(path: Path, result, prompts: list[str], noun: str | None) -> d
     }
 
 
-def save_outputs(out: Path, path: Path, image, result, cfg: dict[str, Any], record: dict[str, Any]) -> None:
-    """Write the four files of one image into `out`."""
+def save_outputs(
+    out: Path,
+    path: Path,
+    image: np.ndarray,
+    result: AnomalyResult,
+    cfg: dict[str, Any],
+    record: dict[str, Any],
+) -> None:
+    """Write the four files of one image into `out`: overlay, binary mask, boxes (PNG) and `record` (JSON)."""
     stem = path.stem
     save_overlay(out / f"{stem}_overlay.png", image, result.anomaly_map, f"score {result.image_score:.3f}")
     save_mask(out / f"{stem}_mask.png", result.anomaly_map >= cfg["mask_threshold"])
