@@ -13,6 +13,8 @@ from scripts import demo
 from scripts import test as test_script
 from utils.cli import run
 from utils.metrics import METRIC_KEYS
+from utils.pipeline import prompts_for
+from utils.prompt_engineering import build_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +89,24 @@ def test_test_script_with_yaml_config(datasets_root, tiny_sam3_dir, tmp_path):
     assert run_test_script(["--config", str(cfg), *_common(tiny_sam3_dir, tmp_path / "o")]) == 0
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert list(doc["categories"]) == ["wood"] and doc["config"]["prompt_strategy"] == "base"
+
+
+def test_test_script_on_own_folder_data(folder_root, tiny_sam3_dir, tmp_path):
+    """--dataset folder: categories found on disk; an unknown object gets generic prompts, no object prior."""
+    argv = [
+        "--dataset",
+        "folder",
+        "--dataset_path",
+        str(folder_root),
+        *_common(tiny_sam3_dir, tmp_path / "o"),
+    ]
+    assert run_test_script(argv) == 0
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert list(doc["categories"]) == ["widget"] and doc["dataset"] == "folder"
+    assert all(v is not None for v in doc["categories"]["widget"].values())  # masks were found: all defined
+    prompts, noun = prompts_for(doc["config"], "widget")
+    assert prompts == build_prompts(None, "base") and noun is None
+    assert prompts_for(doc["config"], "bottle")[1] == "bottle"
 
 
 def test_demo_on_an_image_and_on_a_folder_with_a_corrupt_file(tiny_sam3_dir, tmp_path, capsys):
