@@ -10,7 +10,7 @@ import pytest
 from dataset import load_dataset
 from scripts.test import evaluate
 from utils.config import resolve_config
-from utils.evaluation import StaleOutputError
+from utils.evaluation import StaleOutputError, prefetched_batches
 from utils.metrics import METRIC_KEYS
 
 
@@ -129,3 +129,10 @@ def test_category_without_anomalies_reports_nan(tmp_path):
         per_category = evaluate(_cfg(root, tmp_path / "out", eval_size=64), gt_scorer, progress=False)
     assert math.isnan(per_category["bottle"]["image_auroc"])
     assert json.loads((tmp_path / "out" / "results.json").read_text())["mean"]["image_auroc"] is None
+
+
+def test_prefetched_batches_cover_every_sample_once_in_order():
+    samples = list(range(10))  # any indexable sequence
+    batches = list(prefetched_batches(samples, 3, 4))
+    assert batches == [[3, 4, 5, 6], [7, 8, 9]]
+    assert list(prefetched_batches(samples, 10, 4)) == []

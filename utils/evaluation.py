@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,25 @@ class CategoryStore:
         )
 
 
+def prefetched_batches(samples: Sequence[Sample], start: int, batch_size: int) -> Iterator[list[Sample]]:
+    """Batches of samples[start:], decoded one batch ahead in a background thread.
+
+    Decoding (PIL, which releases the GIL) then overlaps with scoring the current batch on the GPU.
+    """
+    starts = list(range(start, len(samples), batch_size))
+
+    def load(first: int) -> list[Sample]:
+        return [samples[i] for i in range(first, min(first + batch_size, len(samples)))]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(load, starts[0]) if starts else None
+        for k in range(len(starts)):
+            batch = upcoming.result()
+            if k + 1 < len(starts):
+                upcoming = pool.submit(load, starts[k + 1])
+            yield batch
+
+
 def evaluate_category(
     samples: Sequence[Sample],
     scorer: Scorer,
@@ -181,8 +201,7 @@ def evaluate_category(
         return store.result(store.load_metrics())
     size = (eval_size, eval_size)
     bar = tqdm(total=len(paths), initial=store.n_done, desc=category, unit="img", disable=not progress)
-    for start in range(store.n_done, len(paths), batch_size):
-        batch = [samples[i] for i in range(start, min(start + batch_size, len(paths)))]
+    for batch in prefetched_batches(samples, store.n_done, batch_size):
         outputs = scorer(batch, category)
         maps = [resize_map(m, size) if m.shape != size else m.astype(np.float32) for m, _ in outputs]
         masks = [resize_mask(s.mask, size) for s in batch]
