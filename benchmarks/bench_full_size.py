@@ -122,12 +122,16 @@ def report(step: str, seconds: float, detail: str = "") -> None:
     print(f"{step}: {seconds:.1f} s{detail}  peak RSS {peak_rss_mb():.0f} MB")
 
 
+def real_config_and_tokenizer(meta_dir: Path, threads: int | None) -> tuple[Sam3Config, CLIPTokenizer]:
+    """Set the torch thread count, then read facebook/sam3's detector config and tokenizer from `meta_dir`."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    meta_dir = meta_dir.expanduser().resolve()
+    return load_real_config(meta_dir), CLIPTokenizer.from_pretrained(meta_dir, local_files_only=True)
+
+
 def main(args: argparse.Namespace) -> None:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    meta_dir = args.meta_dir.expanduser().resolve()
-    config = load_real_config(meta_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(meta_dir, local_files_only=True)
+    config, tokenizer = real_config_and_tokenizer(args.meta_dir, args.threads)
     base = build_prompts(None, "base")
     if args.n_prompts > len(base):
         sys.exit(f"error: --n_prompts {args.n_prompts} > the {len(base)} base prompts")

@@ -46,14 +46,13 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from transformers import CLIPTokenizer  # noqa: E402
 
 from benchmarks.bench_full_size import (  # noqa: E402
     DEFAULT_META_DIR,
     INPUT_SIDE,
     build_random_model,
-    load_real_config,
     peak_rss_mb,
+    real_config_and_tokenizer,
 )
 from dataset import Sample  # noqa: E402
 from model.concepts import ConceptBank  # noqa: E402
@@ -102,11 +101,7 @@ def random_samples(n: int, rng: np.random.Generator) -> list[Sample]:
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    meta_dir = args.meta_dir.expanduser().resolve()
-    config = load_real_config(meta_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(meta_dir, local_files_only=True)
+    config, tokenizer = real_config_and_tokenizer(args.meta_dir, args.threads)
     base = build_prompts(None, "base")
     if args.num_concepts > len(base):
         sys.exit(f"error: --num_concepts {args.num_concepts} > the {len(base)} base prompts")
