@@ -16,8 +16,17 @@ def user_errors() -> tuple[type[Exception], ...]:
     from model import ModelLoadError
     from utils.checkpoint import CheckpointError
     from utils.evaluation import StaleOutputError
+    from utils.files import OutputDirError
 
-    return (ConfigError, DatasetError, ModelLoadError, StaleOutputError, CheckpointError, FileNotFoundError)
+    return (
+        ConfigError,
+        DatasetError,
+        ModelLoadError,
+        StaleOutputError,
+        CheckpointError,
+        OutputDirError,
+        FileNotFoundError,
+    )
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

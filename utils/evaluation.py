@@ -25,9 +25,9 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from dataset import Sample
+from utils.files import atomic_write_text
 from utils.image_ops import resize_map, resize_mask
 from utils.metrics import compute_metrics
-from utils.results import atomic_write_text
 
 # A scorer turns a batch of samples of one category into (anomaly map (H, W) float in [0, 1], image score).
 Scorer = Callable[[Sequence[Sample], str], list[tuple[np.ndarray, float]]]

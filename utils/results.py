@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from utils.files import atomic_write_text
 from utils.metrics import METRIC_KEYS
 
 # Column titles of the Markdown table, in METRIC_KEYS order.
@@ -40,13 +41,6 @@ def _json_number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file, so an interrupted run never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(
     out_dir: Path, dataset: str, per_category: Mapping[str, Mapping[str, float]], config: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -64,12 +58,11 @@ def write_results(
     }
     atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2))
     rows = [(c, m) for c, m in per_category.items()] + [("mean", mean)]
-    tmp = out_dir / "results.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["category", *METRIC_KEYS])
-        writer.writerows([name, *(f"{m[k]:.6f}" for k in METRIC_KEYS)] for name, m in rows)
-    os.replace(tmp, out_dir / "results.csv")
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["category", *METRIC_KEYS])
+    writer.writerows([name, *(f"{m[k]:.6f}" for k in METRIC_KEYS)] for name, m in rows)
+    atomic_write_text(out_dir / "results.csv", table.getvalue())
     atomic_write_text(out_dir / "results.md", markdown_table(per_category, mean, dataset))
     return doc
 
