@@ -1,0 +1,137 @@
+"""model/visual.py: patch-level visual scores on constructed features whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.visual import (
+    aggregate_neighbourhood,
+    calibrate,
+    fewshot_scores,
+    fuse,
+    mutual_scores,
+    nearest_distance,
+    normal_scale,
+    select_layers,
+)
+
+
+def normal_images(n: int, h: int = 6, w: int = 6, c: int = 16, seed: int = 0) -> torch.Tensor:
+    """(n, h, w, c) 'normal' images: one fixed texture of 4 prototype vectors plus noise drawn with `seed`."""
+    protos = F.normalize(torch.randn(4, c, generator=torch.Generator().manual_seed(123)), dim=-1)
+    gen = torch.Generator().manual_seed(seed)
+    layout = torch.arange(h * w).remainder(4).view(h, w)
+    base = protos[layout]  # (h, w, c)
+    return base[None].repeat(n, 1, 1, 1) + 0.01 * torch.randn(n, h, w, c, generator=gen)
+
+
+def plant(images: torch.Tensor, index: int, y: int, x: int, seed: int = 1) -> torch.Tensor:
+    """A copy of `images` with one patch of image `index` replaced by a vector unlike any normal one."""
+    out = images.clone()
+    gen = torch.Generator().manual_seed(seed)
+    out[index, y, x] = F.normalize(torch.randn(images.shape[-1], generator=gen), dim=-1) * 3
+    return out
+
+
+def brute_nearest(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    q, b = F.normalize(query, dim=-1), F.normalize(bank, dim=-1)
+    return torch.cdist(q.double(), b.double()).amin(dim=1).float()
+
+
+def test_select_layers_even_depths():
+    assert select_layers(32) == [7, 15, 23, 31]
+    assert select_layers(2) == [0, 1]
+    assert select_layers(32, (1.0,)) == [31]
+    with pytest.raises(ValueError, match="fractions"):
+        select_layers(32, (0.0,))
+
+
+def test_nearest_distance_matches_cdist_with_tiny_chunks():
+    gen = torch.Generator().manual_seed(3)
+    query, bank = torch.randn(37, 8, generator=gen), torch.randn(53, 8, generator=gen)
+    expected = brute_nearest(query, bank)
+    got = nearest_distance(F.normalize(query, dim=-1), F.normalize(bank, dim=-1), chunk_elements=7)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_identical_images_give_zero_distance():
+    images = normal_images(3)
+    scores = fewshot_scores(images[:1], images[:1], degrees=(1,))
+    assert float(scores.abs().max()) < 1e-3  # only float rounding of sqrt(2 - 2 cos 0)
+    mutual = mutual_scores(images[[0, 0, 0]], degrees=(1,))
+    assert float(mutual.max()) < 1e-3
+
+
+def test_planted_outlier_patch_gets_the_top_fewshot_score():
+    refs = normal_images(2, seed=0)
+    test = plant(normal_images(2, seed=5), index=1, y=2, x=4)
+    scores = fewshot_scores(test, refs, degrees=(1, 3))
+    flat_argmax = int(scores.flatten().argmax())
+    assert divmod(flat_argmax, 36) == (1, 2 * 6 + 4)
+    assert float(scores[0].max()) < 0.2 < float(scores[1, 2, 4])
+
+
+def test_mutual_scoring_finds_a_defect_repeated_in_two_of_eight_images():
+    images = normal_images(8, seed=2)
+    images = plant(plant(images, index=3, y=1, x=1, seed=9), index=6, y=4, x=2, seed=9)  # the same defect
+    scores = mutual_scores(images, fraction=0.3, degrees=(1,))
+    # keep = int(0.3 * 7) = 2 smallest of 7 distances: the twin's copy is only one of them
+    assert float(scores[3, 1, 1]) > 0.4 and float(scores[6, 4, 2]) > 0.4  # (0 + ~0.97) / 2
+    normal = scores.clone()
+    normal[3, 1, 1] = normal[6, 4, 2] = 0
+    assert float(normal.max()) < 0.2
+    # with the plain minimum (fraction so small that keep = 1) the twin hides the defect
+    hidden = mutual_scores(images, fraction=0.01, degrees=(1,))
+    assert float(hidden[3, 1, 1]) < 0.2
+
+
+def test_mutual_scoring_equals_a_brute_force_reference():
+    gen = torch.Generator().manual_seed(4)
+    feats = torch.randn(5, 3, 4, 6, generator=gen)
+    got = mutual_scores(feats, fraction=0.5, degrees=(1,))
+    x = F.normalize(feats, dim=-1).flatten(1, 2)
+    expected = torch.empty(5, 12)
+    for i in range(5):
+        d = torch.stack([brute_nearest(x[i], x[j]) for j in range(5) if j != i])  # (4, P)
+        expected[i] = d.sort(dim=0).values[:2].mean(dim=0)
+    assert torch.allclose(got.flatten(1), expected, atol=1e-5)
+
+
+def test_mutual_scoring_needs_two_images():
+    with pytest.raises(ValueError, match="at least two images"):
+        mutual_scores(normal_images(1))
+
+
+def test_neighbourhood_average_of_a_constant_field_is_unchanged():
+    vec = F.normalize(torch.randn(5), dim=0)
+    field = vec.expand(1, 4, 4, 5).clone()
+    out = aggregate_neighbourhood(field, 3)
+    assert torch.allclose(out, field, atol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        aggregate_neighbourhood(field, 2)
+
+
+def test_neighbourhood_average_corner_uses_only_inside_patches():
+    field = torch.zeros(1, 3, 3, 2)
+    field[..., 0] = 1.0
+    field[0, 1, 1] = torch.tensor([0.0, 1.0])  # the centre points elsewhere
+    out = aggregate_neighbourhood(field, 3)
+    # corner (0, 0) window: 3 patches (1, 0) and the centre (0, 1) -> mean (0.75, 0.25), renormalised
+    expected = F.normalize(torch.tensor([0.75, 0.25]), dim=0)
+    assert torch.allclose(out[0, 0, 0], expected, atol=1e-6)
+
+
+def test_calibration_and_fusion_known_values():
+    centre, spread = normal_scale(torch.arange(101, dtype=torch.float32), quantile=0.9)
+    assert centre == 50.0 and math.isclose(spread, 40.0, rel_tol=1e-6)
+    cal = calibrate(torch.tensor([0.0, 50.0, 90.0, 130.0, 500.0]), centre, spread)
+    assert cal.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+    fused = fuse(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), 0.25)
+    assert fused.tolist() == [0.75, 0.25]
+    assert fuse(torch.tensor([0.3]), torch.tensor([0.9]), 0.0).tolist() == pytest.approx([0.3])
+    with pytest.raises(ValueError, match="visual_weight"):
+        fuse(torch.tensor([0.3]), torch.tensor([0.9]), 1.5)
