@@ -3,6 +3,7 @@
 - `atomic_write` / `atomic_write_text`: write to a uniquely named temporary file in the same folder, then
   `os.replace` it over the target, so an interrupted run never leaves half a file and two processes never
   share a temporary name.
+- `preallocate`: give a memory-mapped file real disk blocks, so a full disk is an error, not a SIGBUS.
 - `check_output_dir`: create the folder and prove it is writable *before* a 3 GB model is loaded.
 - `OutputLock`: an exclusive lock per output folder (``fcntl.flock`` on ``.lock``); a second run into the same
   folder stops with a one-line error naming the process that holds it. The kernel releases the lock when the
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +28,11 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
+
+# mkstemp creates files with mode 0600; a result file gets the mode an ordinary `open(path, "w")` would give.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+NEW_FILE_MODE = 0o666 & ~_UMASK
 
 
 class OutputDirError(OSError):
@@ -35,33 +44,81 @@ def disk_full_message(path: Path | str) -> str:
     return f"disk full while writing {path}: free some space, then rerun the same command to resume"
 
 
+@contextmanager
+def disk_full_as_error(path: Path | str) -> Iterator[None]:
+    """Turn an ENOSPC `OSError` raised inside the block into `OutputDirError(disk_full_message(path))`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise OutputDirError(disk_full_message(path)) from None
+        raise
+
+
 def atomic_write(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(handle)`` on a fresh temporary file beside `path`, fsync it, then replace `path` with it.
+
+    The temporary name is unique (``.<name>.<random>.tmp``), so concurrent writers never share it; the new
+    file gets the usual mode (0666 minus the umask), not mkstemp's 0600.
 
     Raises:
         OutputDirError: the disk is full (ENOSPC); the old `path`, if any, is left intact.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC:
-            raise OutputDirError(disk_full_message(path)) from None
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_full_as_error(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                if hasattr(os, "fchmod"):  # POSIX (Windows before Python 3.13 has none)
+                    os.fchmod(handle.fileno(), NEW_FILE_MODE)
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically (see `atomic_write`)."""
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def preallocate(path: Path | str, start: int = 0) -> None:
+    """Give every byte of `path` from `start` to its end real disk blocks now.
+
+    A memory-mapped file is created sparse; writing into a hole on a full disk kills the process with SIGBUS
+    instead of raising. Allocating up front (``posix_fallocate``, or writing zeros where the filesystem or
+    platform has none) turns a full disk into an error here, before any result is computed. Bytes before
+    `start` (e.g. a .npy header) are left as they are; the allocated range reads as zeros.
+
+    Raises:
+        OutputDirError: the disk is full (ENOSPC).
+    """
+    with disk_full_as_error(path), open(path, "r+b") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size <= start:
+            return
+        try:
+            os.posix_fallocate(handle.fileno(), start, size - start)
+            return
+        except AttributeError:  # no posix_fallocate on this platform (macOS, Windows)
+            pass
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        _write_zeros(handle, start, size)
+
+
+def _write_zeros(handle: IO[bytes], start: int, stop: int, block: int = 1 << 20) -> None:
+    """Overwrite bytes [start, stop) of `handle` with zeros and fsync, so the blocks exist on disk."""
+    handle.seek(start)
+    zeros = bytes(block)
+    for offset in range(start, stop, block):
+        handle.write(zeros[: min(block, stop - offset)])
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def check_output_dir(path: Path | str) -> Path:
@@ -108,20 +165,32 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         if fcntl is None:  # pragma: no cover
             return self
-        handle = open(self.path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            handle = open(self.path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        except OSError as err:
+            raise OutputDirError(
+                f"cannot create {self.path} ({err.strerror}): check --output_dir with check_output_dir first"
+            ) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip() or "unknown pid"
             handle.close()
             raise OutputDirError(
                 f"{self.path.parent} is in use by a running process (pid {holder}): "
                 "wait for it to finish or use another --output_dir"
             ) from None
+        except OSError as err:  # e.g. ENOLCK: a network filesystem without locks
+            handle.close()
+            warnings.warn(
+                f"cannot lock {self.path} ({err.strerror}): a second run into this folder is not detected",
+                stacklevel=2,
+            )
+            return self
         handle.seek(0)
         handle.truncate()
-        handle.write(str(os.getpid()))
+        handle.write(f"{os.getpid()} on {socket.gethostname()}")
         handle.flush()
         self._handle = handle
         return self
