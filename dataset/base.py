@@ -7,7 +7,7 @@ A loader builds a list of `Record`s (paths and labels only, cheap to make) and w
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -87,50 +87,226 @@ def as_root(root: str | os.PathLike[str], layout: str) -> Path:
     return path
 
 
-def _open_decoded(path: str | os.PathLike[str], what: str) -> Image.Image:
-    """Open and fully decode an image file, turning every decoder failure into a DatasetError."""
+def _decode(
+    path: str | os.PathLike[str], what: str, convert: Callable[[Image.Image], np.ndarray]
+) -> np.ndarray:
+    """Open and fully decode an image file and return `convert(image)` (run while the file is open).
+
+    Every decoder failure becomes a one-line DatasetError naming the file.
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            return img.copy()
+            return convert(img)
+    except DatasetError:
+        raise
     except FileNotFoundError:
         msg = f"{what} not found: {path} (the file was listed but is gone; re-create the index)"
         raise DatasetError(msg) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DatasetError(
-            f"cannot decode {what} {path}: {reason} (file corrupt or truncated: re-download or delete it)"
+            f"cannot decode {what} {path}: {reason} (file corrupt, truncated or of an unsupported kind: "
+            "re-download it or convert it to an 8- or 16-bit PNG)"
         ) from None
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file as RGB.
+# EXIF orientation tag (0x0112) -> how to turn the stored pixels into what a viewer shows; the same table as
+# PIL.ImageOps.exif_transpose (2: mirror, 3: 180 deg, 4: flip, 5: transpose, 6: 90 deg clockwise,
+# 7: transverse, 8: 90 deg counter-clockwise). Works on (H, W) and (H, W, C) arrays.
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+EXIF_ORIENTATION_TAG = 0x0112
+# Modes PIL turns into RGB the way viewers show them (CMYK JPEGs included, Adobe inversion handled).
+_AS_RGB_MODES = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
 
-    Returns (H, W, 3) uint8. Grayscale (L, 1, I;16), palette and RGBA images are converted to 3 channels
-    (16-bit gray is scaled to 8 bits; alpha is dropped). Corrupt or truncated files raise DatasetError.
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation of `img` (1..8); 1 (as stored) when absent or unreadable."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # a damaged EXIF block must not make a readable image unreadable
+        return 1
+    return value if isinstance(value, int) and value in range(1, 9) else 1
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """`pixels` ((H, W) or (H, W, C)) turned as a viewer shows them for EXIF `orientation` (a copy)."""
+    return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(pixels))
+
+
+def _png_depth(path: str | os.PathLike[str]) -> tuple[int, tuple[int, ...] | None]:
+    """(bit depth from IHDR, significant bits per channel from sBIT or None) of a PNG file.
+
+    PIL does not expose sBIT, so the chunks before the image data are read here (a few bytes).
     """
-    img = _open_decoded(path, "image")
-    if img.mode.startswith("I"):  # 16/32-bit gray: keep the high byte so the range stays 0..255
-        arr = np.asarray(img, dtype=np.int64)
-        arr = (arr >> 8) if arr.max(initial=0) > 255 else arr
-        gray = np.clip(arr, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
+    with open(path, "rb") as handle:
+        head = handle.read(33)  # signature (8) + IHDR chunk (4 + 4 + 13 + 4)
+        depth = head[24] if len(head) == 33 else 8
+        while True:
+            size_type = handle.read(8)
+            if len(size_type) < 8 or size_type[4:8] in (b"IDAT", b"IEND"):
+                return depth, None
+            size = int.from_bytes(size_type[:4], "big")
+            data = handle.read(size)
+            handle.seek(4, os.SEEK_CUR)  # CRC
+            if size_type[4:8] == b"sBIT":
+                return depth, tuple(data)
+
+
+def _stored_depth(img: Image.Image, path: str | os.PathLike[str]) -> tuple[int, tuple[int, ...] | None]:
+    """(bits per sample as stored in the file, PNG sBIT or None); 8 when the format does not say."""
+    if img.format == "PNG":
+        return _png_depth(path)
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(258, (8,))  # BitsPerSample
+        return max(bits if isinstance(bits, tuple) else (bits,)), None
+    return 8, None
+
+
+def _read_wide_colour(path: str | os.PathLike[str]) -> np.ndarray:
+    """A 16-bit colour PNG/TIFF (which PIL cuts to its high byte) as (H, W, 3|4) uint16 RGB[A] via OpenCV."""
+    import cv2  # imported here: only high-bit-depth colour files need it
+
+    data = np.fromfile(os.fspath(path), dtype=np.uint8)
+    try:
+        pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        pixels = None
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise DatasetError(
+            f"cannot decode image {path}: unsupported 16-bit colour layout (convert it to a PNG)"
+        )
+    return pixels[..., [2, 1, 0, 3][: pixels.shape[2]]]
+
+
+def _read_pixels(img: Image.Image, path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """The stored samples of `img`: (H, W) or (H, W, C) with C = 2 (gray+alpha), 3 (RGB) or 4 (RGBA).
+
+    dtype is bool (mode "1"), uint8 for 8-bit data, an integer type for high-bit-depth data, float32 for
+    mode "F". Returns the samples and the PNG sBIT significant bits per channel (None when absent).
+    """
+    if img.mode in ("RGB", "RGBA", "LA") and img.format in ("PNG", "TIFF"):
+        depth, sbit = _stored_depth(img, path)
+        if depth > 8:
+            return _read_wide_colour(path), sbit
+    if "transparency" in img.info or img.mode in ("PA", "La", "RGBa"):
+        return np.asarray(
+            img.convert("RGBA")
+        ), None  # a transparent colour or palette entry: keep it as alpha
+    if img.mode == "P" or img.mode in _AS_RGB_MODES:
+        return np.asarray(img.convert("RGB")), None
+    if img.mode.startswith("I"):
+        return np.asarray(img), _png_depth(path)[1] if img.format == "PNG" else None
+    return np.asarray(img), None  # 1, L, LA, RGB, RGBA, F
+
+
+def _full_scale(values: np.ndarray, sbit: int | None) -> int:
+    """The value that means "white" for integer samples of more than 8 bits (see `read_image`)."""
+    peak = int(values.max(initial=0))
+    if sbit is not None and 8 < sbit <= 16:
+        return (1 << sbit) - 1 if peak < (1 << sbit) else 65535
+    bits = next((b for b in (8, 10, 12, 14, 16) if peak < (1 << b)), max(peak.bit_length(), 1))
+    return (1 << bits) - 1
+
+
+def _float_to_uint8(values: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
+    """Float samples to 0..255: [0, 1] is scaled by 255, [0, 255] kept, anything else min-max stretched."""
+    if not np.isfinite(values).all():
+        raise DatasetError(f"image {path} holds NaN or infinite values: fix or remove the file")
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if low >= 0.0 and high <= 1.0:
+        values = values * 255.0
+    elif low < 0.0 or high > 255.0:
+        values = (values - low) * (255.0 / (high - low)) if high > low else np.full_like(values, 128.0)
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _int_to_uint8(values: np.ndarray, sbit: int | None) -> np.ndarray:
+    """Non-negative integer samples to uint8 by their full scale (`_full_scale`)."""
+    scale = 255.0 / _full_scale(values, sbit)
+    return np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+
+
+def _to_uint8(values: np.ndarray, sbit: tuple[int, ...] | None, path: str | os.PathLike[str]) -> np.ndarray:
+    """Samples of any depth to uint8; colour and alpha channels each by their own full scale."""
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == bool:
+        return values.astype(np.uint8) * 255
+    if np.issubdtype(values.dtype, np.floating) or values.min(initial=0) < 0:
+        return _float_to_uint8(values.astype(np.float64), path)
+    if values.ndim == 2 or values.shape[2] == 3:
+        return _int_to_uint8(values, None if sbit is None else max(sbit))
+    colour_bits = None if sbit is None else max(sbit[:-1] or sbit)
+    alpha_bits = None if sbit is None else sbit[-1]
+    colour = _int_to_uint8(values[..., :-1], colour_bits)
+    return np.concatenate([colour, _int_to_uint8(values[..., -1:], alpha_bits)], axis=-1)
+
+
+def _on_white(values: np.ndarray) -> np.ndarray:
+    """(H, W) / (H, W, 1|2|3|4) uint8 to (H, W, 3) uint8 RGB, transparency composited onto white.
+
+    The blend is the one of transformers' `convert_to_rgb` (used by the SAM 3 image processor):
+    round(a * c + (1 - a) * 255) with a = alpha / 255.
+    """
+    if values.ndim == 2:
+        values = values[..., None]
+    if values.shape[2] in (2, 4):
+        alpha = values[..., -1:].astype(np.float64) / 255.0
+        values = np.rint(alpha * values[..., :-1] + (1.0 - alpha) * 255.0).astype(np.uint8)
+    return values if values.shape[2] == 3 else np.repeat(values, 3, axis=2)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file the way an image viewer shows it, as RGB.
+
+    Returns (H, W, 3) uint8, turned upright by its EXIF orientation (so H and W are the displayed ones).
+
+    - Gray, palette, CMYK, YCbCr: converted to RGB as PIL does (CMYK JPEGs included).
+    - Transparency (RGBA, LA, palette or gray with a transparent colour): composited onto white, the same
+      blend as the SAM 3 image processor's `convert_to_rgb`.
+    - More than 8 bits per sample (16-bit PNG/TIFF, gray or colour): divided by the image's full scale. A PNG
+      sBIT chunk gives the true depth s: values below 2**s are raw s-bit samples (full scale 2**s - 1),
+      otherwise they were scaled to 16 bits as the PNG spec asks (full scale 65535). Without sBIT, the full
+      scale is that of the smallest of 8/10/12/14/16 bits that holds the brightest sample, because cameras
+      store 10/12/14-bit samples unscaled in 16-bit files; dividing those by 65535 would make them almost
+      black. The price: a true 16-bit image whose brightest pixel is below 1/4 of full scale is shown
+      brighter than a viewer would (the rule is per image).
+    - Float samples (TIFF mode "F"): [0, 1] times 255; [0, 255] as is; any other range stretched min-max.
+
+    Raises:
+        DatasetError: a corrupt, truncated or unsupported file, or float samples with NaN/inf (one line).
+    """
+
+    def convert(img: Image.Image) -> np.ndarray:
+        values, sbit = _read_pixels(img, path)
+        return upright(_on_white(_to_uint8(values, sbit, path)), exif_orientation(img))
+
+    return _decode(path, "image", convert)
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a ground-truth mask: any nonzero value (in any channel) is anomalous.
 
     Handles 1-bit (mode "1", 0/1), 8-bit (0/255), palette and class-id masks (VisA), RGB masks.
-    Returns (H, W) bool.
+    A mask with an EXIF orientation is turned upright like its image (`read_image`). Returns (H, W) bool.
     """
-    img = _open_decoded(path, "mask")
-    arr = np.asarray(img)  # mode "P" gives the palette indices, i.e. the class ids
-    if arr.ndim == 3:
-        arr = arr.any(axis=2)
-    return arr > 0
+
+    def convert(img: Image.Image) -> np.ndarray:
+        arr = np.asarray(img)  # mode "P" gives the palette indices, i.e. the class ids
+        if arr.ndim == 3:
+            arr = arr.any(axis=2)
+        return upright(arr > 0, exif_orientation(img))
+
+    return _decode(path, "mask", convert)
 
 
 def load_sample(record: Record) -> Sample:
@@ -142,9 +318,14 @@ def load_sample(record: Record) -> Sample:
     else:
         mask = read_mask(record.mask_path)
         if mask.shape != (height, width):
+            turned = (
+                " upright, as a viewer shows it after its EXIF rotation"
+                if mask.shape == (width, height)
+                else ""
+            )
             raise DatasetError(
                 f"mask {record.mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {record.image_path} "
-                f"is {width}x{height} (expected a mask of the image's size)"
+                f"is {width}x{height} (expected a mask of the image's size, drawn on the image{turned})"
             )
     return Sample(
         image=image,
