@@ -8,8 +8,9 @@ Flow of `AnomalyDetector.detect` for a batch of N images and P defect prompts:
    known before its defect rows arrive and every chunk can be reduced at once.
 3. Each chunk of `ConceptOutputs` (rows = image x prompt, (R, Q, h, w) mask logits) is reduced immediately
    to one (h, w) map per row, so memory stays bounded by one chunk plus N x P small maps.
-4. Per image: object regularisation (see `model.scoring`), map-source combination, prompt aggregation,
-   resize to the output size, Gaussian smoothing, clipping to [0, 1], image score.
+4. Per image: object regularisation (see `model.scoring`: whole-object instances and semantic maps dropped
+   per row, responses outside the object down-weighted on the combined map of every source), map-source
+   combination, prompt aggregation, resize to the output size, Gaussian smoothing, clipping, image score.
 
 The engine contract (model/engine.py): ``encode_images(images) -> features`` and
 ``predict(features, prompts) -> Iterator[ConceptOutputs]`` with fields ``image_index (R,)``,
@@ -237,13 +238,15 @@ class AnomalyDetector:
         """Defect rows -> one (h, w) map each, presence, best kept score and detections."""
         s = self.settings
         mask_logits, scores = rows["mask_logits"], rows["scores"].float()
-        keep = None
+        keep = sem_keep = None
         obj = [states[i].obj_mask for i in images]
         if all(m is not None for m in obj):
             obj_masks = torch.stack(obj).to(mask_logits.device)
             keep = object_keep(mask_logits, obj_masks, s.max_object_fraction)
+            # The semantic map is one more "instance" per row: a whole-object answer is dropped there too.
+            sem_keep = object_keep(rows["semantic_logits"][:, None], obj_masks, s.max_object_fraction)[:, 0]
         inst = instance_map(mask_logits, scores, keep=keep)
-        sem = semantic_map(rows["semantic_logits"], rows["presence"])
+        sem = semantic_map(rows["semantic_logits"], rows["presence"], keep=sem_keep)
         maps = combine_sources(inst, sem, s.map_source).cpu()
         kept_scores = (scores * keep if keep is not None else scores).cpu()
         boxes = rows["boxes"].float().clamp(0, 1).cpu()

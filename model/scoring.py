@@ -9,9 +9,12 @@ All maps are probabilities in [0, 1]. When SAM 3 finds nothing (all scores / pre
 Object-prompt regularisation (in the spirit of SAA+, but inside one SAM 3 model): the object noun (e.g.
 "metal nut") is scored as one more prompt; its map gives an object mask per image, which is used to
 
-1. drop defect instances whose binarised mask covers more than `max_object_fraction` of the object mask
-   (SAM 3 answered "defect" with the whole object) - `object_keep`, applied *before* the instance max;
-2. multiply responses outside the dilated object mask by `outside_weight` - `outside_weights`.
+1. drop defect responses whose binarised mask covers more than `max_object_fraction` of the object mask
+   (SAM 3 answered "defect" with the whole object) - `object_keep`: per instance, applied *before* the
+   instance max, and per row for the semantic map (its logit map binarised the same way) - so every map
+   source obeys it. A real defect that is the whole object (a flipped or squeezed part) is dropped too;
+2. multiply responses outside the dilated object mask by `outside_weight` - `outside_weights`, applied to
+   the combined map, i.e. to every source.
 
 An empty object mask (SAM 3 did not find the object) disables both for that image.
 """
@@ -60,17 +63,21 @@ def instance_map(
     return (probs * weights[:, :, None, None]).amax(dim=1)
 
 
-def semantic_map(semantic_logits: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+def semantic_map(
+    semantic_logits: torch.Tensor, presence: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
     """Presence-weighted semantic map: ``presence * sigmoid(semantic_logits)``.
 
     Args:
         semantic_logits: (R, h, w) per-pixel logits of the concept.
         presence: (R,) probability that the concept is in the image.
+        keep: optional (R,) bool; False zeroes that row's map (e.g. `object_keep` of the semantic logits).
 
     Returns:
         (R, h, w) float32 in [0, 1].
     """
-    return torch.sigmoid(semantic_logits.float()) * presence.float()[:, None, None]
+    weights = presence.float() if keep is None else presence.float() * keep
+    return torch.sigmoid(semantic_logits.float()) * weights[:, None, None]
 
 
 def combine_sources(inst: torch.Tensor, sem: torch.Tensor, source: str) -> torch.Tensor:

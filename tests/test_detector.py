@@ -245,6 +245,38 @@ def test_object_regularisation_drops_object_sized_instance_and_downweights_outsi
     assert [d.score for d in res.detections] == pytest.approx([0.6, 0.5])  # the dropped one is gone
 
 
+def whole_object_row(i: int, prompt: str, defect_rect=(3, 13, 3, 13), score: float = 0.9) -> Row:
+    """Both heads answer: the object for the noun; for the defect prompt, `defect_rect` with `score`."""
+    rect, p = (OBJECT, 0.95) if prompt == "metal nut" else (defect_rect, score)
+    row = with_instance(nothing(), 0, rect, p)
+    row.semantic_logits = box_logits(*rect)
+    return row
+
+
+@pytest.mark.parametrize("source", ["instance", "semantic", "both"])
+def test_whole_object_answer_is_dropped_from_every_map_source(source):
+    """Issue 8.1: the object prior used to skip the semantic map (image score 0.9 with semantic/both)."""
+    det = AnomalyDetector(FakeEngine(whole_object_row), settings(map_source=source))
+    [res] = det.detect([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
+    assert res.object_found is True
+    assert res.image_score == pytest.approx(0.0, abs=1e-6)
+    assert float(res.anomaly_map.max()) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("source", ["instance", "semantic", "both"])
+def test_small_defect_survives_and_outside_is_downweighted_for_every_source(source):
+    """A defect covering 4 of the object's 64 pixels is kept; one outside the object is multiplied by 0.2."""
+
+    def make_row(i, prompt):
+        rect = (6, 8, 6, 8) if i == 0 else (0, 2, 0, 2)  # image 0: inside the object; image 1: outside
+        return whole_object_row(i, prompt, defect_rect=rect, score=0.5)
+
+    det = AnomalyDetector(FakeEngine(make_row), settings(map_source=source, object_dilation=0.0625))
+    inside, outside = det.detect([image(), image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
+    assert inside.image_score == pytest.approx(0.5, abs=1e-5)
+    assert outside.image_score == pytest.approx(0.5 * 0.2, abs=1e-5)
+
+
 def test_no_object_noun_means_no_regularisation():
     engine = FakeEngine(regularisation_row)
     [res] = AnomalyDetector(engine, settings()).detect([image()], ["scratch"], out_size=(H, W))

@@ -64,6 +64,22 @@ def test_semantic_map_is_presence_weighted():
     torch.testing.assert_close(out, torch.stack([torch.full((3, 3), 0.5), torch.full((3, 3), 0.1)]))
 
 
+def test_semantic_map_keep_zeroes_dropped_rows_only():
+    logits = torch.zeros(2, 2, 2)  # sigmoid 0.5 everywhere
+    out = semantic_map(logits, torch.tensor([1.0, 0.8]), keep=torch.tensor([False, True]))
+    torch.testing.assert_close(out, torch.stack([torch.zeros(2, 2), torch.full((2, 2), 0.4)]))
+
+
+def test_object_keep_on_semantic_logits_drops_whole_object_rows():
+    """The detector treats each semantic map as one instance: coverage of logit > 0 over the object."""
+    obj = torch.zeros(4, 4, dtype=torch.bool)
+    obj[:2] = True  # 8 object pixels
+    whole, part = torch.full((4, 4), 5.0), torch.full((4, 4), -5.0)
+    part[0, :2] = 5.0  # 2 of 8 object pixels = 0.25
+    keep = object_keep(torch.stack([whole, part])[:, None], obj, max_object_fraction=0.7)
+    assert keep.tolist() == [[False], [True]]
+
+
 def test_combine_sources():
     inst = torch.tensor([[0.2, 0.8]])
     sem = torch.tensor([[0.5, 0.1]])
