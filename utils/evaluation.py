@@ -1,12 +1,15 @@
 """Evaluate one category: score every test image, store maps as they come, compute the metrics.
 
 Per category, `<output_dir>/categories/<category>/` holds
-- `maps.npy`   (N, S, S) float16 anomaly maps at the evaluation size S (memory-mapped, filled as we go),
+- `maps.npy`   (N, S, S) float16 anomaly maps at the evaluation size S (memory-mapped, filled as we go; its
+  disk blocks are allocated when the store is created, so a full disk is an error up front),
 - `masks.npy`  (N, S, S) bool ground-truth masks resized with nearest neighbour,
-- `progress.json` image paths, labels, image scores and how many images are done (written after each batch),
-- `metrics.json` the seven metrics (its presence marks the category finished).
-A rerun into the same folder skips finished categories and continues an unfinished one at the first image
-not yet stored, so an interrupted run loses at most the batch in flight.
+- `progress.json` the settings fingerprint, image paths, labels and image scores of the images done so far
+  (written after each batch, after the maps it describes),
+- `metrics.json` the seven metrics and the AUPRO variant they were computed with.
+A rerun into the same folder reuses a finished category (recomputing only the metrics if the AUPRO variant
+changed), continues an unfinished one at the first image not yet stored, so an interrupted run loses at most
+the batch in flight, and computes a damaged one again. Other settings are refused (see FINGERPRINT_KEYS).
 """
 
 from __future__ import annotations
@@ -14,55 +17,136 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from dataset import Sample
-from utils.files import atomic_write_text
+from model.loader import resolve_device
+from utils.files import atomic_write_text, disk_full_as_error, preallocate
 from utils.image_ops import resize_map, resize_mask
 from utils.metrics import compute_metrics
 
 # A scorer turns a batch of samples of one category into (anomaly map (H, W) float in [0, 1], image score).
 Scorer = Callable[[Sequence[Sample], str], list[tuple[np.ndarray, float]]]
 
-# Config keys that change maps or scores: a stored category is reused only if these match.
-SCORING_KEYS = (
-    "dataset",
-    "model_path",
-    "checkpoint",
-    "concept_mode",
-    "dtype",
-    "prompt_strategy",
+# The resume fingerprint. Every key of configs/config.yaml is in exactly one of the three tables below
+# (tests/test_resume.py checks it, so a new key must be sorted here). A stored category is reused only when
+# every fingerprinted value matches; otherwise the run stops with StaleOutputError instead of mixing results.
+#
+# Keys whose value changes the anomaly maps or the image scores:
+FINGERPRINT_KEYS: tuple[str, ...] = (
+    "dataset",  # picks the loader: how images and masks are read, which object noun a category gets
+    "texture_categories",  # switches the object prior off for these categories
+    "concept_mode",  # learned concepts replace or join the text prompts
+    "dtype",  # numerical precision of the whole model
+    "prompt_strategy",  # the prompts themselves ...
     "extra_prompts",
     "prompt_overrides",
-    "map_source",
+    "map_source",  # ... and every step from SAM 3's outputs to a map and a score
     "prompt_aggregation",
     "object_regularisation",
     "max_object_fraction",
     "outside_weight",
     "object_dilation",
     "object_threshold",
-    "texture_categories",
     "eval_size",
     "sigma",
     "image_score",
     "topk",
 )
+# Keys that name something: what they point at is fingerprinted, not the name (a moved folder still resumes).
+IDENTITY_KEYS: dict[str, Callable[[Any], Any]] = {}  # filled below the identity functions
+# Keys that change neither the maps nor the image scores, and why:
+NOT_FINGERPRINTED: dict[str, str] = {
+    "dataset_path": "the stored image paths are compared one by one instead (progress.json)",
+    "categories": "every category has its own store",
+    "batch_size": "images per encoder pass: the same results up to float rounding",
+    "chunk_size": "rows per decoder pass: the same results up to float rounding",
+    "aupro_variant": "metrics only: stored in metrics.json, recomputed from the stored maps when it differs",
+    "output_dir": "where the store is",
+    "visualize": "overlays are drawn from the stored maps at every run",
+    "num_visualize": "overlays are drawn from the stored maps at every run",
+    "mask_threshold": "demo.py only (binary masks)",
+    "box_threshold": "detections (demo.py boxes) only",
+    "box_nms_iou": "detections (demo.py boxes) only",
+    "num_epochs": "scripts/train.py only: training reaches test.py through the checkpoint's bytes",
+    "lr": "scripts/train.py only",
+    "weight_decay": "scripts/train.py only",
+    "grad_accum": "scripts/train.py only",
+    "num_concepts": "scripts/train.py only",
+    "train_head": "scripts/train.py only",
+    "focal_weight": "scripts/train.py only",
+    "dice_weight": "scripts/train.py only",
+    "image_loss_weight": "scripts/train.py only",
+    "seed": "scripts/train.py only (evaluation is deterministic)",
+}
 
 
-def config_fingerprint(cfg: dict[str, Any]) -> str:
-    """A short hash of the scoring-relevant config keys (see SCORING_KEYS) and of the checkpoint's bytes."""
-    relevant = {key: cfg.get(key) for key in SCORING_KEYS}
-    if cfg.get("checkpoint") and Path(cfg["checkpoint"]).is_file():
-        relevant["checkpoint_sha1"] = hashlib.sha1(Path(cfg["checkpoint"]).read_bytes()).hexdigest()
-    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(model_path: str | None) -> dict[str, Any] | None:
+    """What identifies a SAM 3 folder: config.json's hash and each weights file's size and modification time.
+
+    The weights are several GB, too many to hash at every start; size and mtime change when the file is
+    replaced (a new download, another model copied in). None when the folder does not exist.
+    """
+    folder = Path(model_path).expanduser() if model_path else None
+    if folder is None or not folder.is_dir():
+        return None
+    config = folder / "config.json"
+    weights = sorted(folder.glob("*.safetensors"))
+    return {
+        "config_sha256": _sha256(config) if config.is_file() else None,
+        "weights": {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in weights},
+    }
+
+
+def file_identity(path: str | None) -> str | None:
+    """The SHA-256 of a checkpoint's bytes (whatever its format), or None without one."""
+    return _sha256(Path(path)) if path and Path(path).is_file() else None
+
+
+def device_kind(device: str | None) -> str:
+    """ "cpu" or "cuda" ("auto" resolved): the kind of device, which decides what dtype "auto" means."""
+    try:
+        return resolve_device(device or "auto").type
+    except ValueError:  # "cuda" asked for on a machine without one: still a CUDA run's fingerprint
+        return str(device).split(":")[0]
+
+
+IDENTITY_KEYS.update({"model_path": model_identity, "checkpoint": file_identity, "device": device_kind})
+
+
+def fingerprint_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The values the fingerprint compares: FINGERPRINT_KEYS as given, IDENTITY_KEYS resolved (JSON-able)."""
+    settings = {key: cfg.get(key) for key in FINGERPRINT_KEYS}
+    settings.update({key: identity(cfg.get(key)) for key, identity in IDENTITY_KEYS.items()})
+    return settings
+
+
+def config_fingerprint(cfg: Mapping[str, Any]) -> str:
+    """A short hash of `fingerprint_settings(cfg)`."""
+    return _hash_settings(fingerprint_settings(cfg))
+
+
+def _hash_settings(settings: Mapping[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -83,48 +167,141 @@ class StaleOutputError(ValueError):
     """The output folder holds results made with a different config or dataset."""
 
 
-class CategoryStore:
-    """The on-disk state of one category's evaluation (see the module docstring)."""
+class DamagedStoreWarning(UserWarning):
+    """A category's stored maps or progress were unusable and are computed again."""
 
-    def __init__(self, cat_dir: Path, image_paths: list[str], eval_size: int, fingerprint: str) -> None:
+
+def npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why `path` is not a complete .npy array of `shape` and `dtype`, or None when it is.
+
+    The size check matters: numpy's memmap silently pads a truncated file with zeros.
+    """
+    try:
+        with open(path, "rb") as handle:
+            version = npy_format.read_magic(handle)
+            read_header = (
+                npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            )
+            found_shape, fortran, found_dtype = read_header(handle)
+            offset = handle.tell()
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except (OSError, ValueError) as err:
+        return f"{path.name} is unreadable ({err})"
+    if tuple(found_shape) != shape or np.dtype(found_dtype) != dtype or fortran:
+        return f"{path.name} holds {found_dtype} {tuple(found_shape)}, expected {np.dtype(dtype)} {shape}"
+    expected = offset + math.prod(shape) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    if size != expected:
+        return f"{path.name} has {size} bytes, expected {expected} (truncated or overwritten)"
+    return None
+
+
+class CategoryStore:
+    """The on-disk state of one category's evaluation (see the module docstring).
+
+    Opening a store checks it against progress.json: settings or images that differ are a StaleOutputError;
+    a damaged store (maps.npy or masks.npy missing, truncated or of the wrong shape, progress.json unreadable)
+    is discarded with a DamagedStoreWarning and the category is computed again from its first image.
+    """
+
+    ARRAYS = {"maps.npy": np.dtype(np.float16), "masks.npy": np.dtype(bool)}
+    PROGRESS_KEYS = ("fingerprint", "image_paths", "labels", "scores")
+
+    def __init__(
+        self, cat_dir: Path, image_paths: list[str], eval_size: int, settings: Mapping[str, Any]
+    ) -> None:
         self.cat_dir = cat_dir
         self.progress_path = cat_dir / "progress.json"
         self.metrics_path = cat_dir / "metrics.json"
+        self.shape = (len(image_paths), eval_size, eval_size)
         cat_dir.mkdir(parents=True, exist_ok=True)
-        shape = (len(image_paths), eval_size, eval_size)
-        self.progress = self._load_progress(image_paths, fingerprint)
-        if self.progress is None:
-            self.progress = {
-                "fingerprint": fingerprint,
-                "image_paths": image_paths,
-                "labels": [],
-                "scores": [],
-            }
-            self.maps = open_memmap(cat_dir / "maps.npy", mode="w+", dtype=np.float16, shape=shape)
-            self.masks = open_memmap(cat_dir / "masks.npy", mode="w+", dtype=bool, shape=shape)
-            self._save_progress()
-        else:
-            self.maps = open_memmap(cat_dir / "maps.npy", mode="r+")
-            self.masks = open_memmap(cat_dir / "masks.npy", mode="r+")
+        progress = self._load_progress(image_paths, dict(settings))
+        if progress is None:
+            progress = self._create(image_paths, dict(settings))
+        self.progress = progress
+        self.maps = open_memmap(cat_dir / "maps.npy", mode="r+")
+        self.masks = open_memmap(cat_dir / "masks.npy", mode="r+")
 
-    def _load_progress(self, image_paths: list[str], fingerprint: str) -> dict[str, Any] | None:
+    def _read_progress(self) -> dict[str, Any] | None:
+        """progress.json, or None (with a warning) when it is not valid JSON or its lists do not add up."""
+        try:
+            progress = json.loads(self.progress_path.read_text())
+            missing = [key for key in self.PROGRESS_KEYS if key not in progress]
+            if missing:
+                problem = f"progress.json lacks {', '.join(missing)}"
+            elif not len(progress["labels"]) == len(progress["scores"]) <= self.shape[0]:
+                problem = "progress.json holds more scores than images, or unequal labels and scores"
+            else:
+                return progress
+        except (ValueError, TypeError) as err:
+            problem = f"progress.json is unreadable ({type(err).__name__})"
+        self._warn_damaged(problem)
+        return None
+
+    def _load_progress(self, image_paths: list[str], settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored progress if it belongs to these settings and images and the store is intact, else None.
+
+        Raises:
+            StaleOutputError: the store was made with other fingerprinted settings or for other images.
+        """
         if not self.progress_path.is_file():
             return None
-        progress = json.loads(self.progress_path.read_text())
-        if progress["fingerprint"] != fingerprint or progress["image_paths"] != image_paths:
+        progress = self._read_progress()
+        if progress is None:
+            return None
+        if progress["fingerprint"] != _hash_settings(settings):
+            stored = progress.get("settings", {})
+            changed = [key for key in settings if stored.get(key, settings[key]) != settings[key]]
             raise StaleOutputError(
-                f"{self.cat_dir} holds results from a different config or dataset: "
+                f"{self.cat_dir} holds results from a different config ({', '.join(changed) or 'settings'}): "
                 "use a new --output_dir or delete that folder"
             )
+        if progress["image_paths"] != image_paths:
+            raise StaleOutputError(
+                f"{self.cat_dir} holds results for other images (dataset or dataset_path changed): "
+                "use a new --output_dir or delete that folder"
+            )
+        for name, dtype in self.ARRAYS.items():
+            problem = npy_problem(self.cat_dir / name, self.shape, dtype)
+            if problem:
+                self._warn_damaged(problem)
+                return None
+        return progress
+
+    def _warn_damaged(self, problem: str) -> None:
+        warnings.warn(
+            f"{self.cat_dir}: {problem}; computing this category again", DamagedStoreWarning, stacklevel=4
+        )
+
+    def _create(self, image_paths: list[str], settings: dict[str, Any]) -> dict[str, Any]:
+        """A fresh store: the arrays with every disk block allocated, then progress.json (written last).
+
+        Raises:
+            OutputDirError: the disk is full (found now, not as a SIGBUS halfway through the category).
+        """
+        self.metrics_path.unlink(missing_ok=True)
+        self.progress_path.unlink(missing_ok=True)
+        for name, dtype in self.ARRAYS.items():
+            path = self.cat_dir / name
+            with disk_full_as_error(path):
+                array = open_memmap(path, mode="w+", dtype=dtype, shape=self.shape)
+                offset = array.offset
+                del array
+            preallocate(path, start=offset)
+        progress = {
+            "fingerprint": _hash_settings(settings),
+            "settings": settings,
+            "image_paths": image_paths,
+            "labels": [],
+            "scores": [],
+        }
+        atomic_write_text(self.progress_path, json.dumps(progress))
         return progress
 
     @property
     def n_done(self) -> int:
         return len(self.progress["scores"])
-
-    @property
-    def finished(self) -> bool:
-        return self.metrics_path.is_file()
 
     def append(self, maps: list[np.ndarray], masks: list[np.ndarray], labels: list[int], scores: list[float]):
         """Store the next images' maps (S, S), masks (S, S), labels and scores; durable when this returns."""
@@ -135,19 +312,31 @@ class CategoryStore:
         self.masks.flush()
         self.progress["labels"] += [int(v) for v in labels]
         self.progress["scores"] += [float(v) for v in scores]
-        self._save_progress()
-
-    def _save_progress(self) -> None:
         atomic_write_text(self.progress_path, json.dumps(self.progress))
 
-    def save_metrics(self, metrics: dict[str, float]) -> None:
-        """Write metrics.json (NaN as null), which marks the category finished."""
-        data = {key: (None if math.isnan(value) else value) for key, value in metrics.items()}
-        atomic_write_text(self.metrics_path, json.dumps(data, indent=2))
+    def save_metrics(self, metrics: Mapping[str, float], aupro_variant: str) -> None:
+        """Write metrics.json (NaN as null) with the AUPRO variant they were computed with."""
+        values = {key: (None if math.isnan(value) else value) for key, value in metrics.items()}
+        doc = {"aupro_variant": aupro_variant, "metrics": values}
+        atomic_write_text(self.metrics_path, json.dumps(doc, indent=2))
 
-    def load_metrics(self) -> dict[str, float]:
-        data = json.loads(self.metrics_path.read_text())
-        return {key: (math.nan if value is None else value) for key, value in data.items()}
+    def load_metrics(self, aupro_variant: str) -> dict[str, float] | None:
+        """The stored metrics if every image is stored and they were computed with `aupro_variant`, else None.
+
+        None means "compute them from the stored maps": the category is not finished, metrics.json is
+        unreadable, or it holds another AUPRO variant (or none: written before the variant was recorded).
+        """
+        if self.n_done < self.shape[0] or not self.metrics_path.is_file():
+            return None
+        try:
+            doc = json.loads(self.metrics_path.read_text())
+            if doc["aupro_variant"] != aupro_variant:
+                return None
+            return {
+                key: (math.nan if value is None else float(value)) for key, value in doc["metrics"].items()
+            }
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     def result(self, metrics: dict[str, float]) -> CategoryResult:
         return CategoryResult(
@@ -185,22 +374,43 @@ def evaluate_category(
     cat_dir: Path,
     eval_size: int,
     batch_size: int,
-    fingerprint: str,
+    settings: Mapping[str, Any],
     aupro_variant: str = "official",
     progress: bool = True,
 ) -> CategoryResult:
     """Score every sample of `category` (resuming from `cat_dir`), then compute and store the metrics.
 
     `samples` must offer `.records` (image paths without decoding) as the dataset loaders do; a plain list of
-    Sample also works. Maps are resized to eval_size x eval_size with bilinear interpolation, masks with
-    nearest neighbour, so every metric is computed at the evaluation resolution.
+    Sample also works. `settings` is `fingerprint_settings(cfg)`. Maps are resized to eval_size x eval_size
+    with bilinear interpolation, masks with nearest neighbour, so every metric is computed at the evaluation
+    resolution. Metrics stored with another `aupro_variant` are recomputed from the stored maps.
     """
     paths = [str(s.image_path) for s in getattr(samples, "records", samples)]
-    store = CategoryStore(cat_dir, paths, eval_size, fingerprint)
-    if store.finished:
-        return store.result(store.load_metrics())
-    size = (eval_size, eval_size)
-    bar = tqdm(total=len(paths), initial=store.n_done, desc=category, unit="img", disable=not progress)
+    store = CategoryStore(cat_dir, paths, eval_size, settings)
+    metrics = store.load_metrics(aupro_variant)
+    if metrics is not None:
+        return store.result(metrics)
+    if store.n_done < len(paths):
+        _score_remaining(samples, scorer, category, store, batch_size, progress)
+    result = store.result({})
+    result.metrics = compute_metrics(
+        result.labels, result.scores, result.masks, result.maps, fpr_limit=0.3, aupro_variant=aupro_variant
+    )
+    store.save_metrics(result.metrics, aupro_variant)
+    return result
+
+
+def _score_remaining(
+    samples: Sequence[Sample],
+    scorer: Scorer,
+    category: str,
+    store: CategoryStore,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """Score the samples not stored yet, batch by batch, appending each batch to `store`."""
+    size = store.shape[1:]
+    bar = tqdm(total=len(samples), initial=store.n_done, desc=category, unit="img", disable=not progress)
     for batch in prefetched_batches(samples, store.n_done, batch_size):
         outputs = scorer(batch, category)
         maps = [resize_map(m, size) if m.shape != size else m.astype(np.float32) for m, _ in outputs]
@@ -208,9 +418,3 @@ def evaluate_category(
         store.append(maps, masks, [s.label for s in batch], [score for _, score in outputs])
         bar.update(len(batch))
     bar.close()
-    result = store.result({})
-    result.metrics = compute_metrics(
-        result.labels, result.scores, result.masks, result.maps, fpr_limit=0.3, aupro_variant=aupro_variant
-    )
-    store.save_metrics(result.metrics)
-    return result
