@@ -7,6 +7,8 @@ A loader builds a list of `Record`s (paths and labels only, cheap to make) and w
 from __future__ import annotations
 
 import os
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,10 @@ class DatasetError(ValueError):
 
 class MaskPairingError(DatasetError):
     """Images and ground-truth masks that do not pair up (a mask without an image, or the reverse)."""
+
+
+class DatasetWarning(UserWarning):
+    """A dataset that can be used but holds something to fix: duplicated entries, all-zero masks."""
 
 
 @dataclass(frozen=True)
@@ -344,14 +350,27 @@ class ImageDataset(Sequence[Sample]):
     Construction reads no pixels; `dataset[i]` decodes image i (and its mask) on every call.
     `records` is the cheap index (paths, labels, defect types) for counting and resuming by path;
     slicing returns a new ImageDataset over the selected records.
+
+    An anomalous image whose mask is all zero is found when it is decoded (checking at indexing time would
+    decode every mask up front): its path joins `empty_masks` (shared with slices of this dataset) and a
+    DatasetWarning with the running count is emitted once per image.
     """
 
-    def __init__(self, records: Sequence[Record], name: str, root: Path, category: str, split: str) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        name: str,
+        root: Path,
+        category: str,
+        split: str,
+        empty_masks: set[str] | None = None,
+    ) -> None:
         self.records: list[Record] = list(records)
         self.name = name
         self.root = root
         self.category = category
         self.split = split
+        self.empty_masks: set[str] = set() if empty_masks is None else empty_masks
 
     def __len__(self) -> int:
         return len(self.records)
@@ -364,12 +383,28 @@ class ImageDataset(Sequence[Sample]):
 
     def __getitem__(self, index: int | slice) -> Sample | ImageDataset:
         if isinstance(index, slice):
-            return ImageDataset(self.records[index], self.name, self.root, self.category, self.split)
-        return load_sample(self.records[index])
+            records = self.records[index]
+            return ImageDataset(records, self.name, self.root, self.category, self.split, self.empty_masks)
+        return self._load(self.records[index])
 
     def __iter__(self) -> Iterator[Sample]:
         for record in self.records:
-            yield load_sample(record)
+            yield self._load(record)
+
+    def _load(self, record: Record) -> Sample:
+        """`load_sample(record)`, warning the first time an anomalous image shows an all-zero mask."""
+        sample = load_sample(record)
+        empty = sample.label == 1 and sample.mask_path is not None and not sample.mask.any()
+        if empty and sample.image_path not in self.empty_masks:
+            self.empty_masks.add(sample.image_path)
+            warnings.warn(
+                f"anomalous image {sample.image_path} has an all-zero mask {sample.mask_path} "
+                f"({len(self.empty_masks)} so far in {self.name}/{self.category}/{self.split}): every pixel "
+                "counts as normal in the pixel metrics; fix or delete the mask",
+                DatasetWarning,
+                stacklevel=3,
+            )
+        return sample
 
     def __repr__(self) -> str:
         n_bad = sum(r.label for r in self.records)
@@ -395,3 +430,19 @@ def short_list(paths: Sequence[str | Path], limit: int = 5) -> str:
     """`a, b, c (+N more)` for error messages that must stay one line."""
     shown = ", ".join(str(p) for p in paths[:limit])
     return shown + (f" (+{len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def warn_shared_stems(images: Sequence[Path], folder: Path) -> None:
+    """A DatasetWarning with a count when images of `folder` share a stem (`part.png`, `part.jpg`).
+
+    Masks pair with images by stem, so such images get the same mask; they are often copies of one image.
+    """
+    counts = Counter(p.stem for p in images)
+    shared = [p.name for p in images if counts[p.stem] > 1]
+    if shared:
+        warnings.warn(
+            f"{len(shared)} images in {folder} share a stem with another ({short_list(shared)}): they pair "
+            "with the same mask and may be copies; keep one file per stem",
+            DatasetWarning,
+            stacklevel=3,
+        )

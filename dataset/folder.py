@@ -29,6 +29,7 @@ from dataset.base import (
     short_list,
     subdirs,
     unknown_category,
+    warn_shared_stems,
 )
 
 MASKS_DIR = "masks"
@@ -83,6 +84,7 @@ def build_folder_records(base: Path, category: str) -> list[Record]:
         if defect == MASKS_DIR:
             continue
         images = list_images(defect_dir)
+        warn_shared_stems(images, defect_dir)
         if defect == "good":
             records += [Record(str(p), None, 0, "good", category) for p in images]
             continue

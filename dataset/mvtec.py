@@ -20,6 +20,7 @@ from dataset.base import (
     short_list,
     subdirs,
     unknown_category,
+    warn_shared_stems,
 )
 
 # Folder names under a datasets root that hold the MVTec AD categories.
@@ -65,6 +66,7 @@ def build_mvtec_records(
     for defect_dir in subdirs(split_dir):
         defect = defect_dir.name
         images = list_images(defect_dir)
+        warn_shared_stems(images, defect_dir)
         if defect == "good":
             records += [Record(str(p), None, 0, "good", category) for p in images]
             continue

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from dataset.base import (
     DatasetError,
+    DatasetWarning,
     ImageDataset,
     MaskPairingError,
     Record,
@@ -61,46 +65,133 @@ def locate_visa(root: str | os.PathLike[str]) -> tuple[str, Path]:
     )
 
 
-def read_split_csv(csv_path: Path) -> list[dict[str, str]]:
-    """Rows of an official VisA split file as dicts keyed by SPLIT_HEADER; a bad header is a DatasetError."""
-    with open(csv_path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = tuple(h.strip() for h in next(reader, ()))
-        if header != SPLIT_HEADER:
-            got = ",".join(header) or "(empty)"
-            raise DatasetError(f"{csv_path} has header {got}; expected {','.join(SPLIT_HEADER)}")
-        rows = [dict(zip(SPLIT_HEADER, (c.strip() for c in row), strict=False)) for row in reader if row]
-    for row in rows:
-        if row.get("label") not in ("normal", "anomaly"):
-            label, image = row.get("label"), row.get("image")
-            raise DatasetError(f"{csv_path}: label {label!r} for {image}; expected normal or anomaly")
+@dataclass(frozen=True)
+class SplitRow:
+    """One data row of a VisA split file (cells stripped); `line` is its 1-based line number in the file."""
+
+    object: str
+    split: str
+    label: str
+    image: str
+    mask: str
+    line: int
+
+    def key(self) -> tuple[str, str, str, str, str]:
+        """The row's content without its line number (equal for duplicated rows)."""
+        return (self.object, self.split, self.label, self.image, self.mask)
+
+
+def _trim(cells: list[str]) -> list[str]:
+    """`cells` without the empty columns past the header's width that spreadsheet programs append."""
+    while len(cells) > len(SPLIT_HEADER) and not cells[-1]:
+        cells = cells[:-1]
+    return cells
+
+
+def _parse_row(cells: list[str], csv_path: Path, line: int) -> SplitRow:
+    """Check one data row's cells (already stripped) and build its SplitRow; a bad row is a DatasetError."""
+    cells = _trim(cells)
+    where = f"{csv_path}, line {line}"
+    if len(cells) != len(SPLIT_HEADER):
+        raise DatasetError(
+            f"{where}: {len(cells)} field(s), expected {len(SPLIT_HEADER)} "
+            f"({','.join(SPLIT_HEADER)}): fix the row"
+        )
+    row = SplitRow(*cells, line=line)
+    for name in ("object", "split", "label", "image"):
+        if not getattr(row, name):
+            raise DatasetError(f"{where}: empty {name!r} field: fill it in or delete the row")
+    if row.split not in ("train", "test"):
+        raise DatasetError(f"{where}: split {row.split!r}; expected train or test")
+    if row.label not in ("normal", "anomaly"):
+        raise DatasetError(f"{where}: label {row.label!r} for {row.image}; expected normal or anomaly")
+    if row.label == "anomaly" and not row.mask:
+        raise DatasetError(f"{where}: anomaly {row.image} has an empty 'mask' field: give its mask path")
+    return row
+
+
+def read_split_csv(csv_path: Path) -> list[SplitRow]:
+    """Rows of an official VisA split file, in file order.
+
+    Reads what a spreadsheet program may save: a UTF-8 byte-order mark, spaces around cells, blank lines and
+    trailing empty columns. A bad header, or a row with a wrong number of fields, an empty required field or
+    an unknown split/label, is a one-line DatasetError naming the file and line.
+    """
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            return _read_rows(handle, csv_path)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{csv_path} is not UTF-8 text: save it as CSV (UTF-8)") from None
+
+
+def _read_rows(handle: TextIO, csv_path: Path) -> list[SplitRow]:
+    """Check the header of an open split file, then parse its non-blank data rows."""
+    reader = csv.reader(handle)
+    header = _trim([h.strip() for h in next(reader, [])])
+    if tuple(header) != SPLIT_HEADER:
+        got = ",".join(header) or "(empty)"
+        raise DatasetError(f"{csv_path} has header {got}; expected {','.join(SPLIT_HEADER)}")
+    rows = []
+    for cells in reader:
+        stripped = [c.strip() for c in cells]
+        if any(stripped):
+            rows.append(_parse_row(stripped, csv_path, reader.line_num))
     return rows
 
 
-def visa_raw_records(visa_dir: Path, category: str, split: str, rows: list[dict[str, str]]) -> list[Record]:
+def unique_rows(rows: list[SplitRow], csv_path: Path, what: str) -> list[SplitRow]:
+    """`rows` without repeats (first kept), with a DatasetWarning counting the repeats.
+
+    Two rows for one image that disagree (label, split or mask) are a DatasetError naming both lines.
+    """
+    first: dict[str, SplitRow] = {}
+    repeats: list[SplitRow] = []
+    for row in rows:
+        seen = first.setdefault(row.image, row)
+        if seen is row:
+            continue
+        if seen.key() != row.key():
+            raise DatasetError(
+                f"{csv_path}: lines {seen.line} and {row.line} disagree about {row.image}: keep one of them"
+            )
+        repeats.append(row)
+    if repeats:
+        lines = short_list([str(r.line) for r in repeats])
+        warnings.warn(
+            f"{what}: {len(repeats)} duplicated row(s) in {csv_path} (lines {lines}) are scored once; "
+            "delete them to silence this warning",
+            DatasetWarning,
+            stacklevel=3,
+        )
+    return list(first.values())
+
+
+def visa_raw_records(visa_dir: Path, category: str, split: str, rows: list[SplitRow]) -> list[Record]:
     """Records of one category/split of the raw layout, in 1cls.csv order sorted by label then file name.
 
-    Checks that every listed image exists and that every anomaly has an existing mask (MaskPairingError
-    listing the files otherwise); an empty split is a DatasetError.
+    Duplicated rows are scored once (with a DatasetWarning counting them). Checks that every listed image
+    exists and that every anomaly has an existing mask (MaskPairingError listing the files otherwise); an
+    empty split is a DatasetError.
     """
     csv_path = visa_dir / SPLIT_CSV
-    chosen = [r for r in rows if r["object"] == category and r["split"] == split]
+    chosen = [r for r in rows if r.object == category and r.split == split]
     if not chosen:
         raise DatasetError(f"no rows for {category}/{split} in {csv_path} (expected {VISA_LAYOUT})")
+    chosen = unique_rows(chosen, csv_path, f"{category}/{split}")
     records: list[Record] = []
     missing_images: list[str] = []
     missing_masks: list[str] = []
     for row in chosen:
-        image = visa_dir / row["image"]
+        image = visa_dir / row.image
         if not image.is_file():
             missing_images.append(str(image))
             continue
-        if row["label"] == "normal":
+        if row.label == "normal":
             records.append(Record(str(image), None, 0, "good", category))
             continue
-        mask = visa_dir / row["mask"] if row.get("mask") else None
-        if mask is None or not mask.is_file():
-            missing_masks.append(f"{image} (mask {mask or 'not listed'})")
+        mask = visa_dir / row.mask
+        if not mask.is_file():
+            missing_masks.append(f"{image} (mask {mask})")
             continue
         records.append(Record(str(image), str(mask), 1, "bad", category))
     if missing_images:
@@ -122,7 +213,7 @@ def available_visa_categories(root: str | os.PathLike[str]) -> list[str]:
     kind, folder = locate_visa(root)
     if kind == "converted":
         return mvtec_like_categories(folder)
-    objects = {r["object"] for r in read_split_csv(folder / SPLIT_CSV)}
+    objects = {r.object for r in read_split_csv(folder / SPLIT_CSV)}
     return sorted(o for o in objects if (folder / o).is_dir())
 
 
@@ -137,7 +228,7 @@ def load_visa(root: str | os.PathLike[str], category: str, split: str) -> ImageD
         records = build_mvtec_records(folder / category, category, split, CONVERTED_LAYOUT)
         return ImageDataset(records, "visa", folder, category, split)
     rows = read_split_csv(folder / SPLIT_CSV)
-    objects = {r["object"] for r in rows}
+    objects = {r.object for r in rows}
     found = sorted(o for o in objects if (folder / o).is_dir())
     if category not in found:
         raise unknown_category(category, folder, found, VISA_LAYOUT)

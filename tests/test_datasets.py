@@ -22,7 +22,7 @@ from dataset import (
     load_dataset,
     object_noun,
 )
-from dataset.base import MaskPairingError, read_image
+from dataset.base import DatasetWarning, MaskPairingError, read_image
 from dataset.folder import match_mask
 from dataset.synthetic import DEFECT_COLORS, defect_kind, make_folder_like, make_mvtec_like, make_visa_like
 
@@ -477,3 +477,122 @@ def test_constants() -> None:
 def test_read_image_accepts_path_objects(mvtec_root: Path) -> None:
     path = mvtec_root / "bottle" / "train" / "good" / "000.png"
     np.testing.assert_array_equal(read_image(path), read_image(str(path)))
+
+
+# --- dataset files: split csv robustness, duplicates, empty masks (issue 8, item 15) ----------------------
+
+
+def visa_tree(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A raw VisA tree (candle: 1 train, 2 normal + 2 anomalous test) and its split file's lines."""
+    root = make_visa_like(
+        tmp_path / "visa", categories=("candle",), n_normal=2, n_anomaly=2, size=32, n_train=1
+    )
+    return root, (root / "split_csv" / "1cls.csv").read_text().splitlines()
+
+
+def write_split(root: Path, lines: list[str], encoding: str = "utf-8") -> None:
+    (root / "split_csv" / "1cls.csv").write_text("\n".join(lines) + "\n", encoding=encoding)
+
+
+def test_visa_split_csv_as_a_spreadsheet_saves_it(tmp_path: Path) -> None:
+    """BOM, spaces around cells, blank lines, trailing empty columns, CRLF: same records as the plain file."""
+    root, lines = visa_tree(tmp_path)
+    expected = load_dataset("visa", tmp_path, "candle", "test").records
+    padded = [", ".join(f" {cell} " for cell in line.split(",")) + ",," for line in lines]
+    (root / "split_csv" / "1cls.csv").write_text(
+        "\r\n".join(padded[:3] + ["", " , , "] + padded[3:]) + "\r\n", encoding="utf-8-sig"
+    )
+    assert (root / "split_csv" / "1cls.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_dataset("visa", tmp_path, "candle", "test").records == expected
+
+
+def test_visa_split_csv_not_in_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    root, lines = visa_tree(tmp_path)
+    write_split(root, [*lines, "candle,test,normal,candle/caf\u00e9.JPG,"], encoding="latin-1")
+    with pytest.raises(DatasetError, match=r"1cls\.csv is not UTF-8 text: save it as CSV \(UTF-8\)"):
+        load_dataset("visa", tmp_path, "candle", "test")
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("candle,test,normal", r"line 3: 3 field\(s\), expected 5"),
+        ("candle,test,normal,candle/a.JPG,,extra", r"line 3: 6 field\(s\), expected 5"),
+        ("candle,test,normal, ,", r"line 3: empty 'image' field"),
+        ("candle,,normal,candle/a.JPG,", r"line 3: empty 'split' field"),
+        ("candle,test,anomaly,candle/a.JPG,", r"line 3: anomaly candle/a.JPG has an empty 'mask' field"),
+        ("candle,val,normal,candle/a.JPG,", r"line 3: split 'val'; expected train or test"),
+        (
+            "candle,test,good,candle/a.JPG,",
+            r"line 3: label 'good' for candle/a.JPG; expected normal or anomaly",
+        ),
+    ],
+)
+def test_visa_malformed_row_names_file_and_line(tmp_path: Path, bad_row: str, message: str) -> None:
+    root, lines = visa_tree(tmp_path)
+    write_split(root, [*lines[:2], bad_row, *lines[2:]])
+    with pytest.raises(DatasetError, match=r"1cls\.csv, " + message) as info:
+        load_dataset("visa", tmp_path, "candle", "test")
+    assert "\n" not in str(info.value)
+
+
+def test_visa_duplicated_rows_are_scored_once_and_counted(tmp_path: Path) -> None:
+    root, lines = visa_tree(tmp_path)
+    expected = load_dataset("visa", tmp_path, "candle", "test").records
+    anomaly = next(line for line in lines if ",anomaly," in line)
+    write_split(root, [*lines, anomaly, anomaly.replace(",", " , ")])  # lines 7 and 8
+    with pytest.warns(
+        DatasetWarning, match=r"candle/test: 2 duplicated row\(s\) in .*1cls\.csv \(lines 7, 8\)"
+    ):
+        records = load_dataset("visa", tmp_path, "candle", "test").records
+    assert records == expected
+
+
+def test_visa_rows_that_disagree_about_an_image_are_an_error(tmp_path: Path) -> None:
+    root, lines = visa_tree(tmp_path)
+    anomaly_line = next(i for i, line in enumerate(lines) if ",anomaly," in line)
+    image = lines[anomaly_line].split(",")[3]
+    write_split(root, [*lines, f"candle,test,normal,{image},"])
+    with pytest.raises(
+        DatasetError, match=rf"lines {anomaly_line + 1} and {len(lines) + 1} disagree about {image}"
+    ):
+        load_dataset("visa", tmp_path, "candle", "test")
+
+
+def test_all_zero_masks_of_anomalous_images_are_reported_with_a_count(tmp_path: Path) -> None:
+    root, _ = visa_tree(tmp_path)
+    ds = load_dataset("visa", tmp_path, "candle", "test")
+    bad = [r for r in ds.records if r.label]
+    for record in bad:
+        Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(record.mask_path)
+    with pytest.warns(DatasetWarning) as caught:
+        samples = list(ds)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DatasetWarning)]
+    assert len(messages) == 2
+    assert bad[0].mask_path in messages[0] and "(1 so far in visa/candle/test)" in messages[0]
+    assert "(2 so far in visa/candle/test)" in messages[1]
+    assert ds.empty_masks == {r.image_path for r in bad}
+    assert sum(s.label for s in samples) == 2  # still scored as anomalous images: the warning is the report
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds[len(ds) - 1]  # an image already reported is not reported again (slices share the count)
+        ds[len(ds) - 1 :][0]
+
+
+@pytest.mark.parametrize("layout", ["mvtec", "folder"])
+def test_images_sharing_a_stem_are_reported(tmp_path: Path, layout: str) -> None:
+    if layout == "mvtec":
+        make_mvtec_like(
+            tmp_path, categories=("bottle",), n_train=1, n_good=1, n_defect=2, size=32, defect_types=("hole",)
+        )
+        folder = tmp_path / "bottle" / "test" / "hole"
+    else:
+        root = make_folder_like(tmp_path, categories=("widget",), n_good=1, n_defect=2, size=32)
+        folder = next(d for d in (root / "widget").iterdir() if d.name not in ("good", "masks"))
+    first = sorted(folder.iterdir())[0]
+    Image.open(first).convert("RGB").save(first.with_suffix(".jpg"))
+    category = "bottle" if layout == "mvtec" else "widget"
+    with pytest.warns(DatasetWarning, match=rf"2 images in {folder} share a stem .*{first.stem}\.jpg"):
+        load_dataset(layout, tmp_path, category, "test")
