@@ -95,3 +95,32 @@ def test_readme_yaml_example_is_a_valid_config(tmp_path):
     cfg = resolve_config(str(example), {})
     assert cfg["prompt_overrides"] == {"screw": ["damaged thread", "bent tip"]}
     assert cfg["image_score"] == "topk_mean"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("prompt_overrides: {bottle: []}", "'prompt_overrides: bottle' is an empty prompt list"),
+        ("prompt_overrides: {bottle: ['  ']}", "'prompt_overrides: bottle' holds '  ': every prompt must be"),
+        ("prompt_overrides: {bottle: [crack], wood: [null]}", "'prompt_overrides: wood' holds None"),
+        (
+            "prompt_overrides: {bottle: crack}",
+            "'prompt_overrides: bottle' must be a list of phrases, got str",
+        ),
+        ("prompt_overrides: {1: [crack]}", "'prompt_overrides' has key 1: use a category name"),
+        ("extra_prompts: [crack, '']", "'extra_prompts' holds '': every prompt must be a non-empty string"),
+        ("extra_prompts: [crack, 3]", "'extra_prompts' holds 3"),
+    ],
+)
+def test_bad_prompt_lists_are_caught_when_the_config_is_read(tmp_path, yaml_text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        resolve_config(str(path), {})
+    assert "\n" not in str(info.value)
+
+
+def test_valid_prompt_lists_are_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("extra_prompts: []\nprompt_overrides: {bottle: [broken rim, ' crack ']}\n")
+    assert resolve_config(str(path), {})["prompt_overrides"] == {"bottle": ["broken rim", " crack "]}

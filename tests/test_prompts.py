@@ -94,3 +94,9 @@ def test_build_prompts_is_pure():
     first = build_prompts("pill", "mixed")
     first.append("mutated")
     assert "mutated" not in build_prompts("pill", "mixed")
+
+
+def test_an_override_without_any_phrase_is_refused_not_an_empty_prompt_list():
+    with pytest.raises(ValueError, match="no prompts for category 'bottle'"):
+        build_prompts("bottle", "base", overrides={"bottle": [" ", ""]})
+    assert build_prompts("bottle", "base", extra=["dent"], overrides={"bottle": []}) == ["dent"]

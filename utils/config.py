@@ -143,6 +143,32 @@ def check_values(cfg: Mapping[str, Any]) -> None:
         ScoringSettings.from_config(cfg)
     except ValueError as err:
         raise ConfigError(f"config: {err}") from None
+    check_phrases("extra_prompts", cfg["extra_prompts"], allow_empty=True)
+    for category, phrases in cfg["prompt_overrides"].items():
+        if not isinstance(category, str):
+            raise ConfigError(f"config key 'prompt_overrides' has key {category!r}: use a category name")
+        check_phrases(f"prompt_overrides: {category}", phrases, allow_empty=False)
+
+
+def check_phrases(where: str, phrases: Any, allow_empty: bool) -> None:
+    """Check a prompt list from the config: a list of non-blank strings, non-empty unless `allow_empty`.
+
+    Raises:
+        ConfigError: naming `where` (the key, and the category for `prompt_overrides`) and the bad value.
+    """
+    if not isinstance(phrases, list):
+        raise ConfigError(
+            f"config key '{where}' must be a list of phrases, got {type(phrases).__name__} {phrases!r}"
+        )
+    for phrase in phrases:
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise ConfigError(
+                f"config key '{where}' holds {phrase!r}: every prompt must be a non-empty string"
+            )
+    if not phrases and not allow_empty:
+        raise ConfigError(
+            f"config key '{where}' is an empty prompt list: give at least one phrase or remove the category"
+        )
 
 
 def parse_list(text: str) -> list[str]:

@@ -126,7 +126,8 @@ def build_prompts(
         The prompts, whitespace-normalised, without duplicates (case-insensitive), in order.
 
     Raises:
-        ValueError: `strategy` is not one of `STRATEGIES`.
+        ValueError: `strategy` is not one of `STRATEGIES`, or no prompt is left (an override of only blank
+            phrases and no `extra`; the config check reports this when the config is read).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown prompt strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
@@ -141,4 +142,7 @@ def build_prompts(
         if strategy == "contextual":
             noun = GENERIC_OBJECT if category is None else object_noun(category)
             built = [contextual_prompt(defect, noun) for defect in built]
-    return _dedupe([*built, *extra])
+    prompts = _dedupe([*built, *extra])
+    if not prompts:
+        raise ValueError(f"no prompts for category {category!r}: its prompt_overrides entry has no phrase")
+    return prompts
