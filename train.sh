@@ -8,7 +8,8 @@
 # Environment: MODEL_PATH (default ~/autodl-tmp/download/sam3), DATASET_PATH (default: dataset_dir.txt),
 # RUN_ROOT (checkpoints, default runs), OUTPUT_ROOT (test results, default results), DIRECTIONS (default
 # "mvtec:visa visa:mvtec"), TRAIN_ARGS / TEST_ARGS (extra flags for scripts/train.py / scripts/test.py),
-# PYTHON (default python). Reruns resume from $RUN_ROOT/<dataset>/last.pt and from finished test categories.
+# PYTHON (default python). Reruns resume from $RUN_ROOT/<dataset>/last.safetensors and from finished test
+# categories.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"
@@ -20,8 +21,13 @@ for direction in $DIRECTIONS; do
   source_set="${direction%%:*}"
   target_set="${direction##*:}"
   run_dir="$RUN_ROOT/$source_set"
+  if [ -f "$run_dir/last.pt" ] && [ ! -f "$run_dir/last.safetensors" ]; then
+    echo "error: $run_dir/last.pt is an old checkpoint: convert it with" \
+      "\`$PYTHON scripts/convert_checkpoint.py $run_dir/last.pt\`, then rerun" >&2
+    exit 2
+  fi
   resume=()
-  [ -f "$run_dir/last.pt" ] && resume=(--resume "$run_dir/last.pt")
+  [ -f "$run_dir/last.safetensors" ] && resume=(--resume "$run_dir/last.safetensors")
   echo "== train on $source_set =="
   # shellcheck disable=SC2086  # TRAIN_ARGS / TEST_ARGS are word lists on purpose
   "$PYTHON" scripts/train.py --config "configs/$source_set.yaml" --model_path "$MODEL_PATH" \
@@ -29,6 +35,6 @@ for direction in $DIRECTIONS; do
   echo "== test on $target_set with the $source_set checkpoint =="
   # shellcheck disable=SC2086
   "$PYTHON" scripts/test.py --config "configs/$target_set.yaml" --model_path "$MODEL_PATH" \
-    --checkpoint "$run_dir/last.pt" --output_dir "$OUTPUT_ROOT/${source_set}_to_${target_set}" \
+    --checkpoint "$run_dir/last.safetensors" --output_dir "$OUTPUT_ROOT/${source_set}_to_${target_set}" \
     ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} ${TEST_ARGS:-}
 done

@@ -1,11 +1,14 @@
 """Fine-tune learned concept embeddings for SAM 3 on one dataset (SAM 3 itself stays frozen).
 
     python scripts/train.py --dataset mvtec --dataset_path ~/autodl-tmp/datasets --output_dir runs/mvtec
-    python scripts/train.py --config configs/mvtec.yaml --output_dir runs/mvtec --resume runs/mvtec/last.pt
+    python scripts/train.py --config configs/mvtec.yaml --output_dir runs/mvtec \
+        --resume runs/mvtec/last.safetensors
 
 Trains on the test split of every category of --dataset (images with masks), as in the cross-dataset
 protocol of AnomalyCLIP / APRIL-GAN: train on MVTec AD, test zero-shot on VisA, and the reverse.
-Writes epoch_NNN.pt and last.pt (trained tensors only), train_log.csv and loss_curve.png.
+Writes epoch_NNN.safetensors and last.safetensors (trained tensors only), train_log.csv and loss_curve.png.
+With --resume, the settings that define the trained tensors or the data must stay the same; the others (lr,
+num_epochs, seed, ...) take their new values (see utils/trainer.py RESUME_FIXED / RESUME_CHANGEABLE).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import ImageDataset, load_dataset, select_categories  # noqa: E402
 from utils.cli import add_dataset_args, base_parser, config_from_args, run  # noqa: E402
+from utils.files import OutputLock, check_output_dir  # noqa: E402
 from utils.prompt_engineering import build_prompts  # noqa: E402
 
 
@@ -31,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_concepts", type=int, help="learned concepts, seeded from generic prompts")
     parser.add_argument("--train_head", action="store_true", default=None, help="also tune the semantic head")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--resume", help="checkpoint (e.g. OUTPUT_DIR/last.pt) to continue from")
+    parser.add_argument("--resume", help="checkpoint (e.g. OUTPUT_DIR/last.safetensors) to continue from")
     return parser.parse_args(argv)
 
 
@@ -46,22 +50,45 @@ def training_samples(cfg: dict) -> ImageDataset:
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, not_config=("resume",))
+    from utils.checkpoint import LAST_NAME, load_checkpoint  # torch and transformers: seconds to import
+    from utils.trainer import resume_changes
+
+    out = check_output_dir(cfg["output_dir"])  # before a 3 GB model is loaded
+    with OutputLock(out):
+        ckpt = None
+        if args.resume:
+            ckpt = load_checkpoint(args.resume)
+            resume_changes(ckpt["config"], cfg)  # refuse a changed fixed setting before loading the model
+            if ckpt["epoch"] >= cfg["num_epochs"]:
+                done, wanted = ckpt["epoch"], cfg["num_epochs"]
+                print(
+                    f"training is already complete at epoch {done} (--num_epochs {wanted}): "
+                    f"test with --checkpoint {Path(args.resume).expanduser()}"
+                )
+                return 0
+        train(cfg, out, ckpt)
+    print(f"done: test with --checkpoint {out / LAST_NAME}")
+    return 0
+
+
+def train(cfg: dict, out: Path, ckpt: dict | None) -> None:
+    """Load SAM 3, build (or resume) the trainer and run the remaining epochs, saving after each."""
     data = training_samples(cfg)
     import torch
 
     from model.concepts import ConceptBank
     from model.engine import Sam3Engine
-    from utils.checkpoint import load_checkpoint
     from utils.trainer import Trainer
 
     torch.manual_seed(cfg["seed"])
     engine = Sam3Engine.from_pretrained(cfg["model_path"], cfg["device"], cfg["dtype"], cfg["chunk_size"])
     seeds = build_prompts(None, cfg["prompt_strategy"])[: cfg["num_concepts"]]
     trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
-    if args.resume:
-        trainer.load_state(load_checkpoint(args.resume))
-    out = Path(cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    if ckpt is not None:
+        changes = trainer.load_state(ckpt)
+        print(
+            f"resuming after epoch {trainer.epoch}" + (f"; changed: {', '.join(changes)}" if changes else "")
+        )
     print(
         f"training {len(seeds)} concepts on {len(data)} {cfg['dataset']} images, epochs "
         f"{trainer.epoch + 1}..{cfg['num_epochs']}"
@@ -74,8 +101,6 @@ def main(args: argparse.Namespace) -> int:
             f"dice {row['dice']:.4f}, "
             f"image {row['image']:.4f}) -> {path}"
         )
-    print(f"done: test with --checkpoint {out / 'last.pt'}")
-    return 0
 
 
 if __name__ == "__main__":

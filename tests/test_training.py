@@ -102,7 +102,7 @@ def test_checkpoint_round_trip_holds_only_trained_tensors(fresh_engine, tiny_sam
     trainer = Trainer(fresh_engine, ConceptBank.from_words(fresh_engine, ["defect", "crack"]), cfg)
     trainer.run_epoch(data, progress=False)
     path = trainer.save(tmp_path)
-    assert path.name == "epoch_001.pt" and (tmp_path / "last.pt").is_file()
+    assert path.name == "epoch_001.safetensors" and (tmp_path / "last.safetensors").is_file()
     assert path.stat().st_size < 200_000  # no backbone inside
     ckpt = load_checkpoint(path)
     assert set(ckpt) == {"concepts", "seed_words", "head", "optimizer", "epoch", "history", "config"}
@@ -117,10 +117,10 @@ def test_checkpoint_round_trip_holds_only_trained_tensors(fresh_engine, tiny_sam
 
 def test_checkpoint_errors(tmp_path, tiny_engine):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        load_checkpoint(tmp_path / "none.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+        load_checkpoint(tmp_path / "none.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        load_checkpoint(tmp_path / "junk.pt")
+        load_checkpoint(tmp_path / "junk.safetensors")
     wrong = {
         "concepts": {"embeds": torch.zeros(1, 32, 7), "attention_mask": torch.ones(1, 32)},
         "seed_words": ["x"],
@@ -135,9 +135,11 @@ def _flags(**flags) -> list[str]:
 
 
 def _train(root, model_dir, out, **flags) -> int:
-    """Run scripts/train.py on the bottle category of a generated MVTec tree; returns the exit code."""
+    """Run scripts/train.py on the bottle category of a generated MVTec tree; returns the exit code.
+
+    `flags` add to or override the defaults (e.g. categories="wood")."""
     common = dict(dataset="mvtec", dataset_path=root, categories="bottle", model_path=model_dir, device="cpu")
-    argv = _flags(**common, lr=0.05, num_concepts=2, output_dir=out, **flags)
+    argv = _flags(**{**common, "lr": 0.05, "num_concepts": 2, "output_dir": out, **flags})
     return run(train_script.main, train_script.parse_args, argv)
 
 
@@ -146,15 +148,17 @@ def test_resume_continues_exactly(tiny_sam3_dir, mvtec_root, tmp_path):
     kw = dict(batch_size=2, grad_accum=2)
     assert _train(root, tiny_sam3_dir, tmp_path / "straight", num_epochs=2, **kw) == 0
     assert _train(root, tiny_sam3_dir, split_dir, num_epochs=1, **kw) == 0
-    assert _train(root, tiny_sam3_dir, split_dir, num_epochs=2, resume=split_dir / "last.pt", **kw) == 0
+    assert (
+        _train(root, tiny_sam3_dir, split_dir, num_epochs=2, resume=split_dir / "last.safetensors", **kw) == 0
+    )
     straight, split = (
-        load_checkpoint(tmp_path / "straight" / "last.pt"),
-        load_checkpoint(split_dir / "last.pt"),
+        load_checkpoint(tmp_path / "straight" / "last.safetensors"),
+        load_checkpoint(split_dir / "last.safetensors"),
     )
     assert split["epoch"] == straight["epoch"] == 2
     assert torch.equal(split["concepts"]["embeds"], straight["concepts"]["embeds"])
     assert [r["loss"] for r in split["history"]] == [r["loss"] for r in straight["history"]]
-    first_epoch = load_checkpoint(split_dir / "epoch_001.pt")["concepts"]["embeds"]
+    first_epoch = load_checkpoint(split_dir / "epoch_001.safetensors")["concepts"]["embeds"]
     assert not torch.equal(straight["concepts"]["embeds"], first_epoch)
 
 
@@ -178,7 +182,7 @@ def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_di
         device="cpu",
         eval_size=32,
     )
-    ckpt = _flags(checkpoint=tmp_path / "run" / "last.pt")
+    ckpt = _flags(checkpoint=tmp_path / "run" / "last.safetensors")
     for name, extra in (("zero", []), ("ft1", ckpt), ("ft2", ckpt)):
         argv = [*test_argv, *extra, "--output_dir", str(tmp_path / name)]
         assert run(test_script.main, test_script.parse_args, argv) == 0
@@ -186,7 +190,7 @@ def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_di
     assert not np.array_equal(maps["zero"], maps["ft1"])
     assert np.array_equal(maps["ft1"], maps["ft2"])
     assert json.loads((tmp_path / "ft1" / "results.json").read_text())["config"]["checkpoint"].endswith(
-        "last.pt"
+        "last.safetensors"
     )
 
 

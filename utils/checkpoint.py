@@ -1,51 +1,175 @@
-"""Fine-tuning checkpoints: small files with only the trained tensors, the optimiser state and the config.
+"""Fine-tuning checkpoints: one safetensors file with the trained tensors, the optimiser state and the config.
 
-Keys: "concepts" (ConceptBank state: embeds (K, L, D), attention_mask (K, L)), "seed_words", optional "head"
-(SAM 3 semantic-projection weights), "optimizer", "epoch", "history", "config". Never the SAM 3 backbone.
+Never pickle: loading a checkpoint reads tensors and JSON, so a crafted file cannot run code.
+
+In memory (what `load_checkpoint` returns and `save_checkpoint` takes) a checkpoint is a dict:
+    "concepts":   {"embeds": (K, L, D) float32, "attention_mask": (K, L)}  (the ConceptBank state)
+    "seed_words": K words the concepts were initialised from
+    "head":       optional, SAM 3's semantic-projection state_dict (train_head: true)
+    "optimizer":  torch optimiser state_dict: {"state": {param index: {name: value}}, "param_groups": [...]}
+    "epoch":      epochs completed
+    "history":    one dict of mean loss terms per epoch (the rows of train_log.csv)
+    "config":     the run's settings (every key of configs/config.yaml)
+
+On disk the tensors are the safetensors body under flat names ("concepts.embeds", "head.weight",
+"optimizer.state.0.exp_avg", ...) and everything else is JSON in the header metadata, one key per entry, plus
+"format" and "format_version". Never the SAM 3 backbone.
 """
 
 from __future__ import annotations
 
-import os
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor
 
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
+from utils.files import atomic_write
+
+SUFFIX = ".safetensors"
+LAST_NAME = f"last{SUFFIX}"  # the newest checkpoint of a run, next to epoch_NNN.safetensors
+FORMAT = "sam3-anomaly-concepts"
+FORMAT_VERSION = 1
+REQUIRED_TENSORS = ("concepts.embeds", "concepts.attention_mask")
+REQUIRED_JSON = ("seed_words", "optimizer", "epoch", "history", "config")
+CONVERTER = "scripts/convert_checkpoint.py"
+# First bytes of what torch.save writes: a zip archive (torch >= 1.6) or a bare pickle (protocol 2+).
+PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or made for another model."""
+    """A checkpoint that is missing, unreadable, incomplete or made for another model."""
 
 
-def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
-    """torch.save through a temporary file, so an interrupted save never leaves a broken checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+def epoch_name(epoch: int) -> str:
+    """File name of the checkpoint written after `epoch` (1-based): epoch_001.safetensors, ..."""
+    return f"epoch_{epoch:03d}{SUFFIX}"
+
+
+# ----------------------------------------------------------------------------- saving
+def _flat_tensors(ckpt: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The tensors of a checkpoint under stable flat names, contiguous on the CPU."""
+    flat = {f"concepts.{k}": v for k, v in ckpt["concepts"].items()}
+    flat.update({f"head.{k}": v for k, v in ckpt.get("head", {}).items()})
+    for index, state in ckpt["optimizer"]["state"].items():
+        flat.update({f"optimizer.state.{index}.{k}": v for k, v in state.items() if isinstance(v, Tensor)})
+    return {k: v.detach().cpu().contiguous() for k, v in flat.items()}
+
+
+def _json_entries(ckpt: Mapping[str, Any]) -> dict[str, str]:
+    """Everything that is not a tensor, as JSON strings (the safetensors header metadata)."""
+    optimizer = ckpt["optimizer"]
+    extra_state = {
+        str(index): {k: v for k, v in state.items() if not isinstance(v, Tensor)}
+        for index, state in optimizer["state"].items()
+    }
+    entries = {
+        "seed_words": list(ckpt["seed_words"]),
+        "optimizer": {"param_groups": optimizer["param_groups"], "state": extra_state},
+        "epoch": int(ckpt["epoch"]),
+        "history": list(ckpt["history"]),
+        "config": dict(ckpt["config"]),
+    }
+    meta = {key: json.dumps(value) for key, value in entries.items()}
+    return {"format": FORMAT, "format_version": str(FORMAT_VERSION), **meta}
+
+
+def save_checkpoint(ckpt: Mapping[str, Any], path: Path | str) -> None:
+    """Write `ckpt` (see the module docstring) as one safetensors file, atomically."""
+    data = safetensors_bytes(_flat_tensors(ckpt), metadata=_json_entries(ckpt))
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+# ----------------------------------------------------------------------------- loading
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and header metadata of a safetensors file; CheckpointError for anything else."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            meta = handle.metadata() or {}
+            return {k: handle.get_tensor(k) for k in handle.keys()}, meta  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError) as err:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if head.startswith(PICKLE_MAGIC):
+            raise CheckpointError(
+                f"{path} is an old pickle checkpoint, which is not loaded because unpickling can run code: "
+                f"convert it once with `python {CONVERTER} {path}`"
+            ) from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason} (file corrupt?)") from None
+
+
+def _unflatten(tensors: Mapping[str, Tensor], meta: Mapping[str, str]) -> dict[str, Any]:
+    """Rebuild the in-memory checkpoint from flat tensors and decoded JSON entries."""
+    ckpt: dict[str, Any] = {key: json.loads(meta[key]) for key in REQUIRED_JSON}
+    groups: dict[str, dict[str, Any]] = {"concepts": {}, "head": {}}
+    state: dict[int, dict[str, Any]] = {int(i): s for i, s in ckpt["optimizer"]["state"].items()}
+    for name, tensor in tensors.items():
+        prefix, rest = name.split(".", 1)
+        if prefix == "optimizer":
+            index, key = rest.removeprefix("state.").split(".", 1)
+            state.setdefault(int(index), {})[key] = tensor
+        else:
+            groups[prefix][rest] = tensor
+    # JSON has no tuples; torch's optimisers keep tuples (AdamW "betas") and lists only in "params".
+    param_groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in ckpt["optimizer"]["param_groups"]
+    ]
+    ckpt["optimizer"] = {"state": dict(sorted(state.items())), "param_groups": param_groups}
+    ckpt["concepts"] = groups["concepts"]
+    if groups["head"]:
+        ckpt["head"] = groups["head"]
+    return ckpt
+
+
+def _check_complete(path: Path, tensors: Mapping[str, Tensor], meta: Mapping[str, str]) -> None:
+    """CheckpointError naming every expected entry the file lacks (or a format it does not declare)."""
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of scripts/train.py (its header lacks format '{FORMAT}')"
+        )
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path} has checkpoint format version {meta.get('format_version')}, this code reads "
+            f"{FORMAT_VERSION}: use the matching version of this repository"
+        )
+    missing = [k for k in REQUIRED_TENSORS if k not in tensors] + [k for k in REQUIRED_JSON if k not in meta]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} lacks {', '.join(missing)}: it was not written by this version of "
+            "scripts/train.py; use another checkpoint or retrain"
+        )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by scripts/train.py; one-line CheckpointError when it cannot be used."""
+    """Read a checkpoint written by scripts/train.py (see the module docstring); never unpickles.
+
+    Raises:
+        CheckpointError: one line, for a missing, unreadable, incomplete or old pickle (.pt) checkpoint.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint not found: {path} (train one with scripts/train.py or drop --checkpoint)"
         )
+    tensors, meta = _read_safetensors(path)
+    _check_complete(path, tensors, meta)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for a truncated or foreign file
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__} (file corrupt?)"
-        ) from None
-    if not isinstance(ckpt, dict) or "concepts" not in ckpt:
-        raise CheckpointError(f"{path} is not a checkpoint of scripts/train.py (no 'concepts' entry)")
+        ckpt = _unflatten(tensors, meta)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # malformed JSON or tensor names
+        raise CheckpointError(f"checkpoint {path} is malformed ({type(err).__name__}): retrain") from None
+    if ckpt["config"].get("train_head") and "head" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} lacks head.* (its config has train_head: true): retrain")
     return ckpt
 
 
-def apply_checkpoint(ckpt: dict[str, Any], engine: Sam3Engine) -> ConceptBank:
+def apply_checkpoint(ckpt: Mapping[str, Any], engine: Sam3Engine) -> ConceptBank:
     """Build the learned ConceptBank for `engine` and load the fine-tuned head into it when present."""
     state = ckpt["concepts"]
     hidden = engine.model.config.detr_encoder_config.hidden_size
@@ -55,7 +179,10 @@ def apply_checkpoint(ckpt: dict[str, Any], engine: Sam3Engine) -> ConceptBank:
             f"but this SAM 3 has hidden size {hidden}: "
             "use the model folder the checkpoint was trained with"
         )
-    bank = ConceptBank(state["embeds"], state["attention_mask"], ckpt["seed_words"]).to(engine.device)
-    if "head" in ckpt:
-        engine.model.mask_decoder.semantic_projection.load_state_dict(ckpt["head"])
+    try:
+        bank = ConceptBank(state["embeds"], state["attention_mask"], ckpt["seed_words"]).to(engine.device)
+        if "head" in ckpt:
+            engine.model.mask_decoder.semantic_projection.load_state_dict(ckpt["head"])
+    except (ValueError, RuntimeError) as err:  # shapes that do not fit together or this model's head
+        raise CheckpointError(f"checkpoint does not fit this model: {str(err).splitlines()[0]}") from None
     return bank

@@ -5,12 +5,17 @@ against them with gradients on, builds the anomaly map exactly as at test time (
 map, max over concepts) at SAM 3's mask resolution, and minimises
     focal_weight * focal + dice_weight * dice + image_loss_weight * BCE(max of map, label).
 A checkpoint with only the trained tensors, the optimiser state and the config is written after every epoch
-(`epoch_NNN.pt`, and `last.pt`), with `train_log.csv` and `loss_curve.png`.
+(`epoch_NNN.safetensors`, and `last.safetensors`), with `train_log.csv` and `loss_curve.png`.
+
+Resuming (`Trainer.load_state`) keeps the settings that define the trained tensors or the data fixed
+(`RESUME_FIXED`: a change is a CheckpointError) and applies the new value of every other setting training
+reads (`RESUME_CHANGEABLE`: e.g. a new lr is set into the loaded optimiser).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,11 +31,73 @@ from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.losses import dice_loss, focal_loss, image_loss
 from model.scoring import aggregate_prompts, combine_sources, instance_map, semantic_map
-from utils.checkpoint import CheckpointError, save_checkpoint
+from utils.checkpoint import LAST_NAME, CheckpointError, epoch_name, save_checkpoint
+from utils.files import atomic_write_text
 from utils.image_ops import resize_mask
 from utils.visualization import save_loss_curve
 
 LOG_FIELDS = ("epoch", "loss", "focal", "dice", "image", "steps", "seconds")
+
+# How --resume treats each setting training reads (other config keys do not affect training).
+# Fixed: they define what the trained tensors are (their number, model, objective) or which data they fit;
+# changing one mid-run would silently mix two experiments, so it is refused.
+RESUME_FIXED = (
+    "dataset",
+    "categories",
+    "model_path",
+    "num_concepts",
+    "train_head",
+    "prompt_strategy",
+    "map_source",
+    "prompt_aggregation",
+)
+# Changeable: schedule, optimiser, loss weights and execution settings; the new value applies from the next
+# epoch on (a lower batch_size with a higher grad_accum is the fix for CUDA out-of-memory).
+RESUME_CHANGEABLE = (
+    "num_epochs",
+    "lr",
+    "weight_decay",
+    "grad_accum",
+    "batch_size",
+    "focal_weight",
+    "dice_weight",
+    "image_loss_weight",
+    "seed",
+    "dataset_path",
+    "output_dir",
+    "device",
+    "dtype",
+    "chunk_size",
+)
+
+
+def _same_setting(key: str, saved: Any, current: Any) -> bool:
+    """Equal settings; the model folder compares as a resolved path (`~/m` and `/home/u/m` are one folder)."""
+    if key == "model_path" and saved and current:
+        return Path(saved).expanduser().resolve() == Path(current).expanduser().resolve()
+    return saved == current
+
+
+def resume_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Compare a checkpoint's config with this run's: refuse a changed fixed setting, list changed others.
+
+    Returns:
+        One "key old -> new" line per changed RESUME_CHANGEABLE setting (empty when nothing changed).
+
+    Raises:
+        CheckpointError: a RESUME_FIXED setting differs; the message names it and both values.
+    """
+    for key in RESUME_FIXED:
+        if not _same_setting(key, saved.get(key), current[key]):
+            raise CheckpointError(
+                f"cannot resume: the checkpoint was trained with {key}={saved.get(key)!r}, this run has "
+                f"{key}={current[key]!r}; use the checkpoint's value, or a new --output_dir without --resume"
+            )
+    return [
+        f"{key} {saved.get(key)!r} -> {current[key]!r}"
+        for key in RESUME_CHANGEABLE
+        if not _same_setting(key, saved.get(key), current[key])
+    ]
 
 
 def semantic_head(engine: Sam3Engine) -> torch.nn.Module:
@@ -106,8 +173,16 @@ class Trainer:
             state["head"] = {k: v.detach().cpu() for k, v in semantic_head(self.engine).state_dict().items()}
         return state
 
-    def load_state(self, ckpt: Mapping[str, Any]) -> None:
-        """Continue from a checkpoint written by `save` (parameters, optimiser, epoch, history)."""
+    def load_state(self, ckpt: Mapping[str, Any]) -> list[str]:
+        """Continue from a checkpoint written by `save` (parameters, optimiser, epoch, history).
+
+        This run's settings (`self.cfg`) must agree with the checkpoint's on RESUME_FIXED; the new values of
+        RESUME_CHANGEABLE apply (lr and weight_decay are set into the loaded optimiser's param groups).
+
+        Returns:
+            The changed settings, one "key old -> new" line each (see `resume_changes`).
+        """
+        changes = resume_changes(ckpt["config"], self.cfg)
         saved, current = tuple(ckpt["concepts"]["embeds"].shape), tuple(self.bank.embeds.shape)
         if saved != current or ("head" in ckpt) != bool(self.cfg["train_head"]):
             raise CheckpointError(
@@ -119,7 +194,10 @@ class Trainer:
         if self.cfg["train_head"]:
             semantic_head(self.engine).load_state_dict(ckpt["head"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group in self.optimizer.param_groups:  # the loaded groups carry the checkpoint's values
+            group["lr"], group["weight_decay"] = self.cfg["lr"], self.cfg["weight_decay"]
         self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
+        return changes
 
     def run_epoch(self, data: Sequence[Sample], progress: bool = True) -> dict[str, float]:
         """One pass over `data` in a seeded order; returns the epoch's mean loss terms."""
@@ -153,26 +231,35 @@ class Trainer:
         self.history.append(row)
         return row
 
-    def save(self, out_dir: Path) -> Path:
-        """Write epoch_NNN.pt and last.pt (trained tensors, optimiser, config), log and curve."""
-        ckpt = {
+    def checkpoint(self) -> dict[str, Any]:
+        """What `save` writes (see utils/checkpoint.py): trained tensors, optimiser, epoch, history, cfg."""
+        return {
             **self.trained_state(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "history": self.history,
             "config": self.cfg,
         }
-        path = out_dir / f"epoch_{self.epoch:03d}.pt"
+
+    def save(self, out_dir: Path) -> Path:
+        """Write epoch_NNN.safetensors and last.safetensors (tensors, optimiser, config), log and curve.
+
+        Returns:
+            The path of epoch_NNN.safetensors.
+        """
+        ckpt = self.checkpoint()
+        path = out_dir / epoch_name(self.epoch)
         save_checkpoint(ckpt, path)
-        save_checkpoint(ckpt, out_dir / "last.pt")
+        save_checkpoint(ckpt, out_dir / LAST_NAME)
         write_log(out_dir, self.history)
         return path
 
 
 def write_log(out_dir: Path, history: Sequence[Mapping[str, float]]) -> None:
-    """train_log.csv (one row per epoch) and loss_curve.png."""
-    with (out_dir / "train_log.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(history)
+    """train_log.csv (one row per epoch, replaced atomically) and loss_curve.png."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(out_dir / "train_log.csv", text.getvalue())
     save_loss_curve(out_dir / "loss_curve.png", history)
