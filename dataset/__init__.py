@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 
 from dataset.base import DatasetError, ImageDataset, MaskPairingError, Record, Sample
 from dataset.constants import MVTEC_CATEGORIES, OBJECT_NOUNS, TEXTURE_CATEGORIES, VISA_CATEGORIES, object_noun
-from dataset.folder import available_folder_categories, load_folder
-from dataset.mvtec import available_mvtec_categories, load_mvtec
-from dataset.visa import available_visa_categories, load_visa
+from dataset.folder import FOLDER_LAYOUT, available_folder_categories, load_folder
+from dataset.mvtec import MVTEC_LAYOUT, available_mvtec_categories, load_mvtec
+from dataset.visa import VISA_LAYOUT, available_visa_categories, load_visa
 
 DATASET_NAMES: tuple[str, ...] = ("mvtec", "visa", "folder")
 
@@ -28,6 +28,7 @@ _CATEGORY_FINDERS: dict[str, Callable[[str | os.PathLike[str]], list[str]]] = {
     "visa": available_visa_categories,
     "folder": available_folder_categories,
 }
+_LAYOUTS: dict[str, str] = {"mvtec": MVTEC_LAYOUT, "visa": VISA_LAYOUT, "folder": FOLDER_LAYOUT}
 
 
 def _check_name(name: str) -> None:
@@ -57,13 +58,15 @@ def select_categories(
 ) -> list[str]:
     """`wanted` checked against the categories on disk (every category found when `wanted` is empty).
 
-    A missing root or an unknown category is a one-line DatasetError listing what was found.
+    A missing root, a root without any category, or an unknown category is a one-line DatasetError.
     """
     if not root:
         raise DatasetError(
             "no dataset path: pass --dataset_path DIR or write the datasets root in dataset_dir.txt"
         )
     found = available_categories(name, root)
+    if not found:
+        raise DatasetError(f"no {name} categories under {root}: expected {_LAYOUTS[name]}")
     missing = [c for c in wanted or () if c not in found]
     if missing:
         raise DatasetError(

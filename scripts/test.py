@@ -4,7 +4,8 @@
     python scripts/test.py --dataset visa --dataset_path ~/autodl-tmp/datasets --output_dir results/visa
 
 Writes results.json, results.csv, results.md, curves/<category>_{roc,pr}.png and (with --visualize)
-vis/<category>/*.png into --output_dir. Rerunning into the same folder resumes.
+vis/<category>/*.png into --output_dir; without --output_dir (and no output_dir in --config), into
+results/<dataset>. Rerunning into the same folder resumes; a second run into a folder in use is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import load_dataset, select_categories  # noqa: E402
 from utils.cli import add_checkpoint_arg, add_dataset_args, base_parser, config_from_args, run  # noqa: E402
-from utils.evaluation import CategoryResult, Scorer, config_fingerprint, evaluate_category  # noqa: E402
+from utils.evaluation import CategoryResult, Scorer, evaluate_category, fingerprint_settings  # noqa: E402
+from utils.files import OutputLock, check_output_dir  # noqa: E402
 from utils.metrics import image_curves, pixel_curves  # noqa: E402
 from utils.results import markdown_table, mean_metrics, write_results  # noqa: E402
 from utils.visualization import pick_for_visualization, save_curves, save_overlay  # noqa: E402
@@ -54,7 +56,7 @@ def evaluate(cfg: dict[str, Any], scorer: Scorer, progress: bool = True) -> dict
     categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
     out = Path(cfg["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = config_fingerprint(cfg)
+    settings = fingerprint_settings(cfg)
     per_category: dict[str, dict[str, float]] = {}
     for category in categories:
         samples = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test")
@@ -65,7 +67,7 @@ def evaluate(cfg: dict[str, Any], scorer: Scorer, progress: bool = True) -> dict
             out / "categories" / category,
             cfg["eval_size"],
             cfg["batch_size"],
-            fingerprint,
+            settings,
             cfg["aupro_variant"],
             progress,
         )
@@ -83,15 +85,17 @@ def evaluate(cfg: dict[str, Any], scorer: Scorer, progress: bool = True) -> dict
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    # Fail on bad paths before loading a 3 GB model.
+    cfg = config_from_args(args, output_per_dataset=True)
+    # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
     cfg["categories"] = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
-    from utils.pipeline import build_detector, make_scorer
+    out = check_output_dir(cfg["output_dir"])
+    with OutputLock(out):
+        from utils.pipeline import build_detector, make_scorer
 
-    detector, concepts = build_detector(cfg)
-    per_category = evaluate(cfg, make_scorer(detector, cfg, concepts))
+        detector, concepts = build_detector(cfg)
+        per_category = evaluate(cfg, make_scorer(detector, cfg, concepts))
     print(markdown_table(per_category, mean_metrics(per_category), cfg["dataset"]))
-    print(f"results written to {Path(cfg['output_dir']) / 'results.md'}")
+    print(f"results written to {out / 'results.md'}")
     return 0
 
 

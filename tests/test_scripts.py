@@ -1,5 +1,6 @@
 """End-to-end runs of scripts/test.py and scripts/demo.py with the tiny real-layout SAM 3, and errors."""
 
+import errno
 import json
 import subprocess
 import sys
@@ -24,20 +25,9 @@ def run_test_script(argv):
 
 
 def _common(model_dir, out):
-    return [
-        "--model_path",
-        str(model_dir),
-        "--output_dir",
-        str(out),
-        "--device",
-        "cpu",
-        "--dtype",
-        "fp32",
-        "--eval_size",
-        "32",
-        "--batch_size",
-        "2",
-    ]
+    """Flags of a small CPU run; `out` None leaves --output_dir out (test.py's default folder)."""
+    flags = ["--model_path", str(model_dir), "--device", "cpu", "--dtype", "fp32", "--eval_size", "32"]
+    return [*flags, "--batch_size", "2", *(["--output_dir", str(out)] if out is not None else [])]
 
 
 @pytest.mark.parametrize("dataset", ["mvtec", "visa"])
@@ -167,11 +157,22 @@ def _cli(script, *args):
         (["--categories", "bottle,nosuchthing"], "unknown category nosuchthing"),
         (["--model_path", "/nonexistent/sam3"], "/nonexistent/sam3"),
         (["--config", "BADCONFIG"], "unknown config key 'eval_sise'"),
+        (["--dataset_path", "EMPTY"], "no mvtec categories under"),
+        # Checked before the model is loaded: the (also missing) model is not what the error is about.
+        (["--output_dir", "FILE", "--model_path", "/nonexistent/sam3"], "is a file"),
+        (["--output_dir", "FILE/sub", "--model_path", "/nonexistent/sam3"], "cannot write to output folder"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, message, datasets_root, tiny_sam3_dir, tmp_path):
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("eval_sise: 12\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    placeholders = {
+        "BADCONFIG": str(bad_cfg),
+        "EMPTY": str(tmp_path / "empty"),
+        "FILE": str(tmp_path / "file"),
+    }
     defaults = {
         "--dataset": "mvtec",
         "--dataset_path": str(datasets_root),
@@ -179,13 +180,71 @@ def test_bad_input_is_one_line_without_traceback(args, message, datasets_root, t
         "--output_dir": str(tmp_path / "o"),
     }
     for i in range(0, len(args), 2):
-        defaults[args[i]] = str(bad_cfg) if args[i + 1] == "BADCONFIG" else args[i + 1]
+        head, _, tail = args[i + 1].partition("/")
+        defaults[args[i]] = placeholders[head] + _ + tail if head in placeholders else args[i + 1]
     flat = [x for pair in defaults.items() for x in pair]
     proc = _cli("test.py", *flat)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize("dataset", ["mvtec", "visa"])
+def test_default_output_folder_is_per_dataset(dataset, datasets_root, tiny_sam3_dir, tmp_path, monkeypatch):
+    """Without --output_dir, each dataset gets results/<dataset>: the second no longer replaces the first."""
+    monkeypatch.chdir(tmp_path)
+    argv = _common(tiny_sam3_dir, None)
+    assert run_test_script(["--dataset", dataset, "--dataset_path", str(datasets_root), *argv]) == 0
+    assert json.loads((tmp_path / "results" / dataset / "results.json").read_text())["dataset"] == dataset
+    assert not (tmp_path / "results" / "results.json").exists()
+
+
+def test_output_folder_given_explicitly_is_kept(tmp_path):
+    """--output_dir and an output_dir in the --config file mean exactly that folder."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("output_dir: mine\n")
+    resolved = {
+        flags: test_script.config_from_args(test_script.parse_args(flags), output_per_dataset=True)[
+            "output_dir"
+        ]
+        for flags in [("--dataset", "visa"), ("--output_dir", "results"), ("--config", str(cfg))]
+    }
+    assert list(resolved.values()) == [str(Path("results") / "visa"), "results", "mine"]
+
+
+def test_second_run_into_a_folder_in_use_is_refused(datasets_root, tiny_sam3_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    code = "import sys, time; from utils.files import OutputLock\n"
+    code += "with OutputLock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        argv = ["--dataset", "mvtec", "--dataset_path", str(datasets_root), *_common(tiny_sam3_dir, out)]
+        assert run_test_script(argv) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is in use by a running process (pid {holder.pid} " in err[0]
+    assert not (out / "categories").exists()  # refused before anything was written
+
+
+def test_full_disk_anywhere_is_one_line(datasets_root, tiny_sam3_dir, tmp_path, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "curves" / "x.png"))
+
+    monkeypatch.setattr(test_script, "save_curves", full)
+    argv = ["--dataset", "mvtec", "--categories", "wood", "--dataset_path", str(datasets_root)]
+    assert run_test_script([*argv, *_common(tiny_sam3_dir, tmp_path / "o")]) == 2
+    err = capsys.readouterr().err  # progress bars, then the error
+    assert "Traceback" not in err and err.count("error: ") == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: disk full while writing {tmp_path}/o/curves/x.png")
+    assert last.endswith("rerun the same command to resume")
 
 
 def test_demo_missing_model_folder_is_one_line(tmp_path):

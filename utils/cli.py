@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from utils.config import ConfigError, parse_list, resolve_config
+from utils.files import disk_full_message
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -61,23 +66,43 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace, not_config: Sequence[str] = ()) -> dict[str, Any]:
+def config_from_args(
+    args: argparse.Namespace, not_config: Sequence[str] = (), output_per_dataset: bool = False
+) -> dict[str, Any]:
     """Resolve defaults <- --config YAML <- the flags given on the command line.
 
-    `not_config` names flags that are not config keys (e.g. the demo's --image_path).
+    `not_config` names flags that are not config keys (e.g. the demo's --image_path). With
+    `output_per_dataset`, an output_dir set neither by --output_dir nor by the --config file becomes
+    `<default output_dir>/<dataset>` (results/mvtec, results/visa), so two datasets never share a folder.
     """
     skip = {"config", *not_config}
     cli = {key: value for key, value in vars(args).items() if key not in skip}
-    return resolve_config(args.config, cli)
+    cfg = resolve_config(args.config, cli)
+    if output_per_dataset and cli.get("output_dir") is None and not _file_sets(args.config, "output_dir"):
+        cfg["output_dir"] = str(Path(cfg["output_dir"]) / cfg["dataset"])
+    return cfg
+
+
+def _file_sets(config_path: str | None, key: str) -> bool:
+    """Whether the YAML file `config_path` (already read and checked by resolve_config) sets `key`."""
+    return bool(config_path) and key in (yaml.safe_load(Path(config_path).expanduser().read_text()) or {})
 
 
 def run(
     main: Callable[[argparse.Namespace], int | None], parse_args: Callable, argv: Sequence[str] | None
 ) -> int:
-    """Parse `argv`, call `main`; a user error becomes `error: <message>` on stderr and exit code 2."""
+    """Parse `argv`, call `main`; a user error becomes `error: <message>` on stderr and exit code 2.
+
+    So does a full disk (ENOSPC) anywhere: the message says to free space and rerun, which resumes.
+    """
     args = parse_args(argv)
     try:
         return main(args) or 0
     except user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"error: {disk_full_message(err.filename or 'the output folder')}", file=sys.stderr)
         return 2
