@@ -170,6 +170,11 @@ def test_resume_with_other_settings_is_a_clear_error(fresh_engine, mvtec_root, t
     other = Trainer(fresh_engine, ConceptBank.from_words(fresh_engine, ["defect"]), cfg)
     with pytest.raises(CheckpointError, match="cannot resume.*--num_concepts"):
         other.load_state(ckpt)
+    same = Trainer(fresh_engine, ConceptBank.from_words(fresh_engine, ["defect", "crack"]), cfg)
+    ckpt["optimizer"]["param_groups"] = []  # an optimiser state for other parameters
+    with pytest.raises(CheckpointError, match="cannot resume: .*parameter groups") as info:
+        same.load_state(ckpt)
+    assert "\n" not in str(info.value)
 
 
 def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_dir, mvtec_root, tmp_path):

@@ -156,7 +156,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
-            f"checkpoint not found: {path} (train one with scripts/train.py or drop --checkpoint)"
+            f"checkpoint not found: {path} (scripts/train.py writes OUTPUT_DIR/{LAST_NAME}; check the path)"
         )
     tensors, meta = _read_safetensors(path)
     _check_complete(path, tensors, meta)

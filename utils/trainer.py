@@ -190,10 +190,13 @@ class Trainer:
                 f"this run {current} and train_head={self.cfg['train_head']}; "
                 "use the same --num_concepts/--train_head"
             )
-        self.bank.load_state_dict(ckpt["concepts"])
-        if self.cfg["train_head"]:
-            semantic_head(self.engine).load_state_dict(ckpt["head"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.bank.load_state_dict(ckpt["concepts"])
+            if self.cfg["train_head"]:
+                semantic_head(self.engine).load_state_dict(ckpt["head"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:  # tensors that do not fit this model or optimiser
+            raise CheckpointError(f"cannot resume: {str(err).splitlines()[0]}") from None
         for group in self.optimizer.param_groups:  # the loaded groups carry the checkpoint's values
             group["lr"], group["weight_decay"] = self.cfg["lr"], self.cfg["weight_decay"]
         self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
