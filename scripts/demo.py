@@ -4,7 +4,10 @@
     python scripts/demo.py --image_path my_bottles/ --dataset mvtec --category bottle --output_dir demo_out
 
 Per image, in --output_dir: <stem>_overlay.png (heatmap + colour bar), <stem>_mask.png (map >= threshold),
-<stem>_boxes.png (instances with prompt and confidence), <stem>.json (scores and boxes).
+<stem>_boxes.png (instances with prompt and confidence), <stem>.json (scores, boxes and the input's path).
+<stem> is the image's file stem; images whose stems clash (part.png, part.jpg) get <stem>_<extension>
+(part_png, part_jpg), so no output replaces another. The output folder is checked and locked before the
+model is loaded: a second demo into the same folder stops with an error naming the running one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E402
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
 from utils.cli import add_checkpoint_arg, base_parser, config_from_args, run  # noqa: E402
+from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
 from utils.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 
 if TYPE_CHECKING:  # the model stack is imported only once the inputs are checked
@@ -63,10 +68,30 @@ def check_category(dataset: str | None, category: str | None) -> None:
         )
 
 
+def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """A distinct output stem per input image: its file stem, or `<stem>_<ext>` where stems clash.
+
+    Clashes are found case-insensitively (`Part.png` and `part.jpg` clash on macOS and Windows); a name that
+    still clashes (e.g. with another image named `part_png.bmp`) gets `_2`, `_3`, ... appended.
+    """
+    counts = Counter(p.stem.casefold() for p in paths)
+    stems: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in paths:
+        stem = path.stem if counts[path.stem.casefold()] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}"
+        unique, n = stem, 1
+        while unique.casefold() in taken:
+            n += 1
+            unique = f"{stem}_{n}"
+        taken.add(unique.casefold())
+        stems[path] = unique
+    return stems
+
+
 def result_record(path: Path, result: AnomalyResult, prompts: list[str], noun: str | None) -> dict[str, Any]:
-    """The JSON document written for one image."""
+    """The JSON document written for one image; "image_path" (absolute) maps the output stem to its input."""
     return {
-        "image_path": str(path),
+        "image_path": str(path.resolve()),
         "image_score": result.image_score,
         "prompts": prompts,
         "object_prompt": noun,
@@ -77,50 +102,81 @@ def result_record(path: Path, result: AnomalyResult, prompts: list[str], noun: s
     }
 
 
+OUTPUT_SUFFIXES: tuple[str, ...] = ("_overlay.png", "_mask.png", "_boxes.png", ".json")
+
+
 def save_outputs(
     out: Path,
-    path: Path,
+    stem: str,
     image: np.ndarray,
     result: AnomalyResult,
     cfg: dict[str, Any],
     record: dict[str, Any],
-) -> None:
-    """Write the four files of one image into `out`: overlay, binary mask, boxes (PNG) and `record` (JSON)."""
-    stem = path.stem
-    save_overlay(out / f"{stem}_overlay.png", image, result.anomaly_map, f"score {result.image_score:.3f}")
-    save_mask(out / f"{stem}_mask.png", result.anomaly_map >= cfg["mask_threshold"])
+) -> bool:
+    """Write the four files of one image as `out/<stem><suffix>` (OUTPUT_SUFFIXES); the JSON is written last.
+
+    Returns True only if all four files are there afterwards (outputs of an earlier run are removed first,
+    so a file that failed to write is not counted).
+    """
+    files = [out / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+    for file in files:
+        file.unlink(missing_ok=True)
+    overlay, mask, boxes_png, json_file = files
+    save_overlay(overlay, image, result.anomaly_map, f"score {result.image_score:.3f}")
+    save_mask(mask, result.anomaly_map >= cfg["mask_threshold"])
     boxes = [(d.prompt, d.score, d.box) for d in result.detections]
-    save_rgb(out / f"{stem}_boxes.png", draw_boxes(image, boxes))
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    save_rgb(boxes_png, draw_boxes(image, boxes))
+    atomic_write_text(json_file, json.dumps(record, indent=2))
+    return all(file.is_file() for file in files)
+
+
+def read_batch(paths: Sequence[Path]) -> list[tuple[Path, np.ndarray]]:
+    """Decode `paths`; an unreadable image is reported on stderr and left out."""
+    batch = []
+    for path in paths:
+        try:
+            batch.append((path, read_image(path)))
+        except DatasetError as err:
+            print(f"skipped: {err}", file=sys.stderr)
+    return batch
+
+
+def detect_and_save(paths: Sequence[Path], out: Path, cfg: dict[str, Any], category: str | None) -> int:
+    """Load the detector, score `paths` in batches, save each image's outputs; return how many were saved."""
+    from utils.pipeline import build_detector, prompts_for
+
+    detector, concepts = build_detector(cfg)
+    prompts, noun = prompts_for(cfg, category, concepts)
+    stems = output_stems(paths)
+    written = 0
+    for start in range(0, len(paths), cfg["batch_size"]):
+        batch = read_batch(paths[start : start + cfg["batch_size"]])
+        if not batch:
+            continue
+        results = detector.detect([image for _, image in batch], prompts, noun)
+        for (path, image), result in zip(batch, results, strict=True):
+            record = result_record(path, result, prompts, noun)
+            if save_outputs(out, stems[path], image, result, cfg, record):
+                written += 1
+                n_boxes = len(result.detections)
+                print(f"{path.name} -> {stems[path]}: score {result.image_score:.3f}, {n_boxes} boxes")
+            else:
+                print(
+                    f"not written: outputs of {path} in {out} (check the folder and free space)",
+                    file=sys.stderr,
+                )
+    return written
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, not_config=("image_path", "category"))
     check_category(cfg["dataset"] if args.dataset else None, args.category)
     paths = input_images(Path(args.image_path).expanduser())
-    out = Path(cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    from utils.pipeline import build_detector, prompts_for
-
-    detector, concepts = build_detector(cfg)
-    prompts, noun = prompts_for(cfg, args.category, concepts)
-    failed = 0
-    for start in range(0, len(paths), cfg["batch_size"]):
-        batch = []
-        for path in paths[start : start + cfg["batch_size"]]:
-            try:
-                batch.append((path, read_image(path)))
-            except DatasetError as err:
-                print(f"skipped: {err}", file=sys.stderr)
-                failed += 1
-        if not batch:
-            continue
-        results = detector.detect([image for _, image in batch], prompts, noun)
-        for (path, image), result in zip(batch, results, strict=True):
-            save_outputs(out, path, image, result, cfg, result_record(path, result, prompts, noun))
-            print(f"{path.name}: score {result.image_score:.3f}, {len(result.detections)} boxes")
-    print(f"{len(paths) - failed} of {len(paths)} images written to {out}")
-    return 1 if failed == len(paths) else 0
+    out = check_output_dir(cfg["output_dir"])  # before the (large) model is loaded
+    with OutputLock(out):
+        written = detect_and_save(paths, out, cfg, args.category)
+    print(f"{written} of {len(paths)} images written to {out}")
+    return 0 if written else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""scripts/demo.py: one output set per input image, honest counts, output folder checked and locked first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from scripts import demo
+from utils.cli import run
+from utils.files import OutputLock
+
+
+def demo_argv(image_path: Path, model_dir: Path | str, out: Path) -> list[str]:
+    return [
+        "--image_path",
+        str(image_path),
+        "--model_path",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--output_dir",
+        str(out),
+    ]
+
+
+def write_images(folder: Path, names: dict[str, int]) -> None:
+    """Flat 40x50 images, each of its own grey level, so an output can be traced back to its input."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, level in names.items():
+        assert cv2.imwrite(str(folder / name), np.full((40, 50, 3), level, np.uint8))
+
+
+def test_output_stems_are_distinct() -> None:
+    paths = [Path("d/part.png"), Path("d/Part.JPG"), Path("d/other.png"), Path("d/part_png.bmp")]
+    stems = demo.output_stems(paths)
+    assert stems == {
+        Path("d/part.png"): "part_png",
+        Path("d/Part.JPG"): "Part_JPG",  # clashes with part.png where names ignore case (macOS, Windows)
+        Path("d/other.png"): "other",
+        Path("d/part_png.bmp"): "part_png_2",  # its own stem is already taken by part.png's outputs
+    }
+    assert demo.output_stems([Path("a/x.png")]) == {Path("a/x.png"): "x"}
+
+
+def test_images_sharing_a_stem_get_their_own_outputs(tiny_sam3_dir: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "imgs"
+    write_images(folder, {"part.png": 40, "part.jpg": 200, "other.png": 120})
+    out = tmp_path / "out"
+    assert run(demo.main, demo.parse_args, demo_argv(folder, tiny_sam3_dir, out)) == 0
+    assert "3 of 3 images written" in capsys.readouterr().out
+    for stem, name in (("part_png", "part.png"), ("part_jpg", "part.jpg"), ("other", "other.png")):
+        for suffix in demo.OUTPUT_SUFFIXES:
+            assert (out / f"{stem}{suffix}").is_file(), f"{stem}{suffix}"
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["image_path"] == str((folder / name).resolve())
+    assert not (out / "part.json").exists()
+
+
+def test_count_is_of_files_really_written(
+    tiny_sam3_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mask that fails to save (cv2.imwrite returns False silently) is not counted, even over an old one."""
+    folder = tmp_path / "imgs"
+    write_images(folder, {"a.png": 40, "b.png": 200})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_mask.png").write_bytes(b"from an earlier run")
+    real_save_mask = demo.save_mask
+
+    def save_mask_failing_for_b(path: Path, mask: np.ndarray) -> None:
+        if path.name != "b_mask.png":
+            real_save_mask(path, mask)
+
+    monkeypatch.setattr(demo, "save_mask", save_mask_failing_for_b)
+    assert run(demo.main, demo.parse_args, demo_argv(folder, tiny_sam3_dir, out)) == 0
+    captured = capsys.readouterr()
+    assert "1 of 2 images written" in captured.out
+    assert "not written: outputs of" in captured.err and "b.png" in captured.err
+
+
+@pytest.mark.parametrize("bad", ["file", "file/sub"])
+def test_bad_output_dir_is_one_line_before_the_model_is_loaded(tmp_path: Path, capsys, bad: str) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    image = tmp_path / "x.png"
+    write_images(tmp_path, {"x.png": 100})
+    argv = demo_argv(image, tmp_path / "no_model_here", tmp_path / bad)  # the model folder is missing too
+    assert run(demo.main, demo.parse_args, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert ("is a file" if bad == "file" else "cannot write to output folder") in err
+    assert "no_model_here" not in err
+
+
+def test_second_demo_into_a_locked_folder_stops_before_loading(tmp_path: Path, capsys) -> None:
+    write_images(tmp_path, {"x.png": 100})
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out):  # another run holds the folder
+        assert run(demo.main, demo.parse_args, demo_argv(tmp_path / "x.png", tmp_path / "no_model", out)) == 2
+    err = capsys.readouterr().err
+    assert "is in use by a running process" in err and "no_model" not in err
+    assert not list(out.glob("x*"))
