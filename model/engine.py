@@ -18,16 +18,36 @@ How the reuse works (transformers 5.x ``Sam3Model.forward``):
   size, 256 for the real model). The mask is not part of it: ``attention_mask`` (K, L) must be passed too.
   :class:`TextFeatures` therefore holds just these two tensors, and the engine wraps ``embeds`` back into a
   ``BaseModelOutputWithPooling(pooler_output=embeds)`` -- so a trainer can substitute learned embeddings.
-* Vision and text batch sizes must match: rows are (image, prompt) pairs, so the vision features are
-  expanded with ``index_select`` per row and the text rows repeated, ``chunk_size`` rows at a time (the mask
-  decoder clones FPN features per row, ~113 MB fp32 per row at 1008 px).
+* Vision and text batch sizes must match: rows are (image, prompt) pairs, ``chunk_size`` rows at a time.
+  ``forward`` reads ``fpn_hidden_states[:-1]`` only (levels 0-2: the mask decoder's pixel decoder and,
+  level 2, the DETR encoder), and of the position encodings only level 2 (DETR encoder). So per row the
+  engine copies (``index_select``) FPN levels 0-2 only, and only when a chunk mixes images; a one-image
+  chunk and the unread last level are zero-copy ``expand`` views. Position encodings do not depend on the
+  image: one (1, C, h, w) tensor per level is expanded to every row. The mask decoder clones levels 0-2 per
+  row itself (``_embed_pixels``), ~111 MB fp32 per row at 1008 px; nothing in the forward writes into its
+  inputs (pinned by tests/test_engine.py: bit-identical to full per-row copies).
+
+Precision (as Meta's predictor: fp32 weights, ``torch.autocast`` for the compute):
+
+* Weights are always float32 (:func:`model.loader.load_sam3`). ``compute_dtype`` (bf16/fp16) only sets the
+  ``torch.autocast`` every SAM 3 call runs under (:meth:`Sam3Engine.autocast`: vision, text, decoders).
+  Autocast runs matmuls/convolutions/attention in half precision but keeps LayerNorm/GroupNorm and the
+  residual streams in fp32 (CUDA autocast op lists); a full cast would run them in bf16.
+* The FPN sine position encodings are recomputed in fp32 (the weights' dtype) after the vision encoder:
+  transformers builds them in the FPN output's dtype, i.e. bf16 under autocast, where positions above 256
+  are not even exact integers; Meta's ``PositionEmbeddingSine`` computes them in fp32.
+* Not done: Meta's DETR decoder also runs its FFN with autocast disabled (``decoder.py forward_ffn``);
+  transformers' ``Sam3DetrDecoderLayer`` has no such switch and this engine does not patch it.
+* fp16 can overflow (bf16 has fp32's range): with fp16 every output is checked finite, else
+  :class:`PrecisionError` says to use bf16 or fp32.
+* Outputs (:class:`ConceptOutputs`) are float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,7 +59,7 @@ from torch import Tensor
 from transformers import CLIPTokenizer, Sam3Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from model.loader import load_sam3, model_image_size
+from model.loader import ModelLoadError, load_sam3, model_image_size, resolve_device, resolve_dtype
 
 TEXT_MAX_LENGTH = 32  # SAM 3's CLIP text encoder has 32 position embeddings
 IMAGE_MEAN = 0.5
@@ -52,8 +72,9 @@ class ImageFeatures:
 
     Attributes:
         vision: the ``Sam3VisionEncoderOutput`` of ``Sam3Model.get_vision_features`` for B images:
-            ``fpn_hidden_states`` / ``fpn_position_encoding`` tuples of (B, C, h_l, w_l) maps (4 levels,
-            4x..1/2x the patch grid) and ``last_hidden_state`` (B, N_patches, C_vit); model device/dtype.
+            ``fpn_hidden_states``, a tuple of 4 (B, C, h_l, w_l) maps (4x..1/2x the patch grid; compute
+            dtype), ``fpn_position_encoding``, a tuple of 4 (1, C, h_l, w_l) maps in the weights' dtype (the
+            same for every image), and ``last_hidden_state`` (B, N_patches, C_vit); model device.
         num_images: B.
         sizes: original (H, W) of each image, for resizing outputs back.
     """
@@ -125,45 +146,77 @@ class ConceptOutputs:
         return ConceptOutputs(**{n: torch.cat([getattr(p, n) for p in parts]) for n in names})
 
 
-# Sam3Model.forward(vision_embeds=...) reads only the FPN features and their position encodings; the ViT's
-# last_hidden_state (about 21 MB per row at 1008 px) is not copied per image x prompt row.
-UNUSED_VISION_FIELDS = ("last_hidden_state",)
+class PrecisionError(ModelLoadError):
+    """fp16 compute overflowed (non-finite outputs); a ``ModelLoadError`` so scripts print it as one line."""
 
 
-def _select_rows(value: Any, index: Tensor, batch: int) -> Any:
-    """index_select every batch-first tensor in ``value`` (tensor, tuple/list, ModelOutput or None)."""
-    if isinstance(value, Tensor):
-        if value.shape[0] != batch:
-            raise ValueError(f"vision feature of shape {tuple(value.shape)} is not batch-first (B={batch})")
-        return value.index_select(0, index.to(value.device))
-    if isinstance(value, (tuple, list)):
-        return type(value)(_select_rows(v, index, batch) for v in value)
-    if value is None:
-        return None
-    if hasattr(value, "items"):  # transformers ModelOutput (an OrderedDict of its non-None fields)
-        kept = {k: v for k, v in value.items() if k not in UNUSED_VISION_FIELDS}
-        return type(value)(**{k: _select_rows(v, index, batch) for k, v in kept.items()})
-    raise TypeError(f"cannot expand vision feature of type {type(value).__name__}")
+def _rows_of(level: Tensor, image_index: Tensor) -> Tensor:
+    """(B, C, h, w) -> (R, C, h, w) for rows of images ``image_index`` (R,): a view when all are one image."""
+    first = int(image_index[0])
+    if bool((image_index == first).all()):
+        return level.narrow(0, first, 1).expand(len(image_index), *level.shape[1:])
+    return level.index_select(0, image_index.to(level.device))
+
+
+def _select_rows(vision: Any, image_index: Tensor, batch: int) -> Any:
+    """The vision features of R (image, prompt) rows, copying only what ``Sam3Model.forward`` reads.
+
+    Args:
+        vision: ``Sam3VisionEncoderOutput`` of B images (see :class:`ImageFeatures`).
+        image_index: (R,) int64 image of each row.
+        batch: B, checked against every FPN level.
+
+    Returns:
+        A ``Sam3VisionEncoderOutput`` with ``fpn_hidden_states`` levels 0..n-2 of shape (R, C, h, w) (copies
+        only when the rows span several images), the unread last level as a zero-copy stand-in (``forward``
+        slices it off: ``fpn_hidden_states[:-1]``), and the image-independent position encodings expanded
+        from one row; ``last_hidden_state`` is not carried (unused by ``forward``).
+    """
+    levels = tuple(vision.fpn_hidden_states)
+    for level in levels:
+        if level.ndim != 4 or level.shape[0] != batch:
+            raise ValueError(f"FPN feature of shape {tuple(level.shape)} is not (B={batch}, C, h, w)")
+    rows = len(image_index)
+    *read, unread = levels
+    return type(vision)(
+        fpn_hidden_states=(
+            *(_rows_of(level, image_index) for level in read),
+            unread[:1].expand(rows, *unread.shape[1:]),
+        ),
+        fpn_position_encoding=tuple(
+            pos[:1].expand(rows, *pos.shape[1:]) for pos in vision.fpn_position_encoding
+        ),
+    )
 
 
 class Sam3Engine:
     """Frozen SAM 3 detector with an encode-once, predict-many API.
 
     Args:
-        model: a ``Sam3Model`` (eval mode; its parameters should not require grad).
+        model: a ``Sam3Model`` (eval mode; its parameters should not require grad; float32 weights, as
+            :func:`model.loader.load_sam3` gives, for the precision described in the module docstring).
         tokenizer: the matching ``CLIPTokenizer``.
         chunk_size: (image, prompt) rows per decoder forward; bounds peak memory.
+        compute_dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16: the ``torch.autocast``
+            dtype of every SAM 3 call (fp32 = no autocast).
 
     Counters ``vision_calls`` (images through the vision encoder) and ``text_calls`` (prompts through the
     text encoder) count work done over the engine's lifetime.
     """
 
-    def __init__(self, model: Sam3Model, tokenizer: CLIPTokenizer, chunk_size: int = 8) -> None:
+    def __init__(
+        self,
+        model: Sam3Model,
+        tokenizer: CLIPTokenizer,
+        chunk_size: int = 8,
+        compute_dtype: str | torch.dtype = "auto",
+    ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.chunk_size = int(chunk_size)
+        self.compute_dtype = resolve_dtype(compute_dtype, self.device)
         self.vision_calls = 0
         self.text_calls = 0
         self._text_cache: dict[str, tuple[Tensor, Tensor]] = {}  # prompt -> ((L, D) embeds, (L,) mask)
@@ -176,9 +229,17 @@ class Sam3Engine:
         dtype: str | torch.dtype = "auto",
         chunk_size: int = 8,
     ) -> Sam3Engine:
-        """Load a local facebook/sam3 folder with :func:`model.loader.load_sam3` and wrap it."""
-        model, tokenizer = load_sam3(model_path, device=device, dtype=dtype)
-        return cls(model, tokenizer, chunk_size=chunk_size)
+        """Load a local facebook/sam3 folder (fp32 weights, :func:`model.loader.load_sam3`) and wrap it.
+
+        ``dtype`` is the compute dtype (see ``compute_dtype`` of the class); a bad ``device``/``dtype`` is a
+        :class:`~model.loader.ModelLoadError` raised before the weights are read.
+        """
+        try:
+            compute_dtype = resolve_dtype(dtype, resolve_device(device))
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        model, tokenizer = load_sam3(model_path, device=device)
+        return cls(model, tokenizer, chunk_size=chunk_size, compute_dtype=compute_dtype)
 
     @property
     def image_size(self) -> int:
@@ -191,7 +252,17 @@ class Sam3Engine:
 
     @property
     def dtype(self) -> torch.dtype:
+        """Storage dtype of the weights (float32 from ``from_pretrained``); inputs are cast to it."""
         return next(self.model.parameters()).dtype
+
+    def autocast(self) -> AbstractContextManager:
+        """The context every SAM 3 call runs in: ``torch.autocast(compute_dtype)``, or nothing for fp32.
+
+        Reusable by callers that run SAM 3 modules themselves; gradients into fp32 tensors stay fp32.
+        """
+        if self.compute_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     # ------------------------------------------------------------------ images
     def preprocess(self, images: Sequence[np.ndarray]) -> Tensor:
@@ -216,7 +287,9 @@ class Sam3Engine:
                     f"image {i} has shape {arr.shape} dtype {arr.dtype}; expected (H, W, 3) uint8 RGB"
                 )
             # Resize on the model's device: antialiased resizing of 1-2 MP images is slow on a CPU.
-            x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device).permute(2, 0, 1)[None].float()
+            # np.require copies only arrays torch cannot wrap (not C-contiguous, or read-only).
+            x = torch.from_numpy(np.require(arr, requirements=("C", "W"))).to(self.device)
+            x = x.permute(2, 0, 1)[None].float()
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
                 x = x.round_().clamp_(0, 255)
@@ -227,16 +300,39 @@ class Sam3Engine:
     def encode_images(self, images: Sequence[np.ndarray], grad: bool = False) -> ImageFeatures:
         """Run the vision encoder once on ``images`` (B arrays (H, W, 3) uint8 RGB).
 
-        Runs under ``torch.inference_mode`` unless ``grad=True``. The features can still be used by
-        :meth:`predict_text` with ``grad=True`` (gradients then flow into text embeddings only).
+        Runs under :meth:`autocast`, and ``torch.inference_mode`` unless ``grad=True``. The features can
+        still be used by :meth:`predict_text` with ``grad=True`` (gradients then flow into text embeddings
+        only). The position encodings are replaced by one float32 row per level (see the module docstring).
         """
         pixel_values = self.preprocess(images).to(device=self.device, dtype=self.dtype)
         ctx = nullcontext() if grad else torch.inference_mode()
         with ctx:
-            vision = self.model.get_vision_features(pixel_values=pixel_values)
+            with self.autocast():
+                vision = self.model.get_vision_features(pixel_values=pixel_values)
+            vision.fpn_position_encoding = self._position_encodings(vision.fpn_hidden_states)
+        self._check_finite("the vision encoder", vision.fpn_hidden_states)
         self.vision_calls += len(images)
         sizes = [(int(np.asarray(im).shape[0]), int(np.asarray(im).shape[1])) for im in images]
         return ImageFeatures(vision=vision, num_images=len(images), sizes=sizes)
+
+    def _position_encodings(self, levels: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """One (1, C, h, w) sine position encoding per FPN level (B, C, h, w): image-independent.
+
+        The module and formula of transformers' vision neck, in the weights' dtype (float32 as loaded):
+        without autocast the neck gives the same values; under autocast it computes them in half precision.
+        """
+        encode = self.model.vision_encoder.neck.position_encoding
+        return tuple(encode(torch.Size((1, *level.shape[1:])), level.device, self.dtype) for level in levels)
+
+    def _check_finite(self, what: str, tensors: Sequence[Tensor]) -> None:
+        """With fp16 compute, raise :class:`PrecisionError` when any of ``tensors`` has inf/NaN."""
+        if self.compute_dtype != torch.float16:
+            return
+        if not all(bool(torch.isfinite(t).all()) for t in tensors):
+            raise PrecisionError(
+                f"{what} gave inf/NaN in fp16 (its range is too small for SAM 3 here): "
+                "use --dtype bf16 (same speed on recent GPUs) or --dtype fp32"
+            )
 
     # ------------------------------------------------------------------ text
     def encode_text(self, prompts: Sequence[str]) -> TextFeatures:
@@ -269,9 +365,10 @@ class Sam3Engine:
             input_ids = tokens["input_ids"].to(self.device)
             attention_mask = tokens["attention_mask"].to(self.device)
             # no_grad, not inference_mode: cached rows may later be mixed with tensors that require grad.
-            with torch.no_grad():
+            with torch.no_grad(), self.autocast():
                 embeds = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-            embeds = embeds.pooler_output
+            embeds = embeds.pooler_output.to(self.dtype)
+            self._check_finite("the text encoder", [embeds])
             self.text_calls += len(new)
             for j, p in enumerate(new):
                 self._text_cache[p] = (embeds[j], attention_mask[j])
@@ -338,14 +435,14 @@ class Sam3Engine:
             image_index = torch.div(rows, num_prompts, rounding_mode="floor")
             prompt_index = pids[rows % num_prompts]
             # Leave the grad context before yielding so it never leaks into the caller's code.
-            with torch.enable_grad() if grad else torch.inference_mode():
+            with torch.enable_grad() if grad else torch.inference_mode(), self.autocast():
                 chunk = self._forward_rows(features, text, image_index, prompt_index)
             yield chunk
 
     def _forward_rows(
         self, features: ImageFeatures, text: TextFeatures, image_index: Tensor, prompt_index: Tensor
     ) -> ConceptOutputs:
-        """One decoder forward for R rows: expand vision features to R rows and pick text rows."""
+        """One decoder forward for R rows (caller enters :meth:`autocast`): per-row vision, picked text."""
         vision = _select_rows(features.vision, image_index, features.num_images)
         embeds = text.embeds.to(device=self.device, dtype=self.dtype).index_select(0, prompt_index)
         mask = text.attention_mask.to(self.device).index_select(0, prompt_index)
@@ -353,6 +450,10 @@ class Sam3Engine:
             vision_embeds=vision,
             text_embeds=TextFeatures(embeds, mask).as_model_input(),
             attention_mask=mask,
+        )
+        self._check_finite(
+            "the decoders",
+            [out.pred_masks, out.pred_logits, out.presence_logits, out.pred_boxes, out.semantic_seg],
         )
         presence_logits = out.presence_logits.float()  # (R, 1)
         return ConceptOutputs(

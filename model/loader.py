@@ -10,7 +10,9 @@ and reported as a one-line :class:`ModelLoadError` that says how to fix it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import CLIPTokenizer, Sam3Model
@@ -128,37 +130,99 @@ def model_image_size(model: Sam3Model) -> int:
     return int(model.config.vision_config.backbone_config.image_size)
 
 
-def load_sam3(
-    model_path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
-) -> tuple[Sam3Model, CLIPTokenizer]:
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``str(exc)``, or the exception's class name when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _name_keys(kind: str, keys: Sequence[str], limit: int = 3) -> str:
+    """``"2 missing (a, b)"`` / ``"5 unexpected (a, b, c, ...)"``: a count and the first ``limit`` keys."""
+    shown = ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+    return f"{len(keys)} {kind} ({shown})"
+
+
+def check_loading_info(info: Mapping[str, Sequence[Any]], weights: Path) -> None:
+    """Refuse a checkpoint whose detector tensors do not match the model exactly.
+
+    transformers random-initialises tensors missing from ``model.safetensors`` (or of the wrong shape, with
+    ``ignore_mismatched_sizes``) and only prints a report; a model with a random presence or semantic head
+    still runs and gives meaningless scores. The tracker's ``tracker_model.``/``tracker_neck.`` keys of a
+    real download are ignored by ``Sam3Model`` itself (``_keys_to_ignore_on_load_unexpected``) and never
+    appear here.
+
+    Args:
+        info: the ``loading_info`` dict of ``from_pretrained(..., output_loading_info=True)``
+            (``missing_keys``, ``unexpected_keys``, ``mismatched_keys``, ``error_msgs``).
+        weights: the ``model.safetensors`` file, named in the error.
+
+    Raises:
+        ModelLoadError: any missing, unexpected or mismatched key, or a load error message.
+    """
+    problems = []
+    for kind, name in (("missing", "missing_keys"), ("unexpected", "unexpected_keys")):
+        keys = sorted(str(k) for k in info.get(name) or ())
+        if keys:
+            problems.append(_name_keys(kind, keys))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ())
+    if mismatched:
+        problems.append(_name_keys("of the wrong shape", mismatched))
+    problems += [str(m).strip().splitlines()[0] for m in info.get("error_msgs") or () if str(m).strip()]
+    if problems:
+        raise ModelLoadError(
+            f"{weights} does not match the SAM 3 detector (tensors: {'; '.join(problems)}): it is damaged or "
+            f"not facebook/sam3's; {DOWNLOAD_HINT.format(dir=weights.parent)}"
+        )
+
+
+def load_sam3(model_path: str | Path, device: str | torch.device = "auto") -> tuple[Sam3Model, CLIPTokenizer]:
     """Load the SAM 3 detector and its tokenizer from a local facebook/sam3 folder (never downloads).
+
+    The weights are always loaded in float32, whatever precision the model will run in: the compute dtype
+    (bf16/fp16 autocast) is the engine's business (:class:`model.engine.Sam3Engine`), as in Meta's own
+    predictor, which keeps fp32 weights and runs under ``torch.autocast``.
 
     Args:
         model_path: folder of a facebook/sam3 download (``~`` is expanded).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-        dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU) or fp32/bf16/fp16.
 
     Returns:
-        ``(model, tokenizer)``: the model in eval mode on ``device`` with ``requires_grad=False`` on every
-        parameter; its input size is ``model.config.vision_config.backbone_config.image_size``.
+        ``(model, tokenizer)``: the float32 model in eval mode on ``device`` with ``requires_grad=False`` on
+        every parameter; its input size is ``model.config.vision_config.backbone_config.image_size``.
 
     Raises:
-        ModelLoadError: the folder is incomplete or not SAM 3 (see :func:`check_model_dir`), or transformers
-            fails to load it.
+        ModelLoadError: the folder is incomplete or not SAM 3 (see :func:`check_model_dir`); any detector
+            tensor is missing, unexpected or of the wrong shape (see :func:`check_loading_info`); or
+            transformers/safetensors fails on the files (e.g. a truncated ``model.safetensors``).
     """
     folder = check_model_dir(model_path)
     try:
         torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
+    weights = folder / "model.safetensors"
+    hint = DOWNLOAD_HINT.format(dir=folder)
+    # Catch Exception, not BaseException: whatever damaged files make transformers/safetensors raise
+    # (SafetensorError, RuntimeError on a shape mismatch, ...) becomes one line; Ctrl-C stays Ctrl-C.
     try:
-        model = Sam3Model.from_pretrained(folder, local_files_only=True, dtype=torch_dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        model, info = Sam3Model.from_pretrained(
+            folder,
+            local_files_only=True,
+            dtype=torch.float32,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported by check_loading_info, naming the tensors
+        )
+    except Exception as exc:
         raise ModelLoadError(
-            f"could not load SAM 3 from {folder} ({first_line}): {DOWNLOAD_HINT.format(dir=folder)}"
+            f"could not load SAM 3 from {weights} ({_first_line(exc)}): the file (or config.json beside it) "
+            f"is damaged or incomplete; {hint}"
+        ) from exc
+    check_loading_info(info, weights)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not load the SAM 3 tokenizer in {folder} ({_first_line(exc)}): {hint}"
         ) from exc
     model.to(torch_device).eval()
     model.requires_grad_(False)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model import ConceptOutputs, ImageFeatures, Sam3Engine, TextFeatures
+from model.engine import _select_rows
 
 PROMPTS = ["crack", "a scratch on the metal surface", "hole"]
 
@@ -198,8 +199,66 @@ def test_predict_without_features_says_what_to_do(tiny_engine: Sam3Engine) -> No
         next(tiny_engine.predict(None, ["crack"]))  # type: ignore[arg-type]
 
 
-def test_bf16_engine_runs(tiny_sam3_dir: Path, images: list[np.ndarray]) -> None:
-    engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="bf16")
-    out = ConceptOutputs.cat(list(engine.predict(engine.encode_images(images[:1]), ["crack"])))
-    assert engine.dtype == torch.bfloat16 and out.scores.dtype == torch.float32
-    assert torch.isfinite(out.mask_logits).all()
+def _copy_rows(vision, index: torch.Tensor):
+    """What the engine used to pass: every FPN level and position encoding copied per row."""
+    return type(vision)(
+        fpn_hidden_states=tuple(t.index_select(0, index) for t in vision.fpn_hidden_states),
+        fpn_position_encoding=tuple(t.index_select(0, index) for t in vision.fpn_position_encoding),
+    )
+
+
+def test_per_row_features_are_bit_identical_to_full_copies(
+    tiny_sam3_dir: Path, images: list[np.ndarray]
+) -> None:
+    """Chunks of 3 rows over 2 images x 2 prompts: one chunk mixes images (copied), one holds one (views)."""
+    engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32", chunk_size=3)
+    features = engine.encode_images(images)
+    text = engine.encode_text(["crack", "hole"])
+    with torch.inference_mode():
+        direct = engine.model.get_vision_features(pixel_values=engine.preprocess(images))
+    for chunk in engine.predict_text(features, text):
+        with torch.inference_mode():
+            ref = engine.model(
+                vision_embeds=_copy_rows(direct, chunk.image_index),
+                text_embeds=TextFeatures(text.embeds[chunk.prompt_index], None).as_model_input(),
+                attention_mask=text.attention_mask[chunk.prompt_index],
+            )
+        assert torch.equal(chunk.mask_logits, ref.pred_masks) and torch.equal(chunk.boxes, ref.pred_boxes)
+        assert torch.equal(chunk.semantic_logits, ref.semantic_seg[:, 0])
+        assert torch.equal(chunk.scores, ref.pred_logits.sigmoid() * ref.presence_logits.sigmoid())
+
+
+def test_rows_copy_only_what_the_forward_reads(features: ImageFeatures) -> None:
+    """Issue 8.7: position encodings and the unread last FPN level are views (stride 0), never per-row copies;
+    the levels read are copied only when a chunk mixes images."""
+    vision = features.vision
+    one = _select_rows(vision, torch.tensor([1, 1, 1]), 2)
+    mixed = _select_rows(vision, torch.tensor([0, 1, 1]), 2)
+    for rows in (one, mixed):
+        assert rows.last_hidden_state is None
+        for pos in (*rows.fpn_position_encoding, rows.fpn_hidden_states[-1]):
+            assert pos.shape[0] == 3 and pos.stride(0) == 0
+        for got, pos in zip(rows.fpn_position_encoding, vision.fpn_position_encoding, strict=True):
+            assert torch.equal(got[2], pos[0])
+    read = zip(
+        vision.fpn_hidden_states[:-1], one.fpn_hidden_states[:-1], mixed.fpn_hidden_states[:-1], strict=True
+    )
+    for level, got_one, got_mixed in read:
+        assert got_one.stride(0) == 0 and torch.equal(got_one[0], level[1])
+        assert got_mixed.stride(0) > 0 and torch.equal(got_mixed, level[[0, 1, 1]])
+
+
+def test_last_fpn_level_is_not_read(tiny_engine: Sam3Engine, features: ImageFeatures) -> None:
+    """Sam3Model.forward drops fpn_hidden_states[-1]; if a transformers update reads it, this fails."""
+    vision = features.vision
+    poisoned = type(vision)(
+        fpn_hidden_states=(
+            *vision.fpn_hidden_states[:-1],
+            torch.full_like(vision.fpn_hidden_states[-1], float("nan")),
+        ),
+        fpn_position_encoding=vision.fpn_position_encoding,
+    )
+    nan_features = ImageFeatures(vision=poisoned, num_images=features.num_images, sizes=features.sizes)
+    a, b = _all(tiny_engine, features, PROMPTS), _all(tiny_engine, nan_features, PROMPTS)
+    for f in fields(ConceptOutputs):
+        assert torch.equal(getattr(a, f.name), getattr(b, f.name)), f.name

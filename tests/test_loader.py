@@ -137,16 +137,99 @@ def test_weights_use_detector_prefix(tiny_sam3_dir: Path) -> None:
     assert keys and all(k.startswith("detector_model.") for k in keys)
 
 
-@pytest.mark.parametrize(("dtype", "expected"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
-def test_load_dtype_frozen_eval(tiny_sam3_dir: Path, dtype: str, expected: torch.dtype) -> None:
-    model, tokenizer = load_sam3(tiny_sam3_dir, device="cpu", dtype=dtype)
+def test_load_fp32_frozen_eval(tiny_sam3_dir: Path) -> None:
+    """Weights are always float32 (the compute dtype is the engine's autocast, see test_precision.py)."""
+    model, tokenizer = load_sam3(tiny_sam3_dir, device="cpu")
     assert type(model).__name__ == "Sam3Model"
     assert not model.training
     params = list(model.parameters())
-    assert all(p.dtype == expected for p in params)
+    assert all(p.dtype == torch.float32 for p in params)
     assert not any(p.requires_grad for p in params)
     ids = tokenizer("a crack", truncation=True, max_length=32, padding="max_length")["input_ids"]
     assert len(ids) == 32 and max(ids) < model.config.text_config.vocab_size
+
+
+def _edit_weights(src: Path, dst: Path, edit) -> Path:
+    """Copy the tiny folder to ``dst`` with ``edit(state_dict)`` applied to its model.safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(src, dst)
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+def _drop_heads(state: dict) -> None:
+    for key in [k for k in state if ".presence_head." in k or ".semantic_projection." in k]:
+        del state[key]
+
+
+def test_missing_detector_tensors_are_an_error(tiny_sam3_dir: Path, tmp_path: Path) -> None:
+    """Issue 8.5: transformers random-initialises absent tensors and only prints a report."""
+    folder = _edit_weights(tiny_sam3_dir, tmp_path / "sam3", _drop_heads)
+    with pytest.raises(ModelLoadError, match=r"model.safetensors does not match") as info:
+        load_sam3(folder, device="cpu")
+    _assert_one_line_fix(info.value, folder)
+    # presence_head: 3 layers x (weight, bias); semantic_projection: weight, bias -> 8 missing, 3 named
+    assert "8 missing (detr_decoder.presence_head.layer1.bias, " in str(info.value)
+    assert ", ...)" in str(info.value)
+
+
+def test_unexpected_detector_tensor_is_an_error_but_tracker_keys_are_not(
+    tiny_sam3_dir: Path, tmp_path: Path
+) -> None:
+    def add_tracker(state: dict) -> None:  # a real download also holds the video tracker
+        state["tracker_model.memory_encoder.proj.weight"] = torch.zeros(2, 2)
+        state["tracker_neck.fpn.0.weight"] = torch.zeros(2)
+
+    folder = _edit_weights(tiny_sam3_dir, tmp_path / "tracker", add_tracker)
+    load_sam3(folder, device="cpu")
+
+    def add_detector_key(state: dict) -> None:
+        state["detector_model.mask_decoder.extra_head.weight"] = torch.zeros(2)
+
+    folder = _edit_weights(tiny_sam3_dir, tmp_path / "extra", add_detector_key)
+    with pytest.raises(
+        ModelLoadError, match=r"1 unexpected \(detector_model.mask_decoder.extra_head.weight\)"
+    ):
+        load_sam3(folder, device="cpu")
+
+
+def test_wrong_shape_tensor_is_an_error_naming_it(tiny_sam3_dir: Path, tmp_path: Path) -> None:
+    def reshape(state: dict) -> None:
+        state["detector_model.mask_decoder.semantic_projection.weight"] = torch.zeros(2, 32, 1, 1)
+
+    folder = _edit_weights(tiny_sam3_dir, tmp_path / "sam3", reshape)
+    with pytest.raises(
+        ModelLoadError, match=r"1 of the wrong shape \(mask_decoder.semantic_projection.weight\)"
+    ) as info:
+        load_sam3(folder, device="cpu")
+    _assert_one_line_fix(info.value, folder)
+    assert str(folder.resolve() / "model.safetensors") in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0001])
+def test_truncated_weights_are_one_model_load_error(tiny_sam3_dir: Path, tmp_path: Path, keep: float) -> None:
+    """Issue 8.16: a partial download is a one-line error naming the file, not a safetensors traceback."""
+    folder = _copy(tiny_sam3_dir, tmp_path / "sam3")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: max(1, int(len(data) * keep))])
+    with pytest.raises(ModelLoadError, match="could not load SAM 3 from .*model.safetensors") as info:
+        load_sam3(folder, device="cpu")
+    _assert_one_line_fix(info.value, folder)
+
+
+def test_keyboard_interrupt_is_not_swallowed(tiny_sam3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import Sam3Model
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Sam3Model, "from_pretrained", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_sam3(tiny_sam3_dir, device="cpu")
 
 
 def test_image_size_from_config(tiny_sam3_dir: Path) -> None:
@@ -158,14 +241,15 @@ def test_image_size_from_config(tiny_sam3_dir: Path) -> None:
 def test_fallback_layout_without_meta(tmp_path: Path) -> None:
     """Without the real facebook/sam3 small files the builder still gives a loadable folder."""
     folder = build_tiny_sam3(tmp_path / "tiny", meta_dir=tmp_path / "no_meta")
-    model, tokenizer = load_sam3(folder, device="cpu", dtype="fp32")
+    model, tokenizer = load_sam3(folder, device="cpu")
     ids = tokenizer("crack")["input_ids"]
     assert ids[0] == 49406 and ids[-1] == 49407
     assert model.config.detr_decoder_config.num_queries == 20
 
 
-def test_bad_device_or_dtype_is_a_model_load_error(tiny_sam3_dir) -> None:
+def test_bad_device_or_dtype_is_a_model_load_error(tiny_sam3_dir, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelLoadError, match="unknown device 'gpu'"):
         load_sam3(tiny_sam3_dir, device="gpu")
+    monkeypatch.setattr("model.engine.load_sam3", lambda *a, **k: pytest.fail("dtype checked after loading"))
     with pytest.raises(ModelLoadError, match="unknown dtype 'int8'"):
-        load_sam3(tiny_sam3_dir, device="cpu", dtype="int8")
+        Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="int8")
