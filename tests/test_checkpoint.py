@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from utils.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint,
 from utils.cli import run
 from utils.config import resolve_config
 from utils.trainer import Trainer, batch_loss
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def assert_same(a: Any, b: Any, where: str = "ckpt") -> None:
@@ -163,3 +167,15 @@ def test_unreadable_and_mismatched_checkpoints(trained, tmp_path, tiny_engine):
     ckpt["seed_words"] = ["only one"]  # 2 concepts, 1 word
     with pytest.raises(CheckpointError, match="does not fit this model"):
         apply_checkpoint(ckpt, tiny_engine)
+
+
+def test_train_sh_stops_at_an_old_checkpoint_with_the_command_to_convert_it(tmp_path):
+    """Rerunning train.sh after an upgrade must not silently restart training beside an old last.pt."""
+    (tmp_path / "runs" / "mvtec").mkdir(parents=True)
+    (tmp_path / "runs" / "mvtec" / "last.pt").write_bytes(b"\x80\x02}q\x00.")
+    env = {**os.environ, "RUN_ROOT": str(tmp_path / "runs"), "DIRECTIONS": "mvtec:visa", "PYTHON": "false"}
+    proc = subprocess.run(
+        ["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert f"convert_checkpoint.py {tmp_path}/runs/mvtec/last.pt" in proc.stderr, proc.stderr
