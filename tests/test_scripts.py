@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dataset import DatasetError, select_categories
 from scripts import demo
 from scripts import test as test_script
 from utils.cli import run
@@ -188,6 +189,16 @@ def test_bad_input_is_one_line_without_traceback(args, message, datasets_root, t
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize("dataset", ["mvtec", "visa", "folder"])
+def test_datasets_root_without_categories_is_refused(dataset, tmp_path):
+    """Before: exit 0 and "results written to ...", with nothing written."""
+    if dataset == "visa":  # a VisA root with its split file but no category folders
+        (tmp_path / "split_csv").mkdir()
+        (tmp_path / "split_csv" / "1cls.csv").write_text("object,split,label,image,mask\n")
+    with pytest.raises(DatasetError, match=rf"no {dataset} categories under {tmp_path}: expected <root>/"):
+        select_categories(dataset, tmp_path, None)
 
 
 @pytest.mark.parametrize("dataset", ["mvtec", "visa"])
