@@ -204,9 +204,8 @@ def _read_pixels(img: Image.Image, path: str | os.PathLike[str]) -> tuple[np.nda
         if depth > 8:
             return _read_wide_colour(path), sbit
     if "transparency" in img.info or img.mode in ("PA", "La", "RGBa"):
-        return np.asarray(
-            img.convert("RGBA")
-        ), None  # a transparent colour or palette entry: keep it as alpha
+        # a transparent colour or palette entry becomes alpha, composited later like RGBA
+        return np.asarray(img.convert("RGBA")), None
     if img.mode == "P" or img.mode in _AS_RGB_MODES:
         return np.asarray(img.convert("RGB")), None
     if img.mode.startswith("I"):
@@ -217,7 +216,7 @@ def _read_pixels(img: Image.Image, path: str | os.PathLike[str]) -> tuple[np.nda
 def _full_scale(values: np.ndarray, sbit: int | None) -> int:
     """The value that means "white" for integer samples of more than 8 bits (see `read_image`)."""
     peak = int(values.max(initial=0))
-    if sbit is not None and 8 < sbit <= 16:
+    if sbit is not None and 1 <= sbit <= 16:
         return (1 << sbit) - 1 if peak < (1 << sbit) else 65535
     bits = next((b for b in (8, 10, 12, 14, 16) if peak < (1 << b)), max(peak.bit_length(), 1))
     return (1 << bits) - 1
