@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n_prompts", type=int, default=4)
     p.add_argument("--model_path", type=Path, default=None, help="facebook/sam3 folder (default: tiny model)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--dtype", default="auto", help="compute (autocast) dtype: auto, fp32, bf16, fp16")
     p.add_argument("--chunk_size", type=int, default=8)
     p.add_argument("--image_batch", type=int, default=4, help="images per encode_images call")
     return p.parse_args(argv)
@@ -77,7 +77,10 @@ def run(args: argparse.Namespace, model_path: Path) -> None:
     assert rows == args.n_images * args.n_prompts, rows
     assert calls["vision_images"] == engine.vision_calls == args.n_images, (calls, engine.vision_calls)
     assert calls["text_prompts"] == engine.text_calls == args.n_prompts, (calls, engine.text_calls)
-    print(f"model: {model_path} (input {engine.image_size}px, {engine.device}, {engine.dtype})")
+    print(
+        f"model: {model_path} (input {engine.image_size}px, {engine.device}, weights {engine.dtype}, "
+        f"compute {engine.compute_dtype})"
+    )
     print(f"images={args.n_images} prompts={args.n_prompts} rows={rows} chunk_size={args.chunk_size}")
     print(
         f"vision encoder: {calls['vision_images']} images in {calls['vision_calls']} calls "
