@@ -141,3 +141,14 @@ def test_training_with_bf16_compute_updates_fp32_head(
         v for state in trainer.optimizer.state.values() for v in state.values() if v.is_floating_point()
     ]
     assert states and all(v.dtype == torch.float32 for v in states)
+
+
+def test_trainer_refuses_half_precision_trainable_tensors(tiny_sam3_dir: Path, tmp_path: Path) -> None:
+    engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32")
+    engine.model.to(torch.bfloat16)  # a model cast by hand: its head would lose AdamW updates
+    cfg = resolve_config(
+        None, {"output_dir": str(tmp_path), "device": "cpu", "train_head": True, "num_concepts": 1}
+    )
+    bank = ConceptBank.from_words(engine, ["defect"])
+    with pytest.raises(ValueError, match="trainable tensors are torch.bfloat16, not float32"):
+        Trainer(engine, bank, cfg)

@@ -159,6 +159,14 @@ class Trainer:
             head = semantic_head(engine)
             head.requires_grad_(True)
             params += list(head.parameters())
+        # fp32 trainable tensors (hence fp32 AdamW state) whatever the compute dtype: bf16 weights would round
+        # away most small updates. The engine keeps fp32 weights and runs SAM 3 under autocast.
+        not_fp32 = sorted({str(p.dtype) for p in params if p.dtype != torch.float32})
+        if not_fp32:
+            raise ValueError(
+                f"trainable tensors are {', '.join(not_fp32)}, not float32: build the engine with "
+                "Sam3Engine.from_pretrained (fp32 weights; --dtype only sets the autocast compute dtype)"
+            )
         self.optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
@@ -211,11 +219,10 @@ class Trainer:
         sums = dict.fromkeys(("loss", "focal", "dice", "image"), 0.0)
         start, steps = time.time(), 0
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{cfg['num_epochs']}", disable=not progress)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.engine.device.type == "cuda")
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar):
-            with autocast:
-                terms = batch_loss(self.engine, [data[int(j)] for j in batch], self.bank, cfg)
+            # SAM 3 calls run under the engine's autocast (engine.compute_dtype); maps and losses stay fp32.
+            terms = batch_loss(self.engine, [data[int(j)] for j in batch], self.bank, cfg)
             (terms["loss"] / cfg["grad_accum"]).backward()
             if (i + 1) % cfg["grad_accum"] == 0 or i + 1 == len(batches):
                 self.optimizer.step()
