@@ -135,3 +135,20 @@ def test_calibration_and_fusion_known_values():
     assert fuse(torch.tensor([0.3]), torch.tensor([0.9]), 0.0).tolist() == pytest.approx([0.3])
     with pytest.raises(ValueError, match="visual_weight"):
         fuse(torch.tensor([0.3]), torch.tensor([0.9]), 1.5)
+
+
+def test_capture_vit_layers_in_the_single_vision_pass(tiny_engine):
+    from model.vit_layers import capture_vit_layers, vit_layers
+
+    model = tiny_engine.model
+    pixels = torch.zeros(2, 3, tiny_engine.image_size, tiny_engine.image_size)
+    last = len(vit_layers(model)) - 1
+    with capture_vit_layers(model, [0, last]) as captured, torch.inference_mode():
+        vision = model.get_vision_features(pixel_values=pixels)
+    assert sorted(captured) == [0, last]
+    grid = tiny_engine.image_size // model.config.vision_config.backbone_config.patch_size
+    assert captured[0].shape == (2, grid, grid, vision.last_hidden_state.shape[-1])
+    assert torch.equal(captured[last].flatten(1, 2), vision.last_hidden_state)  # the last block = ViT output
+    assert not any(layer._forward_hooks for layer in vit_layers(model))  # hooks removed on exit
+    with pytest.raises(ValueError, match="out of range"), capture_vit_layers(model, [99]):
+        pass
