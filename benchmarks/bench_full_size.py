@@ -13,7 +13,10 @@ random 1024x1024 RGB images (resized to the config's 1008x1008) and the first K 
 and times each step separately: model build, ``engine.encode_images``, ``engine.predict`` (text encoder
 for K prompts + decoders for N x K rows) and a full ``detector.detect`` (its own vision pass, plus one
 object-noun row per image; the defect prompts' text features are then already cached by the engine).
-Peak RSS is the process maximum so far (``ru_maxrss``), so it never goes down between steps.
+Peak RSS is the process maximum so far (``ru_maxrss``), so it never goes down between steps; "growth per
+row" is the rise of that peak during ``predict`` divided by the rows of one chunk (it includes the kept
+outputs, 66 MB fp32 per row of mask logits). ``--dtype`` is the engine's compute (autocast) dtype; the
+weights are float32, as :func:`model.loader.load_sam3` loads them.
 
 Example output (default fp32 run on a 2-core CPU shared with other jobs; numbers vary by machine/load)::
 
@@ -136,27 +139,27 @@ def main(args: argparse.Namespace) -> None:
     if args.n_prompts > len(base):
         sys.exit(f"error: --n_prompts {args.n_prompts} > the {len(base)} base prompts")
     prompts = base[: args.n_prompts]
-    dtype = DTYPES[args.dtype]
     print(
         f"SAM 3 full-size detector, RANDOM weights (seed {args.seed}): timings/memory/shapes real, outputs "
         f"meaningless; {args.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
 
     start = time.perf_counter()
-    model = build_random_model(config, dtype, args.seed)
+    model = build_random_model(config, torch.float32, args.seed)  # as load_sam3
     build_s = time.perf_counter() - start
     total, vision, text = (num_params(m) / 1e6 for m in (model, model.vision_encoder, model.text_encoder))
     print(f"params: total {total:.1f} M, vision {vision:.1f} M, text {text:.1f} M")
     report("build", build_s)
 
-    engine = Sam3Engine(model, tokenizer, chunk_size=args.chunk_size)
+    engine = Sam3Engine(model, tokenizer, chunk_size=args.chunk_size, compute_dtype=DTYPES[args.dtype])
     detector = AnomalyDetector(engine, ScoringSettings())
     rng = np.random.default_rng(args.seed)
     images = [rng.integers(0, 256, (INPUT_SIDE, INPUT_SIDE, 3), dtype=np.uint8) for _ in range(args.n_images)]
     side = engine.image_size
     print(
         f"input: {args.n_images} x {INPUT_SIDE}x{INPUT_SIDE} RGB uint8 -> pixel_values "
-        f"({args.n_images}, 3, {side}, {side}) {args.dtype}; prompts {prompts}; chunk_size {args.chunk_size}"
+        f"({args.n_images}, 3, {side}, {side}) fp32, compute {args.dtype}; prompts {prompts}; "
+        f"chunk_size {args.chunk_size}"
     )
 
     start = time.perf_counter()
@@ -165,6 +168,7 @@ def main(args: argparse.Namespace) -> None:
     report("encode_images", encode_s, f"{args.n_images} images, {encode_s / args.n_images:.1f} s/image")
 
     rows = args.n_images * args.n_prompts
+    peak_before = peak_rss_mb()
     start = time.perf_counter()
     chunks = []
     for chunk in engine.predict(features, prompts):
@@ -177,6 +181,8 @@ def main(args: argparse.Namespace) -> None:
         f"{rows} rows ({args.n_images} images x {args.n_prompts} prompts, text encoder included), "
         f"{predict_s / rows:.2f} s/row",
     )
+    per_row = (peak_rss_mb() - peak_before) / min(args.chunk_size, rows)
+    print(f"peak RSS growth during predict per row of the largest chunk: {per_row:.0f} MB/row")
     print(f"first chunk: {shapes(chunks[0])}")
     del chunks, features
 
