@@ -4,12 +4,20 @@ import csv
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 
 from utils.metrics import METRIC_KEYS
 from utils.results import markdown_table, mean_metrics, write_results
-from utils.visualization import draw_boxes, heatmap_overlay, pick_for_visualization, save_curves
+from utils.visualization import (
+    draw_boxes,
+    heatmap_overlay,
+    pick_for_visualization,
+    save_curves,
+    save_mask,
+    save_rgb,
+)
 
 
 def _metrics(value: float) -> dict[str, float]:
@@ -82,3 +90,15 @@ def test_save_curves_writes_pngs(tmp_path):
     paths = save_curves(tmp_path / "bottle", curves, "bottle")
     assert [p.name for p in paths] == ["bottle_roc.png", "bottle_pr.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_png_writers_round_trip_and_fail_loudly(tmp_path):
+    mask = np.zeros((5, 7), dtype=bool)
+    mask[1:3, 2:6] = True
+    save_mask(tmp_path / "m.png", mask)
+    assert np.array_equal(cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_GRAYSCALE) > 0, mask)
+    rgb = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    save_rgb(tmp_path / "c.png", rgb)
+    assert np.array_equal(cv2.imread(str(tmp_path / "c.png"))[..., ::-1], rgb)
+    with pytest.raises(OSError):  # cv2.imwrite only returned False here
+        save_mask(tmp_path / "missing_folder" / "m.png", mask)

@@ -12,6 +12,9 @@ matplotlib.use("Agg")  # files only, no screen on GPU boxes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from utils.files import atomic_write  # noqa: E402
+from utils.image_ops import resize_map  # noqa: E402
+
 
 def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend a jet-coloured anomaly map over an image.
@@ -23,11 +26,7 @@ def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0
     Returns:
         (H, W, 3) uint8 RGB.
     """
-    height, width = image.shape[:2]
-    if anomaly_map.shape != (height, width):
-        anomaly_map = cv2.resize(
-            anomaly_map.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
-        )
+    anomaly_map = resize_map(anomaly_map, image.shape[:2])
     heat = (np.clip(anomaly_map, 0.0, 1.0) * 255).astype(np.uint8)
     colored = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(image, 1.0 - alpha, colored, alpha, 0.0)
@@ -40,11 +39,7 @@ def save_overlay(
 
     Shapes as in `heatmap_overlay`; gt_mask (H, W) bool is drawn as a white contour when given.
     """
-    height, width = image.shape[:2]
-    if anomaly_map.shape != (height, width):
-        anomaly_map = cv2.resize(
-            anomaly_map.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
-        )
+    anomaly_map = resize_map(anomaly_map, image.shape[:2])
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
     axes[0].imshow(image)
     axes[0].set_title("image")
@@ -61,9 +56,21 @@ def save_overlay(
     plt.close(fig)
 
 
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """Encode (H, W) or (H, W, 3) BGR uint8 as PNG and write it atomically; a failure raises, never silent.
+
+    Raises:
+        OSError: the image cannot be encoded or written (OutputDirError for a full disk).
+    """
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write(path, lambda handle: handle.write(encoded.tobytes()))
+
+
 def save_mask(path: Path, mask: np.ndarray) -> None:
     """Save a (H, W) bool mask as a black/white PNG (0 / 255)."""
-    cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+    _write_png(path, mask.astype(np.uint8) * 255)
 
 
 def draw_boxes(image: np.ndarray, boxes: Sequence[tuple[str, float, Sequence[float]]]) -> np.ndarray:
@@ -99,8 +106,8 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[tuple[str, float, Sequence[flo
 
 
 def save_rgb(path: Path, image: np.ndarray) -> None:
-    """Save an (H, W, 3) uint8 RGB image."""
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    """Save an (H, W, 3) uint8 RGB image as PNG."""
+    _write_png(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 def save_curves(path_prefix: Path, curves: Mapping[str, Mapping[str, np.ndarray]], title: str) -> list[Path]:
