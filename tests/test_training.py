@@ -232,3 +232,21 @@ def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads((tmp_path / "results" / "visa" / "results.json").read_text())["categories"]) == 12
+
+
+def test_bad_checkpoint_fails_before_the_model_loads(tmp_path, monkeypatch):
+    """build_detector reads --checkpoint before SAM 3: a broken file is reported without loading weights."""
+    from model import Sam3Engine
+    from utils.checkpoint import CheckpointError
+    from utils.config import resolve_config
+    from utils.pipeline import build_detector
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("SAM 3 was loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(Sam3Engine, "from_pretrained", no_model)
+    broken = tmp_path / "last.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    cfg = resolve_config(None, {"checkpoint": str(broken), "dataset_path": str(tmp_path)})
+    with pytest.raises(CheckpointError):
+        build_detector(cfg)

@@ -18,14 +18,16 @@ from utils.prompt_engineering import build_prompts
 def build_detector(cfg: Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
     """Load SAM 3 from cfg["model_path"] (and cfg["checkpoint"] if set) with the scoring settings of `cfg`.
 
-    Returns the detector and the names of the learned concepts it can score (empty when zero-shot).
+    Returns the detector and the names of the learned concepts it can score (empty when zero-shot). The
+    checkpoint is read first, so a bad one fails in seconds, not after loading a 3 GB model.
     """
+    ckpt = load_checkpoint(cfg["checkpoint"]) if cfg["checkpoint"] else None
     engine = Sam3Engine.from_pretrained(
         cfg["model_path"], device=cfg["device"], dtype=cfg["dtype"], chunk_size=cfg["chunk_size"]
     )
-    if not cfg["checkpoint"]:
+    if ckpt is None:
         return AnomalyDetector(engine, ScoringSettings.from_config(cfg)), []
-    bank = apply_checkpoint(load_checkpoint(cfg["checkpoint"]), engine)
+    bank = apply_checkpoint(ckpt, engine)
 
     def learned_text(engine: Sam3Engine, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
         return engine.predict_text(features, bank.text_for_prompts(engine, prompts))
