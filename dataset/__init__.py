@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from dataset.base import DatasetError, ImageDataset, MaskPairingError, Record, Sample
+from dataset.base import DatasetError, DatasetWarning, ImageDataset, MaskPairingError, Record, Sample
 from dataset.constants import MVTEC_CATEGORIES, OBJECT_NOUNS, TEXTURE_CATEGORIES, VISA_CATEGORIES, object_noun
 from dataset.folder import FOLDER_LAYOUT, available_folder_categories, load_folder
 from dataset.mvtec import MVTEC_LAYOUT, available_mvtec_categories, load_mvtec
@@ -83,6 +83,7 @@ __all__ = [
     "TEXTURE_CATEGORIES",
     "VISA_CATEGORIES",
     "DatasetError",
+    "DatasetWarning",
     "ImageDataset",
     "MaskPairingError",
     "Record",

@@ -54,7 +54,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def add_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
     """--checkpoint: score the learned concepts of a scripts/train.py checkpoint."""
-    parser.add_argument("--checkpoint", help="trained concept embeddings from scripts/train.py (last.pt)")
+    parser.add_argument(
+        "--checkpoint", help="trained concepts from scripts/train.py (OUTPUT_DIR/last.safetensors)"
+    )
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
