@@ -2,7 +2,7 @@
 
     python benchmarks/bench_engine.py [--n_images 8 --n_prompts 4 --model_path DIR --chunk_size 8]
 
-Without --model_path a tiny random SAM 3 is built into a temporary folder (utils/tiny_sam3.py). The run
+Without --model_path a tiny random SAM 3 is built into a temporary folder (model/tiny_sam3.py). The run
 checks that each image goes through the vision encoder once and each distinct prompt through the text
 encoder once, counting real calls by wrapping ``model.get_vision_features`` / ``get_text_features``.
 """
@@ -23,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from model import ModelLoadError, Sam3Engine  # noqa: E402
-from utils.tiny_sam3 import build_tiny_sam3  # noqa: E402
+from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Benchmark utils.metrics.compute_metrics against the straightforward path on an MVTec-AD-sized set.
+"""Benchmark compute_metrics (utils/evaluation/metrics.py) against the straightforward path, MVTec AD size.
 
     python benchmarks/bench_metrics.py [--n 1725 --size 256 --seed 0 --repeat 2 --skip_baseline]
 
@@ -27,7 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score  # noqa: E402
 
-from utils.metrics import METRIC_KEYS, compute_metrics  # noqa: E402
+from utils.evaluation.metrics import METRIC_KEYS, compute_metrics  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

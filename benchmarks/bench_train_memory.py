@@ -6,7 +6,7 @@
 The detector is the REAL architecture with RANDOM weights, built by ``benchmarks/bench_full_size.py``
 (``detector_config`` of facebook/sam3's ``config.json`` in ``../shared/data/sam3_hf_meta``), in fp32 on the
 CPU, wrapped in ``model.engine.Sam3Engine``. A ``ConceptBank`` is seeded from the first ``num_concepts``
-``base`` prompts and handed to ``utils.trainer.Trainer`` (which unfreezes the semantic head with
+``base`` prompts and handed to ``utils.training.trainer.Trainer`` (which unfreezes the semantic head with
 ``--train_head``), then ONE micro-step runs exactly as ``Trainer.run_epoch`` does it:
 ``terms = batch_loss(engine, samples, bank, cfg)`` then ``terms["loss"].backward()``, on ``batch_size``
 random 1024x1024 RGB images, each labelled anomalous with a random rectangle mask. Losses are meaningless.
@@ -57,9 +57,9 @@ from benchmarks.bench_full_size import (  # noqa: E402
 from dataset import Sample  # noqa: E402
 from model.concepts import ConceptBank  # noqa: E402
 from model.engine import Sam3Engine  # noqa: E402
-from utils.config import resolve_config  # noqa: E402
+from utils.config.loading import resolve_config  # noqa: E402
 from utils.prompt_engineering import build_prompts  # noqa: E402
-from utils.trainer import Trainer, batch_loss  # noqa: E402
+from utils.training.trainer import Trainer, batch_loss  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.map_ops import gaussian_smooth, resize_map
 from model.scoring import (
     AGGREGATIONS,
     IMAGE_SCORES,
@@ -41,7 +42,6 @@ from model.scoring import (
     outside_weights,
     semantic_map,
 )
-from utils.image_ops import gaussian_smooth, resize_map
 
 # (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
 # checkpoint add/replace text features here (e.g. route to `engine.predict_text`).

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from utils.checkpoint import REQUIRED_JSON, SUFFIX, CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.cli import run  # noqa: E402
+from utils.config.cli import run  # noqa: E402
+from utils.training.checkpoint import REQUIRED_JSON, SUFFIX, CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 
 OLD_KEYS = ("concepts", *REQUIRED_JSON)
 

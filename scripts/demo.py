@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E402
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
-from utils.cli import add_checkpoint_arg, base_parser, config_from_args, run  # noqa: E402
+from model.detector import AnomalyResult  # noqa: E402
+from utils.config.cli import add_checkpoint_arg, base_parser, config_from_args, run  # noqa: E402
+from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
-from utils.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
-
-if TYPE_CHECKING:  # the model stack is imported only once the inputs are checked
-    from model.detector import AnomalyResult
+from utils.pipeline import build_detector, prompts_for  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -143,8 +142,6 @@ def read_batch(paths: Sequence[Path]) -> list[tuple[Path, np.ndarray]]:
 
 def detect_and_save(paths: Sequence[Path], out: Path, cfg: dict[str, Any], category: str | None) -> int:
     """Load the detector, score `paths` in batches, save each image's outputs; return how many were saved."""
-    from utils.pipeline import build_detector, prompts_for
-
     detector, concepts = build_detector(cfg)
     prompts, noun = prompts_for(cfg, category, concepts)
     stems = output_stems(paths)

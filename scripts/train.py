@@ -8,7 +8,7 @@ Trains on the test split of every category of --dataset (images with masks), as 
 protocol of AnomalyCLIP / APRIL-GAN: train on MVTec AD, test zero-shot on VisA, and the reverse.
 Writes epoch_NNN.safetensors and last.safetensors (trained tensors only), train_log.csv and loss_curve.png.
 With --resume, the settings that define the trained tensors or the data must stay the same; the others (lr,
-num_epochs, seed, ...) take their new values (see utils/trainer.py RESUME_FIXED / RESUME_CHANGEABLE).
+num_epochs, seed, ...) take their new values (see utils/training/trainer.py RESUME_FIXED / RESUME_CHANGEABLE).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset import ImageDataset, load_dataset, select_categories  # noqa: E402
-from utils.cli import add_dataset_args, base_parser, config_from_args, run  # noqa: E402
+from utils.config.cli import add_dataset_args, base_parser, config_from_args, run  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
-from utils.prompt_engineering import build_prompts  # noqa: E402
+from utils.training.checkpoint import LAST_NAME, load_checkpoint  # noqa: E402
+from utils.training.runner import train  # noqa: E402
+from utils.training.trainer import resume_changes  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -39,20 +40,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def training_samples(cfg: dict) -> ImageDataset:
-    """Test-split samples (with masks) of every selected category of cfg["dataset"], decoded lazily."""
-    categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
-    parts = [load_dataset(cfg["dataset"], cfg["dataset_path"], c, "test") for c in categories]
-    return ImageDataset(
-        [r for part in parts for r in part.records], cfg["dataset"], parts[0].root, "all", "test"
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, not_config=("resume",))
-    from utils.checkpoint import LAST_NAME, load_checkpoint  # torch and transformers: seconds to import
-    from utils.trainer import resume_changes
-
     out = check_output_dir(cfg["output_dir"])  # before a 3 GB model is loaded
     with OutputLock(out):
         ckpt = None
@@ -69,38 +58,6 @@ def main(args: argparse.Namespace) -> int:
         train(cfg, out, ckpt)
     print(f"done: test with --checkpoint {out / LAST_NAME}")
     return 0
-
-
-def train(cfg: dict, out: Path, ckpt: dict | None) -> None:
-    """Load SAM 3, build (or resume) the trainer and run the remaining epochs, saving after each."""
-    data = training_samples(cfg)
-    import torch
-
-    from model.concepts import ConceptBank
-    from model.engine import Sam3Engine
-    from utils.trainer import Trainer
-
-    torch.manual_seed(cfg["seed"])
-    engine = Sam3Engine.from_pretrained(cfg["model_path"], cfg["device"], cfg["dtype"], cfg["chunk_size"])
-    seeds = build_prompts(None, cfg["prompt_strategy"])[: cfg["num_concepts"]]
-    trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
-    if ckpt is not None:
-        changes = trainer.load_state(ckpt)
-        print(
-            f"resuming after epoch {trainer.epoch}" + (f"; changed: {', '.join(changes)}" if changes else "")
-        )
-    print(
-        f"training {len(seeds)} concepts on {len(data)} {cfg['dataset']} images, epochs "
-        f"{trainer.epoch + 1}..{cfg['num_epochs']}"
-    )
-    while trainer.epoch < cfg["num_epochs"]:
-        row = trainer.run_epoch(data)
-        path = trainer.save(out)
-        print(
-            f"epoch {row['epoch']}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, "
-            f"dice {row['dice']:.4f}, "
-            f"image {row['image']:.4f}) -> {path}"
-        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from model import Sam3Engine
-from utils.tiny_sam3 import build_tiny_sam3
+from model.tiny_sam3 import build_tiny_sam3
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +15,7 @@ def tiny_sam3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SAM 3 (224 px input, 20 queries) saved like a facebook/sam3 download, built once.
 
     Uses the real config/tokenizer files from shared/data/sam3_hf_meta when present, else a byte-level
-    fallback tokenizer (see utils/tiny_sam3.py).
+    fallback tokenizer (see model/tiny_sam3.py).
     """
     return build_tiny_sam3(tmp_path_factory.mktemp("tiny_sam3"), seed=0)
 

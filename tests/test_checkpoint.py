@@ -17,10 +17,10 @@ from dataset import load_dataset
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from scripts import convert_checkpoint
-from utils.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint, save_checkpoint
-from utils.cli import run
-from utils.config import resolve_config
-from utils.trainer import Trainer, batch_loss
+from utils.config.cli import run
+from utils.config.loading import resolve_config
+from utils.training.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint, save_checkpoint
+from utils.training.trainer import Trainer, batch_loss
 
 REPO = Path(__file__).resolve().parents[1]
 

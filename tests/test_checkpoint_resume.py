@@ -15,10 +15,10 @@ import pytest
 
 from tests.test_checkpoint import assert_same
 from tests.test_training import _flags, _train
-from utils.checkpoint import load_checkpoint
-from utils.config import load_defaults
+from utils.config.loading import load_defaults
 from utils.files import OutputLock
-from utils.trainer import RESUME_CHANGEABLE, RESUME_FIXED, resume_changes
+from utils.training.checkpoint import load_checkpoint
+from utils.training.trainer import RESUME_CHANGEABLE, RESUME_FIXED, resume_changes
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import ConfigError, load_defaults, parse_list, read_dataset_dir, resolve_config
+from utils.config.loading import ConfigError, load_defaults, parse_list, read_dataset_dir, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scripts import demo
-from utils.cli import run
+from utils.config.cli import run
 from utils.files import OutputLock
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
-from utils.config import load_defaults
-from utils.tiny_sam3 import TINY_NUM_QUERIES
+from model.tiny_sam3 import TINY_NUM_QUERIES
+from utils.config.loading import load_defaults
 
 H = W = 16  # mask resolution of the fake engine
 Q = 3  # queries per row

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from dataset import load_dataset
-from scripts.test import evaluate
-from utils.config import resolve_config
-from utils.evaluation import StaleOutputError, prefetched_batches
-from utils.metrics import METRIC_KEYS
+from utils.config.loading import resolve_config
+from utils.evaluation.metrics import METRIC_KEYS
+from utils.evaluation.runner import evaluate
+from utils.evaluation.store import StaleOutputError, prefetched_batches
 
 
 def gt_scorer(samples, category):

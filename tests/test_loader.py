@@ -11,7 +11,7 @@ import torch
 
 from model import ModelLoadError, Sam3Engine, load_sam3, resolve_device, resolve_dtype
 from model.loader import check_model_dir
-from utils.tiny_sam3 import build_tiny_sam3
+from model.tiny_sam3 import build_tiny_sam3
 
 DOWNLOAD_FIX = "scripts/download_weights.py --model_dir"
 

@@ -1,4 +1,4 @@
-"""Tests for utils/metrics.py: hand-solved cases, scikit-learn, and plain reference implementations."""
+"""Tests for utils/evaluation/metrics.py: hand-solved cases, scikit-learn, plain reference implementations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from utils.metrics import (
+from utils.evaluation.metrics import (
     AUPRO_VARIANTS,
     METRIC_KEYS,
     UndefinedMetricWarning,

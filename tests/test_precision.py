@@ -13,8 +13,8 @@ from dataset import load_dataset
 from model import ConceptOutputs, Sam3Engine
 from model.concepts import ConceptBank
 from model.engine import PrecisionError
-from utils.config import resolve_config
-from utils.trainer import Trainer, batch_loss, semantic_head
+from utils.config.loading import resolve_config
+from utils.training.trainer import Trainer, batch_loss, semantic_head
 
 PROMPTS = ["crack", "hole"]
 

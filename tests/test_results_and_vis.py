@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.metrics import METRIC_KEYS
-from utils.results import markdown_table, mean_metrics, write_results
-from utils.visualization import (
+from utils.evaluation.metrics import METRIC_KEYS
+from utils.evaluation.results import markdown_table, mean_metrics, write_results
+from utils.evaluation.visualization import (
     draw_boxes,
     heatmap_overlay,
     pick_for_visualization,

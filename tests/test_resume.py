@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from scripts.test import evaluate
 from utils import files
-from utils.config import load_defaults, resolve_config
-from utils.evaluation import (
+from utils.config.loading import load_defaults, resolve_config
+from utils.evaluation.runner import evaluate
+from utils.evaluation.store import (
     FINGERPRINT_KEYS,
     IDENTITY_KEYS,
     NOT_FINGERPRINTED,

@@ -13,8 +13,9 @@ import pytest
 from dataset import DatasetError, select_categories
 from scripts import demo
 from scripts import test as test_script
-from utils.cli import run
-from utils.metrics import METRIC_KEYS
+from utils.config.cli import run
+from utils.evaluation import runner
+from utils.evaluation.metrics import METRIC_KEYS
 from utils.pipeline import prompts_for
 from utils.prompt_engineering import build_prompts
 
@@ -248,7 +249,7 @@ def test_full_disk_anywhere_is_one_line(datasets_root, tiny_sam3_dir, tmp_path, 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "curves" / "x.png"))
 
-    monkeypatch.setattr(test_script, "save_curves", full)
+    monkeypatch.setattr(runner, "save_curves", full)
     argv = ["--dataset", "mvtec", "--categories", "wood", "--dataset_path", str(datasets_root)]
     assert run_test_script([*argv, *_common(tiny_sam3_dir, tmp_path / "o")]) == 2
     err = capsys.readouterr().err  # progress bars, then the error

@@ -18,10 +18,10 @@ from model.engine import Sam3Engine
 from model.losses import dice_loss, focal_loss, image_loss
 from scripts import test as test_script
 from scripts import train as train_script
-from utils.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint
-from utils.cli import run
-from utils.config import resolve_config
-from utils.trainer import Trainer, batch_loss, semantic_head
+from utils.config.cli import run
+from utils.config.loading import resolve_config
+from utils.training.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint
+from utils.training.trainer import Trainer, batch_loss, semantic_head
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -237,9 +237,9 @@ def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
 def test_bad_checkpoint_fails_before_the_model_loads(tmp_path, monkeypatch):
     """build_detector reads --checkpoint before SAM 3: a broken file is reported without loading weights."""
     from model import Sam3Engine
-    from utils.checkpoint import CheckpointError
-    from utils.config import resolve_config
+    from utils.config.loading import resolve_config
     from utils.pipeline import build_detector
+    from utils.training.checkpoint import CheckpointError
 
     def no_model(*args, **kwargs):
         raise AssertionError("SAM 3 was loaded before the checkpoint was checked")

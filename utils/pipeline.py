@@ -10,9 +10,9 @@ import numpy as np
 from dataset import OBJECT_NOUNS, Sample, object_noun
 from model import Sam3Engine
 from model.detector import AnomalyDetector, ScoringSettings
-from utils.checkpoint import apply_checkpoint, load_checkpoint
-from utils.evaluation import Scorer
+from utils.evaluation.store import Scorer
 from utils.prompt_engineering import build_prompts
+from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 
 def build_detector(cfg: Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
@@ -57,7 +57,7 @@ def prompts_for(
 
 
 def make_scorer(detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()) -> Scorer:
-    """A Scorer (see utils.evaluation) giving maps at eval_size x eval_size and image scores."""
+    """A Scorer (see utils.evaluation.store) giving maps at eval_size x eval_size and image scores."""
     size = (cfg["eval_size"], cfg["eval_size"])
 
     def score(samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:

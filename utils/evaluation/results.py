@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.evaluation.metrics import METRIC_KEYS
 from utils.files import atomic_write_text
-from utils.metrics import METRIC_KEYS
 
 # Column titles of the Markdown table, in METRIC_KEYS order.
 COLUMN_TITLES = {

@@ -14,7 +14,12 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from dataset import DATASET_NAMES
+from model.detector import ScoringSettings
+from utils.evaluation.metrics import AUPRO_VARIANTS
+from utils.prompt_engineering import STRATEGIES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS_PATH = REPO_ROOT / "configs" / "config.yaml"
 DATASET_DIR_FILE = REPO_ROOT / "dataset_dir.txt"
 
@@ -121,10 +126,6 @@ def check_values(cfg: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: naming the key, the value and what is allowed.
     """
-    from dataset import DATASET_NAMES
-    from model.detector import ScoringSettings
-    from utils.metrics import AUPRO_VARIANTS
-    from utils.prompt_engineering import STRATEGIES
 
     choices = {
         "dataset": DATASET_NAMES,

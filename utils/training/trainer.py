@@ -30,11 +30,11 @@ from dataset import Sample
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.losses import dice_loss, focal_loss, image_loss
+from model.map_ops import resize_mask
 from model.scoring import aggregate_prompts, combine_sources, instance_map, semantic_map
-from utils.checkpoint import LAST_NAME, CheckpointError, epoch_name, save_checkpoint
+from utils.evaluation.visualization import save_loss_curve
 from utils.files import atomic_write_text
-from utils.image_ops import resize_mask
-from utils.visualization import save_loss_curve
+from utils.training.checkpoint import LAST_NAME, CheckpointError, epoch_name, save_checkpoint
 
 LOG_FIELDS = ("epoch", "loss", "focal", "dice", "image", "steps", "seconds")
 
@@ -242,7 +242,7 @@ class Trainer:
         return row
 
     def checkpoint(self) -> dict[str, Any]:
-        """What `save` writes (see utils/checkpoint.py): trained tensors, optimiser, epoch, history, cfg."""
+        """What `save` writes (see checkpoint.py): trained tensors, optimiser, epoch, history, config."""
         return {
             **self.trained_state(),
             "optimizer": self.optimizer.state_dict(),

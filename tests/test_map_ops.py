@@ -1,4 +1,4 @@
-"""Tests for utils/image_ops.py on hand-built arrays and against scipy.ndimage."""
+"""Tests for model/map_ops.py on hand-built arrays and against scipy.ndimage."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from utils.image_ops import gaussian_smooth, resize_map, resize_mask
+from model.map_ops import gaussian_smooth, resize_map, resize_mask
 
 
 def test_resize_mask_checker_gives_blocks():

@@ -11,18 +11,16 @@ from typing import Any
 
 import yaml
 
-from utils.config import ConfigError, parse_list, resolve_config
-from utils.files import disk_full_message
+from dataset import DatasetError
+from model import ModelLoadError
+from utils.config.loading import ConfigError, parse_list, resolve_config
+from utils.evaluation.store import StaleOutputError
+from utils.files import OutputDirError, disk_full_message
+from utils.training.checkpoint import CheckpointError
 
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input: shown as one line, never as a traceback."""
-    from dataset import DatasetError
-    from model import ModelLoadError
-    from utils.checkpoint import CheckpointError
-    from utils.evaluation import StaleOutputError
-    from utils.files import OutputDirError
-
     return (
         ConfigError,
         DatasetError,

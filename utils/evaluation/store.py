@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from dataset import Sample
 from model.loader import resolve_device
+from model.map_ops import resize_map, resize_mask
+from utils.evaluation.metrics import compute_metrics
 from utils.files import atomic_write_text, disk_full_as_error, preallocate
-from utils.image_ops import resize_map, resize_mask
-from utils.metrics import compute_metrics
 
 # A scorer turns a batch of samples of one category into (anomaly map (H, W) float in [0, 1], image score).
 Scorer = Callable[[Sequence[Sample], str], list[tuple[np.ndarray, float]]]

@@ -2,7 +2,7 @@
 
 Tests, scripts and benchmarks use it to get a runnable model folder on CPU in about a second::
 
-    python utils/tiny_sam3.py OUT_DIR
+    python model/tiny_sam3.py OUT_DIR
 
 The folder holds what a real download holds (minus ``sam3.pt``): a *video* ``config.json`` whose
 ``detector_config`` is the tiny detector, ``model.safetensors`` with ``detector_model.``-prefixed keys,
@@ -150,5 +150,5 @@ def build_tiny_sam3(out_dir: str | Path, meta_dir: Path | None = None, seed: int
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
-        sys.exit("usage: python utils/tiny_sam3.py OUT_DIR")
+        sys.exit("usage: python model/tiny_sam3.py OUT_DIR")
     print(f"tiny SAM 3 written to {build_tiny_sam3(sys.argv[1])}")

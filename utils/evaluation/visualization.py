@@ -12,8 +12,8 @@ matplotlib.use("Agg")  # files only, no screen on GPU boxes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from model.map_ops import resize_map  # noqa: E402
 from utils.files import atomic_write  # noqa: E402
-from utils.image_ops import resize_map  # noqa: E402
 
 
 def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Evaluation: the per-category results store, metrics, result tables and pictures."""

@@ -1,0 +1,58 @@
+"""Evaluate every category of a dataset with a scorer: per-category store, curves, pictures, results files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dataset import ImageDataset, load_dataset, select_categories
+from utils.evaluation.metrics import image_curves, pixel_curves
+from utils.evaluation.results import write_results
+from utils.evaluation.store import CategoryResult, Scorer, evaluate_category, fingerprint_settings
+from utils.evaluation.visualization import pick_for_visualization, save_curves, save_overlay
+
+
+def visualize_category(samples: ImageDataset, result: CategoryResult, vis_dir: Path, count: int) -> None:
+    """Overlays for the worst false negatives and false positives of one category."""
+    vis_dir.mkdir(parents=True, exist_ok=True)
+    for index in pick_for_visualization(result.labels, result.scores, count):
+        sample = samples[index]
+        name = f"{sample.defect_type}_{Path(sample.image_path).stem}.png"
+        title = f"{sample.defect_type}  score {result.scores[index]:.3f}"
+        save_overlay(vis_dir / name, sample.image, result.maps[index].astype("float32"), title, sample.mask)
+
+
+def evaluate(cfg: dict[str, Any], scorer: Scorer, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Evaluate every category of cfg with `scorer`, writing results into cfg["output_dir"] as it goes.
+
+    Returns {category: {metric: value}} (NaN for undefined metrics).
+    """
+    categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    settings = fingerprint_settings(cfg)
+    per_category: dict[str, dict[str, float]] = {}
+    for category in categories:
+        samples = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test")
+        result = evaluate_category(
+            samples,
+            scorer,
+            category,
+            out / "categories" / category,
+            cfg["eval_size"],
+            cfg["batch_size"],
+            settings,
+            cfg["aupro_variant"],
+            progress,
+        )
+        per_category[category] = result.metrics
+        (out / "curves").mkdir(exist_ok=True)
+        curves = {
+            "image": image_curves(result.labels, result.scores),
+            "pixel": pixel_curves(result.masks, result.maps),
+        }
+        save_curves(out / "curves" / category, curves, category)
+        if cfg["visualize"]:
+            visualize_category(samples, result, out / "vis" / category, cfg["num_visualize"])
+        write_results(out, cfg["dataset"], per_category, cfg)
+    return per_category

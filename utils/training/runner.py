@@ -1,0 +1,49 @@
+"""The fine-tuning run behind scripts/train.py: the training data, the model, resume, the epoch loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataset import ImageDataset, load_dataset, select_categories
+from model.concepts import ConceptBank
+from model.engine import Sam3Engine
+from utils.prompt_engineering import build_prompts
+from utils.training.trainer import Trainer
+
+
+def training_samples(cfg: dict[str, Any]) -> ImageDataset:
+    """Test-split samples (with masks) of every selected category of cfg["dataset"], decoded lazily."""
+    categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
+    parts = [load_dataset(cfg["dataset"], cfg["dataset_path"], c, "test") for c in categories]
+    return ImageDataset(
+        [r for part in parts for r in part.records], cfg["dataset"], parts[0].root, "all", "test"
+    )
+
+
+def train(cfg: dict[str, Any], out: Path, ckpt: dict[str, Any] | None) -> None:
+    """Load SAM 3, build (or resume) the trainer and run the remaining epochs, saving after each."""
+    data = training_samples(cfg)
+    torch.manual_seed(cfg["seed"])
+    engine = Sam3Engine.from_pretrained(cfg["model_path"], cfg["device"], cfg["dtype"], cfg["chunk_size"])
+    seeds = build_prompts(None, cfg["prompt_strategy"])[: cfg["num_concepts"]]
+    trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
+    if ckpt is not None:
+        changes = trainer.load_state(ckpt)
+        print(
+            f"resuming after epoch {trainer.epoch}" + (f"; changed: {', '.join(changes)}" if changes else "")
+        )
+    print(
+        f"training {len(seeds)} concepts on {len(data)} {cfg['dataset']} images, epochs "
+        f"{trainer.epoch + 1}..{cfg['num_epochs']}"
+    )
+    while trainer.epoch < cfg["num_epochs"]:
+        row = trainer.run_epoch(data)
+        path = trainer.save(out)
+        print(
+            f"epoch {row['epoch']}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, "
+            f"dice {row['dice']:.4f}, "
+            f"image {row['image']:.4f}) -> {path}"
+        )
