@@ -48,7 +48,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ from transformers import CLIPTokenizer, Sam3Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from model.loader import ModelLoadError, load_sam3, model_image_size, resolve_device, resolve_dtype
+from model.vit_layers import capture_vit_layers, vit_layers
 
 TEXT_MAX_LENGTH = 32  # SAM 3's CLIP text encoder has 32 position embeddings
 IMAGE_MEAN = 0.5
@@ -77,11 +78,15 @@ class ImageFeatures:
             same for every image), and ``last_hidden_state`` (B, N_patches, C_vit); model device.
         num_images: B.
         sizes: original (H, W) of each image, for resizing outputs back.
+        patch_layers: outputs of the ViT blocks asked for with ``encode_images(patch_layers=...)``:
+            ``{layer: (B, h, w, C_vit)}`` (h = w = image_size / patch_size), float16 on CUDA, else the
+            compute dtype, on the model's device; empty when none were asked for.
     """
 
     vision: Any
     num_images: int
     sizes: list[tuple[int, int]]
+    patch_layers: dict[int, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -297,23 +302,33 @@ class Sam3Engine:
         pixels = torch.cat(out) / 255.0
         return (pixels - IMAGE_MEAN) / IMAGE_STD
 
-    def encode_images(self, images: Sequence[np.ndarray], grad: bool = False) -> ImageFeatures:
+    def encode_images(
+        self, images: Sequence[np.ndarray], grad: bool = False, patch_layers: Sequence[int] = ()
+    ) -> ImageFeatures:
         """Run the vision encoder once on ``images`` (B arrays (H, W, 3) uint8 RGB).
 
         Runs under :meth:`autocast`, and ``torch.inference_mode`` unless ``grad=True``. The features can
         still be used by :meth:`predict_text` with ``grad=True`` (gradients then flow into text embeddings
         only). The position encodings are replaced by one float32 row per level (see the module docstring).
+        ``patch_layers`` (0-based ViT block indices) are captured in the same pass for the visual scores
+        (model/visual.py) into ``ImageFeatures.patch_layers``.
         """
         pixel_values = self.preprocess(images).to(device=self.device, dtype=self.dtype)
         ctx = nullcontext() if grad else torch.inference_mode()
-        with ctx:
+        store = torch.float16 if self.device.type == "cuda" else None
+        with ctx, capture_vit_layers(self.model, patch_layers, dtype=store) as captured:
             with self.autocast():
                 vision = self.model.get_vision_features(pixel_values=pixel_values)
             vision.fpn_position_encoding = self._position_encodings(vision.fpn_hidden_states)
         self._check_finite("the vision encoder", vision.fpn_hidden_states)
         self.vision_calls += len(images)
         sizes = [(int(np.asarray(im).shape[0]), int(np.asarray(im).shape[1])) for im in images]
-        return ImageFeatures(vision=vision, num_images=len(images), sizes=sizes)
+        return ImageFeatures(vision=vision, num_images=len(images), sizes=sizes, patch_layers=captured)
+
+    @property
+    def num_vit_layers(self) -> int:
+        """Depth of the ViT (32 real, 2 tiny): valid ``patch_layers`` are 0..num_vit_layers - 1."""
+        return len(vit_layers(self.model))
 
     def _position_encodings(self, levels: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """One (1, C, h, w) sine position encoding per FPN level (B, C, h, w): image-independent.

@@ -152,3 +152,20 @@ def test_capture_vit_layers_in_the_single_vision_pass(tiny_engine):
     assert not any(layer._forward_hooks for layer in vit_layers(model))  # hooks removed on exit
     with pytest.raises(ValueError, match="out of range"), capture_vit_layers(model, [99]):
         pass
+
+
+def test_engine_captures_patch_layers_without_a_second_vision_pass(tiny_sam3_dir):
+    import numpy as np
+
+    from model import Sam3Engine
+
+    engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32")
+    images = [np.full((40, 50, 3), v, dtype=np.uint8) for v in (10, 200)]
+    plain = engine.encode_images(images)
+    with_layers = engine.encode_images(images, patch_layers=[0, engine.num_vit_layers - 1])
+    assert engine.vision_calls == 4  # two batches of two images: one pass each, layers or not
+    assert plain.patch_layers == {}
+    last = with_layers.patch_layers[engine.num_vit_layers - 1]
+    assert torch.equal(last.flatten(1, 2), with_layers.vision.last_hidden_state)
+    for a, b in zip(plain.vision.fpn_hidden_states, with_layers.vision.fpn_hidden_states, strict=True):
+        assert torch.equal(a, b)  # capturing changes nothing the text path reads
