@@ -213,3 +213,97 @@ def fuse(text_map: Tensor, visual_map: Tensor, weight: float) -> Tensor:
     if text_map.shape != visual_map.shape:
         raise ValueError(f"text map {tuple(text_map.shape)} and visual map {tuple(visual_map.shape)} differ")
     return (1.0 - weight) * text_map.float() + weight * visual_map.float()
+
+
+def _per_layer(features: dict[int, Tensor], fn) -> Tensor:
+    """Average ``fn(layer_features)`` -> (B, h, w) over the layers of `features` ({layer: (B, h, w, C)})."""
+    if not features:
+        raise ValueError("no patch layers captured: encode the images with patch_layers=...")
+    return torch.stack([fn(feats) for feats in features.values()]).mean(dim=0)
+
+
+def _split_halves(features: Tensor) -> tuple[Tensor, Tensor]:
+    """(1, h, w, C) -> its top and bottom halves as two 'images' (1, h//2, w, C) each (h even, cropped)."""
+    half = features.shape[1] // 2
+    return features[:, :half], features[:, half : 2 * half]
+
+
+class ReferenceBank:
+    """Few-shot memory bank of K normal reference images, with its label-free calibration.
+
+    Args:
+        features: ``{layer: (K, h, w, C)}`` patch features of the K >= 1 references (``ImageFeatures.
+            patch_layers``), any device.
+        degrees: neighbourhood window sides (see `aggregate_neighbourhood`).
+        quantile: the normal quantile that calibrates to 0.5 (see `calibrate`).
+
+    Calibration: with K >= 2 each reference is scored against the other K - 1 (leave one out), which is what
+    a normal test image meets; with K = 1 the top half of the image is scored against its bottom half and
+    the reverse, a cruder stand-in that over-estimates normal distances for parts that are not symmetric
+    (the visual map then comes out weaker, never stronger).
+    """
+
+    def __init__(
+        self, features: dict[int, Tensor], degrees: Sequence[int] = DEFAULT_DEGREES, quantile: float = 0.99
+    ) -> None:
+        if not features:
+            raise ValueError("the reference bank needs patch features of at least one layer")
+        counts = {int(f.shape[0]) for f in features.values()}
+        if len(counts) != 1 or counts == {0}:
+            raise ValueError(f"every layer needs the same K >= 1 reference images, got {sorted(counts)}")
+        self.features = features
+        self.degrees = tuple(degrees)
+        self.num_references = counts.pop()
+        self.centre, self.spread = normal_scale(self._normal_scores(), quantile)
+
+    def _normal_scores(self) -> Tensor:
+        """Scores of normal patches for calibration: leave-one-out (K >= 2) or half against half (K = 1)."""
+        if self.num_references == 1:
+            halves = {layer: _split_halves(f) for layer, f in self.features.items()}
+            top = {layer: h[0] for layer, h in halves.items()}
+            bottom = {layer: h[1] for layer, h in halves.items()}
+            return torch.cat([self._score_against(top, bottom), self._score_against(bottom, top)])
+        scores = []
+        for k in range(self.num_references):
+            others = [j for j in range(self.num_references) if j != k]
+            test = {layer: f[k : k + 1] for layer, f in self.features.items()}
+            bank = {layer: f[others] for layer, f in self.features.items()}
+            scores.append(self._score_against(test, bank))
+        return torch.cat(scores)
+
+    def _score_against(self, test: dict[int, Tensor], bank: dict[int, Tensor]) -> Tensor:
+        """Scores of `test` against `bank` ({layer: (n, h, w, C)}), averaged over layers: (n, h, w)."""
+        return torch.stack(
+            [fewshot_scores(test[k], bank[k].to(test[k].device), self.degrees) for k in test]
+        ).mean(dim=0)
+
+    def score(self, features: dict[int, Tensor]) -> Tensor:
+        """Raw few-shot scores of B test images: ``{layer: (B, h, w, C)}`` -> (B, h, w) float32 in [0, 2]."""
+        missing = set(self.features) - set(features)
+        if missing:
+            raise ValueError(f"test features lack the reference layers {sorted(missing)}")
+        return self._score_against({k: features[k] for k in self.features}, self.features)
+
+    def calibrated(self, features: dict[int, Tensor]) -> Tensor:
+        """Few-shot scores mapped to [0, 1] with the references' own statistics: (B, h, w) float32."""
+        return calibrate(self.score(features), self.centre, self.spread)
+
+
+def mutual_map(
+    features: dict[int, Tensor],
+    fraction: float = DEFAULT_MUTUAL_FRACTION,
+    degrees: Sequence[int] = DEFAULT_DEGREES,
+    quantile: float = 0.99,
+) -> Tensor:
+    """Zero-shot visual maps of N >= 2 test images of one category, calibrated on the test set itself.
+
+    Args:
+        features: ``{layer: (N, h, w, C)}`` patch features of all test images of the category.
+
+    Returns:
+        (N, h, w) float32 in [0, 1]: `mutual_scores` averaged over layers, then `calibrate`d with the median
+        and quantile of all N * h * w scores (most test patches are normal: MuSc's premise; no labels used).
+    """
+    raw = _per_layer(features, lambda f: mutual_scores(f, fraction, degrees))
+    centre, spread = normal_scale(raw, quantile)
+    return calibrate(raw, centre, spread)

@@ -169,3 +169,37 @@ def test_engine_captures_patch_layers_without_a_second_vision_pass(tiny_sam3_dir
     assert torch.equal(last.flatten(1, 2), with_layers.vision.last_hidden_state)
     for a, b in zip(plain.vision.fpn_hidden_states, with_layers.vision.fpn_hidden_states, strict=True):
         assert torch.equal(a, b)  # capturing changes nothing the text path reads
+
+
+def test_reference_bank_calibrates_on_its_own_normal_images():
+    from model.visual import ReferenceBank
+
+    refs = {0: normal_images(3, seed=0), 5: normal_images(3, seed=1)}
+    bank = ReferenceBank(refs, degrees=(1,))
+    assert bank.num_references == 3 and 0 < bank.spread < 0.2  # leave-one-out distances of normal noise
+    test = plant(normal_images(2, seed=7), index=0, y=3, x=3)
+    cal = bank.calibrated({0: test, 5: test})
+    assert cal.shape == (2, 6, 6) and float(cal.min()) >= 0 and float(cal.max()) <= 1
+    assert float(cal[0, 3, 3]) == 1.0  # far beyond anything normal
+    assert float((cal[1] > 0.5).float().mean()) < 0.1  # a normal image stays mostly below the normal quantile
+    with pytest.raises(ValueError, match="lack the reference layers"):
+        bank.score({0: test})
+
+
+def test_reference_bank_with_one_shot_uses_half_against_half():
+    from model.visual import ReferenceBank
+
+    bank = ReferenceBank({0: normal_images(1, seed=0)}, degrees=(1,))
+    assert bank.num_references == 1 and bank.spread > 0
+    test = plant(normal_images(1, seed=3), index=0, y=1, x=2)
+    assert int(bank.score({0: test}).flatten().argmax()) == 1 * 6 + 2
+
+
+def test_mutual_map_is_calibrated_on_the_test_set():
+    from model.visual import mutual_map
+
+    images = plant(normal_images(6, seed=2), index=4, y=5, x=0)
+    cal = mutual_map({1: images, 3: images}, fraction=0.3, degrees=(1,))
+    assert cal.shape == (6, 6, 6)
+    assert float(cal[4, 5, 0]) == 1.0
+    assert float((cal > 0.5).float().mean()) < 0.05
