@@ -49,7 +49,7 @@ from transformers import CLIPTokenizer, Sam3Config, Sam3Model  # noqa: E402
 
 from model.detector import AnomalyDetector, ScoringSettings  # noqa: E402
 from model.engine import ConceptOutputs, Sam3Engine  # noqa: E402
-from utils.prompt_engineering import build_prompts  # noqa: E402
+from model.prompts import build_prompts  # noqa: E402
 
 DEFAULT_META_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sam3_hf_meta"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -57,8 +57,8 @@ from benchmarks.bench_full_size import (  # noqa: E402
 from dataset import Sample  # noqa: E402
 from model.concepts import ConceptBank  # noqa: E402
 from model.engine import Sam3Engine  # noqa: E402
+from model.prompts import build_prompts  # noqa: E402
 from utils.config.loading import resolve_config  # noqa: E402
-from utils.prompt_engineering import build_prompts  # noqa: E402
 from utils.training.trainer import Trainer, batch_loss  # noqa: E402
 
 

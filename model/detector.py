@@ -170,7 +170,7 @@ class AnomalyDetector:
         """
         prompts = list(dict.fromkeys(prompts))
         if not prompts:
-            raise ValueError("detect needs at least one defect prompt (see utils.prompt_engineering)")
+            raise ValueError("detect needs at least one defect prompt (see model.prompts)")
         if len(images) == 0:
             return []
         s = self.settings

@@ -10,10 +10,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "dataset", "utils", "scripts")
-# Which top-level folders each folder may import from.
+# Which top-level folders each folder may import from. model/ reads dataset/'s category vocabulary (object
+# nouns, texture list) for prompts and its image decoding for `AnomalyDetector.detect`; dataset/ never
+# imports model/, so the two stay acyclic.
 ALLOWED = {
     "dataset": {"dataset"},
-    "model": {"model"},
+    "model": {"model", "dataset"},
     "utils": {"utils", "model", "dataset"},
     "scripts": {"scripts", "utils", "model", "dataset"},
 }

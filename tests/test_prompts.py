@@ -1,11 +1,11 @@
-"""Tests for utils/prompt_engineering.py: every category x strategy, extra prompts and overrides."""
+"""Tests for model/prompts.py: every category x strategy, extra prompts and overrides."""
 
 from __future__ import annotations
 
 import pytest
 
 from dataset.constants import MVTEC_CATEGORIES, VISA_CATEGORIES, object_noun
-from utils.prompt_engineering import (
+from model.prompts import (
     BASE_DEFECTS,
     CATEGORY_DEFECTS,
     STRATEGIES,

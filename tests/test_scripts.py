@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from dataset import DatasetError, select_categories
+from model.prompts import build_prompts
 from scripts import demo
 from scripts import test as test_script
 from utils.config.cli import run
 from utils.evaluation import runner
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.pipeline import prompts_for
-from utils.prompt_engineering import build_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import numpy as np
 from dataset import OBJECT_NOUNS, Sample, object_noun
 from model import Sam3Engine
 from model.detector import AnomalyDetector, ScoringSettings
+from model.prompts import build_prompts
 from utils.evaluation.store import Scorer
-from utils.prompt_engineering import build_prompts
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 

@@ -16,8 +16,8 @@ import yaml
 
 from dataset import DATASET_NAMES
 from model.detector import ScoringSettings
+from model.prompts import STRATEGIES
 from utils.evaluation.metrics import AUPRO_VARIANTS
-from utils.prompt_engineering import STRATEGIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS_PATH = REPO_ROOT / "configs" / "config.yaml"

@@ -10,7 +10,7 @@ import torch
 from dataset import ImageDataset, load_dataset, select_categories
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
-from utils.prompt_engineering import build_prompts
+from model.prompts import build_prompts
 from utils.training.trainer import Trainer
 
 
