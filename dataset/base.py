@@ -193,13 +193,17 @@ def _read_wide_colour(path: str | os.PathLike[str]) -> np.ndarray:
     return pixels[..., [2, 1, 0, 3][: pixels.shape[2]]]
 
 
-def _read_pixels(img: Image.Image, path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[int, ...] | None]:
+def _read_pixels(
+    img: Image.Image, path: str | os.PathLike[str] | None
+) -> tuple[np.ndarray, tuple[int, ...] | None]:
     """The stored samples of `img`: (H, W) or (H, W, C) with C = 2 (gray+alpha), 3 (RGB) or 4 (RGBA).
 
     dtype is bool (mode "1"), uint8 for 8-bit data, an integer type for high-bit-depth data, float32 for
     mode "F". Returns the samples and the PNG sBIT significant bits per channel (None when absent).
+    `path` is the file `img` was read from (None for an image made in memory: the file cannot be re-read
+    for 16-bit colour or sBIT, so PIL's own samples are used).
     """
-    if img.mode in ("RGB", "RGBA", "LA") and img.format in ("PNG", "TIFF"):
+    if path is not None and img.mode in ("RGB", "RGBA", "LA") and img.format in ("PNG", "TIFF"):
         depth, sbit = _stored_depth(img, path)
         if depth > 8:
             return _read_wide_colour(path), sbit
@@ -209,7 +213,7 @@ def _read_pixels(img: Image.Image, path: str | os.PathLike[str]) -> tuple[np.nda
     if img.mode == "P" or img.mode in _AS_RGB_MODES:
         return np.asarray(img.convert("RGB")), None
     if img.mode.startswith("I"):
-        return np.asarray(img), _png_depth(path)[1] if img.format == "PNG" else None
+        return np.asarray(img), _png_depth(path)[1] if path is not None and img.format == "PNG" else None
     return np.asarray(img), None  # 1, L, LA, RGB, RGBA, F
 
 
@@ -293,9 +297,53 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     def convert(img: Image.Image) -> np.ndarray:
         values, sbit = _read_pixels(img, path)
-        return upright(_on_white(_to_uint8(values, sbit, path)), exif_orientation(img))
+        return upright(_samples_to_rgb(values, sbit, path), exif_orientation(img))
 
     return _decode(path, "image", convert)
+
+
+def _samples_to_rgb(
+    values: np.ndarray, sbit: tuple[int, ...] | None, where: str | os.PathLike[str]
+) -> np.ndarray:
+    """Samples (H, W) / (H, W, 1|2|3|4) of any depth to (H, W, 3) uint8 RGB (`read_image`'s rules)."""
+    return _on_white(_to_uint8(values, sbit, where))
+
+
+def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A PIL image or a numpy array as (H, W, 3) uint8 RGB, by the same rules as `read_image`.
+
+    Args:
+        image: a PIL image (any mode; EXIF orientation applied, and a 16-bit colour PNG/TIFF opened from a
+            file is re-read at full depth as `read_image` does), or an array (H, W) gray, (H, W, 1) gray,
+            (H, W, 2) gray + alpha, (H, W, 3) RGB or (H, W, 4) RGBA of dtype bool, any integer (more than
+            8 bits: divided by the full scale of `read_image`), or float ([0, 1], [0, 255], else min-max).
+
+    Returns:
+        (H, W, 3) uint8 RGB; a (H, W, 3) uint8 array is returned as is (no copy).
+
+    Raises:
+        DatasetError: another shape or type, or float samples with NaN/inf (one line).
+    """
+    if isinstance(image, Image.Image):
+        filename = getattr(image, "filename", "") or None
+        values, sbit = _read_pixels(image, filename)
+        where = filename or f"PIL image (mode {image.mode})"
+        return upright(_samples_to_rgb(values, sbit, where), exif_orientation(image))
+    if not isinstance(image, np.ndarray):
+        raise DatasetError(
+            f"cannot read an image from a {type(image).__name__}: pass a file path, a PIL image or an array"
+        )
+    ok_dtype = (
+        image.dtype == bool
+        or np.issubdtype(image.dtype, np.integer)
+        or np.issubdtype(image.dtype, np.floating)
+    )
+    if not ok_dtype or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise DatasetError(
+            f"image array of shape {image.shape} and dtype {image.dtype} is not an image: pass (H, W) or "
+            "(H, W, 1|2|3|4) bool, integer or float samples"
+        )
+    return _samples_to_rgb(image, None, "image array")
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
