@@ -25,8 +25,8 @@ if str(REPO_ROOT) not in sys.path:
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score  # noqa: E402
 
+from tests.reference_metrics import sklearn_metrics  # noqa: E402
 from utils.evaluation.metrics import METRIC_KEYS, compute_metrics  # noqa: E402
 
 
@@ -68,12 +68,6 @@ def make_set(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.n
     return labels, scores, masks, maps
 
 
-def f1_max(y: np.ndarray, s: np.ndarray) -> float:
-    precision, recall, _ = precision_recall_curve(y, s)
-    with np.errstate(invalid="ignore"):
-        return float(np.nanmax(2 * precision * recall / (precision + recall)))
-
-
 def sort_based_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     """Official AUPRO the direct way: argsort all pixels, cumulative FPR and PRO, one point per score."""
     weights = np.zeros(masks.shape, dtype=np.float64)
@@ -101,14 +95,9 @@ def sort_based_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3
 
 
 def straightforward(labels, scores, masks, maps) -> dict[str, float]:
-    y, s = masks.ravel(), maps.ravel().astype(np.float32)
+    """sklearn's three metrics at both levels and the sort-based AUPRO."""
     return {
-        "image_auroc": roc_auc_score(labels, scores),
-        "image_ap": average_precision_score(labels, scores),
-        "image_f1_max": f1_max(labels, scores),
-        "pixel_auroc": roc_auc_score(y, s),
-        "pixel_ap": average_precision_score(y, s),
-        "pixel_f1_max": f1_max(y, s),
+        **sklearn_metrics(labels, scores, masks, maps),
         "pixel_aupro": sort_based_aupro(masks, maps.astype(np.float32)),
     }
 

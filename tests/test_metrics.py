@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import precision_recall_curve, roc_auc_score
 
+from tests.reference_metrics import sklearn_metrics
 from utils.evaluation.metrics import (
     AUPRO_VARIANTS,
     METRIC_KEYS,
@@ -74,24 +75,6 @@ def reference_clip_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float =
     fprs = (fprs - fprs.min()) / (fprs.max() - fprs.min())
     order = np.argsort(fprs, kind="stable")
     return float(np.trapezoid(pros[order], fprs[order]))
-
-
-def f1_max(y: np.ndarray, s: np.ndarray) -> float:
-    precision, recall, _ = precision_recall_curve(y, s)
-    with np.errstate(invalid="ignore"):
-        return float(np.nanmax(2 * precision * recall / (precision + recall)))
-
-
-def sklearn_metrics(labels, scores, masks, maps) -> dict[str, float]:
-    y, s = masks.ravel(), maps.ravel().astype(np.float64)
-    return {
-        "image_auroc": roc_auc_score(labels, scores),
-        "image_ap": average_precision_score(labels, scores),
-        "image_f1_max": f1_max(labels, scores),
-        "pixel_auroc": roc_auc_score(y, s),
-        "pixel_ap": average_precision_score(y, s),
-        "pixel_f1_max": f1_max(y, s),
-    }
 
 
 # ---------------------------------------------------------------- data
