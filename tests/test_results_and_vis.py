@@ -48,6 +48,13 @@ def test_write_results_schema_and_round_trip(tmp_path):
     assert "| bottle | 90.0 |" in md and "| **mean** | **80.0** |" in md and "–" in md
 
 
+def test_write_results_adds_the_run_section_only_when_given(tmp_path):
+    run = {"python": "3.x", "device": "cpu", "categories": {"bottle": {"images": 3, "scored": 3}}}
+    doc = write_results(tmp_path, "mvtec", {"bottle": _metrics(0.9)}, {}, run)
+    assert json.loads((tmp_path / "results.json").read_text()) == doc
+    assert list(doc) == ["dataset", "categories", "mean", "config", "run"] and doc["run"] == run
+
+
 def test_markdown_columns_match_metrics():
     table = markdown_table({"x": _metrics(1.0)}, _metrics(1.0), "visa")
     header = table.splitlines()[2]

@@ -42,12 +42,17 @@ def _json_number(value: float) -> float | None:
 
 
 def write_results(
-    out_dir: Path, dataset: str, per_category: Mapping[str, Mapping[str, float]], config: Mapping[str, Any]
+    out_dir: Path,
+    dataset: str,
+    per_category: Mapping[str, Mapping[str, float]],
+    config: Mapping[str, Any],
+    run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write results.json, results.csv and results.md into `out_dir`; return the JSON document.
 
     results.json = {"dataset": str, "categories": {cat: {metric: value}}, "mean": {metric: value},
-    "config": {...}}; undefined metrics are null. CSV and Markdown hold one row per category and a mean row.
+    "config": {...}, "run": {...}}; undefined metrics are null; "run" (versions, commit, device, timing:
+    utils/run_record.py) only when `run` is given. CSV and Markdown hold one row per category and a mean row.
     """
     mean = mean_metrics(per_category)
     doc = {
@@ -56,6 +61,8 @@ def write_results(
         "mean": {k: _json_number(v) for k, v in mean.items()},
         "config": dict(config),
     }
+    if run is not None:
+        doc["run"] = dict(run)
     atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2))
     rows = [(c, m) for c, m in per_category.items()] + [("mean", mean)]
     table = io.StringIO(newline="")
