@@ -11,7 +11,10 @@ from dataset import ImageDataset, load_dataset, select_categories
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.prompts import build_prompts
+from utils.run_log import get_logger
 from utils.training.trainer import Trainer
+
+log = get_logger(__name__)
 
 
 def training_samples(cfg: dict[str, Any]) -> ImageDataset:
@@ -32,17 +35,17 @@ def train(cfg: dict[str, Any], out: Path, ckpt: dict[str, Any] | None) -> None:
     trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
     if ckpt is not None:
         changes = trainer.load_state(ckpt)
-        print(
+        log.info(
             f"resuming after epoch {trainer.epoch}" + (f"; changed: {', '.join(changes)}" if changes else "")
         )
-    print(
+    log.info(
         f"training {len(seeds)} concepts on {len(data)} {cfg['dataset']} images, epochs "
         f"{trainer.epoch + 1}..{cfg['num_epochs']}"
     )
     while trainer.epoch < cfg["num_epochs"]:
         row = trainer.run_epoch(data)
         path = trainer.save(out)
-        print(
+        log.info(
             f"epoch {row['epoch']}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, "
             f"dice {row['dice']:.4f}, "
             f"image {row['image']:.4f}) -> {path}"
