@@ -40,9 +40,9 @@ def test_wrong_type_is_an_error_naming_the_key(key, value):
     ("key", "value", "message"),
     [
         ("prompt_strategy", "fancy", "'prompt_strategy' must be one of base"),
-        ("map_source", "pixels", "map_source must be one of instance"),
+        ("map_source", "pixels", "'map_source' must be one of instance"),
         ("aupro_variant", "paper", "'aupro_variant' must be one of official, clip"),
-        ("outside_weight", 1.5, "outside_weight must be in [0, 1]"),
+        ("outside_weight", 1.5, "'outside_weight' must be in [0, 1], got 1.5"),
         ("eval_size", 0, "'eval_size' must be >= 1"),
     ],
 )

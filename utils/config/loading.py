@@ -1,9 +1,9 @@
 """One merge path for settings: defaults (configs/config.yaml) <- a YAML file <- CLI flags.
 
-`configs/config.yaml` is the only place defaults live. Its keys are the names the code and the CLI flags use;
-the type of each key is the type of its default (keys whose default is null declare their type in
-`NULLABLE_TYPES`). A key that is not in the defaults, or a value of the wrong type, is a `ConfigError` that
-names the key.
+Every key, its type and its allowed values are declared once in `utils.config.schema`; configs/config.yaml
+mirrors the declared defaults (tests/test_schema.py keeps them equal) and is read as the first layer, so an
+edit there takes effect. A key that is not declared, a value of the wrong type or out of its declared
+bounds is a `ConfigError` that names the key.
 """
 
 from __future__ import annotations
@@ -14,17 +14,11 @@ from typing import Any
 
 import yaml
 
-from dataset import DATASET_NAMES
-from model.detector import ScoringSettings
-from model.prompts import STRATEGIES
-from utils.evaluation.metrics import AUPRO_VARIANTS
+from utils.config.schema import SETTINGS, Setting
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS_PATH = REPO_ROOT / "configs" / "config.yaml"
 DATASET_DIR_FILE = REPO_ROOT / "dataset_dir.txt"
-
-# Keys whose default is null: the type a non-null value must have.
-NULLABLE_TYPES: dict[str, type] = {"dataset_path": str, "categories": list, "checkpoint": str}
 
 
 class ConfigError(ValueError):
@@ -49,17 +43,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_defaults() -> dict[str, Any]:
-    """The defaults of every key, from configs/config.yaml."""
-    return _read_yaml(DEFAULTS_PATH)
+    """The value of every key before --config and flags: configs/config.yaml, checked against the schema."""
+    return merge(
+        {name: s.default for name, s in SETTINGS.items()}, _read_yaml(DEFAULTS_PATH), DEFAULTS_PATH.name
+    )
 
 
-def _check_type(key: str, value: Any, default: Any) -> Any:
-    """Return `value` (ints widened to float where the default is a float) or raise ConfigError."""
+def _check_type(key: str, value: Any, declared: Setting) -> Any:
+    """Return `value` (ints widened to float where the key is a float) or raise ConfigError."""
     if value is None:
-        if default is None:
+        if declared.nullable:
             return None
-        raise ConfigError(f"config key '{key}' must not be null (default: {default!r})")
-    expected = NULLABLE_TYPES.get(key, type(default))
+        raise ConfigError(f"config key '{key}' must not be null (default: {declared.default!r})")
+    expected = declared.kind
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is list and isinstance(value, tuple):
@@ -82,13 +78,12 @@ def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> d
         source: where `updates` came from, for error messages (a file path or "command line").
     """
     merged = dict(base)
-    defaults = load_defaults()
     for key, value in updates.items():
-        if key not in defaults:
+        if key not in SETTINGS:
             raise ConfigError(
                 f"unknown config key '{key}' in {source}: known keys are listed in {DEFAULTS_PATH.name}"
             )
-        merged[key] = _check_type(key, value, defaults[key])
+        merged[key] = _check_type(key, value, SETTINGS[key])
     return merged
 
 
@@ -121,29 +116,15 @@ def resolve_config(config_path: str | None, cli: Mapping[str, Any]) -> dict[str,
 
 
 def check_values(cfg: Mapping[str, Any]) -> None:
-    """Check choice-valued keys and the scoring settings' ranges now, not hours into a run.
+    """Check every key against its declared choices or range, and the prompt lists, now, not hours into a run.
 
     Raises:
         ConfigError: naming the key, the value and what is allowed.
     """
-
-    choices = {
-        "dataset": DATASET_NAMES,
-        "prompt_strategy": STRATEGIES,
-        "aupro_variant": AUPRO_VARIANTS,
-        "concept_mode": ("replace", "add"),
-    }
-    for key, allowed in choices.items():
-        if cfg[key] not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {cfg[key]!r}")
-    positive = ("eval_size", "batch_size", "chunk_size", "num_epochs", "grad_accum", "num_concepts")
-    for key in positive:
-        if cfg[key] < 1:
-            raise ConfigError(f"config key '{key}' must be >= 1, got {cfg[key]!r}")
-    try:
-        ScoringSettings.from_config(cfg)
-    except ValueError as err:
-        raise ConfigError(f"config: {err}") from None
+    for key, declared in SETTINGS.items():
+        problem = declared.info.problem(cfg[key])
+        if problem:
+            raise ConfigError(f"config key '{key}' {problem}")
     check_phrases("extra_prompts", cfg["extra_prompts"], allow_empty=True)
     for category, phrases in cfg["prompt_overrides"].items():
         if not isinstance(category, str):

@@ -1,0 +1,187 @@
+"""Each setting is declared once (utils/config/schema.py): config.yaml, flags, checks, fingerprint agree."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dataset import TEXTURE_CATEGORIES
+from model.detector import ScoringSettings
+from model.settings import setting_info
+from scripts import demo, download_weights, train
+from scripts import test as test_script
+from utils.config.loading import ConfigError, merge, resolve_config
+from utils.config.schema import (
+    DEFAULT_MODEL_PATH,
+    SETTINGS,
+    defaults,
+    fingerprinted,
+    flags_of,
+    markdown_table,
+)
+from utils.evaluation.store import FINGERPRINT_KEYS, IDENTITY_KEYS, NOT_FINGERPRINTED
+
+REPO = Path(__file__).resolve().parents[1]
+PARSERS = {"test": test_script.parse_args, "demo": demo.parse_args, "train": train.parse_args}
+# Flags that are not config keys, per script.
+NOT_KEYS = {"test": {"config"}, "demo": {"config", "image_path", "category"}, "train": {"config", "resume"}}
+# Flags that existed before the schema: a contract with users' command lines, never to disappear.
+CONTRACT = {
+    "test": "model_path output_dir device dtype batch_size chunk_size prompt_strategy checkpoint dataset "
+    "dataset_path categories eval_size aupro_variant visualize num_visualize",
+    "demo": "model_path output_dir device dtype batch_size chunk_size prompt_strategy checkpoint dataset "
+    "mask_threshold box_threshold",
+    "train": "model_path output_dir device dtype batch_size chunk_size prompt_strategy dataset dataset_path "
+    "categories num_epochs lr grad_accum num_concepts train_head seed",
+}
+
+
+def _actions(script: str) -> dict[str, argparse.Action]:
+    """The parser's options by destination, read from the parser the script builds."""
+    captured: dict[str, argparse.Action] = {}
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(parser, args=None, namespace=None):
+        captured.update({a.dest: a for a in parser._actions if a.dest != "help"})
+        return argparse.Namespace()
+
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        PARSERS[script]([])
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    return captured
+
+
+def test_config_yaml_shows_every_key_with_its_declared_default_and_a_comment():
+    text = (REPO / "configs" / "config.yaml").read_text()
+    shipped = yaml.safe_load(text)
+    assert list(shipped) == list(SETTINGS)  # same keys, same order (sections as declared)
+    assert shipped == defaults()
+    for name in SETTINGS:
+        line = next(line for line in text.splitlines() if line.startswith(f"{name}:"))
+        assert re.search(r"#\s*\S", line), f"config.yaml: give {name} a comment"
+
+
+@pytest.mark.parametrize("script", sorted(PARSERS))
+def test_cli_flags_are_the_declared_ones(script):
+    actions = _actions(script)
+    declared = {s.name: s for s in flags_of(script)}
+    assert set(actions) - NOT_KEYS[script] == set(declared)
+    assert set(CONTRACT[script].split()) <= set(declared)
+    for name, s in declared.items():
+        assert list(actions[name].choices or []) == list(s.info.choices), name
+        assert actions[name].default is None, name  # None = not given: the config decides
+
+
+@pytest.mark.parametrize("script", sorted(PARSERS))
+def test_every_flag_reaches_the_config(script):
+    """Parsing each declared flag with a valid non-default value sets that key in the resolved config."""
+    for s in flags_of(script):
+        value = _other_value(s)
+        if s.kind is bool:
+            argv = [f"--{s.name}" if value else f"--no-{s.name}"]
+        else:
+            argv = [f"--{s.name}", ",".join(value) if s.kind is list else str(value)]
+        if script == "demo":
+            argv += ["--image_path", "x.png"]
+        args = PARSERS[script](argv)
+        cli = {k: v for k, v in vars(args).items() if k not in NOT_KEYS[script]}
+        assert resolve_config(None, cli)[s.name] == _expanded(s.name, value), (script, s.name)
+
+
+def _other_value(s):
+    """A valid value different from the default."""
+    if s.info.choices:
+        return next(c for c in s.info.choices if c != s.default)
+    if s.kind is bool:
+        return not s.default
+    if s.kind is list:
+        return ["bottle", "wood"]
+    if s.kind is str:
+        return "/tmp/elsewhere"
+    if s.info.maximum is not None:
+        return type(s.default)((s.info.maximum + (s.info.minimum or 0)) / 3)
+    return s.kind(s.default or 0) + 2
+
+
+def _expanded(name, value):
+    return (
+        str(Path(value).expanduser())
+        if name in ("dataset_path", "model_path", "output_dir", "checkpoint")
+        else value
+    )
+
+
+@pytest.mark.parametrize("name", [n for n, s in SETTINGS.items() if s.info.choices])
+def test_a_value_outside_the_declared_choices_is_refused(name):
+    with pytest.raises(ConfigError, match=f"config key '{name}' must be one of"):
+        resolve_config(None, {name: "no_such_choice"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(n, s.info.minimum - 1) for n, s in SETTINGS.items() if s.info.minimum is not None]
+    + [(n, s.info.maximum + 1) for n, s in SETTINGS.items() if s.info.maximum is not None],
+)
+def test_a_value_outside_the_declared_range_is_refused(name, value):
+    with pytest.raises(ConfigError, match=re.escape(f"config key '{name}' must be")):
+        resolve_config(None, {name: SETTINGS[name].kind(value)})
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_a_value_of_the_wrong_type_is_refused(name):
+    wrong = 3 if SETTINGS[name].kind in (str, list, dict, bool) else "three"
+    with pytest.raises(ConfigError, match=f"config key '{name}' must be"):
+        resolve_config(None, {name: wrong})
+
+
+def test_null_only_where_declared_nullable():
+    for name, s in SETTINGS.items():
+        if s.nullable:
+            assert resolve_config(None, {name: None})[name] == resolve_config(None, {})[name]
+        else:
+            with pytest.raises(ConfigError, match=f"config key '{name}' must not be null"):
+                merge(defaults(), {name: None}, "test.yaml")
+
+
+def test_fingerprint_tables_are_the_declared_ones():
+    assert FINGERPRINT_KEYS == fingerprinted("value")
+    assert tuple(IDENTITY_KEYS) == fingerprinted("identity") == ("model_path", "checkpoint", "device")
+    assert set(NOT_FINGERPRINTED) == {n for n, s in SETTINGS.items() if s.info.fingerprint is None}
+    assert all(NOT_FINGERPRINTED.values())  # every exemption says why
+    assert "aupro_variant" in NOT_FINGERPRINTED  # recomputed from the stored maps (tests/test_resume.py)
+
+
+def test_scoring_settings_are_declared_in_model_and_composed_into_the_schema():
+    for f in dataclasses.fields(ScoringSettings):
+        assert SETTINGS[f.name].info is setting_info(f)
+        assert getattr(ScoringSettings(), f.name) == defaults()[f.name]
+
+
+def test_scoring_settings_check_their_declared_bounds():
+    with pytest.raises(ValueError, match=re.escape("outside_weight must be in [0, 1], got 1.5")):
+        ScoringSettings(outside_weight=1.5)
+    with pytest.raises(ValueError, match="topk must be >= 1"):
+        ScoringSettings(topk=0)
+
+
+def test_readme_config_table_is_generated_from_the_schema():
+    readme = (REPO / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate the table: python -m utils.config.schema"
+
+
+def test_texture_categories_default_is_the_dataset_constant():
+    assert defaults()["texture_categories"] == list(TEXTURE_CATEGORIES)
+    mvtec = yaml.safe_load((REPO / "configs" / "mvtec.yaml").read_text())
+    assert mvtec["texture_categories"] == list(TEXTURE_CATEGORIES)
+
+
+def test_default_model_path_is_declared_once():
+    assert defaults()["model_path"] == DEFAULT_MODEL_PATH
+    assert download_weights.DEFAULT_MODEL_DIR == DEFAULT_MODEL_PATH
