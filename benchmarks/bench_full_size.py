@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> None:
 
     detect_rows = args.n_images * (args.n_prompts + 1)  # + the object-noun row per image
     start = time.perf_counter()
-    results = detector.detect(images, prompts, object_noun=OBJECT_NOUN, out_size=OUT_SIZE)
+    results = detector.detect_arrays(images, prompts, object_noun=OBJECT_NOUN, out_size=OUT_SIZE)
     detect_s = time.perf_counter() - start
     assert len(results) == args.n_images and results[0].anomaly_map.shape == OUT_SIZE
     report(

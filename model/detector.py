@@ -1,6 +1,12 @@
 """Glue from SAM 3 concept outputs to per-image anomaly maps, image scores and boxes (no I/O, no printing).
 
-Flow of `AnomalyDetector.detect` for a batch of N images and P defect prompts:
+Python API (any working directory, once the repository is on ``sys.path``)::
+
+    det = AnomalyDetector.from_pretrained("path/to/sam3", device="auto", dtype="auto")
+    result = det.detect("part.png", category="bottle")   # or a PIL image, a numpy array, or a list of them
+    result.anomaly_map, result.image_score, result.mask, result.detections, result.prompt_presence
+
+Flow of `AnomalyDetector.detect_arrays` (which `detect` calls) for a batch of N images and P defect prompts:
 
 1. ``engine.encode_images(images)`` once.
 2. ``engine.predict(features, [object_noun] + prompts)`` once; the object noun is scored only when object
@@ -20,14 +26,21 @@ The engine contract (model/engine.py): ``encode_images(images) -> features`` and
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from dataset.base import read_image, to_rgb
+from dataset.constants import TEXTURE_CATEGORIES
+from model.engine import Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map
+from model.prompts import build_prompts, object_prompt
 from model.scoring import (
     AGGREGATIONS,
     IMAGE_SCORES,
@@ -42,48 +55,128 @@ from model.scoring import (
     outside_weights,
     semantic_map,
 )
+from model.settings import check_settings, setting
 
 # (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
 # checkpoint add/replace text features here (e.g. route to `engine.predict_text`).
 TextOverride = Callable[[Any, Any, Sequence[str]], Iterator[Any]]
 
+# What `AnomalyDetector.detect` reads as one image: a file path, a PIL image or a numpy array.
+ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
+
+# Binary mask threshold of `detect`; the same default as configs/config.yaml's mask_threshold (a test keeps
+# the two equal).
+MASK_THRESHOLD = 0.5
+_EVAL = ("test", "demo")  # the scripts that score images
+
 
 @dataclass
 class ScoringSettings:
-    """How SAM 3 outputs become maps and scores. Names and defaults are those of configs/config.yaml."""
+    """How SAM 3 outputs become maps and scores. Each field is declared once, here (see `model.settings`):
+    configs/config.yaml, the CLI flags and the resume fingerprint derive from these declarations."""
 
-    map_source: str = "both"  # instance | semantic | both (pixel-wise max)
-    prompt_aggregation: str = "max"  # max | mean over prompts
-    object_regularisation: bool = True  # use the object noun's mask to suppress false positives
-    max_object_fraction: float = 0.7  # drop defect instances covering more than this of the object mask
-    outside_weight: float = 0.2  # multiply responses outside the dilated object mask by this
-    object_dilation: float = 0.05  # object mask dilation, as a fraction of the map side
-    object_threshold: float = 0.5  # object mask = object probability >= this
-    sigma: float = 4.0  # Gaussian smoothing in pixels at the output size (0 = none)
-    image_score: str = "max"  # max | topk_mean | instance
-    topk: int = 100  # pixels averaged by image_score=topk_mean
-    box_threshold: float = 0.3  # detections = instances with score >= this
-    box_nms_iou: float = 0.5  # across prompts, drop a box overlapping a better one by more than this IoU
+    map_source: str = setting(
+        "both",
+        "instance | semantic | both (pixel-wise max of the two)",
+        "map",
+        choices=MAP_SOURCES,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    prompt_aggregation: str = setting(
+        "max",
+        "how the maps of the prompts are combined",
+        "map",
+        choices=AGGREGATIONS,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    object_regularisation: bool = setting(
+        True,
+        "segment the object noun and use it to suppress false positives",
+        "map",
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    max_object_fraction: float = setting(
+        0.7,
+        "drop defect instances covering more than this fraction of the object mask",
+        "map",
+        minimum=0.0,
+        maximum=1.0,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    outside_weight: float = setting(
+        0.2,
+        "multiply responses outside the dilated object mask by this",
+        "map",
+        minimum=0.0,
+        maximum=1.0,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    object_dilation: float = setting(
+        0.05,
+        "dilation of the object mask, as a fraction of the map side",
+        "map",
+        minimum=0.0,
+        maximum=1.0,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    object_threshold: float = setting(
+        0.5,
+        "object mask = object probability map >= this",
+        "map",
+        minimum=0.0,
+        maximum=1.0,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    sigma: float = setting(
+        4.0,
+        "Gaussian smoothing of the map, in pixels at the output size (0 = none)",
+        "evaluation",
+        minimum=0.0,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    image_score: str = setting(
+        "max",
+        "how an image score is read from the map (topk_mean: mean of the topk highest pixels)",
+        "evaluation",
+        choices=IMAGE_SCORES,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    topk: int = setting(
+        100,
+        "pixels averaged by image_score=topk_mean",
+        "evaluation",
+        minimum=1,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    box_threshold: float = setting(
+        0.3,
+        "detections (drawn boxes) = instances with score >= this",
+        "demo",
+        not_fingerprinted="detections (demo.py boxes) only",
+        scripts=("demo",),
+    )
+    box_nms_iou: float = setting(
+        0.5,
+        "one box per defect: drop boxes (of any prompt) overlapping a better one above this IoU",
+        "demo",
+        minimum=0.0,
+        maximum=1.0,
+        not_fingerprinted="detections (demo.py boxes) only",
+        scripts=("demo",),
+    )
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("map_source", MAP_SOURCES),
-            ("prompt_aggregation", AGGREGATIONS),
-            ("image_score", IMAGE_SCORES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in (
-            "max_object_fraction",
-            "outside_weight",
-            "object_dilation",
-            "object_threshold",
-            "box_nms_iou",
-        ):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.sigma < 0 or self.topk < 1:
-            raise ValueError(f"need sigma >= 0 and topk >= 1, got sigma={self.sigma!r}, topk={self.topk!r}")
+        check_settings(self)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ScoringSettings:
@@ -93,11 +186,14 @@ class ScoringSettings:
 
 @dataclass
 class Detection:
-    """One SAM 3 instance of a defect prompt."""
+    """One SAM 3 instance of a defect prompt (score >= box_threshold, kept by NMS)."""
 
     prompt: str
     score: float
     box: tuple[float, float, float, float]  # xyxy in original image pixels
+    # (H, W) bool at the input image's size: SAM 3's instance probability >= 0.5, bilinearly resized. Only
+    # detections carry one (H * W bytes each); None when detect was asked for no instance masks.
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -110,6 +206,8 @@ class AnomalyResult:
     prompt_best_score: dict[str, float]  # best kept instance score per defect prompt (0 if none)
     detections: list[Detection] = field(default_factory=list)  # score >= box_threshold, after NMS, desc
     object_found: bool | None = None  # None: no object regularisation for this image
+    object_prompt: str | None = None  # the object noun used for regularisation (None: none used)
+    mask: np.ndarray | None = field(default=None, repr=False)  # (H_out, W_out) bool: map >= mask_threshold
 
 
 @dataclass
@@ -120,6 +218,7 @@ class _ImageState:
     presence: dict[int, float] = field(default_factory=dict)
     best: dict[int, float] = field(default_factory=dict)
     detections: list[Detection] = field(default_factory=list)
+    instance_probs: list[torch.Tensor] = field(default_factory=list)  # (h, w) per detection, or empty
     obj_mask: torch.Tensor | None = None  # (h, w) bool, once the object row arrived
 
 
@@ -143,6 +242,30 @@ class AnomalyDetector:
         self.settings = settings if settings is not None else ScoringSettings()
         self.text_override = text_override
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        settings: ScoringSettings | None = None,
+        chunk_size: int = 8,
+    ) -> AnomalyDetector:
+        """Load a local facebook/sam3 folder (see `Sam3Engine.from_pretrained`) and wrap it in a detector.
+
+        Args:
+            model_path: folder holding config.json, the safetensors weights and the tokenizer files.
+            device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
+            dtype: compute dtype, "auto" | "float32" | "float16" | "bfloat16" (or a torch dtype).
+            settings: scoring settings; None = the defaults of configs/config.yaml.
+            chunk_size: image x prompt rows per SAM 3 decoder call (memory vs speed; scores unchanged).
+
+        Raises:
+            model.loader.ModelLoadError: missing or unreadable weights, bad device or dtype (one line).
+        """
+        engine = Sam3Engine.from_pretrained(model_path, device=device, dtype=dtype, chunk_size=chunk_size)
+        return cls(engine, settings)
+
     def _predict(self, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
         """The single place the detector asks SAM 3 for concept outputs."""
         if self.text_override is not None:
@@ -151,12 +274,60 @@ class AnomalyDetector:
 
     def detect(
         self,
+        images: ImageInput | Sequence[ImageInput],
+        category: str | None = None,
+        prompts: Sequence[str] | None = None,
+        *,
+        mask_threshold: float = MASK_THRESHOLD,
+        prompt_strategy: str = "base",
+        texture_categories: Sequence[str] = TEXTURE_CATEGORIES,
+        out_size: tuple[int, int] | None = None,
+        instance_masks: bool = True,
+    ) -> AnomalyResult | list[AnomalyResult]:
+        """Anomaly map, score, binary mask, detections and prompt presence for one image or a list.
+
+        Args:
+            images: one image or a list; each a file path (decoded by `dataset.base.read_image`), a PIL
+                image or a numpy array ((H, W) or (H, W, 1|2|3|4), any bit depth: `dataset.base.to_rgb`).
+                A list is encoded in one batch: split long lists into batches that fit in memory.
+            category: e.g. "bottle"; gives the defect prompts (with `prompt_strategy`) when `prompts` is
+                None, and the object noun for object regularisation (not for `texture_categories`, nor
+                for a category without a noun in `dataset.constants.OBJECT_NOUNS`).
+            prompts: defect prompts to score; None = `model.prompts.build_prompts(category,
+                prompt_strategy)` (with no category: the generic ``base`` words).
+            mask_threshold: ``result.mask = result.anomaly_map >= mask_threshold``.
+            prompt_strategy: one of `model.prompts.STRATEGIES`; used only when `prompts` is None.
+            texture_categories: categories scored without the object noun.
+            out_size: (height, width) of the maps and masks; None = each image's own size.
+            instance_masks: give each detection its (H, W) bool instance mask (False saves the resizing).
+
+        Returns:
+            One `AnomalyResult` for one image (a path, PIL image or array), a list (same order) for a list.
+
+        Raises:
+            dataset.DatasetError: an unreadable file or an array that is not an image (one line).
+            ValueError: an unknown prompt strategy or no prompt.
+        """
+        single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
+        inputs: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item]
+        arrays = [read_image(x) if isinstance(x, (str, Path, os.PathLike)) else to_rgb(x) for x in inputs]
+        if prompts is None:
+            prompts = build_prompts(category, prompt_strategy)
+        noun = object_prompt(category, texture_categories)
+        results = self.detect_arrays(arrays, prompts, noun, out_size=out_size, instance_masks=instance_masks)
+        for result in results:
+            result.mask = result.anomaly_map >= mask_threshold
+        return results[0] if single else results
+
+    def detect_arrays(
+        self,
         images: Sequence[np.ndarray],
         prompts: Sequence[str],
         object_noun: str | None = None,
         out_size: tuple[int, int] | None = None,
+        instance_masks: bool = False,
     ) -> list[AnomalyResult]:
-        """Anomaly maps, scores and boxes for a batch of images.
+        """Anomaly maps, scores and boxes for a batch of decoded images (the step under `detect`).
 
         Args:
             images: N images, each (H, W, 3) uint8 RGB (sizes may differ).
@@ -164,9 +335,10 @@ class AnomalyDetector:
             object_noun: the object's noun for object regularisation (None = skip it, e.g. textures).
                 Ignored when ``settings.object_regularisation`` is False.
             out_size: (height, width) of the returned maps; None = each image's own size.
+            instance_masks: give each detection its (H, W) bool instance mask at the image's size.
 
         Returns:
-            One `AnomalyResult` per image, in order.
+            One `AnomalyResult` per image, in order (``mask`` is left None; `detect` sets it).
         """
         prompts = list(dict.fromkeys(prompts))
         if not prompts:
@@ -181,7 +353,7 @@ class AnomalyDetector:
         features = self.engine.encode_images(images)
         states = [_ImageState() for _ in images]
         for chunk in self._predict(features, all_prompts):
-            self._reduce_chunk(chunk, states, prompts, offset, regularise)
+            self._reduce_chunk(chunk, states, prompts, offset, regularise, instance_masks)
 
         results = []
         for i, (image, state) in enumerate(zip(images, states, strict=True)):
@@ -189,11 +361,19 @@ class AnomalyDetector:
             if missing:
                 raise RuntimeError(f"engine returned no rows for image {i}, prompts {missing}")
             size = tuple(out_size) if out_size is not None else tuple(image.shape[:2])
-            results.append(self._finish_image(image, state, prompts, size, regularise))
+            result = self._finish_image(image, state, prompts, size, regularise)
+            result.object_prompt = object_noun if regularise else None
+            results.append(result)
         return results
 
     def _reduce_chunk(
-        self, chunk: Any, states: list[_ImageState], prompts: list[str], offset: int, regularise: bool
+        self,
+        chunk: Any,
+        states: list[_ImageState],
+        prompts: list[str],
+        offset: int,
+        regularise: bool,
+        instance_masks: bool,
     ) -> None:
         """Reduce one chunk of ConceptOutputs to per-row maps stored in `states`.
 
@@ -225,6 +405,7 @@ class AnomalyDetector:
                 [prompt_index[r] - offset for r in rows],
                 states,
                 prompts,
+                instance_masks,
             )
 
     def _reduce_rows(
@@ -234,8 +415,13 @@ class AnomalyDetector:
         prompt_ids: list[int],
         states: list[_ImageState],
         prompts: list[str],
+        instance_masks: bool,
     ) -> None:
-        """Defect rows -> one (h, w) map each, presence, best kept score and detections."""
+        """Defect rows -> one (h, w) map each, presence, best kept score and detections.
+
+        With `instance_masks`, each detection's (h, w) instance probability is kept too (only those rows
+        and queries, so memory grows with the number of detections, not of queries).
+        """
         s = self.settings
         mask_logits, scores = rows["mask_logits"], rows["scores"].float()
         keep = sem_keep = None
@@ -260,6 +446,8 @@ class AnomalyDetector:
                 state.detections.append(
                     Detection(prompts[p], float(kept_scores[k, q]), tuple(boxes[k, q].tolist()))
                 )
+                if instance_masks:
+                    state.instance_probs.append(torch.sigmoid(mask_logits[k, q].float()).cpu())
 
     def _finish_image(
         self,
@@ -287,14 +475,18 @@ class AnomalyDetector:
         height, width = image.shape[:2]
         scale = (width, height, width, height)
         found = state.detections
-        if found:
-            keep = box_nms(
-                torch.tensor([d.box for d in found]), torch.tensor([d.score for d in found]), s.box_nms_iou
-            )
-            found = [found[i] for i in keep]
+        boxes, scores = torch.tensor([d.box for d in found]), torch.tensor([d.score for d in found])
+        keep = box_nms(boxes, scores, s.box_nms_iou) if found else []
         detections = [
-            Detection(d.prompt, d.score, tuple(float(v * f) for v, f in zip(d.box, scale, strict=True)))
-            for d in found
+            Detection(
+                found[i].prompt,
+                found[i].score,
+                tuple(float(v * f) for v, f in zip(found[i].box, scale, strict=True)),
+                mask=_instance_mask(state.instance_probs[i], (height, width))
+                if state.instance_probs
+                else None,
+            )
+            for i in keep
         ]
         best = {prompts[p]: state.best[p] for p in range(len(prompts))}
         score = image_score(out, s.image_score, s.topk, best_instance_score=max(best.values()))
@@ -306,6 +498,11 @@ class AnomalyDetector:
             detections=detections,
             object_found=object_found,
         )
+
+
+def _instance_mask(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) instance probability -> (H, W) bool mask: bilinear resize to `size`, then >= 0.5."""
+    return resize_map(prob.numpy(), size) >= 0.5
 
 
 def _slice_rows(chunk: Any, rows: list[int]) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from dataset.constants import object_noun
+from dataset.constants import OBJECT_NOUNS, TEXTURE_CATEGORIES, object_noun
 
 STRATEGIES: tuple[str, ...] = ("base", "category", "mixed", "contextual")
 
@@ -146,3 +146,14 @@ def build_prompts(
     if not prompts:
         raise ValueError(f"no prompts for category {category!r}: its prompt_overrides entry has no phrase")
     return prompts
+
+
+def object_prompt(category: str | None, texture_categories: Sequence[str] = TEXTURE_CATEGORIES) -> str | None:
+    """The object noun scored for object regularisation of `category`, or None to skip it.
+
+    None for no category, for a category without a known object (not in `OBJECT_NOUNS`, e.g. an own
+    folder) and for `texture_categories`, where the whole image is the surface.
+    """
+    if category is None or category not in OBJECT_NOUNS or category in texture_categories:
+        return None
+    return object_noun(category)

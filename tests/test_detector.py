@@ -151,7 +151,7 @@ def test_one_instance_gives_known_map_score_and_box():
 
     engine = FakeEngine(make_row)
     det = AnomalyDetector(engine, settings())
-    [res] = det.detect([image(40, 60)], ["crack", "stain"], out_size=(H, W))
+    [res] = det.detect_arrays([image(40, 60)], ["crack", "stain"], out_size=(H, W))
     assert isinstance(res, AnomalyResult)
     expected = np.zeros((H, W), np.float32)
     expected[4:8, 8:12] = 0.8
@@ -168,7 +168,7 @@ def test_one_instance_gives_known_map_score_and_box():
 
 def test_nothing_found_gives_an_all_zero_map():
     det = AnomalyDetector(FakeEngine(lambda i, p: nothing()), settings(map_source="both", sigma=2.0))
-    [res] = det.detect([image()], ["defect"])
+    [res] = det.detect_arrays([image()], ["defect"])
     assert res.anomaly_map.shape == (40, 60)  # out_size None -> the image's own size
     assert float(np.abs(res.anomaly_map).max()) < 1e-6
     assert res.image_score < 1e-6 and res.detections == []
@@ -185,7 +185,7 @@ def test_detections_threshold_and_order_and_per_image_scaling():
         return row
 
     det = AnomalyDetector(FakeEngine(make_row), settings())
-    small, large = det.detect([image(16, 32), image(160, 64)], ["a", "b"], out_size=(8, 8))
+    small, large = det.detect_arrays([image(16, 32), image(160, 64)], ["a", "b"], out_size=(8, 8))
     assert [(d.prompt, round(d.score, 5)) for d in small.detections] == [("b", 0.9), ("a", 0.35)]
     assert small.detections[0].box == pytest.approx((0.0, 0.0, 16.0, 16.0))
     assert large.detections[0].box == pytest.approx((0.0, 0.0, 32.0, 160.0))
@@ -200,7 +200,7 @@ def test_mean_aggregation_and_semantic_source():
         return row
 
     det = AnomalyDetector(FakeEngine(make_row), settings(map_source="semantic", prompt_aggregation="mean"))
-    [res] = det.detect([image()], ["a", "b"], out_size=(H, W))
+    [res] = det.detect_arrays([image()], ["a", "b"], out_size=(H, W))
     np.testing.assert_allclose(res.anomaly_map, np.full((H, W), 0.6 * 0.5 / 2), atol=1e-6)
 
 
@@ -209,9 +209,11 @@ def test_topk_mean_and_instance_image_scores():
         return with_instance(nothing(), 0, (0, 2, 0, 2), 0.5) if prompt == "a" else nothing()
 
     topk = AnomalyDetector(FakeEngine(make_row), settings(image_score="topk_mean", topk=8))
-    assert topk.detect([image()], ["a"], out_size=(H, W))[0].image_score == pytest.approx(0.25, abs=1e-5)
+    assert topk.detect_arrays([image()], ["a"], out_size=(H, W))[0].image_score == pytest.approx(
+        0.25, abs=1e-5
+    )
     inst = AnomalyDetector(FakeEngine(make_row), settings(image_score="instance"))
-    assert inst.detect([image()], ["a", "b"], out_size=(H, W))[0].image_score == pytest.approx(0.5)
+    assert inst.detect_arrays([image()], ["a", "b"], out_size=(H, W))[0].image_score == pytest.approx(0.5)
 
 
 # --- object regularisation ------------------------------------------------------------------------
@@ -232,7 +234,7 @@ def regularisation_row(i: int, prompt: str, object_rect=OBJECT) -> Row:
 def test_object_regularisation_drops_object_sized_instance_and_downweights_outside():
     engine = FakeEngine(regularisation_row)
     det = AnomalyDetector(engine, settings(object_dilation=0.0625))  # 1 map pixel
-    [res] = det.detect([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
+    [res] = det.detect_arrays([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
     assert engine.predict_calls == [["metal nut", "scratch"]]
     assert res.object_found is True
     expected = np.zeros((H, W), np.float32)
@@ -257,7 +259,7 @@ def whole_object_row(i: int, prompt: str, defect_rect=(3, 13, 3, 13), score: flo
 def test_whole_object_answer_is_dropped_from_every_map_source(source):
     """Issue 8.1: the object prior used to skip the semantic map (image score 0.9 with semantic/both)."""
     det = AnomalyDetector(FakeEngine(whole_object_row), settings(map_source=source))
-    [res] = det.detect([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
+    [res] = det.detect_arrays([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
     assert res.object_found is True
     assert res.image_score == pytest.approx(0.0, abs=1e-6)
     assert float(res.anomaly_map.max()) == pytest.approx(0.0, abs=1e-6)
@@ -272,14 +274,16 @@ def test_small_defect_survives_and_outside_is_downweighted_for_every_source(sour
         return whole_object_row(i, prompt, defect_rect=rect, score=0.5)
 
     det = AnomalyDetector(FakeEngine(make_row), settings(map_source=source, object_dilation=0.0625))
-    inside, outside = det.detect([image(), image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
+    inside, outside = det.detect_arrays(
+        [image(), image()], ["scratch"], object_noun="metal nut", out_size=(H, W)
+    )
     assert inside.image_score == pytest.approx(0.5, abs=1e-5)
     assert outside.image_score == pytest.approx(0.5 * 0.2, abs=1e-5)
 
 
 def test_no_object_noun_means_no_regularisation():
     engine = FakeEngine(regularisation_row)
-    [res] = AnomalyDetector(engine, settings()).detect([image()], ["scratch"], out_size=(H, W))
+    [res] = AnomalyDetector(engine, settings()).detect_arrays([image()], ["scratch"], out_size=(H, W))
     assert engine.predict_calls == [["scratch"]]
     assert res.object_found is None
     assert res.image_score == pytest.approx(0.9, abs=1e-5)
@@ -288,7 +292,7 @@ def test_no_object_noun_means_no_regularisation():
 def test_regularisation_switched_off_ignores_the_noun():
     engine = FakeEngine(regularisation_row)
     det = AnomalyDetector(engine, settings(object_regularisation=False))
-    [res] = det.detect([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
+    [res] = det.detect_arrays([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
     assert engine.predict_calls == [["scratch"]]
     assert res.object_found is None and res.image_score == pytest.approx(0.9, abs=1e-5)
 
@@ -298,8 +302,8 @@ def test_object_not_found_leaves_the_map_unchanged():
         return regularisation_row(i, prompt, object_rect=None)
 
     det = AnomalyDetector(FakeEngine(make_row), settings())
-    [with_noun] = det.detect([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
-    [without] = det.detect([image()], ["scratch"], out_size=(H, W))
+    [with_noun] = det.detect_arrays([image()], ["scratch"], object_noun="metal nut", out_size=(H, W))
+    [without] = det.detect_arrays([image()], ["scratch"], out_size=(H, W))
     assert with_noun.object_found is False
     np.testing.assert_array_equal(with_noun.anomaly_map, without.anomaly_map)
     assert with_noun.image_score == pytest.approx(0.9, abs=1e-5)
@@ -344,18 +348,20 @@ def test_chunk_boundaries_and_row_order_do_not_change_results(noun):
     images = [image(40, 60), image(30, 30), image(50, 20)]
     prompts = ["crack", "stain", "hole", "dent"]
     s = ScoringSettings(sigma=1.0, object_threshold=0.3, box_threshold=0.1)
-    reference = AnomalyDetector(FakeEngine(random_row, chunk_size=1000), s).detect(images, prompts, noun)
+    reference = AnomalyDetector(FakeEngine(random_row, chunk_size=1000), s).detect_arrays(
+        images, prompts, noun
+    )
     for chunk_size in (1, 2, 3, 7):
-        results = AnomalyDetector(FakeEngine(random_row, chunk_size=chunk_size), s).detect(
+        results = AnomalyDetector(FakeEngine(random_row, chunk_size=chunk_size), s).detect_arrays(
             images, prompts, noun
         )
         assert_same(results, reference)
     shuffled = AnomalyDetector(FakeEngine(random_row, chunk_size=2, shuffle=True), s)
     if noun is None:  # without an object prior, any row order gives the same maps
-        assert_same(shuffled.detect(images, prompts, noun), reference)
+        assert_same(shuffled.detect_arrays(images, prompts, noun), reference)
     else:  # the object row must precede its image's defect rows (image-major order)
         with pytest.raises(RuntimeError, match="image-major"):
-            shuffled.detect(images, prompts, noun)
+            shuffled.detect_arrays(images, prompts, noun)
     for res, im in zip(reference, images, strict=True):
         assert res.anomaly_map.shape == im.shape[:2]
         assert res.anomaly_map.min() >= 0 and res.anomaly_map.max() <= 1
@@ -364,11 +370,11 @@ def test_chunk_boundaries_and_row_order_do_not_change_results(noun):
 def test_duplicate_prompts_are_scored_once_and_empty_inputs():
     engine = FakeEngine(random_row)
     det = AnomalyDetector(engine, ScoringSettings())
-    det.detect([image()], ["crack", "crack", "hole"])
+    det.detect_arrays([image()], ["crack", "crack", "hole"])
     assert engine.predict_calls == [["crack", "hole"]]
-    assert det.detect([], ["crack"]) == []
+    assert det.detect_arrays([], ["crack"]) == []
     with pytest.raises(ValueError, match="prompt"):
-        det.detect([image()], [])
+        det.detect_arrays([image()], [])
 
 
 def test_missing_rows_are_an_error():
@@ -378,7 +384,7 @@ def test_missing_rows_are_an_error():
                 yield dataclasses.replace(out, prompt_index=torch.zeros_like(out.prompt_index))
 
     with pytest.raises(RuntimeError, match="no rows"):
-        AnomalyDetector(Lossy(random_row), ScoringSettings()).detect([image()], ["a", "b"])
+        AnomalyDetector(Lossy(random_row), ScoringSettings()).detect_arrays([image()], ["a", "b"])
 
 
 def test_text_override_is_the_single_route_to_the_engine():
@@ -390,7 +396,7 @@ def test_text_override_is_the_single_route_to_the_engine():
 
     engine = FakeEngine(random_row)
     det = AnomalyDetector(engine, ScoringSettings(), text_override=override)
-    det.detect([image()], ["crack"], object_noun="bottle")
+    det.detect_arrays([image()], ["crack"], object_noun="bottle")
     assert calls == [["bottle", "crack"]] and engine.predict_calls == [["bottle", "crack"]]
 
 
@@ -406,8 +412,8 @@ def real_images() -> list[np.ndarray]:
 def test_tiny_engine_end_to_end(tiny_engine, noun):
     det = AnomalyDetector(tiny_engine, ScoringSettings(box_threshold=0.0, box_nms_iou=1.0))
     images = real_images()
-    first = det.detect(images, ["crack", "scratch", "hole"], object_noun=noun, out_size=(32, 40))
-    again = det.detect(images, ["crack", "scratch", "hole"], object_noun=noun, out_size=(32, 40))
+    first = det.detect_arrays(images, ["crack", "scratch", "hole"], object_noun=noun, out_size=(32, 40))
+    again = det.detect_arrays(images, ["crack", "scratch", "hole"], object_noun=noun, out_size=(32, 40))
     assert len(first) == 2
     for res, im in zip(first, images, strict=True):
         assert res.anomaly_map.shape == (32, 40) and res.anomaly_map.dtype == np.float32
@@ -435,7 +441,7 @@ def test_tiny_engine_chunking_and_native_size(tiny_sam3_dir):
     results = []
     for chunk_size in (1, 3, 16):
         engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32", chunk_size=chunk_size)
-        results.append(AnomalyDetector(engine, ScoringSettings()).detect(images, prompts, "bottle"))
+        results.append(AnomalyDetector(engine, ScoringSettings()).detect_arrays(images, prompts, "bottle"))
         assert engine.vision_calls == len(images)
     for other in results[1:]:
         assert_same(other, results[0])
@@ -448,9 +454,9 @@ def test_overlapping_boxes_of_different_prompts_are_merged_by_nms():
         with_instance(row, 0, (0, 8, 0, 8), {"a": 0.5, "b": 0.8}[prompt])  # the same region for both prompts
         return row
 
-    one = AnomalyDetector(FakeEngine(make_row), settings()).detect([image(16, 16)], ["a", "b"])[0]
+    one = AnomalyDetector(FakeEngine(make_row), settings()).detect_arrays([image(16, 16)], ["a", "b"])[0]
     assert [(d.prompt, round(d.score, 5)) for d in one.detections] == [("b", 0.8)]
-    both = AnomalyDetector(FakeEngine(make_row), settings(box_nms_iou=1.0)).detect(
+    both = AnomalyDetector(FakeEngine(make_row), settings(box_nms_iou=1.0)).detect_arrays(
         [image(16, 16)], ["a", "b"]
     )[0]
     assert [d.prompt for d in both.detections] == ["b", "a"]

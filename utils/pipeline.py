@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from dataset import OBJECT_NOUNS, Sample, object_noun
+from dataset import Sample
 from model import Sam3Engine
 from model.detector import AnomalyDetector, ScoringSettings
-from model.prompts import build_prompts
+from model.prompts import build_prompts, object_prompt
 from utils.evaluation.store import Scorer
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
@@ -22,17 +22,22 @@ def build_detector(cfg: Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
     checkpoint is read first, so a bad one fails in seconds, not after loading a 3 GB model.
     """
     ckpt = load_checkpoint(cfg["checkpoint"]) if cfg["checkpoint"] else None
-    engine = Sam3Engine.from_pretrained(
-        cfg["model_path"], device=cfg["device"], dtype=cfg["dtype"], chunk_size=cfg["chunk_size"]
+    detector = AnomalyDetector.from_pretrained(
+        cfg["model_path"],
+        device=cfg["device"],
+        dtype=cfg["dtype"],
+        settings=ScoringSettings.from_config(cfg),
+        chunk_size=cfg["chunk_size"],
     )
     if ckpt is None:
-        return AnomalyDetector(engine, ScoringSettings.from_config(cfg)), []
-    bank = apply_checkpoint(ckpt, engine)
+        return detector, []
+    bank = apply_checkpoint(ckpt, detector.engine)
 
     def learned_text(engine: Sam3Engine, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
         return engine.predict_text(features, bank.text_for_prompts(engine, prompts))
 
-    return AnomalyDetector(engine, ScoringSettings.from_config(cfg), text_override=learned_text), bank.names
+    detector.text_override = learned_text
+    return detector, bank.names
 
 
 def prompts_for(
@@ -48,21 +53,28 @@ def prompts_for(
     prompts = build_prompts(category, cfg["prompt_strategy"], cfg["extra_prompts"], cfg["prompt_overrides"])
     if concepts:
         prompts = list(concepts) if cfg["concept_mode"] == "replace" else [*prompts, *concepts]
-    regularise = (
-        cfg["object_regularisation"]
-        and category in OBJECT_NOUNS
-        and category not in cfg["texture_categories"]
-    )
-    return prompts, object_noun(category) if regularise else None
+    noun = object_prompt(category, cfg["texture_categories"]) if cfg["object_regularisation"] else None
+    return prompts, noun
 
 
 def make_scorer(detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()) -> Scorer:
-    """A Scorer (see utils.evaluation.store) giving maps at eval_size x eval_size and image scores."""
+    """A Scorer (see utils.evaluation.store) giving maps at eval_size x eval_size and image scores.
+
+    It calls `AnomalyDetector.detect` with the prompts of `prompts_for` (the object noun follows from the
+    category and cfg["texture_categories"] there as in `prompts_for`), without instance masks.
+    """
     size = (cfg["eval_size"], cfg["eval_size"])
 
     def score(samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:
-        prompts, noun = prompts_for(cfg, category, concepts)
-        results = detector.detect([s.image for s in samples], prompts, noun, out_size=size)
+        prompts, _ = prompts_for(cfg, category, concepts)
+        results = detector.detect(
+            [s.image for s in samples],
+            category,
+            prompts,
+            texture_categories=cfg["texture_categories"],
+            out_size=size,
+            instance_masks=False,
+        )
         return [(r.anomaly_map, r.image_score) for r in results]
 
     return score
