@@ -27,22 +27,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E402
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
-from utils.config.cli import add_checkpoint_arg, base_parser, config_from_args, run  # noqa: E402
+from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
 from utils.pipeline import build_detector, prompts_for  # noqa: E402
+from utils.run_log import get_logger, log_to_folder  # noqa: E402
+
+log = get_logger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = base_parser(__doc__.splitlines()[0])
-    add_checkpoint_arg(parser)
+    """Config keys as flags (utils/config/schema.py declares which ones demo.py takes), plus the input.
+
+    --dataset with --category picks that benchmark's prompts and object noun.
+    """
+    parser = script_parser("demo", __doc__.splitlines()[0])
     parser.add_argument("--image_path", required=True, help="an image file or a folder of images")
-    parser.add_argument("--dataset", choices=["mvtec", "visa", "folder"], help="with --category: its prompts")
     parser.add_argument(
         "--category", help="category name (e.g. bottle, pcb1): category prompts + object prior"
     )
-    parser.add_argument("--mask_threshold", type=float, help="binary mask = anomaly map >= this")
-    parser.add_argument("--box_threshold", type=float, help="draw instances with score >= this")
     return parser.parse_args(argv)
 
 
@@ -109,7 +112,6 @@ def save_outputs(
     stem: str,
     image: np.ndarray,
     result: AnomalyResult,
-    cfg: dict[str, Any],
     record: dict[str, Any],
 ) -> bool:
     """Write the four files of one image as `out/<stem><suffix>` (OUTPUT_SUFFIXES); the JSON is written last.
@@ -122,7 +124,7 @@ def save_outputs(
         file.unlink(missing_ok=True)
     overlay, mask, boxes_png, json_file = files
     save_overlay(overlay, image, result.anomaly_map, f"score {result.image_score:.3f}")
-    save_mask(mask, result.anomaly_map >= cfg["mask_threshold"])
+    save_mask(mask, result.mask)
     boxes = [(d.prompt, d.score, d.box) for d in result.detections]
     save_rgb(boxes_png, draw_boxes(image, boxes))
     atomic_write_text(json_file, json.dumps(record, indent=2))
@@ -136,7 +138,7 @@ def read_batch(paths: Sequence[Path]) -> list[tuple[Path, np.ndarray]]:
         try:
             batch.append((path, read_image(path)))
         except DatasetError as err:
-            print(f"skipped: {err}", file=sys.stderr)
+            log.warning(f"skipped: {err}")
     return batch
 
 
@@ -150,18 +152,22 @@ def detect_and_save(paths: Sequence[Path], out: Path, cfg: dict[str, Any], categ
         batch = read_batch(paths[start : start + cfg["batch_size"]])
         if not batch:
             continue
-        results = detector.detect([image for _, image in batch], prompts, noun)
+        results = detector.detect(
+            [image for _, image in batch],
+            category,
+            prompts,
+            mask_threshold=cfg["mask_threshold"],
+            texture_categories=cfg["texture_categories"],
+            instance_masks=False,
+        )
         for (path, image), result in zip(batch, results, strict=True):
             record = result_record(path, result, prompts, noun)
-            if save_outputs(out, stems[path], image, result, cfg, record):
+            if save_outputs(out, stems[path], image, result, record):
                 written += 1
                 n_boxes = len(result.detections)
-                print(f"{path.name} -> {stems[path]}: score {result.image_score:.3f}, {n_boxes} boxes")
+                log.info(f"{path.name} -> {stems[path]}: score {result.image_score:.3f}, {n_boxes} boxes")
             else:
-                print(
-                    f"not written: outputs of {path} in {out} (check the folder and free space)",
-                    file=sys.stderr,
-                )
+                log.warning(f"not written: outputs of {path} in {out} (check the folder and free space)")
     return written
 
 
@@ -171,8 +177,9 @@ def main(args: argparse.Namespace) -> int:
     paths = input_images(Path(args.image_path).expanduser())
     out = check_output_dir(cfg["output_dir"])  # before the (large) model is loaded
     with OutputLock(out):
+        log_to_folder(out)
         written = detect_and_save(paths, out, cfg, args.category)
-    print(f"{written} of {len(paths)} images written to {out}")
+    log.info(f"{written} of {len(paths)} images written to {out}")
     return 0 if written else 1
 
 

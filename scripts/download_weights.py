@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 REPO_ID = "facebook/sam3"
-DEFAULT_MODEL_DIR = "~/autodl-tmp/download/sam3"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.config.schema import DEFAULT_MODEL_PATH  # noqa: E402
+
+DEFAULT_MODEL_DIR = DEFAULT_MODEL_PATH
 SKIPPED = ["sam3.pt"]  # Meta's original checkpoint; transformers does not need it
 
 

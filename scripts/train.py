@@ -20,22 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.config.cli import add_dataset_args, base_parser, config_from_args, run  # noqa: E402
+from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
+from utils.run_log import get_logger, log_to_folder  # noqa: E402
 from utils.training.checkpoint import LAST_NAME, load_checkpoint  # noqa: E402
 from utils.training.runner import train  # noqa: E402
 from utils.training.trainer import resume_changes  # noqa: E402
 
+log = get_logger(__name__)
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = base_parser(__doc__.splitlines()[0])
-    add_dataset_args(parser)
-    parser.add_argument("--num_epochs", type=int)
-    parser.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3 for concept embeddings)")
-    parser.add_argument("--grad_accum", type=int, help="micro-steps per optimiser step")
-    parser.add_argument("--num_concepts", type=int, help="learned concepts, seeded from generic prompts")
-    parser.add_argument("--train_head", action="store_true", default=None, help="also tune the semantic head")
-    parser.add_argument("--seed", type=int)
+    """Config keys as flags (utils/config/schema.py declares which ones train.py takes), plus --resume."""
+    parser = script_parser("train", __doc__.splitlines()[0])
     parser.add_argument("--resume", help="checkpoint (e.g. OUTPUT_DIR/last.safetensors) to continue from")
     return parser.parse_args(argv)
 
@@ -44,19 +41,20 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, not_config=("resume",))
     out = check_output_dir(cfg["output_dir"])  # before a 3 GB model is loaded
     with OutputLock(out):
+        log_to_folder(out)
         ckpt = None
         if args.resume:
             ckpt = load_checkpoint(args.resume)
             resume_changes(ckpt["config"], cfg)  # refuse a changed fixed setting before loading the model
             if ckpt["epoch"] >= cfg["num_epochs"]:
                 done, wanted = ckpt["epoch"], cfg["num_epochs"]
-                print(
+                log.info(
                     f"training is already complete at epoch {done} (--num_epochs {wanted}): "
                     f"test with --checkpoint {Path(args.resume).expanduser()}"
                 )
                 return 0
         train(cfg, out, ckpt)
-    print(f"done: test with --checkpoint {out / LAST_NAME}")
+    log.info(f"done: test with --checkpoint {out / LAST_NAME}")
     return 0
 
 

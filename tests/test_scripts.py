@@ -47,7 +47,7 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     assert run_test_script(argv) == 0
     out = tmp_path / "a"
     doc = json.loads((out / "results.json").read_text())
-    assert doc["dataset"] == dataset and set(doc) == {"dataset", "categories", "mean", "config"}
+    assert doc["dataset"] == dataset and set(doc) == {"dataset", "categories", "mean", "config", "run"}
     categories = {"mvtec": {"bottle", "wood"}, "visa": {"candle", "pcb1"}}[dataset]
     assert set(doc["categories"]) == categories
     for metrics in [*doc["categories"].values(), doc["mean"]]:

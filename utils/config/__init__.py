@@ -1,1 +1,1 @@
-"""Configuration: defaults in configs/config.yaml merged with a YAML file and CLI flags."""
+"""Configuration: every setting declared once (schema.py), mirrored by configs/config.yaml; YAML and flags."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,9 +15,13 @@ import yaml
 from dataset import DatasetError
 from model import ModelLoadError
 from utils.config.loading import ConfigError, parse_list, resolve_config
+from utils.config.schema import Setting, flags_of, yaml_value
 from utils.evaluation.store import StaleOutputError
 from utils.files import OutputDirError, disk_full_message
+from utils.run_log import FILE_ONLY, get_logger, start_logging, stop_logging
 from utils.training.checkpoint import CheckpointError
+
+log = get_logger(__name__)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -32,38 +37,37 @@ def user_errors() -> tuple[type[Exception], ...]:
     )
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with `--config` and the flags every script shares; every default is None (= not given)."""
+def script_parser(script: str, description: str) -> argparse.ArgumentParser:
+    """A parser with `--config` and a flag per setting that `script` exposes (see utils/config/schema.py).
+
+    Every flag is named like its key and defaults to None (= not given, the config decides); choices,
+    types and help come from the key's declaration. Booleans get `--key` / `--no-key`, lists are
+    comma-separated.
+    """
     parser = argparse.ArgumentParser(description=description, argument_default=None)
     parser.add_argument(
         "--config", help="YAML file with keys of configs/config.yaml (e.g. configs/mvtec.yaml)"
     )
-    parser.add_argument(
-        "--model_path", help="local facebook/sam3 folder (default ~/autodl-tmp/download/sam3)"
-    )
-    parser.add_argument("--output_dir", help="where outputs are written")
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--batch_size", type=int, help="images per vision-encoder pass")
-    parser.add_argument("--chunk_size", type=int, help="image x prompt rows per decoder pass")
-    parser.add_argument("--prompt_strategy", choices=["base", "category", "mixed", "contextual"])
+    for declared in flags_of(script):
+        parser.add_argument(f"--{declared.name}", **_flag_options(declared))
     return parser
 
 
-def add_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint: score the learned concepts of a scripts/train.py checkpoint."""
-    parser.add_argument(
-        "--checkpoint", help="trained concepts from scripts/train.py (OUTPUT_DIR/last.safetensors)"
-    )
-
-
-def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    """Flags that choose a dataset and its categories."""
-    parser.add_argument("--dataset", choices=["mvtec", "visa", "folder"])
-    parser.add_argument("--dataset_path", help="datasets root (default: first line of dataset_dir.txt)")
-    parser.add_argument(
-        "--categories", type=parse_list, help="comma-separated categories (default: all found)"
-    )
+def _flag_options(declared: Setting) -> dict[str, Any]:
+    """argparse keyword arguments for one declared setting."""
+    info = declared.info
+    options: dict[str, Any] = {"help": f"{info.help} (default: {yaml_value(declared.default)})"}
+    if declared.kind is bool:
+        options["action"] = argparse.BooleanOptionalAction
+    elif declared.kind is list:
+        options["type"] = parse_list
+    elif declared.kind in (int, float):
+        options["type"] = declared.kind
+    elif declared.kind is not str:
+        raise TypeError(f"setting '{declared.name}' ({declared.kind.__name__}) cannot be a flag: YAML only")
+    if info.choices:
+        options["choices"] = list(info.choices)
+    return options
 
 
 def config_from_args(
@@ -94,15 +98,29 @@ def run(
     """Parse `argv`, call `main`; a user error becomes `error: <message>` on stderr and exit code 2.
 
     So does a full disk (ENOSPC) anywhere: the message says to free space and rerun, which resumes.
+    Logging (utils/run_log.py) is set up for the run and closed after it; `main` adds run.log once it knows
+    its output folder, so the error line and an unexpected crash's traceback land there too.
     """
     args = parse_args(argv)
+    script = Path(getattr(sys.modules.get(main.__module__), "__file__", None) or main.__module__).name
+    start_logging(shlex.join([script, *(sys.argv[1:] if argv is None else argv)]))
     try:
         return main(args) or 0
-    except user_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except Exception as err:
+        message = user_message(err)
+        if message is None:
+            log.exception("stopped by an unexpected error", extra=FILE_ONLY)
             raise
-        print(f"error: {disk_full_message(err.filename or 'the output folder')}", file=sys.stderr)
+        log.error(f"error: {message}")
         return 2
+    finally:
+        stop_logging()
+
+
+def user_message(err: Exception) -> str | None:
+    """The one-line message `run` shows for `err`, or None when it is a bug (shown as a traceback)."""
+    if isinstance(err, user_errors()):
+        return str(err)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return disk_full_message(err.filename or "the output folder")
+    return None

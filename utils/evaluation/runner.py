@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,10 @@ from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.results import write_results
 from utils.evaluation.store import CategoryResult, Scorer, evaluate_category, fingerprint_settings
 from utils.evaluation.visualization import pick_for_visualization, save_curves, save_overlay
+from utils.run_log import get_logger
+from utils.run_record import RunRecord
+
+log = get_logger(__name__)
 
 
 def visualize_category(samples: ImageDataset, result: CategoryResult, vis_dir: Path, count: int) -> None:
@@ -22,12 +27,22 @@ def visualize_category(samples: ImageDataset, result: CategoryResult, vis_dir: P
         save_overlay(vis_dir / name, sample.image, result.maps[index].astype("float32"), title, sample.mask)
 
 
-def evaluate(cfg: dict[str, Any], scorer: Scorer, progress: bool = True) -> dict[str, dict[str, float]]:
+def evaluate(
+    cfg: dict[str, Any],
+    scorer: Scorer,
+    progress: bool = True,
+    categories: Sequence[str] | None = None,
+    record: RunRecord | None = None,
+) -> dict[str, dict[str, float]]:
     """Evaluate every category of cfg with `scorer`, writing results into cfg["output_dir"] as it goes.
 
-    Returns {category: {metric: value}} (NaN for undefined metrics).
+    `categories`: as returned by `select_categories` for cfg (None: selected here). `record` collects the
+    "run" section of results.json (None: a new one, whose wall time starts now). Returns
+    {category: {metric: value}} (NaN for undefined metrics).
     """
-    categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
+    if categories is None:
+        categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
+    record = record if record is not None else RunRecord(cfg["device"])
     out = Path(cfg["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     settings = fingerprint_settings(cfg)
@@ -46,6 +61,7 @@ def evaluate(cfg: dict[str, Any], scorer: Scorer, progress: bool = True) -> dict
             progress,
         )
         per_category[category] = result.metrics
+        log_category(category, record.add_category(category, len(samples), result.scored, result.seconds))
         (out / "curves").mkdir(exist_ok=True)
         curves = {
             "image": image_curves(result.labels, result.scores),
@@ -54,5 +70,16 @@ def evaluate(cfg: dict[str, Any], scorer: Scorer, progress: bool = True) -> dict
         save_curves(out / "curves" / category, curves, category)
         if cfg["visualize"]:
             visualize_category(samples, result, out / "vis" / category, cfg["num_visualize"])
-        write_results(out, cfg["dataset"], per_category, cfg)
+        write_results(out, cfg["dataset"], per_category, cfg, record.to_json())
     return per_category
+
+
+def log_category(category: str, entry: dict[str, Any]) -> None:
+    """One progress line per category: how many images were scored now, how fast, and how many were stored."""
+    stored = entry["images"] - entry["scored"]
+    if not entry["scored"]:
+        log.info(f"{category}: all {entry['images']} images from an earlier run")
+        return
+    speed = f"{entry['images_per_s']:.2f} images/s" if entry["images_per_s"] is not None else "-"
+    resumed = f"; {stored} from an earlier run" if stored else ""
+    log.info(f"{category}: {entry['scored']} images scored in {entry['seconds']:.1f} s ({speed}){resumed}")

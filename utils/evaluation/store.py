@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,62 +33,24 @@ from tqdm import tqdm
 from dataset import Sample
 from model.loader import resolve_device
 from model.map_ops import resize_map, resize_mask
+from utils.config.schema import SETTINGS, fingerprinted
 from utils.evaluation.metrics import compute_metrics
 from utils.files import atomic_write_text, disk_full_as_error, preallocate
 
 # A scorer turns a batch of samples of one category into (anomaly map (H, W) float in [0, 1], image score).
 Scorer = Callable[[Sequence[Sample], str], list[tuple[np.ndarray, float]]]
 
-# The resume fingerprint. Every key of configs/config.yaml is in exactly one of the three tables below
-# (tests/test_resume.py checks it, so a new key must be sorted here). A stored category is reused only when
-# every fingerprinted value matches; otherwise the run stops with StaleOutputError instead of mixing results.
+# The resume fingerprint, derived from the declarations in utils/config/schema.py (each setting says there
+# whether it changes scores, and if not, why). A stored category is reused only when every fingerprinted
+# value matches; otherwise the run stops with StaleOutputError instead of mixing results.
 #
 # Keys whose value changes the anomaly maps or the image scores:
-FINGERPRINT_KEYS: tuple[str, ...] = (
-    "dataset",  # picks the loader: how images and masks are read, which object noun a category gets
-    "texture_categories",  # switches the object prior off for these categories
-    "concept_mode",  # learned concepts replace or join the text prompts
-    "dtype",  # numerical precision of the whole model
-    "prompt_strategy",  # the prompts themselves ...
-    "extra_prompts",
-    "prompt_overrides",
-    "map_source",  # ... and every step from SAM 3's outputs to a map and a score
-    "prompt_aggregation",
-    "object_regularisation",
-    "max_object_fraction",
-    "outside_weight",
-    "object_dilation",
-    "object_threshold",
-    "eval_size",
-    "sigma",
-    "image_score",
-    "topk",
-)
+FINGERPRINT_KEYS: tuple[str, ...] = fingerprinted("value")
 # Keys that name something: what they point at is fingerprinted, not the name (a moved folder still resumes).
 IDENTITY_KEYS: dict[str, Callable[[Any], Any]] = {}  # filled below the identity functions
 # Keys that change neither the maps nor the image scores, and why:
 NOT_FINGERPRINTED: dict[str, str] = {
-    "dataset_path": "the stored image paths are compared one by one instead (progress.json)",
-    "categories": "every category has its own store",
-    "batch_size": "images per encoder pass: the same results up to float rounding",
-    "chunk_size": "rows per decoder pass: the same results up to float rounding",
-    "aupro_variant": "metrics only: stored in metrics.json, recomputed from the stored maps when it differs",
-    "output_dir": "where the store is",
-    "visualize": "overlays are drawn from the stored maps at every run",
-    "num_visualize": "overlays are drawn from the stored maps at every run",
-    "mask_threshold": "demo.py only (binary masks)",
-    "box_threshold": "detections (demo.py boxes) only",
-    "box_nms_iou": "detections (demo.py boxes) only",
-    "num_epochs": "scripts/train.py only: training reaches test.py through the checkpoint's bytes",
-    "lr": "scripts/train.py only",
-    "weight_decay": "scripts/train.py only",
-    "grad_accum": "scripts/train.py only",
-    "num_concepts": "scripts/train.py only",
-    "train_head": "scripts/train.py only",
-    "focal_weight": "scripts/train.py only",
-    "dice_weight": "scripts/train.py only",
-    "image_loss_weight": "scripts/train.py only",
-    "seed": "scripts/train.py only (evaluation is deterministic)",
+    name: s.info.not_fingerprinted for name, s in SETTINGS.items() if s.info.fingerprint is None
 }
 
 
@@ -130,7 +93,13 @@ def device_kind(device: str | None) -> str:
         return str(device).split(":")[0]
 
 
-IDENTITY_KEYS.update({"model_path": model_identity, "checkpoint": file_identity, "device": device_kind})
+_IDENTITIES: dict[str, Callable[[Any], Any]] = {
+    "model_path": model_identity,
+    "checkpoint": file_identity,
+    "device": device_kind,
+}
+# A key declared fingerprint="identity" without a function here fails at import, not silently.
+IDENTITY_KEYS.update({key: _IDENTITIES[key] for key in fingerprinted("identity")})
 
 
 def fingerprint_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,6 +130,8 @@ class CategoryResult:
     masks: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
+    scored: int = 0  # images scored by this call (the others came from the store)
+    seconds: float = 0.0  # time spent scoring them (metrics excluded)
 
 
 class StaleOutputError(ValueError):
@@ -390,9 +361,11 @@ def evaluate_category(
     metrics = store.load_metrics(aupro_variant)
     if metrics is not None:
         return store.result(metrics)
-    if store.n_done < len(paths):
+    scored, start = len(paths) - store.n_done, time.perf_counter()
+    if scored:
         _score_remaining(samples, scorer, category, store, batch_size, progress)
     result = store.result({})
+    result.scored, result.seconds = scored, time.perf_counter() - start
     result.metrics = compute_metrics(
         result.labels, result.scores, result.masks, result.maps, fpr_limit=0.3, aupro_variant=aupro_variant
     )
