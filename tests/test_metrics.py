@@ -16,6 +16,7 @@ from utils.evaluation.metrics import (
     METRIC_KEYS,
     UndefinedMetricWarning,
     compute_metrics,
+    f1_max_thresholds,
     image_curves,
     pixel_curves,
 )
@@ -281,3 +282,45 @@ def test_image_curves_and_missing_class():
     assert np.trapezoid(curves["tpr"], curves["fpr"]) == pytest.approx(roc_auc_score(labels, scores))
     empty = image_curves(np.zeros(4, int), np.arange(4.0))
     assert all(v.size == 0 for v in empty.values())
+
+
+# ---------------------------------------------------------------- F1-max thresholds
+def test_f1_threshold_by_hand():
+    # Image scores: good 0.1, 0.6; anomalous 0.5, 0.9. Thresholds (score >= t): 0.9 -> P 1, R 1/2, F1 2/3;
+    # 0.5 -> TP 2, FP 1, F1 4/5. Pixels of one row: anomalous 0.8, 0.4; normal 0.7, 0.2, 0.1.
+    # t = 0.8: F1 = 2/(1 + 0 + 2) = 2/3; t = 0.4: TP 2, FP 1 -> 4/5.
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.5, 0.9])
+    masks = np.zeros((4, 1, 5), dtype=bool)
+    masks[2, 0, :2] = True
+    maps = np.zeros((4, 1, 5), dtype=np.float32)
+    maps[2, 0] = [0.8, 0.4, 0.7, 0.2, 0.1]
+    got = f1_max_thresholds(labels, scores, masks, maps)
+    assert got["image_threshold"] == 0.5 and got["image_f1_max"] == pytest.approx(0.8)
+    assert got["pixel_threshold"] == pytest.approx(0.4) and got["pixel_f1_max"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("seed,levels", [(0, None), (1, 10), (4, 3)])
+def test_f1_thresholds_reach_the_reported_f1_max(seed, levels):
+    labels, scores, masks, maps = random_set(seed, levels=levels)
+    got = f1_max_thresholds(labels, scores, masks, maps)
+    metrics = compute_metrics(labels, scores, masks, maps)
+    assert got["image_f1_max"] == metrics["image_f1_max"] and got["pixel_f1_max"] == metrics["pixel_f1_max"]
+
+    def f1_at(y: np.ndarray, s: np.ndarray, t: float) -> float:  # plain count at "score >= t"
+        tp, fp, fn = np.sum(y & (s >= t)), np.sum(~y & (s >= t)), np.sum(y & (s < t))
+        return 2 * tp / (2 * tp + fp + fn)
+
+    image_at = f1_at(labels.astype(bool), scores, got["image_threshold"])
+    pixel_at = f1_at(masks.ravel(), maps.ravel(), np.float32(got["pixel_threshold"]))
+    assert image_at == pytest.approx(metrics["image_f1_max"], abs=1e-12)
+    assert pixel_at == pytest.approx(metrics["pixel_f1_max"], abs=1e-12)
+
+
+def test_f1_thresholds_nan_when_one_class():
+    labels, scores, masks, maps = random_set(0)
+    good = labels == 0
+    with pytest.warns(UndefinedMetricWarning) as caught:
+        got = f1_max_thresholds(labels[good], scores[good], masks[good], maps[good])
+    said = " ".join(str(w.message) for w in caught)
+    assert "image_threshold" in said and "pixel_threshold" in said
+    assert all(math.isnan(v) for v in got.values())

@@ -110,9 +110,21 @@ def _ap(r: _Ranked) -> float:
     return float(np.sum(r.counts / r.n_pos * tp / (tp + r.fp_ge)))
 
 
-def _f1_max(r: _Ranked) -> float:
+def _f1_curve(r: _Ranked) -> np.ndarray:
+    """(K,) F1 when "score >= values[k]" is called anomalous, k over the distinct anomalous scores."""
     tp = r.tp.astype(np.float64)
-    return float(np.max(2.0 * tp / (tp + r.fp_ge + r.n_pos)))
+    return 2.0 * tp / (tp + r.fp_ge + r.n_pos)
+
+
+def _f1_max(r: _Ranked) -> float:
+    return float(np.max(_f1_curve(r)))
+
+
+def _f1_argmax(r: _Ranked) -> tuple[float, float]:
+    """(threshold, F1-max): the score t at which "score >= t" reaches F1-max (the highest such t on ties)."""
+    curve = _f1_curve(r)
+    best = int(np.argmax(curve))  # values are descending: the first maximum is the highest threshold
+    return float(r.values[best]), float(curve[best])
 
 
 def _area_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
@@ -394,3 +406,31 @@ def image_curves(labels: np.ndarray, scores: np.ndarray, max_points: int = 2000)
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 (good) or 1 (anomalous)")
     return _curves(_image_ranked(labels.astype(bool), scores), max_points)
+
+
+def f1_max_thresholds(
+    image_labels: np.ndarray, image_scores: np.ndarray, gt_masks: np.ndarray, anomaly_maps: np.ndarray
+) -> dict[str, float]:
+    """The thresholds at which the image and pixel F1-max of `compute_metrics` are reached.
+
+    Calling "score >= threshold" anomalous gives exactly the F1-max that `compute_metrics` reports (same
+    ranking, same F1 curve); the threshold is one of the anomalous scores, the highest one on ties. A level
+    with one class only gives NaN for both its numbers (with an ``UndefinedMetricWarning``).
+
+    Args:
+        image_labels: (N,) 0 = good, 1 = anomalous.  image_scores: (N,) real.
+        gt_masks: (N, H, W) bool.  anomaly_maps: (N, H, W) float16/float32.
+    Returns:
+        {"image_threshold", "image_f1_max", "pixel_threshold", "pixel_f1_max"}: floats.
+    """
+    labels, scores = _check_inputs(image_labels, image_scores, gt_masks, anomaly_maps)
+    neg, pos, _ = _split_pixels(gt_masks, anomaly_maps)
+    out: dict[str, float] = {}
+    for level, ranked in (("image", _image_ranked(labels, scores)), ("pixel", _rank(neg, pos))):
+        names = [f"{level}_threshold", f"{level}_f1_max"]
+        if ranked.n_neg == 0 or ranked.n_pos == 0:
+            _warn_undefined(names, f"no {'normal' if ranked.n_neg == 0 else 'anomalous'} {level}s")
+            out.update(dict.fromkeys(names, float("nan")))
+        else:
+            out.update(zip(names, _f1_argmax(ranked), strict=True))
+    return out
