@@ -4,7 +4,9 @@
     python scripts/demo.py --image_path my_bottles/ --dataset mvtec --category bottle --output_dir demo_out
 
 Per image, in --output_dir: <stem>_overlay.png (heatmap + colour bar), <stem>_mask.png (map >= threshold),
-<stem>_boxes.png (instances with prompt and confidence), <stem>.json (scores, boxes and the input's path).
+<stem>_boxes.png (instances with prompt and confidence), <stem>.json (scores, boxes with their instance
+masks as COCO RLE, and the input's path). --thresholds FILE (thresholds.json of test.py) sets the mask threshold
+to the category's pixel_normal_threshold.
 <stem> is the image's file stem; images whose stems clash (part.png, part.jpg) get <stem>_<extension>
 (part_png, part_jpg), so no output replaces another. The output folder is checked and locked before the
 model is loaded: a second demo into the same folder stops with an error naming the running one.
@@ -28,6 +30,8 @@ from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E40
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
+from utils.evaluation.exports import detections_json  # noqa: E402
+from utils.evaluation.thresholds import mask_threshold_from  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
 from utils.pipeline import build_detector, prompts_for  # noqa: E402
@@ -100,7 +104,7 @@ def result_record(path: Path, result: AnomalyResult, prompts: list[str], noun: s
         "object_found": result.object_found,
         "prompt_presence": result.prompt_presence,
         "prompt_best_score": result.prompt_best_score,
-        "boxes": [{"prompt": d.prompt, "score": d.score, "box_xyxy": list(d.box)} for d in result.detections],
+        "boxes": detections_json(result.detections),
     }
 
 
@@ -158,7 +162,7 @@ def detect_and_save(paths: Sequence[Path], out: Path, cfg: dict[str, Any], categ
             prompts,
             mask_threshold=cfg["mask_threshold"],
             texture_categories=cfg["texture_categories"],
-            instance_masks=False,
+            instance_masks=True,  # for the COCO RLE of each box in the JSON
         )
         for (path, image), result in zip(batch, results, strict=True):
             record = result_record(path, result, prompts, noun)
@@ -174,6 +178,9 @@ def detect_and_save(paths: Sequence[Path], out: Path, cfg: dict[str, Any], categ
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, not_config=("image_path", "category"))
     check_category(cfg["dataset"] if args.dataset else None, args.category)
+    if cfg["thresholds"]:  # the category's threshold from test.py replaces mask_threshold
+        cfg["mask_threshold"] = mask_threshold_from(cfg["thresholds"], args.category)
+        log.info(f"mask threshold {cfg['mask_threshold']:.4g} from {cfg['thresholds']}")
     paths = input_images(Path(args.image_path).expanduser())
     out = check_output_dir(cfg["output_dir"])  # before the (large) model is loaded
     with OutputLock(out):
