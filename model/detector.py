@@ -27,7 +27,7 @@ The engine contract (model/engine.py): ``encode_images(images) -> features`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from model.scoring import (
     semantic_map,
 )
 from model.settings import check_settings, setting
+from model.visual import DEFAULT_MUTUAL_FRACTION, ReferenceBank, fuse, mutual_map, select_layers
 
 # (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
 # checkpoint add/replace text features here (e.g. route to `engine.predict_text`).
@@ -68,6 +69,9 @@ ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 # the two equal).
 MASK_THRESHOLD = 0.5
 _EVAL = ("test", "demo")  # the scripts that score images
+# Visual anomaly signal (model/visual.py): none = text maps only (the zero-shot default until real-weight
+# numbers justify another), fewshot = against K normal references, mutual = against the other test images.
+VISUAL_MODES: tuple[str, ...] = ("none", "fewshot", "mutual")
 
 
 @dataclass
@@ -158,6 +162,33 @@ class ScoringSettings:
         fingerprint="value",
         scripts=_EVAL,
     )
+    visual: str = setting(
+        "none",
+        "visual signal from SAM 3's patch features fused with the text map: none | fewshot (K normal "
+        "references) | mutual (zero-shot, the other test images of the category)",
+        "visual",
+        choices=VISUAL_MODES,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    visual_weight: float = setting(
+        0.5,
+        "final map = (1 - w) * text map + w * calibrated visual map (1 = visual alone; unused with none)",
+        "visual",
+        minimum=0.0,
+        maximum=1.0,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
+    mutual_fraction: float = setting(
+        DEFAULT_MUTUAL_FRACTION,
+        "mutual: a patch's score averages its smallest this-fraction of distances to the other images",
+        "visual",
+        minimum=0.01,
+        maximum=1.0,
+        fingerprint="value",
+        scripts=_EVAL,
+    )
     box_threshold: float = setting(
         0.3,
         "detections (drawn boxes) = instances with score >= this",
@@ -241,6 +272,7 @@ class AnomalyDetector:
         self.engine = engine
         self.settings = settings if settings is not None else ScoringSettings()
         self.text_override = text_override
+        self.references: ReferenceBank | None = None  # few-shot bank, from `set_references`
 
     @classmethod
     def from_pretrained(
@@ -310,7 +342,7 @@ class AnomalyDetector:
         """
         single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
         inputs: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item]
-        arrays = [read_image(x) if isinstance(x, (str, Path, os.PathLike)) else to_rgb(x) for x in inputs]
+        arrays = [_as_array(x) for x in inputs]
         if prompts is None:
             prompts = build_prompts(category, prompt_strategy)
         noun = object_prompt(category, texture_categories)
@@ -339,18 +371,103 @@ class AnomalyDetector:
 
         Returns:
             One `AnomalyResult` per image, in order (``mask`` is left None; `detect` sets it).
+
+        With ``settings.visual``: "fewshot" fuses each map with the distances of its patches to the
+        references of `set_references`; "mutual" scores the N images against each other
+        (`detect_arrays_mutual` with one batch, so N >= 2).
+        """
+        s = self.settings
+        if s.visual == "mutual":
+            return self.detect_arrays_mutual([images], prompts, object_noun, out_size, instance_masks)
+        results, patches = self._text_pass(images, prompts, object_noun, out_size, instance_masks)
+        if s.visual == "fewshot" and results:
+            if self.references is None:
+                raise ValueError("visual='fewshot' needs normal reference images: call set_references first")
+            self._fuse_visual(results, self.references.calibrated(patches))
+        return results
+
+    def detect_arrays_mutual(
+        self,
+        batches: Iterable[Sequence[np.ndarray]],
+        prompts: Sequence[str],
+        object_noun: str | None = None,
+        out_size: tuple[int, int] | None = None,
+        instance_masks: bool = False,
+    ) -> list[AnomalyResult]:
+        """Zero-shot mutual scoring of every image of `batches` against the others (one category).
+
+        Each batch goes through the vision encoder once (text maps and patch features from the same pass);
+        the patch features of all N images are kept on the model's device (float16 on CUDA), then
+        `model.visual.mutual_map` gives each image's (h, w) visual map, calibrated on the N images
+        themselves, which is fused with its text map. Results come in the order of the images.
+
+        Raises:
+            ValueError: fewer than two images in all (mutual scoring compares images with each other).
+        """
+        results: list[AnomalyResult] = []
+        gathered: dict[int, list[torch.Tensor]] = {}
+        for images in batches:
+            batch_results, patches = self._text_pass(images, prompts, object_noun, out_size, instance_masks)
+            results += batch_results
+            for layer, feats in patches.items():
+                gathered.setdefault(layer, []).append(feats)
+        if len(results) < 2:
+            raise ValueError(
+                f"visual=mutual compares images of one product with each other and got {len(results)}: "
+                "give at least two images, or use visual=fewshot with normal reference images"
+            )
+        features = {layer: torch.cat(parts) for layer, parts in gathered.items()}
+        self._fuse_visual(results, mutual_map(features, self.settings.mutual_fraction))
+        return results
+
+    def set_references(self, images: Sequence[ImageInput]) -> None:
+        """Encode K >= 1 normal images of the product for ``visual="fewshot"`` (replaces earlier ones).
+
+        Args:
+            images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded in one
+                batch, so K should be small (the few-shot protocol uses 1, 2 or 4).
+
+        Afterwards `detect` scores each patch by its distance to the nearest reference patch
+        (`model.visual.ReferenceBank`, calibrated on the references alone). The bank holds K x h x w x C
+        values per ViT layer used (4 layers of 72 x 72 x 1024 per real image) on the model's device.
+        """
+        if len(images) == 0:
+            raise ValueError("set_references needs at least one normal image of the product")
+        arrays = [_as_array(x) for x in images]
+        features = self.engine.encode_images(arrays, patch_layers=self._patch_layers())
+        self.references = ReferenceBank(features.patch_layers)
+
+    def _patch_layers(self) -> list[int]:
+        """The ViT blocks whose patch features the visual scores read (`model.visual.select_layers`)."""
+        return select_layers(self.engine.num_vit_layers)
+
+    def _text_pass(
+        self,
+        images: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        object_noun: str | None,
+        out_size: tuple[int, int] | None,
+        instance_masks: bool,
+    ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
+        """Text-only results for a batch, and the patch features of the same vision pass.
+
+        Returns the results (maps from the text prompts alone) and ``{layer: (B, h, w, C)}`` patch
+        features (empty with ``visual="none"``: the engine is then called exactly as before visual scores).
         """
         prompts = list(dict.fromkeys(prompts))
         if not prompts:
             raise ValueError("detect needs at least one defect prompt (see model.prompts)")
         if len(images) == 0:
-            return []
+            return [], {}
         s = self.settings
         regularise = bool(s.object_regularisation and object_noun)
         all_prompts = [object_noun, *prompts] if regularise else prompts
         offset = 1 if regularise else 0  # prompt index of the first defect prompt
 
-        features = self.engine.encode_images(images)
+        if s.visual == "none":
+            features = self.engine.encode_images(images)
+        else:
+            features = self.engine.encode_images(images, patch_layers=self._patch_layers())
         states = [_ImageState() for _ in images]
         for chunk in self._predict(features, all_prompts):
             self._reduce_chunk(chunk, states, prompts, offset, regularise, instance_masks)
@@ -364,7 +481,28 @@ class AnomalyDetector:
             result = self._finish_image(image, state, prompts, size, regularise)
             result.object_prompt = object_noun if regularise else None
             results.append(result)
-        return results
+        return results, getattr(features, "patch_layers", {})
+
+    def _fuse_visual(self, results: list[AnomalyResult], visual: torch.Tensor) -> None:
+        """Fuse each result's text map with its calibrated visual map, in place, and rescore the image.
+
+        `visual`: (N, h, w) float in [0, 1] on the patch grid. Each map is resized to the result's map size
+        and smoothed exactly like the text map, then ``fuse``d with ``settings.visual_weight``; the image
+        score is read from the fused map as before.
+        """
+        s = self.settings
+        maps = visual.float().cpu().numpy()
+        for result, vmap in zip(results, maps, strict=True):
+            out = resize_map(vmap, result.anomaly_map.shape)
+            if s.sigma > 0:
+                out = gaussian_smooth(out, s.sigma)
+            out = np.clip(out, 0.0, 1.0)
+            fused = fuse(torch.from_numpy(result.anomaly_map), torch.from_numpy(out), s.visual_weight)
+            result.anomaly_map = fused.numpy().astype(np.float32)
+            best = max(result.prompt_best_score.values())
+            result.image_score = image_score(
+                result.anomaly_map, s.image_score, s.topk, best_instance_score=best
+            )
 
     def _reduce_chunk(
         self,
@@ -498,6 +636,11 @@ class AnomalyDetector:
             detections=detections,
             object_found=object_found,
         )
+
+
+def _as_array(image: ImageInput) -> np.ndarray:
+    """One `detect` input as (H, W, 3) uint8 RGB: files through `read_image`, arrays and PIL via `to_rgb`."""
+    return read_image(image) if isinstance(image, (str, Path, os.PathLike)) else to_rgb(image)
 
 
 def _instance_mask(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

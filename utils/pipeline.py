@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from dataset import Sample
+from dataset import DatasetError, Sample
 from model import Sam3Engine
 from model.detector import AnomalyDetector, ScoringSettings
 from model.prompts import build_prompts, object_prompt
+from utils.evaluation.references import draw_references
 from utils.evaluation.store import Scorer
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
@@ -61,12 +62,31 @@ def make_scorer(detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Seq
     """A Scorer (see utils.evaluation.store) giving maps at eval_size x eval_size and image scores.
 
     It calls `AnomalyDetector.detect` with the prompts of `prompts_for` (the object noun follows from the
-    category and cfg["texture_categories"] there as in `prompts_for`), without instance masks.
+    category and cfg["texture_categories"] there as in `prompts_for`), without instance masks. With
+    cfg["visual"] "fewshot" the detector first gets the category's references (`draw_references`, encoded
+    once per category); with "mutual" the scorer must be given every image of the category at once
+    (`evaluate_category(..., whole_category=True)`): they are encoded cfg["batch_size"] at a time.
     """
     size = (cfg["eval_size"], cfg["eval_size"])
+    referenced: list[str] = []  # the category whose few-shot references the detector holds
 
     def score(samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:
-        prompts, _ = prompts_for(cfg, category, concepts)
+        prompts, noun = prompts_for(cfg, category, concepts)
+        if cfg["visual"] == "mutual":
+            if len(samples) < 2:
+                raise DatasetError(
+                    f"--visual mutual compares the test images of {category} with each other but it has "
+                    f"{len(samples)}: add test images or use --visual fewshot"
+                )
+            batches = (
+                [s.image for s in samples[i : i + cfg["batch_size"]]]
+                for i in range(0, len(samples), cfg["batch_size"])
+            )
+            results = detector.detect_arrays_mutual(batches, prompts, noun, out_size=size)
+            return [(r.anomaly_map, r.image_score) for r in results]
+        if cfg["visual"] == "fewshot" and referenced != [category]:
+            detector.set_references(draw_references(cfg, category))
+            referenced[:] = [category]
         results = detector.detect(
             [s.image for s in samples],
             category,

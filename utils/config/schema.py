@@ -40,6 +40,7 @@ SECTION_TITLES: dict[str, str] = {
     "model": "model",
     "prompts": "prompts",
     "map": "from SAM 3 outputs to an anomaly map",
+    "visual": "visual signal from SAM 3's patch features (model/visual.py)",
     "evaluation": "evaluation",
     "demo": "demo",
     "training": "training (scripts/train.py)",
@@ -194,6 +195,33 @@ class EvaluationSettings:
         not_fingerprinted="overlays are drawn from the stored maps at every run",
         scripts=("test",),
     )
+    save_maps: str | None = setting(
+        None,
+        "tiff: also write float32 maps as anomaly_maps/<category>/test/<defect>/<stem>.tiff (MVTec's layout)",
+        "evaluation",
+        choices=("tiff",),
+        not_fingerprinted="written from the stored maps at every run",
+        scripts=("test",),
+    )
+
+
+@dataclass
+class VisualSettings:
+    shots: int = setting(
+        4,
+        "visual fewshot: normal reference images per category, drawn from its train split (train/good)",
+        "visual",
+        minimum=1,
+        fingerprint="value",
+        scripts=("test",),
+    )
+    shot_seed: int = setting(
+        0,
+        "visual fewshot: seed of the draw of the reference images",
+        "visual",
+        fingerprint="value",
+        scripts=("test",),
+    )
 
 
 @dataclass
@@ -201,6 +229,13 @@ class DemoSettings:
     mask_threshold: float = setting(
         0.5,
         "binary mask = anomaly map >= this",
+        "demo",
+        not_fingerprinted="demo.py only (binary masks)",
+        scripts=("demo",),
+    )
+    thresholds: str | None = setting(
+        None,
+        "thresholds.json from test.py: mask = map >= the category's pixel_normal_threshold (README)",
         "demo",
         not_fingerprinted="demo.py only (binary masks)",
         scripts=("demo",),
@@ -277,6 +312,7 @@ SECTIONS: tuple[type, ...] = (
     ModelSettings,
     PromptSettings,
     ScoringSettings,
+    VisualSettings,
     EvaluationSettings,
     DemoSettings,
     TrainingSettings,

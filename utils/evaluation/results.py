@@ -47,12 +47,15 @@ def write_results(
     per_category: Mapping[str, Mapping[str, float]],
     config: Mapping[str, Any],
     run: Mapping[str, Any] | None = None,
+    visual: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write results.json, results.csv and results.md into `out_dir`; return the JSON document.
 
     results.json = {"dataset": str, "categories": {cat: {metric: value}}, "mean": {metric: value},
     "config": {...}, "run": {...}}; undefined metrics are null; "run" (versions, commit, device, timing:
-    utils/run_record.py) only when `run` is given. CSV and Markdown hold one row per category and a mean row.
+    utils/run_record.py) only when `run` is given; "visual" (mode, and for few-shot the shots, seed and
+    reference image paths per category: utils/evaluation/runner.py) only when `visual` is given.
+    CSV and Markdown hold one row per category and a mean row.
     """
     mean = mean_metrics(per_category)
     doc = {
@@ -63,6 +66,8 @@ def write_results(
     }
     if run is not None:
         doc["run"] = dict(run)
+    if visual is not None:
+        doc["visual"] = dict(visual)
     atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2))
     rows = [(c, m) for c, m in per_category.items()] + [("mean", mean)]
     table = io.StringIO(newline="")

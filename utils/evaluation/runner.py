@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ImageDataset, load_dataset, select_categories
+from utils.evaluation.exports import export_category
 from utils.evaluation.metrics import image_curves, pixel_curves
+from utils.evaluation.references import draw_references
 from utils.evaluation.results import write_results
 from utils.evaluation.store import CategoryResult, Scorer, evaluate_category, fingerprint_settings
 from utils.evaluation.visualization import pick_for_visualization, save_curves, save_overlay
@@ -47,8 +49,11 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     settings = fingerprint_settings(cfg)
     per_category: dict[str, dict[str, float]] = {}
+    visual = visual_section(cfg)
     for category in categories:
         samples = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test")
+        if cfg["visual"] == "fewshot":
+            visual["references"][category] = draw_references(cfg, category)
         result = evaluate_category(
             samples,
             scorer,
@@ -59,8 +64,10 @@ def evaluate(
             settings,
             cfg["aupro_variant"],
             progress,
+            whole_category=cfg["visual"] == "mutual",
         )
         per_category[category] = result.metrics
+        export_category(out, cfg, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
         log_category(category, record.add_category(category, len(samples), result.scored, result.seconds))
         (out / "curves").mkdir(exist_ok=True)
         curves = {
@@ -70,8 +77,21 @@ def evaluate(
         save_curves(out / "curves" / category, curves, category)
         if cfg["visualize"]:
             visualize_category(samples, result, out / "vis" / category, cfg["num_visualize"])
-        write_results(out, cfg["dataset"], per_category, cfg, record.to_json())
+        shown = visual if cfg["visual"] != "none" else None
+        write_results(out, cfg["dataset"], per_category, cfg, record.to_json(), shown)
     return per_category
+
+
+def visual_section(cfg: dict[str, Any]) -> dict[str, Any]:
+    """results.json's "visual" section: the mode and what it saw (few-shot: shots, seed, reference paths)."""
+    section: dict[str, Any] = {"mode": cfg["visual"]}
+    if cfg["visual"] != "none":
+        section["weight"] = cfg["visual_weight"]
+    if cfg["visual"] == "fewshot":
+        section.update(shots=cfg["shots"], seed=cfg["shot_seed"], references={})
+    if cfg["visual"] == "mutual":
+        section["fraction"] = cfg["mutual_fraction"]
+    return section
 
 
 def log_category(category: str, entry: dict[str, Any]) -> None:

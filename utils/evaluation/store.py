@@ -348,6 +348,7 @@ def evaluate_category(
     settings: Mapping[str, Any],
     aupro_variant: str = "official",
     progress: bool = True,
+    whole_category: bool = False,
 ) -> CategoryResult:
     """Score every sample of `category` (resuming from `cat_dir`), then compute and store the metrics.
 
@@ -355,6 +356,10 @@ def evaluate_category(
     Sample also works. `settings` is `fingerprint_settings(cfg)`. Maps are resized to eval_size x eval_size
     with bilinear interpolation, masks with nearest neighbour, so every metric is computed at the evaluation
     resolution. Metrics stored with another `aupro_variant` are recomputed from the stored maps.
+
+    `whole_category` (visual mutual scoring, where each map depends on every image of the category): the
+    scorer is called once with all samples; an unfinished category is scored again as a whole and only the
+    images not stored yet are appended (resume per category, not per batch).
     """
     paths = [str(s.image_path) for s in getattr(samples, "records", samples)]
     store = CategoryStore(cat_dir, paths, eval_size, settings)
@@ -362,7 +367,9 @@ def evaluate_category(
     if metrics is not None:
         return store.result(metrics)
     scored, start = len(paths) - store.n_done, time.perf_counter()
-    if scored:
+    if scored and whole_category:
+        _score_whole(samples, scorer, category, store, batch_size)
+    elif scored:
         _score_remaining(samples, scorer, category, store, batch_size, progress)
     result = store.result({})
     result.scored, result.seconds = scored, time.perf_counter() - start
@@ -371,6 +378,26 @@ def evaluate_category(
     )
     store.save_metrics(result.metrics, aupro_variant)
     return result
+
+
+def _score_whole(
+    samples: Sequence[Sample], scorer: Scorer, category: str, store: CategoryStore, batch_size: int
+) -> None:
+    """Score all samples in one scorer call, then append those not stored yet, batch_size at a time."""
+    outputs = scorer(samples, category)
+    if len(outputs) != len(samples):
+        raise RuntimeError(f"the scorer returned {len(outputs)} results for {len(samples)} images")
+    for start in range(store.n_done, len(samples), batch_size):
+        batch = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
+        _append(store, batch, outputs[start : start + len(batch)])
+
+
+def _append(store: CategoryStore, batch: list[Sample], outputs: list[tuple[np.ndarray, float]]) -> None:
+    """Store a batch's maps (resized to the store's size), masks (nearest), labels and image scores."""
+    size = store.shape[1:]
+    maps = [resize_map(m, size) if m.shape != size else m.astype(np.float32) for m, _ in outputs]
+    masks = [resize_mask(s.mask, size) for s in batch]
+    store.append(maps, masks, [s.label for s in batch], [score for _, score in outputs])
 
 
 def _score_remaining(
@@ -382,12 +409,8 @@ def _score_remaining(
     progress: bool,
 ) -> None:
     """Score the samples not stored yet, batch by batch, appending each batch to `store`."""
-    size = store.shape[1:]
     bar = tqdm(total=len(samples), initial=store.n_done, desc=category, unit="img", disable=not progress)
     for batch in prefetched_batches(samples, store.n_done, batch_size):
-        outputs = scorer(batch, category)
-        maps = [resize_map(m, size) if m.shape != size else m.astype(np.float32) for m, _ in outputs]
-        masks = [resize_mask(s.mask, size) for s in batch]
-        store.append(maps, masks, [s.label for s in batch], [score for _, score in outputs])
+        _append(store, batch, scorer(batch, category))
         bar.update(len(batch))
     bar.close()
