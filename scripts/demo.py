@@ -50,7 +50,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--category", help="category name (e.g. bottle, pcb1): category prompts + object prior"
     )
+    parser.add_argument(
+        "--reference_dir",
+        help="a folder of a few good images of the same product: few-shot visual scoring against them",
+    )
     return parser.parse_args(argv)
+
+
+def visual_inputs(cfg: dict[str, Any], reference_dir: str | None, n_images: int) -> list[np.ndarray]:
+    """Check the visual mode against the inputs and read the reference images (before the model loads).
+
+    --reference_dir turns --visual none into fewshot; fewshot needs it, mutual (the demo images against
+    each other, encoded in one batch) needs two images or more and no references.
+    """
+    if reference_dir is None:
+        if cfg["visual"] == "fewshot":
+            raise DatasetError("--visual fewshot needs --reference_dir DIR (a few good images of the part)")
+        if cfg["visual"] == "mutual" and n_images < 2:
+            raise DatasetError(
+                "--visual mutual compares the demo images with each other: pass a folder of two or more "
+                "images, or --reference_dir DIR with good images for few-shot scoring"
+            )
+        return []
+    if cfg["visual"] == "mutual":
+        raise DatasetError("--reference_dir is for few-shot scoring: drop --visual mutual or --reference_dir")
+    cfg["visual"] = "fewshot"
+    folder = Path(reference_dir).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(f"--reference_dir {folder} is not a folder: pass a folder of good images")
+    paths = list_images(folder)
+    if not paths:
+        raise DatasetError(
+            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in --reference_dir {folder}: "
+            "put a few good images of the product there"
+        )
+    return [read_image(p) for p in paths]  # an unreadable file is a one-line DatasetError naming it
 
 
 def input_images(path: Path) -> list[Path]:
@@ -146,14 +180,26 @@ def read_batch(paths: Sequence[Path]) -> list[tuple[Path, np.ndarray]]:
     return batch
 
 
-def detect_and_save(paths: Sequence[Path], out: Path, cfg: dict[str, Any], category: str | None) -> int:
-    """Load the detector, score `paths` in batches, save each image's outputs; return how many were saved."""
+def detect_and_save(
+    paths: Sequence[Path],
+    out: Path,
+    cfg: dict[str, Any],
+    category: str | None,
+    references: Sequence[np.ndarray] = (),
+) -> int:
+    """Load the detector, score `paths` in batches, save each image's outputs; return how many were saved.
+
+    With `references` (few-shot) they are encoded once first; visual mutual scores all images in one batch.
+    """
     detector, concepts = build_detector(cfg)
+    if references:
+        detector.set_references(references)
+    step = len(paths) if cfg["visual"] == "mutual" else cfg["batch_size"]
     prompts, noun = prompts_for(cfg, category, concepts)
     stems = output_stems(paths)
     written = 0
-    for start in range(0, len(paths), cfg["batch_size"]):
-        batch = read_batch(paths[start : start + cfg["batch_size"]])
+    for start in range(0, len(paths), step):
+        batch = read_batch(paths[start : start + step])
         if not batch:
             continue
         results = detector.detect(
@@ -176,16 +222,17 @@ def detect_and_save(paths: Sequence[Path], out: Path, cfg: dict[str, Any], categ
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, not_config=("image_path", "category"))
+    cfg = config_from_args(args, not_config=("image_path", "category", "reference_dir"))
     check_category(cfg["dataset"] if args.dataset else None, args.category)
     if cfg["thresholds"]:  # the category's threshold from test.py replaces mask_threshold
         cfg["mask_threshold"] = mask_threshold_from(cfg["thresholds"], args.category)
         log.info(f"mask threshold {cfg['mask_threshold']:.4g} from {cfg['thresholds']}")
     paths = input_images(Path(args.image_path).expanduser())
+    references = visual_inputs(cfg, args.reference_dir, len(paths))
     out = check_output_dir(cfg["output_dir"])  # before the (large) model is loaded
     with OutputLock(out):
         log_to_folder(out)
-        written = detect_and_save(paths, out, cfg, args.category)
+        written = detect_and_save(paths, out, cfg, args.category, references)
     log.info(f"{written} of {len(paths)} images written to {out}")
     return 0 if written else 1
 

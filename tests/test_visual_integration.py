@@ -1,0 +1,175 @@
+"""Visual scores wired into the detector, test.py and demo.py: end to end with the tiny random SAM 3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dataset.synthetic import make_mvtec_like
+from model.detector import AnomalyDetector, ScoringSettings
+from scripts import demo
+from scripts import test as test_script
+from utils.config.cli import run
+from utils.evaluation.store import StaleOutputError
+
+
+@pytest.fixture(scope="module")
+def visual_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mvtec/{bottle,wood}: 6 train, 4 good + 6 defective test images (scratch, hole), 64 x 64."""
+    root = tmp_path_factory.mktemp("visual_data")
+    make_mvtec_like(
+        root / "mvtec",
+        categories=("bottle", "wood"),
+        n_train=6,
+        n_good=4,
+        n_defect=6,
+        size=64,
+        seed=0,
+        defect_types=("scratch", "hole"),
+    )
+    return root
+
+
+def run_test(root: Path, model: Path, out: Path, *extra: str) -> int:
+    """test.py on `root` at eval_size 64, the images' own size (sigma = 4 px of the 64 px image)."""
+    return run(test_script.main, test_script.parse_args, _argv(root, model, out, *extra))
+
+
+def pixel_auroc(out: Path) -> dict[str, float]:
+    doc = json.loads((out / "results.json").read_text())
+    return {c: m["pixel_auroc"] for c, m in doc["categories"].items()}
+
+
+@pytest.mark.parametrize("mode", ["fewshot", "mutual"])
+def test_visual_scores_find_synthetic_defects_where_text_with_random_weights_does_not(
+    mode, visual_root, tiny_sam3_dir, tmp_path
+):
+    """The visual map alone (weight 1) finds the drawn defects; the random text decoder does not."""
+    assert run_test(visual_root, tiny_sam3_dir, tmp_path / "text") == 0
+    assert (
+        run_test(visual_root, tiny_sam3_dir, tmp_path / mode, "--visual", mode, "--visual_weight", "1") == 0
+    )
+    text, visual = pixel_auroc(tmp_path / "text"), pixel_auroc(tmp_path / mode)
+    assert all(v >= 0.85 for v in visual.values()), visual
+    assert all(v < 0.6 for v in text.values()), text
+    doc = json.loads((tmp_path / mode / "results.json").read_text())
+    assert doc["visual"]["mode"] == mode
+    if mode == "fewshot":
+        refs = doc["visual"]["references"]["bottle"]
+        assert doc["visual"]["shots"] == 4 and doc["visual"]["seed"] == 0 and len(refs) == 4
+        assert all("/bottle/train/good/" in p for p in refs)
+
+
+@pytest.mark.parametrize("mode", ["fewshot", "mutual"])
+def test_resume_in_each_mode_and_other_seed_or_mode_refused(mode, visual_root, tiny_sam3_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ("--visual", mode, "--categories", "bottle")
+    assert run_test(visual_root, tiny_sam3_dir, out, *args) == 0
+    first = json.loads((out / "results.json").read_text())["categories"]
+    # Interrupted after the first batch: only 4 images stored, no metrics.
+    store = out / "categories" / "bottle"
+    progress = json.loads((store / "progress.json").read_text())
+    progress["labels"], progress["scores"] = progress["labels"][:4], progress["scores"][:4]
+    (store / "progress.json").write_text(json.dumps(progress))
+    (store / "metrics.json").unlink()
+    assert run_test(visual_root, tiny_sam3_dir, out, *args) == 0
+    assert json.loads((out / "results.json").read_text())["categories"] == first
+    other = ("--visual", "mutual" if mode == "fewshot" else "fewshot", "--categories", "bottle")
+    with pytest.raises(StaleOutputError, match="visual"):
+        test_script.main(test_script.parse_args(_argv(visual_root, tiny_sam3_dir, out, *other)))
+    with pytest.raises(StaleOutputError, match="shot_seed"):
+        test_script.main(
+            test_script.parse_args(_argv(visual_root, tiny_sam3_dir, out, *args, "--shot_seed", "1"))
+        )
+
+
+def _argv(root: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    base = ["--dataset", "mvtec", "--dataset_path", str(root), "--model_path", str(model), "--device", "cpu"]
+    return [*base, "--eval_size", "64", "--output_dir", str(out), *extra]
+
+
+def _images(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_vision_encoder_runs_once_per_test_and_reference_image(tiny_engine):
+    """Few-shot with 3 prompts: 2 references + 5 test images = 7 vision calls; mutual: 5."""
+    det = AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot"))
+    before = tiny_engine.vision_calls
+    det.set_references(_images(2, seed=1))
+    det.detect(_images(5), prompts=["scratch", "dent", "stain"])
+    assert tiny_engine.vision_calls - before == 7
+    det = AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual"))
+    before = tiny_engine.vision_calls
+    det.detect_arrays_mutual([_images(3), _images(2, seed=2)], ["scratch", "dent", "stain"])
+    assert tiny_engine.vision_calls - before == 5
+
+
+def test_zero_visual_weight_gives_the_text_result_exactly(tiny_engine):
+    """Fusion keeps the text path: weight 0 reproduces visual none bit for bit (maps and image scores)."""
+    text = AnomalyDetector(tiny_engine).detect(_images(3), prompts=["scratch"])
+    det = AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot", visual_weight=0.0))
+    det.set_references(_images(2, seed=1))
+    fused = det.detect(_images(3), prompts=["scratch"])
+    for a, b in zip(text, fused, strict=True):
+        assert np.array_equal(a.anomaly_map, b.anomaly_map) and a.image_score == b.image_score
+    full = AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot", visual_weight=1.0))
+    full.references = det.references
+    one = full.detect(_images(1)[0], prompts=["scratch"])
+    assert not np.array_equal(one.anomaly_map, text[0].anomaly_map)
+
+
+def test_fewshot_without_references_and_mutual_with_one_image_are_errors(tiny_engine):
+    with pytest.raises(ValueError, match="call set_references first"):
+        AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot")).detect(_images(1), prompts=["x"])
+    with pytest.raises(ValueError, match="at least two images"):
+        AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual")).detect(_images(1), prompts=["x"])
+
+
+def test_bad_visual_input_is_one_line(visual_root, tiny_sam3_dir, tmp_path, capsys):
+    assert run_test(visual_root, tiny_sam3_dir, tmp_path / "a", "--visual", "fewshot", "--shots", "7") == 2
+    assert "lower --shots to at most 6" in capsys.readouterr().err
+    make_mvtec_like(
+        tmp_path / "one" / "mvtec", categories=("bottle",), n_train=0, n_good=1, n_defect=0, size=32
+    )
+    assert run_test(tmp_path / "one", tiny_sam3_dir, tmp_path / "b", "--visual", "mutual") == 2
+    assert "add test images or use --visual fewshot" in capsys.readouterr().err
+    assert run_test(tmp_path / "one", tiny_sam3_dir, tmp_path / "c", "--visual", "fewshot") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "train" in errors[0], errors
+
+
+def test_demo_reference_dir(tiny_sam3_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+
+    for i, arr in enumerate(_images(2)):
+        Image.fromarray(arr).save(images / f"{i}.png")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    base = ["--image_path", str(images), "--model_path", str(tiny_sam3_dir), "--device", "cpu"]
+
+    def demo_run(*extra: str) -> int:
+        return run(demo.main, demo.parse_args, [*base, "--output_dir", str(tmp_path / "o"), *extra])
+
+    assert demo_run("--reference_dir", str(refs)) == 2
+    assert "put a few good images of the product there" in capsys.readouterr().err
+    (refs / "bad.png").write_bytes(b"not a png")
+    assert demo_run("--reference_dir", str(refs)) == 2
+    assert "bad.png" in capsys.readouterr().err
+    (refs / "bad.png").unlink()
+    for i, arr in enumerate(_images(2, seed=5)):
+        Image.fromarray(arr).save(refs / f"{i}.png")
+    assert demo_run("--reference_dir", str(refs)) == 0
+    assert demo_run("--visual", "mutual") == 0
+    single = ["--image_path", str(images / "0.png"), "--model_path", str(tiny_sam3_dir), "--device", "cpu"]
+    assert (
+        run(demo.main, demo.parse_args, [*single, "--output_dir", str(tmp_path / "p"), "--visual", "mutual"])
+        == 2
+    )
+    assert "two or more images" in capsys.readouterr().err
