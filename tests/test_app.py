@@ -8,6 +8,7 @@ from pycocotools import mask as coco_mask
 
 from dataset import DatasetError
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
+from scripts import app as app_script
 from utils.app import (
     BOX_FLOOR,
     EncodeCache,
@@ -19,6 +20,7 @@ from utils.app import (
     rethreshold,
     with_floor,
 )
+from utils.config.cli import config_from_args
 
 
 def small_result() -> AnomalyResult:
@@ -71,3 +73,10 @@ def test_inputs_and_missing_model(tmp_path):
         read_upload(tmp_path / "x.png")
     message = missing_model_message(tmp_path / "nothing")
     assert "download facebook/sam3" in message and "scripts/download_weights.py" in message
+
+
+def test_app_starts_without_a_model_and_says_what_to_download(tmp_path):
+    args = app_script.parse_args(["--model_path", str(tmp_path / "no_sam3"), "--port", "7861"])
+    blocks = app_script.build_app(config_from_args(args, not_config=("port", "host", "share")))
+    status = [c.value for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "status"]
+    assert status == [missing_model_message(tmp_path / "no_sam3")]
