@@ -1,22 +1,50 @@
 #!/usr/bin/env bash
-# Zero-shot evaluation of SAM 3 on MVTec AD and VisA (configs/mvtec.yaml, configs/visa.yaml).
+# Evaluation of SAM 3 on MVTec AD and VisA (configs/mvtec.yaml, configs/visa.yaml), one run per mode.
 #
-#   bash test.sh                                   # both datasets, defaults below
+#   bash test.sh                                   # text only, both datasets
+#   MODES="text mutual text+mutual fewshot" SHOT_SEEDS="0 1 2" bash test.sh
 #   MODEL_PATH=/data/sam3 DATASET_PATH=/data/datasets DATASETS=visa bash test.sh --visualize
 #
+# Modes: text (text prompts only, --visual none), mutual (visual map alone, zero-shot: the other test images
+# of the category), text+mutual (the two fused, --visual_weight default), fewshot (the visual map against
+# SHOTS normal train images, fused with the text map), one run per seed of SHOT_SEEDS.
 # Environment: MODEL_PATH (default ~/autodl-tmp/download/sam3), DATASET_PATH (default: dataset_dir.txt),
-# OUTPUT_ROOT (default results; results land in $OUTPUT_ROOT/<dataset>/results.md), DATASETS (default
-# "mvtec visa"), CHECKPOINT (trained embeddings from train.sh; empty = zero-shot), PYTHON (default python).
-# Extra arguments are passed to scripts/test.py. Reruns resume where they stopped.
+# OUTPUT_ROOT (default results; runs land in $OUTPUT_ROOT/<mode>/<dataset>[/seed_<s>]/results.md and the
+# comparison table in $OUTPUT_ROOT/compare.md), DATASETS (default "mvtec visa"), MODES (default "text"),
+# SHOTS (default 4), SHOT_SEEDS (default "0"), CHECKPOINT (trained embeddings from train.sh; empty =
+# zero-shot), PYTHON (default python). Extra arguments are passed to scripts/test.py. Reruns resume.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"
 MODEL_PATH="${MODEL_PATH:-$HOME/autodl-tmp/download/sam3}"
 OUTPUT_ROOT="${OUTPUT_ROOT:-results}"
 DATASETS="${DATASETS:-mvtec visa}"
-for dataset in $DATASETS; do
-  echo "== zero-shot test on $dataset =="
+MODES="${MODES:-text}"
+SHOTS="${SHOTS:-4}"
+SHOT_SEEDS="${SHOT_SEEDS:-0}"
+
+evaluate() {  # evaluate DATASET OUTPUT_DIR [test.py flags...]
+  local dataset="$1" out="$2"
+  shift 2
   "$PYTHON" scripts/test.py --config "configs/$dataset.yaml" --model_path "$MODEL_PATH" \
-    --output_dir "$OUTPUT_ROOT/$dataset" ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} \
+    --output_dir "$out" ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} \
     ${CHECKPOINT:+--checkpoint "$CHECKPOINT"} "$@"
+}
+
+for mode in $MODES; do
+  for dataset in $DATASETS; do
+    echo "== $mode on $dataset =="
+    out="$OUTPUT_ROOT/$mode/$dataset"
+    case "$mode" in
+      text) evaluate "$dataset" "$out" --visual none "$@" ;;
+      mutual) evaluate "$dataset" "$out" --visual mutual --visual_weight 1 "$@" ;;
+      text+mutual) evaluate "$dataset" "$out" --visual mutual "$@" ;;
+      fewshot)
+        for seed in $SHOT_SEEDS; do
+          evaluate "$dataset" "$out/seed_$seed" --visual fewshot --shots "$SHOTS" --shot_seed "$seed" "$@"
+        done ;;
+      *) echo "error: unknown mode '$mode' in MODES: use text, mutual, text+mutual or fewshot" >&2; exit 2 ;;
+    esac
+  done
 done
+"$PYTHON" -m utils.evaluation.compare "$OUTPUT_ROOT"

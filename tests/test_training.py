@@ -231,7 +231,11 @@ def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(json.loads((tmp_path / "results" / "visa" / "results.json").read_text())["categories"]) == 12
+    assert (
+        len(json.loads((tmp_path / "results" / "text" / "visa" / "results.json").read_text())["categories"])
+        == 12
+    )
+    assert "| text | visa | 1 |" in (tmp_path / "results" / "compare.md").read_text()
 
 
 def test_bad_checkpoint_fails_before_the_model_loads(tmp_path, monkeypatch):
