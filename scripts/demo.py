@@ -5,8 +5,8 @@
 
 Per image, in --output_dir: <stem>_overlay.png (heatmap + colour bar), <stem>_mask.png (map >= threshold),
 <stem>_boxes.png (instances with prompt and confidence), <stem>.json (scores, boxes with their instance
-masks as COCO RLE, and the input's path). --thresholds FILE (thresholds.json of test.py) sets the mask threshold
-to the category's pixel_normal_threshold.
+masks as COCO RLE, and the input's path). --thresholds FILE (thresholds.json of test.py) sets the mask
+threshold to the category's pixel_normal_threshold.
 <stem> is the image's file stem; images whose stems clash (part.png, part.jpg) get <stem>_<extension>
 (part_png, part_jpg), so no output replaces another. The output folder is checked and locked before the
 model is loaded: a second demo into the same folder stops with an error naming the running one.
