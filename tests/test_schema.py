@@ -29,7 +29,11 @@ from utils.evaluation.store import FINGERPRINT_KEYS, IDENTITY_KEYS, NOT_FINGERPR
 REPO = Path(__file__).resolve().parents[1]
 PARSERS = {"test": test_script.parse_args, "demo": demo.parse_args, "train": train.parse_args}
 # Flags that are not config keys, per script.
-NOT_KEYS = {"test": {"config"}, "demo": {"config", "image_path", "category", "reference_dir"}, "train": {"config", "resume"}}
+NOT_KEYS = {
+    "test": {"config"},
+    "demo": {"config", "image_path", "category", "reference_dir"},
+    "train": {"config", "resume"},
+}
 # Flags that existed before the schema: a contract with users' command lines, never to disappear.
 CONTRACT = {
     "test": "model_path output_dir device dtype batch_size chunk_size prompt_strategy checkpoint dataset "
