@@ -11,8 +11,8 @@
 # Environment: MODEL_PATH (default ~/autodl-tmp/download/sam3), DATASET_PATH (default: dataset_dir.txt),
 # OUTPUT_ROOT (default results; runs land in $OUTPUT_ROOT/<mode>/<dataset>[/seed_<s>]/results.md and the
 # comparison table in $OUTPUT_ROOT/compare.md), DATASETS (default "mvtec visa"), MODES (default "text"),
-# SHOTS (default 4), SHOT_SEEDS (default "0"), CHECKPOINT (trained embeddings from train.sh; empty =
-# zero-shot), PYTHON (default python). Extra arguments are passed to scripts/test.py. Reruns resume.
+# SHOTS (default 4), SHOT_SEEDS (default "0"), NPROC (processes, one per GPU, under torchrun; default 1),
+# CHECKPOINT (trained embeddings from train.sh; empty = zero-shot), PYTHON (default python). Extra arguments are passed to scripts/test.py. Reruns resume.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"
@@ -22,11 +22,17 @@ DATASETS="${DATASETS:-mvtec visa}"
 MODES="${MODES:-text}"
 SHOTS="${SHOTS:-4}"
 SHOT_SEEDS="${SHOT_SEEDS:-0}"
+NPROC="${NPROC:-1}"
+if [ "$NPROC" -gt 1 ]; then  # one process per GPU, launched by torchrun (utils/distributed.py)
+  LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC")
+else
+  LAUNCH=("$PYTHON")
+fi
 
 evaluate() {  # evaluate DATASET OUTPUT_DIR [test.py flags...]
   local dataset="$1" out="$2"
   shift 2
-  "$PYTHON" scripts/test.py --config "configs/$dataset.yaml" --model_path "$MODEL_PATH" \
+  "${LAUNCH[@]}" scripts/test.py --config "configs/$dataset.yaml" --model_path "$MODEL_PATH" \
     --output_dir "$out" ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} \
     ${CHECKPOINT:+--checkpoint "$CHECKPOINT"} "$@"
 }

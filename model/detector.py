@@ -404,6 +404,22 @@ class AnomalyDetector:
         Raises:
             ValueError: fewer than two images in all (mutual scoring compares images with each other).
         """
+        return self.fuse_mutual(*self.mutual_parts(batches, prompts, object_noun, out_size, instance_masks))
+
+    def mutual_parts(
+        self,
+        batches: Iterable[Sequence[np.ndarray]],
+        prompts: Sequence[str],
+        object_noun: str | None = None,
+        out_size: tuple[int, int] | None = None,
+        instance_masks: bool = False,
+    ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
+        """First half of `detect_arrays_mutual`: each batch's text results and patch features (one pass each).
+
+        Returns the text-only results in image order and ``{layer: (N, h, w, C)}`` patch features on the
+        model's device. Several processes can each run this on a share of a category; `fuse_mutual` on the
+        concatenation (in image order) then gives what one `detect_arrays_mutual` call gives.
+        """
         results: list[AnomalyResult] = []
         gathered: dict[int, list[torch.Tensor]] = {}
         for images in batches:
@@ -411,12 +427,27 @@ class AnomalyDetector:
             results += batch_results
             for layer, feats in patches.items():
                 gathered.setdefault(layer, []).append(feats)
+        return results, {layer: torch.cat(parts) for layer, parts in gathered.items()}
+
+    def fuse_mutual(
+        self, results: list[AnomalyResult], features: dict[int, torch.Tensor]
+    ) -> list[AnomalyResult]:
+        """Second half of `detect_arrays_mutual`: mutual visual maps of all N images fused into `results`.
+
+        Args:
+            results: the N text-only results of `mutual_parts`, in image order.
+            features: ``{layer: (N, h, w, C)}`` patch features of the same images, same order, any device.
+
+        Raises:
+            ValueError: fewer than two images (mutual scoring compares images with each other).
+        """
         if len(results) < 2:
             raise ValueError(
                 f"visual=mutual compares images of one product with each other and got {len(results)}: "
                 "give at least two images, or use visual=fewshot with normal reference images"
             )
-        features = {layer: torch.cat(parts) for layer, parts in gathered.items()}
+        device = self.engine.device
+        features = {layer: f.to(device) for layer, f in features.items()}
         self._fuse_visual(results, mutual_map(features, self.settings.mutual_fraction))
         return results
 

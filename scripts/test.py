@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import select_categories  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
+from utils.distributed import Dist, everywhere, from_environment, shutdown  # noqa: E402
 from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
@@ -36,17 +38,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, output_per_dataset=True)
+    dist, cfg["device"] = from_environment(cfg["device"])  # torchrun: this rank's device; else unchanged
+    try:
+        return evaluate_on_ranks(cfg, dist)
+    finally:
+        shutdown(dist)
+
+
+def evaluate_on_ranks(cfg: dict, dist: Dist) -> int:
+    """Check inputs, lock the output folder (rank 0), load SAM 3 on every rank, evaluate, print (rank 0)."""
     record = RunRecord(cfg["device"])  # wall time from here: model loading included
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
     cfg["categories"] = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
     out = check_output_dir(cfg["output_dir"])
-    with OutputLock(out):
-        log_to_folder(out)
-        detector, concepts = build_detector(cfg)
+    with ExitStack() as stack:
+        if dist.is_main:
+            everywhere(dist, lambda: stack.enter_context(OutputLock(out)))
+            log_to_folder(out)
+        else:
+            everywhere(dist, lambda: None)
+        detector, concepts = everywhere(dist, lambda: build_detector(cfg))
         scorer = make_scorer(detector, cfg, concepts)
-        per_category = evaluate(cfg, scorer, categories=cfg["categories"], record=record)
-    print(markdown_table(per_category, mean_metrics(per_category), cfg["dataset"]))
-    log.info(f"results written to {out / 'results.md'}")
+        per_category = evaluate(cfg, scorer, categories=cfg["categories"], record=record, dist=dist)
+    if dist.is_main:
+        print(markdown_table(per_category, mean_metrics(per_category), cfg["dataset"]))
+        log.info(f"results written to {out / 'results.md'}")
     return 0
 
 

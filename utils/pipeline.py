@@ -6,13 +6,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from dataset import DatasetError, Sample
 from model import Sam3Engine
-from model.detector import AnomalyDetector, ScoringSettings
+from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
 from model.prompts import build_prompts, object_prompt
 from utils.evaluation.references import draw_references
-from utils.evaluation.store import Scorer
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 
@@ -58,43 +58,77 @@ def prompts_for(
     return prompts, noun
 
 
-def make_scorer(detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()) -> Scorer:
-    """A Scorer (see utils.evaluation.store) giving maps at eval_size x eval_size and image scores.
+def make_scorer(
+    detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()
+) -> CategoryScorer:
+    """The Scorer (see utils.evaluation.store) of test.py: maps at eval_size x eval_size and image scores."""
+    return CategoryScorer(detector, cfg, concepts)
 
-    It calls `AnomalyDetector.detect` with the prompts of `prompts_for` (the object noun follows from the
-    category and cfg["texture_categories"] there as in `prompts_for`), without instance masks. With
+
+class CategoryScorer:
+    """Scores samples of one category with `AnomalyDetector` as cfg says (a `Scorer`: call it on samples).
+
+    It calls `AnomalyDetector.detect` with the prompts of `prompts_for`, without instance masks. With
     cfg["visual"] "fewshot" the detector first gets the category's references (`draw_references`, encoded
-    once per category); with "mutual" the scorer must be given every image of the category at once
-    (`evaluate_category(..., whole_category=True)`): they are encoded cfg["batch_size"] at a time.
+    once per category). With "mutual" it must be given every image of the category at once
+    (`evaluate_category(..., whole_category=True)`), encoded cfg["batch_size"] at a time; the work also
+    comes in two halves so that several processes can share it: `parts` runs SAM 3 on some images (text maps
+    + patch features), `finish` takes the parts of all images in image order and fuses the mutual visual
+    maps (under torchrun each rank computes the parts of its batches and rank 0 finishes).
     """
-    size = (cfg["eval_size"], cfg["eval_size"])
-    referenced: list[str] = []  # the category whose few-shot references the detector holds
 
-    def score(samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:
-        prompts, noun = prompts_for(cfg, category, concepts)
-        if cfg["visual"] == "mutual":
-            if len(samples) < 2:
-                raise DatasetError(
-                    f"--visual mutual compares the test images of {category} with each other but it has "
-                    f"{len(samples)}: add test images or use --visual fewshot"
-                )
-            batches = (
-                [s.image for s in samples[i : i + cfg["batch_size"]]]
-                for i in range(0, len(samples), cfg["batch_size"])
-            )
-            results = detector.detect_arrays_mutual(batches, prompts, noun, out_size=size)
-            return [(r.anomaly_map, r.image_score) for r in results]
-        if cfg["visual"] == "fewshot" and referenced != [category]:
-            detector.set_references(draw_references(cfg, category))
-            referenced[:] = [category]
-        results = detector.detect(
+    def __init__(self, detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str]) -> None:
+        self.detector, self.cfg, self.concepts = detector, cfg, concepts
+        self.size = (cfg["eval_size"], cfg["eval_size"])
+        self.referenced: str | None = None  # the category whose few-shot references the detector holds
+
+    def __call__(self, samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:
+        if self.cfg["visual"] == "mutual":
+            _need_two(len(samples), category)
+            return self.finish([self.parts(samples, category)], category)
+        prompts, _ = prompts_for(self.cfg, category, self.concepts)
+        if self.cfg["visual"] == "fewshot" and self.referenced != category:
+            self.detector.set_references(draw_references(self.cfg, category))
+            self.referenced = category
+        results = self.detector.detect(
             [s.image for s in samples],
             category,
             prompts,
-            texture_categories=cfg["texture_categories"],
-            out_size=size,
+            texture_categories=self.cfg["texture_categories"],
+            out_size=self.size,
             instance_masks=False,
         )
         return [(r.anomaly_map, r.image_score) for r in results]
 
-    return score
+    def parts(
+        self, samples: Sequence[Sample], category: str, portable: bool = False
+    ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
+        """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring).
+
+        `portable`: features on the CPU, to travel to another process; else on the model's device.
+        """
+        prompts, noun = prompts_for(self.cfg, category, self.concepts)
+        step = self.cfg["batch_size"]
+        batches = ([s.image for s in samples[i : i + step]] for i in range(0, len(samples), step))
+        results, features = self.detector.mutual_parts(batches, prompts, noun, out_size=self.size)
+        if portable:
+            features = {layer: f.cpu() for layer, f in features.items()}
+        return results, features
+
+    def finish(
+        self, parts: Sequence[tuple[list[AnomalyResult], dict[int, torch.Tensor]]], category: str
+    ) -> list[tuple[np.ndarray, float]]:
+        """(map, image score) of every image of `parts` (concatenated in order) after mutual fusion."""
+        results = [r for part_results, _ in parts for r in part_results]
+        _need_two(len(results), category)
+        features = {k: torch.cat([feats[k] for _, feats in parts]) for k in parts[0][1]}
+        return [(r.anomaly_map, r.image_score) for r in self.detector.fuse_mutual(results, features)]
+
+
+def _need_two(count: int, category: str) -> None:
+    """Mutual scoring compares the images of a category with each other: fewer than two is a DatasetError."""
+    if count < 2:
+        raise DatasetError(
+            f"--visual mutual compares the test images of {category} with each other but it has "
+            f"{count}: add test images or use --visual fewshot"
+        )

@@ -16,6 +16,7 @@ from dataset import DatasetError
 from model import ModelLoadError
 from utils.config.loading import ConfigError, parse_list, resolve_config
 from utils.config.schema import Setting, flags_of, yaml_value
+from utils.distributed import RankError
 from utils.evaluation.store import StaleOutputError
 from utils.files import OutputDirError, disk_full_message
 from utils.run_log import FILE_ONLY, get_logger, start_logging, stop_logging
@@ -31,6 +32,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         DatasetError,
         ModelLoadError,
         StaleOutputError,
+        RankError,
         CheckpointError,
         OutputDirError,
         FileNotFoundError,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ImageDataset, load_dataset, select_categories
+from utils.distributed import SINGLE, Dist
 from utils.evaluation.exports import export_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
@@ -35,12 +36,14 @@ def evaluate(
     progress: bool = True,
     categories: Sequence[str] | None = None,
     record: RunRecord | None = None,
+    dist: Dist = SINGLE,
 ) -> dict[str, dict[str, float]]:
     """Evaluate every category of cfg with `scorer`, writing results into cfg["output_dir"] as it goes.
 
     `categories`: as returned by `select_categories` for cfg (None: selected here). `record` collects the
     "run" section of results.json (None: a new one, whose wall time starts now). Returns
-    {category: {metric: value}} (NaN for undefined metrics).
+    {category: {metric: value}} (NaN for undefined metrics). Under torchrun (`dist`) every rank scores its
+    share of each category; only rank 0 writes (store, exports, curves, results) and returns the metrics.
     """
     if categories is None:
         categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
@@ -65,7 +68,10 @@ def evaluate(
             cfg["aupro_variant"],
             progress,
             whole_category=cfg["visual"] == "mutual",
+            dist=dist,
         )
+        if result is None:  # not rank 0: rank 0 writes everything
+            continue
         per_category[category] = result.metrics
         export_category(out, cfg, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
         log_category(category, record.add_category(category, len(samples), result.scored, result.seconds))

@@ -34,6 +34,7 @@ from dataset import Sample
 from model.loader import resolve_device
 from model.map_ops import resize_map, resize_mask
 from utils.config.schema import SETTINGS, fingerprinted
+from utils.distributed import SINGLE, Dist, broadcast, everywhere, gather, round_robin
 from utils.evaluation.metrics import compute_metrics
 from utils.files import atomic_write_text, disk_full_as_error, preallocate
 
@@ -326,15 +327,12 @@ def prefetched_batches(samples: Sequence[Sample], start: int, batch_size: int) -
     """
     starts = list(range(start, len(samples), batch_size))
 
-    def load(first: int) -> list[Sample]:
-        return [samples[i] for i in range(first, min(first + batch_size, len(samples)))]
-
     with ThreadPoolExecutor(max_workers=1) as pool:
-        upcoming = pool.submit(load, starts[0]) if starts else None
+        upcoming = pool.submit(_batch, samples, starts[0], batch_size) if starts else None
         for k in range(len(starts)):
             batch = upcoming.result()
             if k + 1 < len(starts):
-                upcoming = pool.submit(load, starts[k + 1])
+                upcoming = pool.submit(_batch, samples, starts[k + 1], batch_size)
             yield batch
 
 
@@ -349,7 +347,8 @@ def evaluate_category(
     aupro_variant: str = "official",
     progress: bool = True,
     whole_category: bool = False,
-) -> CategoryResult:
+    dist: Dist = SINGLE,
+) -> CategoryResult | None:
     """Score every sample of `category` (resuming from `cat_dir`), then compute and store the metrics.
 
     `samples` must offer `.records` (image paths without decoding) as the dataset loaders do; a plain list of
@@ -360,17 +359,32 @@ def evaluate_category(
     `whole_category` (visual mutual scoring, where each map depends on every image of the category): the
     scorer is called once with all samples; an unfinished category is scored again as a whole and only the
     images not stored yet are appended (resume per category, not per batch).
+
+    `dist` (torchrun, see utils/distributed.py): every rank calls this; the batches still to score are dealt
+    round-robin and rank 0, the only one that opens the store, appends them in batch order. Returns the result
+    on rank 0 and None on the other ranks. A whole category (mutual) is shared the same way: each rank runs
+    ``scorer.parts`` on its batches (text maps and patch features), rank 0 gathers them all and calls
+    ``scorer.finish`` (see `utils.pipeline.CategoryScorer`).
     """
     paths = [str(s.image_path) for s in getattr(samples, "records", samples)]
-    store = CategoryStore(cat_dir, paths, eval_size, settings)
-    metrics = store.load_metrics(aupro_variant)
-    if metrics is not None:
-        return store.result(metrics)
-    scored, start = len(paths) - store.n_done, time.perf_counter()
-    if scored and whole_category:
+    store = everywhere(
+        dist, lambda: CategoryStore(cat_dir, paths, eval_size, settings) if dist.is_main else None
+    )
+    metrics = store.load_metrics(aupro_variant) if store is not None else None
+    n_done = broadcast(dist, -1 if metrics is not None else store.n_done if store is not None else 0)
+    if n_done < 0:
+        return store.result(metrics) if store is not None else None
+    scored, start = len(paths) - n_done, time.perf_counter()
+    if scored and whole_category and dist.enabled:
+        _score_whole_shared(samples, scorer, category, store, batch_size, dist)
+    elif scored and whole_category:
         _score_whole(samples, scorer, category, store, batch_size)
+    elif scored and dist.enabled:
+        _score_shared(samples, scorer, category, store, n_done, (eval_size, eval_size), batch_size, dist)
     elif scored:
         _score_remaining(samples, scorer, category, store, batch_size, progress)
+    if store is None:
+        return None
     result = store.result({})
     result.scored, result.seconds = scored, time.perf_counter() - start
     result.metrics = compute_metrics(
@@ -380,24 +394,100 @@ def evaluate_category(
     return result
 
 
+def _score_shared(
+    samples: Sequence[Sample],
+    scorer: Scorer,
+    category: str,
+    store: CategoryStore | None,
+    n_done: int,
+    size: tuple[int, int],
+    batch_size: int,
+    dist: Dist,
+) -> None:
+    """Score samples[n_done:] over the ranks, batch r * K + k on rank k in round r; rank 0 appends in order.
+
+    Each rank sends its batch as float16 maps and bool masks at the evaluation size (3 bytes per pixel), the
+    same values `_append` would store: the store ends up identical to a one-process run's.
+    """
+    starts = list(range(n_done, len(samples), batch_size))
+    for rnd in round_robin(len(starts), dist):
+        mine = rnd[dist.rank]
+
+        def work(mine: int | None = mine) -> tuple | None:
+            if mine is None:
+                return None
+            batch = _batch(samples, starts[mine], batch_size)
+            return prepare_batch(batch, scorer(batch, category), size)
+
+        for part in gather(dist, work):
+            if store is not None and part is not None:
+                store.append(*part)
+
+
+def prepare_batch(
+    batch: list[Sample], outputs: list[tuple[np.ndarray, float]], size: tuple[int, int]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int], list[float]]:
+    """A batch as the store takes it: (S, S) float16 maps (bilinear), (S, S) bool masks, labels, scores."""
+    maps = [
+        (resize_map(m, size) if m.shape != size else m.astype(np.float32)).astype(np.float16)
+        for m, _ in outputs
+    ]
+    masks = [resize_mask(s.mask, size) for s in batch]
+    return maps, masks, [int(s.label) for s in batch], [float(score) for _, score in outputs]
+
+
 def _score_whole(
     samples: Sequence[Sample], scorer: Scorer, category: str, store: CategoryStore, batch_size: int
 ) -> None:
     """Score all samples in one scorer call, then append those not stored yet, batch_size at a time."""
-    outputs = scorer(samples, category)
+    _append_unstored(store, samples, scorer(samples, category), batch_size)
+
+
+def _batch(samples: Sequence[Sample], start: int, batch_size: int) -> list[Sample]:
+    """samples[start : start + batch_size], decoded."""
+    return [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
+
+
+def _append_unstored(
+    store: CategoryStore, samples: Sequence[Sample], outputs: list[tuple[np.ndarray, float]], batch_size: int
+) -> None:
+    """Append the outputs of the images not stored yet (whole-category scoring), batch_size at a time."""
     if len(outputs) != len(samples):
         raise RuntimeError(f"the scorer returned {len(outputs)} results for {len(samples)} images")
     for start in range(store.n_done, len(samples), batch_size):
-        batch = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
+        batch = _batch(samples, start, batch_size)
         _append(store, batch, outputs[start : start + len(batch)])
+
+
+def _score_whole_shared(
+    samples: Sequence[Sample],
+    scorer: Any,
+    category: str,
+    store: CategoryStore | None,
+    batch_size: int,
+    dist: Dist,
+) -> None:
+    """A whole category over the ranks: rank k runs ``scorer.parts`` on batches k, k + K, ...; rank 0 gathers
+    every part (features on the CPU), finishes in image order and appends the images not stored yet."""
+    starts = list(range(0, len(samples), batch_size))
+
+    def my_parts() -> list[tuple[int, Any]]:
+        mine = [b for rnd in round_robin(len(starts), dist) if (b := rnd[dist.rank]) is not None]
+        parts = []
+        for b in mine:
+            parts.append((b, scorer.parts(_batch(samples, starts[b], batch_size), category, portable=True)))
+        return parts
+
+    everyone = gather(dist, my_parts)
+    ordered = [part for _, part in sorted((item for items in everyone for item in items), key=lambda x: x[0])]
+    outputs = everywhere(dist, lambda: scorer.finish(ordered, category) if store is not None else None)
+    if store is not None:
+        _append_unstored(store, samples, outputs, batch_size)
 
 
 def _append(store: CategoryStore, batch: list[Sample], outputs: list[tuple[np.ndarray, float]]) -> None:
     """Store a batch's maps (resized to the store's size), masks (nearest), labels and image scores."""
-    size = store.shape[1:]
-    maps = [resize_map(m, size) if m.shape != size else m.astype(np.float32) for m, _ in outputs]
-    masks = [resize_mask(s.mask, size) for s in batch]
-    store.append(maps, masks, [s.label for s in batch], [score for _, score in outputs])
+    store.append(*prepare_batch(batch, outputs, store.shape[1:]))
 
 
 def _score_remaining(
