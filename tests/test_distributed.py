@@ -69,3 +69,14 @@ def test_two_gloo_ranks_exchange_and_fail_together():
         assert got["broadcast"] == "from 0"
         for name in ("gather_error", "everywhere_error"):  # both ranks stop, with rank 1's first line
             assert got[name] == "rank 1 of 2 failed: image 3 is corrupt"
+
+
+def test_error_message_is_one_line_and_names_out_of_memory():
+    import torch
+
+    from utils.distributed import error_message
+
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+    assert error_message(oom) == "ran out of GPU memory: lower --batch_size or --chunk_size"
+    assert error_message(ValueError("first line\nsecond")) == "first line"
+    assert error_message(KeyError()) == "KeyError"
