@@ -7,11 +7,12 @@
 #
 # Modes: text (text prompts only, --visual none), mutual (visual map alone, zero-shot: the other test images
 # of the category), text+mutual (the two fused, --visual_weight default), fewshot (the visual map against
-# SHOTS normal train images, fused with the text map), one run per seed of SHOT_SEEDS.
+# SHOTS normal train images, fused with the text map), one run per seed of SHOT_SEEDS (--shot_seeds) and
+# their mean.
 # Environment: MODEL_PATH (default ~/autodl-tmp/download/sam3), DATASET_PATH (default: dataset_dir.txt),
-# OUTPUT_ROOT (default results; runs land in $OUTPUT_ROOT/<mode>/<dataset>[/seed_<s>]/results.md and the
-# comparison table in $OUTPUT_ROOT/compare.md), DATASETS (default "mvtec visa"), MODES (default "text"),
-# SHOTS (default 4), SHOT_SEEDS (default "0"), NPROC (processes, one per GPU, under torchrun; default 1),
+# OUTPUT_ROOT (default results; runs land in $OUTPUT_ROOT/<mode>/<dataset>/results.md, few-shot seeds in
+# its seed_<s>/, and the comparison table in $OUTPUT_ROOT/compare.md), DATASETS (default "mvtec visa"),
+# MODES (default "text"), SHOTS (default 4), SHOT_SEEDS (default "0"), NPROC (processes, one per GPU, under torchrun; default 1),
 # CHECKPOINT (trained embeddings from train.sh; empty = zero-shot), PYTHON (default python). Extra arguments are passed to scripts/test.py. Reruns resume.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,10 +46,9 @@ for mode in $MODES; do
       text) evaluate "$dataset" "$out" --visual none "$@" ;;
       mutual) evaluate "$dataset" "$out" --visual mutual --visual_weight 1 "$@" ;;
       text+mutual) evaluate "$dataset" "$out" --visual mutual "$@" ;;
-      fewshot)
-        for seed in $SHOT_SEEDS; do
-          evaluate "$dataset" "$out/seed_$seed" --visual fewshot --shots "$SHOTS" --shot_seed "$seed" "$@"
-        done ;;
+      fewshot)  # one run per seed in $out/seed_<s>/, their mean in $out
+        seeds="$(echo $SHOT_SEEDS | tr ' ' ',')"
+        evaluate "$dataset" "$out" --visual fewshot --shots "$SHOTS" --shot_seeds "$seeds" "$@" ;;
       *) echo "error: unknown mode '$mode' in MODES: use text, mutual, text+mutual or fewshot" >&2; exit 2 ;;
     esac
   done

@@ -6,6 +6,8 @@
 Writes results.json, results.csv, results.md, curves/<category>_{roc,pr}.png and (with --visualize)
 vis/<category>/*.png into --output_dir; without --output_dir (and no output_dir in --config), into
 results/<dataset>. Rerunning into the same folder resumes; a second run into a folder in use is refused.
+With `--visual fewshot --shot_seeds 0,1,2`: one run per seed in <output_dir>/seed_<s>/ and their mean in
+<output_dir>.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.distributed import Dist, everywhere, from_environment, shutdown  # noqa: E402
 from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
+from utils.evaluation.seeds import evaluate_seeds, seed_runs  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
 from utils.pipeline import build_detector, make_scorer  # noqa: E402
 from utils.run_log import get_logger, log_to_folder  # noqa: E402
@@ -49,6 +52,7 @@ def evaluate_on_ranks(cfg: dict, dist: Dist) -> int:
     """Check inputs, lock the output folder (rank 0), load SAM 3 on every rank, evaluate, print (rank 0)."""
     record = RunRecord(cfg["device"])  # wall time from here: model loading included
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
+    several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked now (ConfigError), one run per seed below
     cfg["categories"] = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
     out = check_output_dir(cfg["output_dir"])
     with ExitStack() as stack:
@@ -58,8 +62,13 @@ def evaluate_on_ranks(cfg: dict, dist: Dist) -> int:
         else:
             everywhere(dist, lambda: None)
         detector, concepts = everywhere(dist, lambda: build_detector(cfg))
-        scorer = make_scorer(detector, cfg, concepts)
-        per_category = evaluate(cfg, scorer, categories=cfg["categories"], record=record, dist=dist)
+        if several_seeds:  # <out>/seed_<s>/ each, then the mean over seeds in <out>
+            per_category = evaluate_seeds(
+                cfg, lambda c: make_scorer(detector, c, concepts), cfg["categories"], record, dist
+            )
+        else:
+            scorer = make_scorer(detector, cfg, concepts)
+            per_category = evaluate(cfg, scorer, categories=cfg["categories"], record=record, dist=dist)
     if dist.is_main:
         print(markdown_table(per_category, mean_metrics(per_category), cfg["dataset"]))
         log.info(f"results written to {out / 'results.md'}")

@@ -91,7 +91,7 @@ def test_every_flag_reaches_the_config(script):
         if s.kind is bool:
             argv = [f"--{s.name}" if value else f"--no-{s.name}"]
         else:
-            argv = [f"--{s.name}", ",".join(value) if s.kind is list else str(value)]
+            argv = [f"--{s.name}", ",".join(map(str, value)) if s.kind is list else str(value)]
         if script == "demo":
             argv += ["--image_path", "x.png"]
         args = PARSERS[script](argv)
@@ -106,7 +106,7 @@ def _other_value(s):
     if s.kind is bool:
         return not s.default
     if s.kind is list:
-        return ["bottle", "wood"]
+        return [3, 5] if s.item is int else ["bottle", "wood"]
     if s.kind is str:
         return "/tmp/elsewhere"
     if s.info.maximum is not None:

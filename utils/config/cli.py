@@ -14,7 +14,7 @@ import yaml
 
 from dataset import DatasetError
 from model import ModelLoadError
-from utils.config.loading import ConfigError, parse_list, resolve_config
+from utils.config.loading import ConfigError, parse_int_list, parse_list, resolve_config
 from utils.config.schema import Setting, flags_of, yaml_value
 from utils.distributed import RankError
 from utils.evaluation.store import StaleOutputError
@@ -62,7 +62,7 @@ def _flag_options(declared: Setting) -> dict[str, Any]:
     if declared.kind is bool:
         options["action"] = argparse.BooleanOptionalAction
     elif declared.kind is list:
-        options["type"] = parse_list
+        options["type"] = parse_int_list if declared.item is int else parse_list
     elif declared.kind in (int, float):
         options["type"] = declared.kind
     elif declared.kind is not str:

@@ -66,6 +66,10 @@ def _check_type(key: str, value: Any, declared: Setting) -> Any:
         raise ConfigError(
             f"config key '{key}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
         )
+    item = declared.item
+    if item not in (None, str) and any(isinstance(v, bool) or not isinstance(v, item) for v in value):
+        # str lists (prompts, categories) are checked where their own messages are (check_phrases)
+        raise ConfigError(f"config key '{key}' must be a list of {item.__name__}, got {value!r}")
     return value
 
 
@@ -156,3 +160,8 @@ def check_phrases(where: str, phrases: Any, allow_empty: bool) -> None:
 def parse_list(text: str) -> list[str]:
     """Parse a comma-separated CLI list ("bottle, wood") into ["bottle", "wood"]."""
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_int_list(text: str) -> list[int]:
+    """Parse a comma-separated CLI list of integers ("0, 1,2") into [0, 1, 2]; ValueError on "a"."""
+    return [int(item) for item in parse_list(text)]

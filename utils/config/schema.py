@@ -222,6 +222,14 @@ class VisualSettings:
         fingerprint="value",
         scripts=("test",),
     )
+    shot_seeds: list[int] | None = setting(
+        None,
+        "visual fewshot: a run per seed, each in output_dir/seed_N/, then their mean in output_dir "
+        "(comma-separated as a flag); null -> one run with shot_seed",
+        "visual",
+        not_fingerprinted="each seed is its own run in seed_N/, whose fingerprint holds shot_seed = N",
+        scripts=("test",),
+    )
 
 
 @dataclass
@@ -321,13 +329,17 @@ SECTIONS: tuple[type, ...] = (
 
 @dataclass(frozen=True)
 class Setting:
-    """One declared setting. `kind` is the type a non-null value has (str, int, float, bool, list, dict)."""
+    """One declared setting. `kind` is the type a non-null value has (str, int, float, bool, list, dict).
+
+    `item`: the type of a list's elements (`list[int]` -> int), None for other kinds.
+    """
 
     name: str
     kind: type
     nullable: bool
     default: Any
     info: SettingInfo
+    item: type | None = None
 
 
 def _kind(annotation: Any) -> tuple[type, bool]:
@@ -337,6 +349,14 @@ def _kind(annotation: Any) -> tuple[type, bool]:
         (inner,) = [a for a in args if a is not type(None)]
         return _kind(inner)[0], True
     return typing.get_origin(annotation) or annotation, False
+
+
+def _item(annotation: Any) -> type | None:
+    """The element type of a list annotation (`list[int]`, `list[str] | None`), else None."""
+    if isinstance(annotation, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _item(inner)
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
 
 
 def _default(f: Field) -> Any:
@@ -350,7 +370,8 @@ def _collect() -> dict[str, Setting]:
         hints = typing.get_type_hints(section)
         for f in fields(section):
             kind, nullable = _kind(hints[f.name])
-            found.append(Setting(f.name, kind, nullable, _default(f), setting_info(f)))
+            item = _item(hints[f.name])
+            found.append(Setting(f.name, kind, nullable, _default(f), setting_info(f), item))
     order = list(SECTION_TITLES)
     found.sort(key=lambda s: order.index(s.info.section))  # stable: field order kept within a section
     names = [s.name for s in found]
@@ -408,6 +429,8 @@ def _range_text(s: Setting) -> str:
         return f"[{low:g}, {high:g}]"
     if low is not None:
         return f">= {low:g}"
+    if s.kind is list and s.item is not None:
+        return f"list of {s.item.__name__}"
     return "" if s.kind not in (list, dict) else s.kind.__name__
 
 

@@ -2,8 +2,9 @@
 
     python -m utils.evaluation.compare results     # reads results/<mode>/<dataset>[/seed_<s>]/results.json
 
-Each results.json gives its dataset and its mean row; runs of one mode and dataset (one per few-shot seed)
-are averaged metric by metric, ignoring undefined (null) values, and the number of runs is shown.
+Each results.json gives its dataset and its mean row; runs of one mode and dataset (one per few-shot seed,
+also when a `--shot_seeds` run holds them) are averaged metric by metric, ignoring undefined (null) values,
+and the number of runs is shown.
 """
 
 from __future__ import annotations
@@ -13,22 +14,32 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from utils.evaluation.metrics import METRIC_KEYS
-from utils.evaluation.results import COLUMN_TITLES
+from utils.evaluation.results import COLUMN_TITLES, mean_metrics
 from utils.files import atomic_write_text
 
 
 def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
-    """{(mode, dataset): [mean metrics of each run]} from `root/<mode>/**/results.json` (sorted paths)."""
+    """{(mode, dataset): [mean metrics of each run]} from `root/<mode>/**/results.json` (sorted paths).
+
+    A results.json of several seeds (`--shot_seeds`, with a "seeds" section) counts as its seeds' runs, whose
+    means it holds; the seed_<s>/results.json below it are then not read a second time.
+    """
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for path in sorted(root.glob("*/**/results.json")):
-        doc = json.loads(path.read_text())
+    docs = {path: json.loads(path.read_text()) for path in sorted(root.glob("*/**/results.json"))}
+    averaged = [path.parent for path, doc in docs.items() if "seeds" in doc]
+    for path, doc in docs.items():
+        if any(folder in path.parent.parents for folder in averaged):
+            continue  # one seed of a mean over seeds: counted through that mean's "seeds" section
+        means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
         mode = path.relative_to(root).parts[0]
-        mean = {k: math.nan if doc["mean"][k] is None else float(doc["mean"][k]) for k in METRIC_KEYS}
-        runs.setdefault((mode, doc["dataset"]), []).append(mean)
+        runs.setdefault((mode, doc["dataset"]), []).extend(_numbers(mean) for mean in means)
     return runs
+
+
+def _numbers(mean: dict[str, float | None]) -> dict[str, float]:
+    """A results.json mean row with undefined (null) metrics as NaN."""
+    return {k: math.nan if mean[k] is None else float(mean[k]) for k in METRIC_KEYS}
 
 
 def compare_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> str:
@@ -36,10 +47,8 @@ def compare_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> str:
     header = "| mode | dataset | runs | " + " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS) + " |"
     lines = ["### mode comparison (%)", "", header, "|" + "---|" * (len(METRIC_KEYS) + 3)]
     for (mode, dataset), means in runs.items():
-        cells = []
-        for key in METRIC_KEYS:
-            values = [m[key] for m in means if not math.isnan(m[key])]
-            cells.append(f"{100 * float(np.mean(values)):.1f}" if values else "–")
+        mean = mean_metrics(dict(enumerate(means)))
+        cells = ["–" if math.isnan(mean[key]) else f"{100 * mean[key]:.1f}" for key in METRIC_KEYS]
         lines.append(f"| {mode} | {dataset} | {len(means)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,32 @@ COLUMN_TITLES = {
 }
 
 
-def mean_metrics(per_category: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Average each metric over categories, ignoring NaN (undefined) entries; NaN if none is defined."""
-    mean = {}
+def mean_metrics(per_category: Mapping[Any, Mapping[str, float]]) -> dict[str, float]:
+    """Average each metric over categories (or runs), ignoring NaN (undefined) entries; NaN if none is."""
+    return _reduce(per_category, np.mean)
+
+
+def std_metrics(runs: Mapping[Any, Mapping[str, float]]) -> dict[str, float]:
+    """Population standard deviation (ddof = 0) of each metric over runs, ignoring NaN; NaN if none is."""
+    return _reduce(runs, np.std)
+
+
+def _reduce(rows: Mapping[Any, Mapping[str, float]], reduce: Callable[[list[float]], Any]) -> dict:
+    result = {}
     for key in METRIC_KEYS:
-        values = [m[key] for m in per_category.values() if not math.isnan(m[key])]
-        mean[key] = float(np.mean(values)) if values else math.nan
-    return mean
+        values = [m[key] for m in rows.values() if not math.isnan(m[key])]
+        result[key] = float(reduce(values)) if values else math.nan
+    return result
 
 
 def _json_number(value: float) -> float | None:
     """NaN is not valid JSON: undefined metrics are written as null."""
     return None if math.isnan(value) else value
+
+
+def json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    """{metric: value} in METRIC_KEYS order as written to results.json (undefined = null)."""
+    return {k: _json_number(metrics[k]) for k in METRIC_KEYS}
 
 
 def write_results(
@@ -48,26 +62,30 @@ def write_results(
     config: Mapping[str, Any],
     run: Mapping[str, Any] | None = None,
     visual: Mapping[str, Any] | None = None,
+    seeds: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write results.json, results.csv and results.md into `out_dir`; return the JSON document.
 
     results.json = {"dataset": str, "categories": {cat: {metric: value}}, "mean": {metric: value},
     "config": {...}, "run": {...}}; undefined metrics are null; "run" (versions, commit, device, timing:
     utils/run_record.py) only when `run` is given; "visual" (mode, and for few-shot the shots, seed and
-    reference image paths per category: utils/evaluation/runner.py) only when `visual` is given.
+    reference image paths per category: utils/evaluation/runner.py) only when `visual` is given; "seeds"
+    (each few-shot seed's run, the spread over seeds: utils/evaluation/seeds.py) only when `seeds` is given.
     CSV and Markdown hold one row per category and a mean row.
     """
     mean = mean_metrics(per_category)
     doc = {
         "dataset": dataset,
-        "categories": {c: {k: _json_number(m[k]) for k in METRIC_KEYS} for c, m in per_category.items()},
-        "mean": {k: _json_number(v) for k, v in mean.items()},
+        "categories": {c: json_metrics(m) for c, m in per_category.items()},
+        "mean": json_metrics(mean),
         "config": dict(config),
     }
     if run is not None:
         doc["run"] = dict(run)
     if visual is not None:
         doc["visual"] = dict(visual)
+    if seeds is not None:
+        doc["seeds"] = dict(seeds)
     atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2))
     rows = [(c, m) for c, m in per_category.items()] + [("mean", mean)]
     table = io.StringIO(newline="")

@@ -89,11 +89,16 @@ def evaluate(
 
 
 def visual_section(cfg: dict[str, Any]) -> dict[str, Any]:
-    """results.json's "visual" section: the mode and what it saw (few-shot: shots, seed, reference paths)."""
+    """results.json's "visual" section: the mode and what it saw (few-shot: shots, seed, reference paths).
+
+    With several seeds (cfg["shot_seeds"]): shots and the seeds; the references are in each seed's folder.
+    """
     section: dict[str, Any] = {"mode": cfg["visual"]}
     if cfg["visual"] != "none":
         section["weight"] = cfg["visual_weight"]
-    if cfg["visual"] == "fewshot":
+    if cfg["visual"] == "fewshot" and cfg.get("shot_seeds"):  # a mean of runs: utils/evaluation/seeds.py
+        section.update(shots=cfg["shots"], seeds=list(cfg["shot_seeds"]))
+    elif cfg["visual"] == "fewshot":
         section.update(shots=cfg["shots"], seed=cfg["shot_seed"], references={})
     if cfg["visual"] == "mutual":
         section["fraction"] = cfg["mutual_fraction"]

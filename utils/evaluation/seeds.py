@@ -1,0 +1,108 @@
+"""Few-shot over several seeds (`--shot_seeds 0,1,2`): one ordinary run per seed, then their mean.
+
+Seed s is evaluated exactly like `--shot_seed s --output_dir <output_dir>/seed_<s>`: its own store,
+fingerprint, resume and results.json with its reference paths. `<output_dir>/results.{json,csv,md}` then
+hold, per category, the mean over seeds of that category's metrics, and the mean row over categories (as
+in any run); undefined (NaN) values are ignored, as in the category mean. results.json adds a "seeds"
+section: the seeds, each seed's folder, its per-category metrics and its mean row, and the population
+standard deviation (ddof = 0) over seeds of every category's metrics and of the mean row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from utils.config.loading import ConfigError
+from utils.distributed import SINGLE, Dist, everywhere
+from utils.evaluation.results import json_metrics, mean_metrics, std_metrics, write_results
+from utils.evaluation.runner import evaluate, visual_section
+from utils.evaluation.store import Scorer
+from utils.files import OutputLock, check_output_dir
+from utils.run_log import get_logger
+from utils.run_record import RunRecord
+
+log = get_logger(__name__)
+Metrics = dict[str, dict[str, float]]  # {category: {metric: value}}
+
+
+def seed_runs(cfg: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(seed, that seed's config) for every seed of cfg["shot_seeds"]; [] when it is null or empty.
+
+    A seed's config: cfg with shot_seed = the seed, shot_seeds = null, output_dir = `<output_dir>/seed_<s>`.
+
+    Raises:
+        ConfigError: shot_seeds without --visual fewshot, a seed given twice or a negative seed.
+    """
+    seeds = cfg["shot_seeds"]
+    if not seeds:
+        return []
+    if cfg["visual"] != "fewshot":
+        raise ConfigError(
+            f"--shot_seeds draws few-shot references but --visual is {cfg['visual']}: "
+            "add --visual fewshot or drop --shot_seeds"
+        )
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--shot_seeds {','.join(map(str, seeds))}: give each seed once, each >= 0")
+    out = Path(cfg["output_dir"])
+    return [
+        (seed, {**cfg, "shot_seed": seed, "shot_seeds": None, "output_dir": str(out / f"seed_{seed}")})
+        for seed in seeds
+    ]
+
+
+def evaluate_seeds(
+    cfg: dict[str, Any],
+    scorer_for: Callable[[dict[str, Any]], Scorer],
+    categories: Sequence[str],
+    record: RunRecord,
+    dist: Dist = SINGLE,
+) -> Metrics:
+    """Evaluate each seed of `seed_runs(cfg)` into its folder, then write the mean into cfg["output_dir"].
+
+    `scorer_for(seed_cfg)` makes the scorer of one seed (a new one: it holds that seed's references). Each
+    seed folder is locked while it is written (rank 0). Returns {category: {metric: mean over seeds}} on
+    rank 0, {} on the other ranks.
+    """
+    per_seed: dict[int, Metrics] = {}
+    for seed, seed_cfg in seed_runs(cfg):
+        log.info(f"shot_seed {seed}: {seed_cfg['output_dir']}")
+        with ExitStack() as stack:
+            if dist.is_main:
+                folder = seed_cfg["output_dir"]
+                everywhere(dist, lambda f=folder: stack.enter_context(OutputLock(check_output_dir(f))))
+            else:
+                everywhere(dist, lambda: None)
+            seed_record = RunRecord(cfg["device"])
+            per_seed[seed] = evaluate(
+                seed_cfg, scorer_for(seed_cfg), categories=categories, record=seed_record, dist=dist
+            )
+    if not dist.is_main:
+        return {}
+    run = {k: v for k, v in record.to_json().items() if k != "categories"}  # per category: in each seed's run
+    return write_seed_mean(Path(cfg["output_dir"]), cfg, per_seed, run)
+
+
+def write_seed_mean(
+    out: Path, cfg: Mapping[str, Any], per_seed: Mapping[int, Metrics], run: Mapping[str, Any] | None = None
+) -> Metrics:
+    """Write results.json/.csv/.md of the mean over seeds into `out`; return {category: {metric: mean}}.
+
+    `per_seed`: {seed: {category: {metric: value}}}, every seed with the same categories.
+    """
+    categories = list(next(iter(per_seed.values())))
+    per_category = {c: mean_metrics({s: r[c] for s, r in per_seed.items()}) for c in categories}
+    section = {
+        "seeds": list(per_seed),
+        "runs": {
+            str(s): {"folder": f"seed_{s}", "categories": {c: json_metrics(m) for c, m in r.items()}}
+            | {"mean": json_metrics(mean_metrics(r))}
+            for s, r in per_seed.items()
+        },
+        "std": {c: json_metrics(std_metrics({s: r[c] for s, r in per_seed.items()})) for c in categories}
+        | {"mean": json_metrics(std_metrics({s: mean_metrics(r) for s, r in per_seed.items()}))},
+    }
+    write_results(out, cfg["dataset"], per_category, cfg, run, visual_section(cfg), section)
+    return per_category
