@@ -1,18 +1,22 @@
-"""A web app: upload an image, see the heatmap, mask, boxes and JSON; sliders re-threshold without SAM 3.
+"""A web app: upload images, see heatmaps, masks, boxes and JSON; sliders re-threshold without SAM 3.
 
     python scripts/app.py --model_path ~/autodl-tmp/download/sam3 [--port 7860] [--share]
 
 Takes demo.py's flags (prompts, scoring, --mask_threshold, --box_threshold, --thresholds FILE). The model
-loads once per process; each uploaded image is run through SAM 3 once per (prompts, category) and cached in
-the browser session (utils/app.py), so moving a slider only recomputes the mask and the boxes. Without a
-model folder the app still starts and says what to download.
+loads once per process; each uploaded image is run through SAM 3 once per (prompts, category, references) and
+cached in the browser session (utils/app.py), so moving a slider or picking another image only recomputes the
+mask and the boxes. Downloads (results.json and the mask PNGs) are written to a per-session temporary folder.
+Without a model folder the app still starts and says what to download.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,22 +25,32 @@ import gradio as gr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.prompts import STRATEGIES  # noqa: E402
 from utils.app import (  # noqa: E402
     BOX_FLOOR,
-    EncodeCache,
+    CATEGORIES,
+    ImageRun,
+    Session,
     engine_calls,
+    load_references,
     missing_model_message,
-    parse_prompts,
     pictures,
     presence_rows,
-    read_upload,
+    read_uploads,
+    resolve_prompts,
     result_json,
     rethreshold,
+    summary_rows,
+    upload_paths,
+    visual_problem,
     with_floor,
+    write_downloads,
 )
 from utils.config.cli import config_from_args, script_parser, user_message  # noqa: E402
 from utils.evaluation.thresholds import mask_threshold_from  # noqa: E402
 from utils.pipeline import build_detector  # noqa: E402
+
+NOTHING = 7  # the pictures, JSON, tables and downloads that `draw` fills
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -52,65 +66,117 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_app(cfg: dict[str, Any]) -> gr.Blocks:
     """The gradio page; the detector is loaded here, once (None with a message when it cannot be)."""
-    problem = missing_model_message(cfg["model_path"])
-    detector = None
+    problem = missing_model_message(cfg["model_path"]) or visual_problem(cfg)
+    detector, concepts = None, []
     if problem is None:
         try:
-            detector = with_floor(build_detector(cfg)[0])
+            detector, concepts = build_detector(cfg)
+            detector = with_floor(detector)
         except Exception as err:  # a user error (bad weights, device) is shown in the page
             problem = user_message(err)
             if problem is None:
                 raise
+    downloads_root = Path(tempfile.mkdtemp(prefix="sam3_app_"))
+    atexit.register(shutil.rmtree, downloads_root, ignore_errors=True)
 
-    def analyse(upload, category, prompts_text, mask_t, box_t, cache):
-        """Run SAM 3 (or take the cached result) and draw everything at the slider values."""
+    def session_folder(request: gr.Request | None) -> Path:
+        return downloads_root / (getattr(request, "session_hash", None) or "default")
+
+    def draw(session: Session, selected: str | None, mask_t: float, box_t: float, request: gr.Request | None):
+        """Everything shown for the last Run at the slider values: the selected image's pictures, JSON and
+        presence table, the overview of all images and the downloads (rewritten: masks follow the slider)."""
+        refs = session.references.names if session.references is not None else []
+        calls = engine_calls(detector)
+        docs, masks, shown = [], [], None
+        for run in session.runs:
+            cut = rethreshold(run.result, mask_t, box_t)
+            docs.append(result_json(run.result, cut, run.prompts, calls, run.name, refs))
+            masks.append(cut.mask)
+            if run is session.run(selected):
+                shown = (run, cut, docs[-1])
+        run, cut, doc = shown
+        files = [str(p) for p in write_downloads(session_folder(request), docs, masks)]
+        overlay, mask, boxes = pictures(run.image, run.result, cut)
+        table = presence_rows(run.result)
+        return overlay, mask, boxes, json.dumps(doc, indent=1), table, summary_rows(docs), files
+
+    def analyse(
+        files, folder, category, strategy, prompts_text, refs, mask_t, box_t, session, request: gr.Request
+    ):
+        """Run SAM 3 on the images not cached yet and draw the first one at the slider values."""
+        blank = (*[None] * NOTHING, gr.skip())  # and the image selector as it was
         if detector is None:
-            return (*[None] * 5, problem, cache, mask_t)
+            return (*blank, problem, session, mask_t)
         try:
-            image = read_upload(upload)
+            paths = upload_paths(files, folder)
             category = (category or "").strip() or None
             if cfg["thresholds"] and category:
                 mask_t = mask_threshold_from(cfg["thresholds"], category)
+            session.references = load_references(detector, refs, session.references)
+            prompts, noun = resolve_prompts(cfg, category, strategy, prompts_text, concepts)
+            images, errors = read_uploads(paths)
+            results = session.cache.results(
+                detector, [im for _, im in images], prompts, noun, session.references, cfg["batch_size"]
+            )
         except Exception as err:
             message = user_message(err)
             if message is None:
                 raise
-            return (*[None] * 5, f"Error: {message}", cache, mask_t)
-        prompts = parse_prompts(prompts_text)
-        result = cache.result(detector, image, prompts, category)
-        cut = rethreshold(result, mask_t, box_t)
-        doc = json.dumps(result_json(result, cut, prompts, engine_calls(detector)), indent=1)
-        overlay, mask, boxes = pictures(image, result, cut)
-        return overlay, mask, boxes, doc, presence_rows(result), "Done.", cache, mask_t
+            session.runs = []  # the sliders must not bring back an earlier Run's pictures
+            return (*blank, f"Error: {message}", session, mask_t)
+        session.runs = [
+            ImageRun(name, image, result, prompts)
+            for (name, image), result in zip(images, results, strict=True)
+        ]
+        names = [run.name for run in session.runs]
+        shown = draw(session, names[0], mask_t, box_t, request)
+        status = f"Done: {len(names)} image(s)." + (" Not read: " + "; ".join(errors) if errors else "")
+        selector = gr.update(choices=names, value=names[0])
+        return (*shown, selector, status, session, mask_t)
 
-    def rethreshold_only(upload, category, prompts_text, mask_t, box_t, cache):
-        """Slider moved: the cached result cut anew (nothing to do before the first run)."""
-        if detector is None or not len(cache):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        try:
-            image = read_upload(upload)
-        except Exception:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        category = (category or "").strip() or None
-        prompts = parse_prompts(prompts_text)
-        result = cache.result(detector, image, prompts, category)  # cached: no SAM 3 forward
-        cut = rethreshold(result, mask_t, box_t)
-        overlay, mask, boxes = pictures(image, result, cut)
-        doc = json.dumps(result_json(result, cut, prompts, engine_calls(detector)), indent=1)
-        return overlay, mask, boxes, doc, "Done."
+    def redraw(session, selected, mask_t, box_t, request: gr.Request):
+        """Slider moved or another image picked: the cached results cut anew (no SAM 3 forward)."""
+        if detector is None or not session.runs:
+            return (*[gr.skip()] * NOTHING, gr.skip(), gr.skip())
+        return (*draw(session, selected, mask_t, box_t, request), gr.skip(), "Done.")
+
+    def forget(request: gr.Request):
+        """The browser tab closed: its downloads folder goes."""
+        shutil.rmtree(session_folder(request), ignore_errors=True)
 
     with gr.Blocks(title="SAM 3 anomaly detection") as app:
         gr.Markdown("## SAM 3 zero-shot anomaly detection")
-        status = gr.Markdown(problem or "Upload an image and press Run.", elem_id="status")
-        cache = gr.State(EncodeCache())  # copied per browser session
+        status = gr.Markdown(problem or "Upload one or more images and press Run.", elem_id="status")
+        session = gr.State(Session())  # copied per browser session
         with gr.Row():
             with gr.Column():
-                upload = gr.File(label="image", type="filepath", elem_id="upload")
-                category = gr.Textbox(label="category (e.g. bottle; empty: generic)", elem_id="category")
-                prompts = gr.Textbox(
-                    label="prompts, comma-separated (empty: the category's)", elem_id="prompts"
+                upload = gr.File(label="images", file_count="multiple", type="filepath", elem_id="upload")
+                folder = gr.File(
+                    label="or a folder of images", file_count="directory", type="filepath", elem_id="folder"
                 )
-                # Few-shot reference images (issue 10) go here once the detector takes them.
+                category = gr.Dropdown(
+                    ["", *CATEGORIES],
+                    value="",
+                    allow_custom_value=True,
+                    label="category (MVTec AD / VisA, or type your own; empty: generic)",
+                    elem_id="category",
+                )
+                strategy = gr.Radio(
+                    list(STRATEGIES),
+                    value=cfg["prompt_strategy"],
+                    label="prompt strategy (base: strictly zero-shot; the others use category vocabularies)",
+                    elem_id="strategy",
+                )
+                prompts = gr.Textbox(
+                    label="prompts, comma-separated (empty: built from category and strategy)",
+                    elem_id="prompts",
+                )
+                refs = gr.File(
+                    label="reference good images (optional: few-shot scoring against them)",
+                    file_count="multiple",
+                    type="filepath",
+                    elem_id="references",
+                )
                 mask_t = gr.Slider(
                     0.0,
                     1.0,
@@ -129,15 +195,25 @@ def build_app(cfg: dict[str, Any]) -> gr.Blocks:
                 )
                 run = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
+                selector = gr.Dropdown([], label="image shown", elem_id="image_select", interactive=True)
                 overlay = gr.Image(label="heatmap", elem_id="overlay", format="png")
                 mask = gr.Image(label="mask", elem_id="mask", format="png")
                 boxes = gr.Image(label="boxes", elem_id="boxes", format="png")
+        summary = gr.Dataframe(
+            headers=["image", "score", "mask pixels", "boxes"], label="all images", elem_id="summary"
+        )
         result = gr.Textbox(label="result (JSON)", lines=12, elem_id="result_json", interactive=False)
-        table = gr.Dataframe(headers=["prompt", "presence", "best score"], label="per prompt")
-        inputs = [upload, category, prompts, mask_t, box_t, cache]
-        run.click(analyse, inputs, [overlay, mask, boxes, result, table, status, cache, mask_t])
+        table = gr.Dataframe(
+            headers=["prompt", "presence", "best score"], label="per prompt", elem_id="presence"
+        )
+        downloads = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads")
+        shown = [overlay, mask, boxes, result, table, summary, downloads]
+        inputs = [upload, folder, category, strategy, prompts, refs, mask_t, box_t, session]
+        run.click(analyse, inputs, [*shown, selector, status, session, mask_t])
         for slider in (mask_t, box_t):
-            slider.change(rethreshold_only, inputs, [overlay, mask, boxes, result, status])
+            slider.change(redraw, [session, selector, mask_t, box_t], [*shown, selector, status])
+        selector.input(redraw, [session, selector, mask_t, box_t], [*shown, selector, status])
+        app.unload(forget)
     return app
 
 

@@ -1,34 +1,45 @@
 """The web app's logic without the UI (scripts/app.py is the gradio layer): encode cache, thresholding, JSON.
 
-SAM 3 runs once per (image, prompts, category): `EncodeCache.result` keeps the detector's raw result (the
-anomaly map and every detection down to BOX_FLOOR, each with its instance mask), so moving the mask or box
-slider only calls `rethreshold`, which recomputes the binary mask and filters the detections; no SAM 3
-forward. Filtering the NMS-kept detections by score equals running NMS on the detections above the
+SAM 3 runs once per (image, prompts, object noun, references): `EncodeCache.results` keeps the detector's raw
+result (the anomaly map and every detection down to BOX_FLOOR, each with its instance mask), so moving the
+mask or box slider only calls `rethreshold`, which recomputes the binary mask and filters the detections; no
+SAM 3 forward. Filtering the NMS-kept detections by score equals running NMS on the detections above the
 threshold (greedy NMS only lets a higher-scored box suppress a lower one).
 
-Few-shot reference images (issue 10) plug in at `EncodeCache.result`'s `references` argument once the
-detector takes them: they become part of the cache key, so new references mean a new SAM 3 pass.
+Several images per Run: each is cached on its own (a result depends only on its image, the prompts and the
+references), and the last Run's images live in the browser session (`Session.runs`) for the sliders, the image
+selector and the downloads (`write_downloads`: results.json and one mask PNG per image).
+
+Few-shot: reference good images are encoded once per session (`load_references`, a `ReferenceBank` keyed by
+their pixels); `scorer` then scores with a per-session view of the shared detector (same engine, settings
+with visual="fewshot"), so sessions never see each other's references. Without references the shared
+detector is called exactly as before (visual "none": results unchanged).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dataset import DatasetError
-from dataset.base import read_image
+from dataset.base import IMAGE_EXTENSIONS, read_image
+from dataset.constants import MVTEC_CATEGORIES, VISA_CATEGORIES
 from model.detector import AnomalyDetector, AnomalyResult, Detection
+from model.visual import ReferenceBank
 from utils.evaluation.exports import detections_json
-from utils.evaluation.visualization import draw_boxes, heatmap_overlay
+from utils.evaluation.visualization import draw_boxes, heatmap_overlay, save_mask
+from utils.pipeline import prompts_for
 
 BOX_FLOOR = 0.05  # the detector keeps detections down to this score; the box slider starts here
-CACHE_SIZE = 8  # images whose raw results a session keeps
+CACHE_SIZE = 16  # images whose raw results a session keeps
+CATEGORIES: tuple[str, ...] = (*MVTEC_CATEGORIES, *VISA_CATEGORIES)  # the category dropdown's choices
 
 
 @dataclass
@@ -39,6 +50,25 @@ class Thresholded:
     detections: list[Detection]
     mask_threshold: float
     box_threshold: float
+
+
+@dataclass
+class References:
+    """A session's few-shot reference images: `key` (their pixels' hash), display names and encoded bank."""
+
+    key: str
+    names: list[str]
+    bank: ReferenceBank
+
+
+@dataclass
+class ImageRun:
+    """One image of the last Run: display name, (H, W, 3) uint8 pixels, raw result and the prompts scored."""
+
+    name: str
+    image: np.ndarray
+    result: AnomalyResult
+    prompts: list[str]
 
 
 def rethreshold(result: AnomalyResult, mask_threshold: float, box_threshold: float) -> Thresholded:
@@ -54,8 +84,35 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def scorer(detector: AnomalyDetector, references: References | None) -> AnomalyDetector:
+    """The detector that scores a session's images: the shared one without references, else a few-shot view.
+
+    The view shares the engine (no second model) and carries the session's bank, so one session's
+    references never reach another's results.
+
+    Raises:
+        DatasetError: the app runs with visual="fewshot" and the session has no references yet.
+    """
+    if references is None:
+        if detector.settings.visual == "fewshot":
+            raise DatasetError(
+                "few-shot scoring (--visual fewshot) needs reference good images: upload a few under "
+                "'reference good images', or start the app with --visual none"
+            )
+        return detector
+    view = fewshot_view(detector)
+    view.references = references.bank
+    return view
+
+
+def fewshot_view(detector: AnomalyDetector) -> AnomalyDetector:
+    """A detector on the same engine and hook with visual="fewshot" (no references yet)."""
+    settings = replace(detector.settings, visual="fewshot")
+    return AnomalyDetector(detector.engine, settings, detector.text_override)
+
+
 class EncodeCache:
-    """Raw detector results per (image, prompts, category), least recently used dropped past `size`."""
+    """Raw detector results per (image, prompts, object noun, references), least recently used dropped."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
@@ -64,28 +121,54 @@ class EncodeCache:
     def __len__(self) -> int:
         return len(self._results)
 
-    def result(
+    def results(
         self,
         detector: AnomalyDetector,
-        image: np.ndarray,
-        prompts: Sequence[str] | None,
-        category: str | None,
-        references: Sequence[str] = (),
-    ) -> AnomalyResult:
-        """The detector's result for `image` (H, W, 3) uint8, computed on the first call only.
+        images: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        object_noun: str | None,
+        references: References | None = None,
+        batch_size: int = 4,
+    ) -> list[AnomalyResult]:
+        """The detector's results for N (H, W, 3) uint8 images, in order; SAM 3 runs only for images not
+        cached, `batch_size` per encoder pass (an image repeated in `images` is scored once).
 
-        `references`: few-shot reference image paths (issue 10; not passed to the detector yet, but part of
-        the key so that the hook cannot serve a stale result).
+        `references`: the session's few-shot references (part of the key: new references, new pass).
         """
-        key = (image_key(image), tuple(prompts or ()), category, tuple(references))
-        if key in self._results:
+        ref_key = references.key if references is not None else None
+        keys = [(image_key(im), tuple(prompts), object_noun, ref_key) for im in images]
+        todo = {k: im for k, im in zip(keys, images, strict=True) if k not in self._results}
+        found = {k: self._results[k] for k in keys if k in self._results}
+        if todo:
+            scoring = scorer(detector, references)
+            pending = list(todo)
+            for start in range(0, len(pending), batch_size):
+                part = pending[start : start + batch_size]
+                arrays = [todo[k] for k in part]
+                out = scoring.detect_arrays(arrays, prompts, object_noun, instance_masks=True)
+                found.update(zip(part, out, strict=True))
+        for key in keys:
+            self._results[key] = found[key]
             self._results.move_to_end(key)
-            return self._results[key]
-        result = detector.detect(image, category, prompts, instance_masks=True)
-        self._results[key] = result
         while len(self._results) > self.size:
             self._results.popitem(last=False)
-        return result
+        return [found[k] for k in keys]
+
+
+@dataclass
+class Session:
+    """What one browser session keeps: the encode cache, its references and the last Run's images."""
+
+    cache: EncodeCache = field(default_factory=EncodeCache)
+    references: References | None = None
+    runs: list[ImageRun] = field(default_factory=list)
+
+    def run(self, name: str | None) -> ImageRun | None:
+        """The last Run's image called `name` (the first one when `name` is not among them)."""
+        for run in self.runs:
+            if run.name == name:
+                return run
+        return self.runs[0] if self.runs else None
 
 
 def read_upload(path: str | Path | None) -> np.ndarray:
@@ -99,10 +182,101 @@ def read_upload(path: str | Path | None) -> np.ndarray:
     return read_image(Path(path))
 
 
+def upload_paths(files: Sequence[str] | str | None, folder: Sequence[str] | str | None) -> list[Path]:
+    """The image files of one Run: every uploaded file (so an unreadable one gets its message), then the
+    folder's files with an image extension (other files in a dropped folder are ignored), each once.
+
+    Raises:
+        DatasetError: nothing to score (no upload, or a folder without images).
+    """
+    chosen = [Path(p) for p in as_list(files)]
+    chosen += sorted(Path(p) for p in as_list(folder) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+    chosen = list(dict.fromkeys(chosen))
+    if not chosen:
+        extra = " (the folder has no image files)" if as_list(folder) else ""
+        raise DatasetError(f"no image: upload one or more image files or a folder first{extra}")
+    return chosen
+
+
+def as_list(upload: Sequence[str] | str | None) -> list[str]:
+    """A gradio File value (None, one path or a list of paths) as a list of paths."""
+    if upload is None:
+        return []
+    return [str(upload)] if isinstance(upload, (str, Path)) else [str(p) for p in upload]
+
+
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """File names to show and to key the selector: the name, with " (2)", " (3)" ... for repeats."""
+    names: list[str] = []
+    for path in paths:
+        name, n = path.name, 1
+        while name in names:
+            n += 1
+            name = f"{path.name} ({n})"
+        names.append(name)
+    return names
+
+
+def read_uploads(paths: Sequence[Path]) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(name, (H, W, 3) uint8) of each readable image, and one message per unreadable file.
+
+    Raises:
+        DatasetError: no file is a readable image (the messages of all of them).
+    """
+    images, errors = [], []
+    for name, path in zip(unique_names(paths), paths, strict=True):
+        try:
+            images.append((name, read_upload(path)))
+        except DatasetError as err:
+            errors.append(str(err))
+    if not images:
+        raise DatasetError("; ".join(errors))
+    return images, errors
+
+
+def load_references(
+    detector: AnomalyDetector, paths: Sequence[str] | None, current: References | None
+) -> References | None:
+    """The session's references after the upload `paths` (None: no references, zero-shot scoring).
+
+    The same pictures as `current` are not encoded again; others are encoded once with SAM 3's vision
+    encoder into a few-shot `ReferenceBank`.
+
+    Raises:
+        DatasetError: a reference file is not a readable image (the message names it).
+    """
+    if not paths:
+        return None
+    images = [read_upload(p) for p in paths]
+    digest = hashlib.sha1()
+    for image in images:
+        digest.update(image_key(image).encode())
+    key = digest.hexdigest()
+    if current is not None and current.key == key:
+        return current
+    view = fewshot_view(detector)
+    view.set_references(images)
+    assert view.references is not None
+    return References(key, unique_names([Path(p) for p in paths]), view.references)
+
+
 def parse_prompts(text: str) -> list[str] | None:
     """Comma-separated prompts -> list (blank entries dropped); None when empty (the category's prompts)."""
     prompts = [p.strip() for p in (text or "").split(",") if p.strip()]
     return prompts or None
+
+
+def resolve_prompts(
+    cfg: Mapping[str, Any],
+    category: str | None,
+    strategy: str,
+    typed: str,
+    concepts: Sequence[str] = (),
+) -> tuple[list[str], str | None]:
+    """(defect prompts, object noun) of one Run: the typed prompts if any, else the category's prompts built
+    with `strategy` (config extra_prompts / prompt_overrides / learned concepts applied, as in demo.py)."""
+    built, noun = prompts_for({**cfg, "prompt_strategy": strategy}, category, concepts)
+    return parse_prompts(typed) or built, noun
 
 
 def result_json(
@@ -110,11 +284,17 @@ def result_json(
     cut: Thresholded,
     prompts: Sequence[str] | None,
     engine_calls: dict[str, int] | None = None,
+    image: str | None = None,
+    references: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The app's JSON: score, thresholds, presence, boxes (with COCO RLE masks), mask pixel count and the
-    engine's call counters (what shows that re-thresholding ran no SAM 3 forward)."""
+    """The app's JSON for one image: score, thresholds, scoring mode ("fewshot" with the reference names, or
+    "none"), presence, boxes (with COCO RLE masks), mask pixel count and the engine's call counters (what
+    shows that re-thresholding ran no SAM 3 forward)."""
     doc: dict[str, Any] = {
+        "image": image,
         "image_score": result.image_score,
+        "visual": "fewshot" if references else "none",
+        "references": list(references),
         "mask_threshold": cut.mask_threshold,
         "box_threshold": cut.box_threshold,
         "mask_pixels": int(cut.mask.sum()),
@@ -135,6 +315,29 @@ def engine_calls(detector: AnomalyDetector) -> dict[str, int]:
     return {name: int(getattr(detector.engine, name, 0)) for name in ("vision_calls", "text_calls")}
 
 
+def write_downloads(folder: Path, docs: Sequence[dict[str, Any]], masks: Sequence[np.ndarray]) -> list[Path]:
+    """Write results.json ({"images": docs}) and one black/white `<stem>_mask.png` per image into `folder`
+    (the session's own; its earlier files are removed first) and return their paths, JSON first.
+
+    `masks`: (H, W) bool per doc, in order.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if old.is_file():
+            old.unlink()
+    paths = [folder / "results.json"]
+    paths[0].write_text(json.dumps({"images": list(docs)}, indent=1))
+    for doc, mask in zip(docs, masks, strict=True):
+        stem, n = Path(doc["image"] or "image").stem, 1
+        path = folder / f"{stem}_mask.png"
+        while path in paths:
+            n += 1
+            path = folder / f"{stem}_{n}_mask.png"
+        save_mask(path, mask)
+        paths.append(path)
+    return paths
+
+
 def pictures(image: np.ndarray, result: AnomalyResult, cut: Thresholded) -> tuple[np.ndarray, ...]:
     """(heatmap overlay, binary mask, boxes) as (H, W, 3) uint8 RGB images for display."""
     overlay = heatmap_overlay(image, result.anomaly_map)
@@ -149,6 +352,21 @@ def presence_rows(result: AnomalyResult) -> list[list[Any]]:
         [p, round(result.prompt_presence[p], 4), round(result.prompt_best_score.get(p, 0.0), 4)]
         for p in result.prompt_presence
     ]
+
+
+def summary_rows(docs: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """[image, image score, mask pixels, boxes] per image of a Run, for the overview table."""
+    return [[d["image"], round(d["image_score"], 4), d["mask_pixels"], len(d["boxes"])] for d in docs]
+
+
+def visual_problem(cfg: Mapping[str, Any]) -> str | None:
+    """Why the app cannot score with the config's visual mode, or None (none and fewshot work)."""
+    if cfg["visual"] != "mutual":
+        return None
+    return (
+        "--visual mutual scores a whole category at once, the app scores images one by one: start the app "
+        "with --visual none (upload reference good images in the page for few-shot scoring)"
+    )
 
 
 def missing_model_message(model_path: str | Path) -> str | None:
