@@ -157,6 +157,14 @@ def test_two_images_strategy_and_references(app_url, tmp_path):
         assert [d["image"] for d in downloaded["images"]] == ["part_a.png", "part_b.png"]
         assert page.locator("#downloads a[download$='_mask.png']").count() == 2
         assert result_doc(page)["image"] == "part_a.png"
+        calls = result_doc(page)["engine_calls"]
+        page.locator("#image_select input").click()
+        page.get_by_role("option", name="part_b.png").click()
+        page.wait_for_function(
+            "() => JSON.parse(document.querySelector('#result_json textarea').value).image === 'part_b.png'",
+            timeout=60_000,
+        )
+        assert result_doc(page)["engine_calls"] == calls  # another image shown from the cache
         assert "defect on the object" not in page.locator("#presence").inner_text()
 
         page.locator("#strategy").get_by_label("contextual").check()
