@@ -4,7 +4,8 @@
 
 Without --model_path a tiny random SAM 3 is built into a temporary folder (model/tiny_sam3.py). The run
 checks that each image goes through the vision encoder once and each distinct prompt through the text
-encoder once, counting real calls by wrapping ``model.get_vision_features`` / ``get_text_features``.
+encoder once, counting real calls by wrapping ``model.get_vision_features`` / ``get_text_features``; then
+that few-shot (images + --shots references) and mutual visual scoring add no second vision pass.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from model import ModelLoadError, Sam3Engine  # noqa: E402
+from model.detector import AnomalyDetector, ScoringSettings  # noqa: E402
 from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
 
 
@@ -35,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", help="compute (autocast) dtype: auto, fp32, bf16, fp16")
     p.add_argument("--chunk_size", type=int, default=8)
     p.add_argument("--image_batch", type=int, default=4, help="images per encode_images call")
+    p.add_argument("--shots", type=int, default=2, help="reference images of the few-shot pass")
     return p.parse_args(argv)
 
 
@@ -91,7 +94,37 @@ def run(args: argparse.Namespace, model_path: Path) -> None:
         f"(expected {args.n_prompts} distinct prompts: once each) OK"
     )
     print(f"time {elapsed:.2f} s  ->  {args.n_images / elapsed:.2f} images/s, {rows / elapsed:.1f} rows/s")
+    visual_passes(args, engine, images, prompts, calls)
     print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+def visual_passes(
+    args: argparse.Namespace, engine: Sam3Engine, images: list, prompts: list[str], calls: dict[str, int]
+) -> None:
+    """Few-shot and mutual scoring share the text path's vision pass: images + references, once each."""
+    rng = np.random.default_rng(1)
+    references = [rng.integers(0, 256, (256, 320, 3), dtype=np.uint8) for _ in range(args.shots)]
+    batches = [images[b : b + args.image_batch] for b in range(0, len(images), args.image_batch)]
+    for mode in ("fewshot", "mutual"):
+        detector = AnomalyDetector(engine, ScoringSettings(visual=mode))
+        before = calls["vision_images"]
+        start = time.perf_counter()
+        if mode == "fewshot":
+            detector.set_references(references)
+            for batch in batches:
+                detector.detect_arrays(batch, prompts)
+            expected = len(images) + len(references)
+        else:
+            detector.detect_arrays_mutual(batches, prompts)
+            expected = len(images)
+        elapsed = time.perf_counter() - start
+        seen = calls["vision_images"] - before
+        assert seen == expected, (mode, seen, expected)
+        what = "test images + references" if mode == "fewshot" else "test images"
+        print(
+            f"visual {mode:7s}: {seen} images through the vision encoder (expected {expected}: {what}, "
+            f"once each) OK; {len(images) / elapsed:.2f} images/s"
+        )
 
 
 def main(args: argparse.Namespace) -> None:
