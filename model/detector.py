@@ -86,6 +86,7 @@ class ScoringSettings:
         choices=MAP_SOURCES,
         fingerprint="value",
         scripts=_EVAL,
+        resume="fixed",
     )
     prompt_aggregation: str = setting(
         "max",
@@ -94,6 +95,7 @@ class ScoringSettings:
         choices=AGGREGATIONS,
         fingerprint="value",
         scripts=_EVAL,
+        resume="fixed",
     )
     object_regularisation: bool = setting(
         True,

@@ -17,6 +17,8 @@ from typing import Any
 SCRIPTS: tuple[str, ...] = ("test", "demo", "train")
 # How a setting enters the resume fingerprint (utils/evaluation/store.py).
 FINGERPRINT_MODES: tuple[str, ...] = ("value", "identity")
+# How train.py --resume treats a setting training reads: refuse a change, or apply the new value.
+RESUME_MODES: tuple[str, ...] = ("fixed", "changeable")
 METADATA_KEY = "setting"
 
 
@@ -26,6 +28,8 @@ class SettingInfo:
 
     fingerprint: "value" (its value changes maps or scores), "identity" (what it names does: a folder, a
     file, a device kind) or None, and then `not_fingerprinted` says why it cannot change a stored result.
+    resume: for settings training reads, how `train.py --resume` treats a changed value: "fixed" (it defines
+    the trained tensors or their data: refused) or "changeable" (applied from the next epoch); None otherwise.
     """
 
     help: str
@@ -36,6 +40,7 @@ class SettingInfo:
     fingerprint: str | None = None
     not_fingerprinted: str = ""
     scripts: tuple[str, ...] = ()
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         if (self.fingerprint is None) == (not self.not_fingerprinted):
@@ -44,6 +49,8 @@ class SettingInfo:
             )
         if self.fingerprint is not None and self.fingerprint not in FINGERPRINT_MODES:
             raise ValueError(f"fingerprint must be one of {', '.join(FINGERPRINT_MODES)}")
+        if self.resume is not None and self.resume not in RESUME_MODES:
+            raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}")
         unknown = set(self.scripts) - set(SCRIPTS)
         if unknown:
             raise ValueError(f"unknown scripts {sorted(unknown)}: use {', '.join(SCRIPTS)}")
@@ -75,6 +82,7 @@ def setting(
     fingerprint: str | None = None,
     not_fingerprinted: str = "",
     scripts: Sequence[str] = (),
+    resume: str | None = None,
 ) -> Any:
     """A dataclass field with its `SettingInfo`; list and dict defaults are copied per instance."""
     info = SettingInfo(
@@ -86,6 +94,7 @@ def setting(
         fingerprint=fingerprint,
         not_fingerprinted=not_fingerprinted,
         scripts=tuple(scripts),
+        resume=resume,
     )
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata={METADATA_KEY: info})

@@ -25,6 +25,7 @@ from utils.config.schema import (
     markdown_table,
 )
 from utils.evaluation.store import FINGERPRINT_KEYS, IDENTITY_KEYS, NOT_FINGERPRINTED
+from utils.training.trainer import RESUME_CHANGEABLE, RESUME_FIXED
 
 REPO = Path(__file__).resolve().parents[1]
 PARSERS = {"test": test_script.parse_args, "demo": demo.parse_args, "train": train.parse_args}
@@ -189,3 +190,14 @@ def test_texture_categories_default_is_the_dataset_constant():
 def test_default_model_path_is_declared_once():
     assert defaults()["model_path"] == DEFAULT_MODEL_PATH
     assert download_weights.DEFAULT_MODEL_DIR == DEFAULT_MODEL_PATH
+
+
+def test_every_training_flag_declares_how_resume_treats_it():
+    """train.py --resume refuses or applies a changed setting as its declaration says (trainer.py)."""
+    train_flags = [key for key, s in SETTINGS.items() if "train" in s.info.scripts]
+    assert all(SETTINGS[key].info.resume for key in train_flags), [
+        key for key in train_flags if not SETTINGS[key].info.resume
+    ]
+    assert set(RESUME_FIXED) == {key for key, s in SETTINGS.items() if s.info.resume == "fixed"}
+    assert {"map_source", "prompt_aggregation", "num_concepts"} <= set(RESUME_FIXED)  # read by training
+    assert {"lr", "num_epochs", "batch_size"} <= set(RESUME_CHANGEABLE)

@@ -56,6 +56,7 @@ class DataSettings:
         choices=DATASET_NAMES,
         fingerprint="value",
         scripts=ALL,
+        resume="fixed",
     )
     dataset_path: str | None = setting(
         None,
@@ -63,6 +64,7 @@ class DataSettings:
         "data",
         not_fingerprinted="the stored image paths are compared one by one instead (progress.json)",
         scripts=("test", "train"),
+        resume="changeable",
     )
     categories: list[str] | None = setting(
         None,
@@ -70,13 +72,14 @@ class DataSettings:
         "data",
         not_fingerprinted="every category has its own store",
         scripts=("test", "train"),
+        resume="fixed",
     )
     texture_categories: list[str] = setting(
         list(TEXTURE_CATEGORIES),
         "categories without object-prompt regularisation (default: dataset.TEXTURE_CATEGORIES)",
         "data",
         fingerprint="value",
-        scripts=ALL,
+        scripts=EVAL,
     )
 
 
@@ -88,6 +91,7 @@ class ModelSettings:
         "model",
         fingerprint="identity",
         scripts=ALL,
+        resume="fixed",
     )
     checkpoint: str | None = setting(
         None,
@@ -104,7 +108,14 @@ class ModelSettings:
         fingerprint="value",
         scripts=EVAL,
     )
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N", "model", fingerprint="identity", scripts=ALL)
+    device: str = setting(
+        "auto",
+        "auto | cpu | cuda | cuda:N",
+        "model",
+        fingerprint="identity",
+        scripts=ALL,
+        resume="changeable",
+    )
     dtype: str = setting(
         "auto",
         "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
@@ -112,6 +123,7 @@ class ModelSettings:
         choices=DTYPES,
         fingerprint="value",
         scripts=ALL,
+        resume="changeable",
     )
     batch_size: int = setting(
         4,
@@ -120,6 +132,7 @@ class ModelSettings:
         minimum=1,
         not_fingerprinted="images per encoder pass: the same results up to float rounding",
         scripts=ALL,
+        resume="changeable",
     )
     chunk_size: int = setting(
         8,
@@ -128,6 +141,7 @@ class ModelSettings:
         minimum=1,
         not_fingerprinted="rows per decoder pass: the same results up to float rounding",
         scripts=ALL,
+        resume="changeable",
     )
 
 
@@ -140,13 +154,14 @@ class PromptSettings:
         choices=STRATEGIES,
         fingerprint="value",
         scripts=ALL,
+        resume="fixed",
     )
     extra_prompts: list[str] = setting(
         [],
         "defect phrases added to every category's prompts",
         "prompts",
         fingerprint="value",
-        scripts=ALL,
+        scripts=EVAL,
     )
     prompt_overrides: dict[str, list[str]] = setting(
         {},
@@ -180,6 +195,7 @@ class EvaluationSettings:
         "evaluation",
         not_fingerprinted="where the store is",
         scripts=ALL,
+        resume="changeable",
     )
     visualize: bool = setting(
         False,
@@ -259,6 +275,7 @@ class TrainingSettings:
         minimum=1,
         not_fingerprinted="scripts/train.py only: training reaches test.py through the checkpoint's bytes",
         scripts=("train",),
+        resume="changeable",
     )
     lr: float = setting(
         1.0e-3,
@@ -266,9 +283,15 @@ class TrainingSettings:
         "training",
         not_fingerprinted=TRAIN_ONLY,
         scripts=("train",),
+        resume="changeable",
     )
     weight_decay: float = setting(
-        0.0, "AdamW weight decay", "training", not_fingerprinted=TRAIN_ONLY, scripts=("train",)
+        0.0,
+        "AdamW weight decay",
+        "training",
+        not_fingerprinted=TRAIN_ONLY,
+        scripts=("train",),
+        resume="changeable",
     )
     grad_accum: int = setting(
         4,
@@ -277,6 +300,7 @@ class TrainingSettings:
         minimum=1,
         not_fingerprinted=TRAIN_ONLY,
         scripts=("train",),
+        resume="changeable",
     )
     num_concepts: int = setting(
         4,
@@ -285,6 +309,7 @@ class TrainingSettings:
         minimum=1,
         not_fingerprinted=TRAIN_ONLY,
         scripts=("train",),
+        resume="fixed",
     )
     train_head: bool = setting(
         False,
@@ -292,12 +317,23 @@ class TrainingSettings:
         "training",
         not_fingerprinted=TRAIN_ONLY,
         scripts=("train",),
+        resume="fixed",
     )
     focal_weight: float = setting(
-        1.0, "weight of the focal loss", "training", not_fingerprinted=TRAIN_ONLY, scripts=("train",)
+        1.0,
+        "weight of the focal loss",
+        "training",
+        not_fingerprinted=TRAIN_ONLY,
+        scripts=("train",),
+        resume="changeable",
     )
     dice_weight: float = setting(
-        1.0, "weight of the dice loss", "training", not_fingerprinted=TRAIN_ONLY, scripts=("train",)
+        1.0,
+        "weight of the dice loss",
+        "training",
+        not_fingerprinted=TRAIN_ONLY,
+        scripts=("train",),
+        resume="changeable",
     )
     image_loss_weight: float = setting(
         0.5,
@@ -305,6 +341,7 @@ class TrainingSettings:
         "training",
         not_fingerprinted=TRAIN_ONLY,
         scripts=("train",),
+        resume="changeable",
     )
     seed: int = setting(
         0,
@@ -312,6 +349,7 @@ class TrainingSettings:
         "training",
         not_fingerprinted="scripts/train.py only (evaluation is deterministic)",
         scripts=("train",),
+        resume="changeable",
     )
 
 

@@ -32,43 +32,19 @@ from model.engine import Sam3Engine
 from model.losses import dice_loss, focal_loss, image_loss
 from model.map_ops import resize_mask
 from model.scoring import aggregate_prompts, combine_sources, instance_map, semantic_map
+from utils.config.schema import SETTINGS
 from utils.evaluation.visualization import save_loss_curve
 from utils.files import atomic_write_text
 from utils.training.checkpoint import LAST_NAME, CheckpointError, epoch_name, save_checkpoint
 
 LOG_FIELDS = ("epoch", "loss", "focal", "dice", "image", "steps", "seconds")
 
-# How --resume treats each setting training reads (other config keys do not affect training).
-# Fixed: they define what the trained tensors are (their number, model, objective) or which data they fit;
-# changing one mid-run would silently mix two experiments, so it is refused.
-RESUME_FIXED = (
-    "dataset",
-    "categories",
-    "model_path",
-    "num_concepts",
-    "train_head",
-    "prompt_strategy",
-    "map_source",
-    "prompt_aggregation",
-)
-# Changeable: schedule, optimiser, loss weights and execution settings; the new value applies from the next
-# epoch on (a lower batch_size with a higher grad_accum is the fix for CUDA out-of-memory).
-RESUME_CHANGEABLE = (
-    "num_epochs",
-    "lr",
-    "weight_decay",
-    "grad_accum",
-    "batch_size",
-    "focal_weight",
-    "dice_weight",
-    "image_loss_weight",
-    "seed",
-    "dataset_path",
-    "output_dir",
-    "device",
-    "dtype",
-    "chunk_size",
-)
+# How --resume treats each setting training reads, from its declaration (`resume=` in utils/config/schema.py
+# and model/detector.py): "fixed" settings define the trained tensors or their data, so a change would mix two
+# experiments and is refused; "changeable" ones (schedule, optimiser, loss weights, execution) apply from the
+# next epoch (a lower batch_size with a higher grad_accum is the fix for CUDA out-of-memory).
+RESUME_FIXED = tuple(key for key, s in SETTINGS.items() if s.info.resume == "fixed")
+RESUME_CHANGEABLE = tuple(key for key, s in SETTINGS.items() if s.info.resume == "changeable")
 
 
 def _same_setting(key: str, saved: Any, current: Any) -> bool:
