@@ -62,7 +62,10 @@ def test_resume_applies_new_lr_seed_and_epochs(one_epoch, tiny_sam3_dir, mvtec_r
     resume = one_epoch / "last.safetensors"
     assert _train(mvtec_root.parent, tiny_sam3_dir, out, num_epochs=2, lr=0.01, seed=3, resume=resume) == 0
     said = capsys.readouterr().out
-    assert "resuming after epoch 1; changed: num_epochs 1 -> 2, lr 0.05 -> 0.01, seed 0 -> 3" in said, said
+    line = next(row for row in said.splitlines() if row.startswith("resuming after epoch 1; changed: "))
+    changes = line.split("changed: ", 1)[1].split(", ")
+    assert {"num_epochs 1 -> 2", "lr 0.05 -> 0.01", "seed 0 -> 3"} <= set(changes), said
+    assert all(c.split()[0] in RESUME_CHANGEABLE for c in changes), said  # only changeable settings listed
     ckpt = load_checkpoint(out / "last.safetensors")
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
     assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [0.01]  # used by the optimiser
