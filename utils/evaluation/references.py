@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,9 @@ class NotEnoughReferencesError(DatasetError):
 def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
     """Paths of cfg["shots"] normal images of `category`'s train split, drawn with cfg["shot_seed"].
 
+    The draw is made once per process for the same dataset, category, shots and seed (the runner records the
+    paths and the scorer encodes them: one index read, one warning).
+
     The train split is MVTec AD's `train/good`, VisA's official train split, and for own folders the `good/`
     images (of `<category>/train/` when the category has train/ and test/). The draw is
     ``numpy.random.default_rng(shot_seed).choice(n, shots, replace=False)`` over the normal images in the
@@ -28,17 +32,20 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
         NotEnoughReferencesError: fewer normal train images than shots (one line naming the fix).
         DatasetError: no train split at all (from the loader).
     """
-    train = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "train")
+    return list(_draw(cfg["dataset"], str(cfg["dataset_path"]), category, cfg["shots"], cfg["shot_seed"]))
+
+
+@functools.lru_cache(maxsize=64)
+def _draw(dataset: str, dataset_path: str, category: str, shots: int, seed: int) -> tuple[str, ...]:
+    """`draw_references` for hashable arguments (see there)."""
+    train = load_dataset(dataset, dataset_path, category, "train")
     normal = [r.image_path for r in train.records if r.label == 0]
-    shots = cfg["shots"]
     if len(normal) < shots:
         raise NotEnoughReferencesError(
             f"--shots {shots} but {category} has {len(normal)} normal training image(s) "
             f"(train/good): lower --shots to at most {len(normal)} or add normal images"
         )
-    test_paths = {
-        r.image_path for r in load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test").records
-    }
+    test_paths = {r.image_path for r in load_dataset(dataset, dataset_path, category, "test").records}
     if test_paths.intersection(normal):
         warnings.warn(
             f"{category}: the train split is the test split (own folders without train/ and test/), so the "
@@ -46,5 +53,5 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
             DatasetWarning,
             stacklevel=2,
         )
-    picked = np.random.default_rng(cfg["shot_seed"]).choice(len(normal), shots, replace=False)
-    return [str(normal[i]) for i in sorted(picked.tolist())]
+    picked = np.random.default_rng(seed).choice(len(normal), shots, replace=False)
+    return tuple(str(normal[i]) for i in sorted(picked.tolist()))
