@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import select_categories  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
-from utils.distributed import Dist, everywhere, from_environment, shutdown  # noqa: E402
+from utils.distributed import Dist, everywhere, from_environment, on_main, shutdown  # noqa: E402
 from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
 from utils.evaluation.seeds import evaluate_seeds, seed_runs  # noqa: E402
@@ -56,11 +56,9 @@ def evaluate_on_ranks(cfg: dict, dist: Dist) -> int:
     cfg["categories"] = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
     out = check_output_dir(cfg["output_dir"])
     with ExitStack() as stack:
+        on_main(dist, lambda: stack.enter_context(OutputLock(out)))
         if dist.is_main:
-            everywhere(dist, lambda: stack.enter_context(OutputLock(out)))
             log_to_folder(out)
-        else:
-            everywhere(dist, lambda: None)
         detector, concepts = everywhere(dist, lambda: build_detector(cfg))
         if several_seeds:  # <out>/seed_<s>/ each, then the mean over seeds in <out>
             per_category = evaluate_seeds(

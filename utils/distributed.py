@@ -121,6 +121,11 @@ def everywhere(dist: Dist, work: Callable[[], T]) -> T:
     return value
 
 
+def on_main(dist: Dist, work: Callable[[], T]) -> T | None:
+    """Run `work` on rank 0 only (None elsewhere); every rank learns whether it failed (see `everywhere`)."""
+    return everywhere(dist, work if dist.is_main else lambda: None)
+
+
 def gather(dist: Dist, work: Callable[[], T]) -> list[T]:
     """Run `work` on this rank and return every rank's result, in rank order (the same list on every rank).
 

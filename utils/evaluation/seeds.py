@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.config.loading import ConfigError
-from utils.distributed import SINGLE, Dist, everywhere
+from utils.distributed import SINGLE, Dist, on_main
 from utils.evaluation.results import json_metrics, mean_metrics, std_metrics, write_results
 from utils.evaluation.runner import evaluate, visual_section
 from utils.evaluation.store import Scorer
@@ -70,11 +70,8 @@ def evaluate_seeds(
     for seed, seed_cfg in seed_runs(cfg):
         log.info(f"shot_seed {seed}: {seed_cfg['output_dir']}")
         with ExitStack() as stack:
-            if dist.is_main:
-                folder = seed_cfg["output_dir"]
-                everywhere(dist, lambda f=folder: stack.enter_context(OutputLock(check_output_dir(f))))
-            else:
-                everywhere(dist, lambda: None)
+            folder = seed_cfg["output_dir"]
+            on_main(dist, lambda f=folder: stack.enter_context(OutputLock(check_output_dir(f))))
             seed_record = RunRecord(cfg["device"])
             per_seed[seed] = evaluate(
                 seed_cfg, scorer_for(seed_cfg), categories=categories, record=seed_record, dist=dist

@@ -34,7 +34,7 @@ from dataset import Sample
 from model.loader import resolve_device
 from model.map_ops import resize_map, resize_mask
 from utils.config.schema import SETTINGS, fingerprinted
-from utils.distributed import SINGLE, Dist, broadcast, everywhere, gather, round_robin
+from utils.distributed import SINGLE, Dist, broadcast, gather, on_main, round_robin
 from utils.evaluation.metrics import compute_metrics
 from utils.files import atomic_write_text, disk_full_as_error, preallocate
 
@@ -367,9 +367,7 @@ def evaluate_category(
     ``scorer.finish`` (see `utils.pipeline.CategoryScorer`).
     """
     paths = [str(s.image_path) for s in getattr(samples, "records", samples)]
-    store = everywhere(
-        dist, lambda: CategoryStore(cat_dir, paths, eval_size, settings) if dist.is_main else None
-    )
+    store = on_main(dist, lambda: CategoryStore(cat_dir, paths, eval_size, settings))  # None off rank 0
     metrics = store.load_metrics(aupro_variant) if store is not None else None
     n_done = broadcast(dist, -1 if metrics is not None else store.n_done if store is not None else 0)
     if n_done < 0:
@@ -480,7 +478,7 @@ def _score_whole_shared(
 
     everyone = gather(dist, my_parts)
     ordered = [part for _, part in sorted((item for items in everyone for item in items), key=lambda x: x[0])]
-    outputs = everywhere(dist, lambda: scorer.finish(ordered, category) if store is not None else None)
+    outputs = on_main(dist, lambda: scorer.finish(ordered, category))
     if store is not None:
         _append_unstored(store, samples, outputs, batch_size)
 
