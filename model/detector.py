@@ -55,7 +55,7 @@ from model.scoring import (
     outside_weights,
     semantic_map,
 )
-from model.settings import check_settings, setting
+from model.settings import EVAL_SCRIPTS, check_settings, setting
 from model.visual import DEFAULT_MUTUAL_FRACTION, ReferenceBank, fuse, mutual_map, select_layers
 
 # (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
@@ -68,7 +68,6 @@ ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 # Binary mask threshold of `detect`; the same default as configs/config.yaml's mask_threshold (a test keeps
 # the two equal).
 MASK_THRESHOLD = 0.5
-_EVAL = ("test", "demo")  # the scripts that score images
 # Visual anomaly signal (model/visual.py): none = text maps only (the zero-shot default until real-weight
 # numbers justify another), fewshot = against K normal references, mutual = against the other test images.
 VISUAL_MODES: tuple[str, ...] = ("none", "fewshot", "mutual")
@@ -85,7 +84,7 @@ class ScoringSettings:
         "map",
         choices=MAP_SOURCES,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
         resume="fixed",
     )
     prompt_aggregation: str = setting(
@@ -94,7 +93,7 @@ class ScoringSettings:
         "map",
         choices=AGGREGATIONS,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
         resume="fixed",
     )
     object_regularisation: bool = setting(
@@ -102,7 +101,7 @@ class ScoringSettings:
         "segment the object noun and use it to suppress false positives",
         "map",
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     max_object_fraction: float = setting(
         0.7,
@@ -111,7 +110,7 @@ class ScoringSettings:
         minimum=0.0,
         maximum=1.0,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     outside_weight: float = setting(
         0.2,
@@ -120,7 +119,7 @@ class ScoringSettings:
         minimum=0.0,
         maximum=1.0,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     object_dilation: float = setting(
         0.05,
@@ -129,7 +128,7 @@ class ScoringSettings:
         minimum=0.0,
         maximum=1.0,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     object_threshold: float = setting(
         0.5,
@@ -138,7 +137,7 @@ class ScoringSettings:
         minimum=0.0,
         maximum=1.0,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     sigma: float = setting(
         4.0,
@@ -146,7 +145,7 @@ class ScoringSettings:
         "evaluation",
         minimum=0.0,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     image_score: str = setting(
         "max",
@@ -154,7 +153,7 @@ class ScoringSettings:
         "evaluation",
         choices=IMAGE_SCORES,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     topk: int = setting(
         100,
@@ -162,7 +161,7 @@ class ScoringSettings:
         "evaluation",
         minimum=1,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     visual: str = setting(
         "none",
@@ -171,7 +170,7 @@ class ScoringSettings:
         "visual",
         choices=VISUAL_MODES,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     visual_weight: float = setting(
         0.5,
@@ -180,7 +179,7 @@ class ScoringSettings:
         minimum=0.0,
         maximum=1.0,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     mutual_fraction: float = setting(
         DEFAULT_MUTUAL_FRACTION,
@@ -189,7 +188,7 @@ class ScoringSettings:
         minimum=0.01,
         maximum=1.0,
         fingerprint="value",
-        scripts=_EVAL,
+        scripts=EVAL_SCRIPTS,
     )
     box_threshold: float = setting(
         0.3,

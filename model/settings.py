@@ -15,6 +15,7 @@ from typing import Any
 
 # The scripts a setting can be a flag of.
 SCRIPTS: tuple[str, ...] = ("test", "demo", "train")
+EVAL_SCRIPTS: tuple[str, ...] = ("test", "demo")  # the scripts that score images
 # How a setting enters the resume fingerprint (utils/evaluation/store.py).
 FINGERPRINT_MODES: tuple[str, ...] = ("value", "identity")
 # How train.py --resume treats a setting training reads: refuse a change, or apply the new value.

@@ -25,14 +25,14 @@ import yaml
 from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
 from model.detector import ScoringSettings
 from model.prompts import STRATEGIES
-from model.settings import SettingInfo, setting, setting_info
+from model.settings import EVAL_SCRIPTS, SCRIPTS, SettingInfo, setting, setting_info
 from utils.evaluation.metrics import AUPRO_VARIANTS
 
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
 DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 CONCEPT_MODES: tuple[str, ...] = ("replace", "add")
-ALL = ("test", "demo", "train")
-EVAL = ("test", "demo")
+ALL = SCRIPTS
+EVAL = EVAL_SCRIPTS
 TRAIN_ONLY = "scripts/train.py only"
 # Section name -> the heading of its block in configs/config.yaml and the README table.
 SECTION_TITLES: dict[str, str] = {
