@@ -59,6 +59,7 @@ from model.concepts import ConceptBank  # noqa: E402
 from model.engine import Sam3Engine  # noqa: E402
 from model.prompts import build_prompts  # noqa: E402
 from utils.config.loading import resolve_config  # noqa: E402
+from utils.config.schema import Config  # noqa: E402
 from utils.training.trainer import Trainer, batch_loss  # noqa: E402
 
 
@@ -105,16 +106,9 @@ def main(args: argparse.Namespace) -> None:
     base = build_prompts(None, "base")
     if args.num_concepts > len(base):
         sys.exit(f"error: --num_concepts {args.num_concepts} > the {len(base)} base prompts")
-    cfg = resolve_config(
-        None,
-        {
-            "batch_size": args.batch_size,
-            "num_concepts": args.num_concepts,
-            "train_head": args.train_head,
-            "seed": args.seed,
-            "device": "cpu",
-            "dtype": "fp32",
-        },
+    flags = {"batch_size": args.batch_size, "num_concepts": args.num_concepts, "train_head": args.train_head}
+    cfg = Config.from_dict(
+        resolve_config(None, {**flags, "seed": args.seed, "device": "cpu", "dtype": "fp32"})
     )
     print(
         f"SAM 3 full-size detector, RANDOM weights (seed {args.seed}), fp32 on CPU, "
@@ -123,13 +117,14 @@ def main(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     model = build_random_model(config, torch.float32, args.seed)
-    engine = Sam3Engine(model, tokenizer, chunk_size=cfg["chunk_size"])
+    engine = Sam3Engine(model, tokenizer, chunk_size=cfg.model.chunk_size)
     seeds = base[: args.num_concepts]
     trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
     trained = sum(p.numel() for group in trainer.optimizer.param_groups for p in group["params"])
     print(
-        f"build: {time.perf_counter() - start:.1f} s; concepts {seeds}; train_head {cfg['train_head']}; "
-        f"{trained} trained parameters; chunk_size {cfg['chunk_size']}"
+        f"build: {time.perf_counter() - start:.1f} s; concepts {seeds}; "
+        f"train_head {cfg.training.train_head}; "
+        f"{trained} trained parameters; chunk_size {cfg.model.chunk_size}"
     )
 
     samples = random_samples(args.batch_size, np.random.default_rng(args.seed))

@@ -38,7 +38,7 @@ from PIL import Image
 
 from dataset.base import read_image, to_rgb
 from dataset.constants import TEXTURE_CATEGORIES
-from model.engine import Sam3Engine
+from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map
 from model.prompts import build_prompts, object_prompt
 from model.scoring import (
@@ -55,7 +55,7 @@ from model.scoring import (
     outside_weights,
     semantic_map,
 )
-from model.settings import EVAL_SCRIPTS, check_settings, setting
+from model.settings import check_settings, setting
 from model.visual import DEFAULT_MUTUAL_FRACTION, ReferenceBank, fuse, mutual_map, select_layers
 
 # (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
@@ -65,8 +65,8 @@ TextOverride = Callable[[Any, Any, Sequence[str]], Iterator[Any]]
 # What `AnomalyDetector.detect` reads as one image: a file path, a PIL image or a numpy array.
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
-# Binary mask threshold of `detect`; the same default as configs/config.yaml's mask_threshold (a test keeps
-# the two equal).
+# Binary mask threshold of `detect`: written once, here; the mask_threshold setting (utils/config/schema.py)
+# takes it as its declared default.
 MASK_THRESHOLD = 0.5
 # Visual anomaly signal (model/visual.py): none = text maps only (the zero-shot default until real-weight
 # numbers justify another), fewshot = against K normal references, mutual = against the other test images.
@@ -83,25 +83,17 @@ class ScoringSettings:
         "instance | semantic | both (pixel-wise max of the two)",
         "map",
         choices=MAP_SOURCES,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
-        resume="fixed",
     )
     prompt_aggregation: str = setting(
         "max",
         "how the maps of the prompts are combined",
         "map",
         choices=AGGREGATIONS,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
-        resume="fixed",
     )
     object_regularisation: bool = setting(
         True,
         "segment the object noun and use it to suppress false positives",
         "map",
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     max_object_fraction: float = setting(
         0.7,
@@ -109,8 +101,6 @@ class ScoringSettings:
         "map",
         minimum=0.0,
         maximum=1.0,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     outside_weight: float = setting(
         0.2,
@@ -118,8 +108,6 @@ class ScoringSettings:
         "map",
         minimum=0.0,
         maximum=1.0,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     object_dilation: float = setting(
         0.05,
@@ -127,8 +115,6 @@ class ScoringSettings:
         "map",
         minimum=0.0,
         maximum=1.0,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     object_threshold: float = setting(
         0.5,
@@ -136,32 +122,24 @@ class ScoringSettings:
         "map",
         minimum=0.0,
         maximum=1.0,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     sigma: float = setting(
         4.0,
         "Gaussian smoothing of the map, in pixels at the output size (0 = none)",
         "evaluation",
         minimum=0.0,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     image_score: str = setting(
         "max",
         "how an image score is read from the map (topk_mean: mean of the topk highest pixels)",
         "evaluation",
         choices=IMAGE_SCORES,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     topk: int = setting(
         100,
         "pixels averaged by image_score=topk_mean",
         "evaluation",
         minimum=1,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     visual: str = setting(
         "none",
@@ -169,8 +147,6 @@ class ScoringSettings:
         "references) | mutual (zero-shot, the other test images of the category)",
         "visual",
         choices=VISUAL_MODES,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     visual_weight: float = setting(
         0.5,
@@ -178,8 +154,6 @@ class ScoringSettings:
         "visual",
         minimum=0.0,
         maximum=1.0,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     mutual_fraction: float = setting(
         DEFAULT_MUTUAL_FRACTION,
@@ -187,15 +161,11 @@ class ScoringSettings:
         "visual",
         minimum=0.01,
         maximum=1.0,
-        fingerprint="value",
-        scripts=EVAL_SCRIPTS,
     )
     box_threshold: float = setting(
         0.3,
         "detections (drawn boxes) = instances with score >= this",
         "demo",
-        not_fingerprinted="detections (demo.py boxes) only",
-        scripts=("demo",),
     )
     box_nms_iou: float = setting(
         0.5,
@@ -203,8 +173,6 @@ class ScoringSettings:
         "demo",
         minimum=0.0,
         maximum=1.0,
-        not_fingerprinted="detections (demo.py boxes) only",
-        scripts=("demo",),
     )
 
     def __post_init__(self) -> None:
@@ -282,7 +250,7 @@ class AnomalyDetector:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         settings: ScoringSettings | None = None,
-        chunk_size: int = 8,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> AnomalyDetector:
         """Load a local facebook/sam3 folder (see `Sam3Engine.from_pretrained`) and wrap it in a detector.
 

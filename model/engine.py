@@ -63,6 +63,9 @@ from model.loader import ModelLoadError, load_sam3, model_image_size, resolve_de
 from model.vit_layers import capture_vit_layers, vit_layers
 
 TEXT_MAX_LENGTH = 32  # SAM 3's CLIP text encoder has 32 position embeddings
+# (image, prompt) rows per decoder pass unless told otherwise: written once, here; the chunk_size setting
+# (utils/config/schema.py) takes it as its declared default.
+DEFAULT_CHUNK_SIZE = 8
 IMAGE_MEAN = 0.5
 IMAGE_STD = 0.5
 
@@ -213,7 +216,7 @@ class Sam3Engine:
         self,
         model: Sam3Model,
         tokenizer: CLIPTokenizer,
-        chunk_size: int = 8,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         compute_dtype: str | torch.dtype = "auto",
     ) -> None:
         if chunk_size < 1:
@@ -232,7 +235,7 @@ class Sam3Engine:
         model_path: str | Path,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
-        chunk_size: int = 8,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> Sam3Engine:
         """Load a local facebook/sam3 folder (fp32 weights, :func:`model.loader.load_sam3`) and wrap it.
 

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import select_categories  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
+from utils.config.schema import Config  # noqa: E402
 from utils.distributed import Dist, everywhere, from_environment, on_main, shutdown  # noqa: E402
 from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
@@ -40,21 +41,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, output_per_dataset=True)
-    dist, cfg["device"] = from_environment(cfg["device"])  # torchrun: this rank's device; else unchanged
+    cfg = Config.from_dict(config_from_args(args, output_per_dataset=True))
+    dist, cfg.model.device = from_environment(cfg.model.device)  # torchrun: this rank's device
     try:
         return evaluate_on_ranks(cfg, dist)
     finally:
         shutdown(dist)
 
 
-def evaluate_on_ranks(cfg: dict, dist: Dist) -> int:
+def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
     """Check inputs, lock the output folder (rank 0), load SAM 3 on every rank, evaluate, print (rank 0)."""
-    record = RunRecord(cfg["device"])  # wall time from here: model loading included
+    record = RunRecord(cfg.model.device)  # wall time from here: model loading included
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
     several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked now (ConfigError), one run per seed below
-    cfg["categories"] = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
-    out = check_output_dir(cfg["output_dir"])
+    cfg.data.categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    out = check_output_dir(cfg.evaluation.output_dir)
     with ExitStack() as stack:
         on_main(dist, lambda: stack.enter_context(OutputLock(out)))
         if dist.is_main:
@@ -62,13 +63,13 @@ def evaluate_on_ranks(cfg: dict, dist: Dist) -> int:
         detector, concepts = everywhere(dist, lambda: build_detector(cfg))
         if several_seeds:  # <out>/seed_<s>/ each, then the mean over seeds in <out>
             per_category = evaluate_seeds(
-                cfg, lambda c: CategoryScorer(detector, c, concepts), cfg["categories"], record, dist
+                cfg, lambda c: CategoryScorer(detector, c, concepts), cfg.data.categories, record, dist
             )
         else:
             scorer = CategoryScorer(detector, cfg, concepts)
-            per_category = evaluate(cfg, scorer, categories=cfg["categories"], record=record, dist=dist)
+            per_category = evaluate(cfg, scorer, categories=cfg.data.categories, record=record, dist=dist)
     if dist.is_main:
-        print(markdown_table(per_category, mean_metrics(per_category), cfg["dataset"]))
+        print(markdown_table(per_category, mean_metrics(per_category), cfg.data.dataset))
         log.info(f"results written to {out / 'results.md'}")
     return 0
 

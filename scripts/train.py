@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
+from utils.config.schema import Config  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
 from utils.run_log import get_logger, log_to_folder  # noqa: E402
 from utils.training.checkpoint import LAST_NAME, load_checkpoint  # noqa: E402
@@ -38,16 +39,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, not_config=("resume",))
-    out = check_output_dir(cfg["output_dir"])  # before a 3 GB model is loaded
+    cfg = Config.from_dict(config_from_args(args, not_config=("resume",)))
+    out = check_output_dir(cfg.evaluation.output_dir)  # before a 3 GB model is loaded
     with OutputLock(out):
         log_to_folder(out)
         ckpt = None
         if args.resume:
             ckpt = load_checkpoint(args.resume)
-            resume_changes(ckpt["config"], cfg)  # refuse a changed fixed setting before loading the model
-            if ckpt["epoch"] >= cfg["num_epochs"]:
-                done, wanted = ckpt["epoch"], cfg["num_epochs"]
+            # A changed fixed setting is refused before the model is loaded.
+            resume_changes(ckpt["config"], cfg.to_dict())
+            if ckpt["epoch"] >= cfg.training.num_epochs:
+                done, wanted = ckpt["epoch"], cfg.training.num_epochs
                 log.info(
                     f"training is already complete at epoch {done} (--num_epochs {wanted}): "
                     f"test with --checkpoint {Path(args.resume).expanduser()}"

@@ -15,7 +15,7 @@ import pytest
 
 from tests.test_checkpoint import assert_same
 from tests.test_training import _flags, _train
-from utils.config.loading import load_defaults
+from utils.config.schema import defaults
 from utils.files import OutputLock
 from utils.training.checkpoint import load_checkpoint
 from utils.training.trainer import RESUME_CHANGEABLE, RESUME_FIXED, resume_changes
@@ -26,12 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- the policy (pure)
 def test_every_resume_setting_is_a_config_key_declared_once():
     assert not set(RESUME_FIXED) & set(RESUME_CHANGEABLE)
-    assert set(RESUME_FIXED) | set(RESUME_CHANGEABLE) <= set(load_defaults())
+    assert set(RESUME_FIXED) | set(RESUME_CHANGEABLE) <= set(defaults())
 
 
 @pytest.mark.parametrize("key", RESUME_FIXED)
 def test_changed_fixed_setting_is_refused_naming_both_values(key):
-    saved = load_defaults()
+    saved = defaults()
     current = {**saved, key: ["other"] if key == "categories" else f"other-{key}"}
     with pytest.raises(
         ValueError,
@@ -42,7 +42,7 @@ def test_changed_fixed_setting_is_refused_naming_both_values(key):
 
 
 def test_changed_settings_are_listed_and_model_path_compares_as_a_folder(tmp_path):
-    saved = {**load_defaults(), "model_path": str(tmp_path / "sam3")}
+    saved = {**defaults(), "model_path": str(tmp_path / "sam3")}
     current = {**saved, "lr": 0.5, "seed": 7, "model_path": str(tmp_path / "x" / ".." / "sam3")}
     assert resume_changes(saved, current) == [f"lr {saved['lr']!r} -> 0.5", f"seed {saved['seed']!r} -> 7"]
     assert resume_changes(saved, dict(saved)) == []

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config.loading import ConfigError, load_defaults, parse_list, read_dataset_dir, resolve_config
+from utils.config.loading import ConfigError, parse_list, read_dataset_dir, resolve_config
+from utils.config.schema import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,7 @@ def test_yaml_overrides_defaults_and_cli_overrides_yaml(tmp_path):
     cfg = resolve_config(str(cfg_file), {"sigma": 1.5, "batch_size": None})
     assert cfg["eval_size"] == 128  # from YAML
     assert cfg["sigma"] == 1.5  # CLI wins
-    assert cfg["batch_size"] == load_defaults()["batch_size"]  # None = flag not given
+    assert cfg["batch_size"] == defaults()["batch_size"]  # None = flag not given
     assert isinstance(resolve_config(str(cfg_file), {})["sigma"], float)  # int widened to the float default
 
 
@@ -72,10 +73,10 @@ def test_dataset_dir_file_and_home_expansion(tmp_path):
 
 
 def test_shipped_configs_are_valid_and_use_known_keys():
-    defaults = load_defaults()
+    declared = defaults()
     for name in ("mvtec.yaml", "visa.yaml"):
         data = yaml.safe_load((REPO / "configs" / name).read_text())
-        assert set(data) <= set(defaults)
+        assert set(data) <= set(declared)
         cfg = resolve_config(str(REPO / "configs" / name), {})
         assert cfg["dataset"] == name.split(".")[0]
     assert len(resolve_config(str(REPO / "configs" / "mvtec.yaml"), {})["categories"]) == 15

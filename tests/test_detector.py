@@ -12,7 +12,7 @@ import torch
 
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
 from model.tiny_sam3 import TINY_NUM_QUERIES
-from utils.config.loading import load_defaults
+from utils.config.schema import defaults
 
 H = W = 16  # mask resolution of the fake engine
 Q = 3  # queries per row
@@ -120,13 +120,13 @@ def image(height: int = 40, width: int = 60) -> np.ndarray:
 
 
 def test_settings_defaults_match_config_yaml():
-    defaults = load_defaults()
+    declared = defaults()
     for f in dataclasses.fields(ScoringSettings):
-        assert getattr(ScoringSettings(), f.name) == defaults[f.name], f.name
+        assert getattr(ScoringSettings(), f.name) == declared[f.name], f.name
 
 
 def test_settings_from_config_picks_its_keys():
-    cfg = {**load_defaults(), "map_source": "semantic", "topk": 7, "lr": 0.1}
+    cfg = {**defaults(), "map_source": "semantic", "topk": 7, "lr": 0.1}
     s = ScoringSettings.from_config(cfg)
     assert s.map_source == "semantic" and s.topk == 7
 

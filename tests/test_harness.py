@@ -9,6 +9,7 @@ import pytest
 
 from dataset import load_dataset
 from utils.config.loading import StaleOutputError, resolve_config
+from utils.config.schema import Config
 from utils.evaluation import runner
 from utils.evaluation.loop import prefetched_batches
 from utils.evaluation.metrics import METRIC_KEYS
@@ -25,9 +26,8 @@ def constant_scorer(samples, category, references=()):
 
 
 def _cfg(root, out, **kw):
-    return resolve_config(
-        None, {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3, **kw}
-    )
+    base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3}
+    return Config.from_dict(resolve_config(None, {**base, **kw}))
 
 
 def test_ground_truth_maps_score_one_everywhere(datasets_root, tmp_path):

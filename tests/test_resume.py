@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from utils import files
-from utils.config.loading import StaleOutputError, load_defaults, resolve_config
+from utils.config.loading import StaleOutputError, resolve_config
+from utils.config.schema import Config, defaults
 from utils.evaluation.fingerprint import (
     FINGERPRINT_KEYS,
     IDENTITY_KEYS,
@@ -43,7 +44,7 @@ def counting(calls):
 
 def _cfg(root, out, **kw):
     base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3}
-    return resolve_config(None, {**base, "eval_size": 32, "categories": ["bottle"], **kw})
+    return Config.from_dict(resolve_config(None, {**base, "eval_size": 32, "categories": ["bottle"], **kw}))
 
 
 def _maps(out, category="bottle"):
@@ -54,8 +55,8 @@ def _maps(out, category="bottle"):
 def test_every_config_key_is_sorted_for_the_fingerprint():
     """A new key in configs/config.yaml must be declared score-changing or not (and why): never forgotten."""
     tables = [set(FINGERPRINT_KEYS), set(IDENTITY_KEYS), set(NOT_FINGERPRINTED)]
-    assert set.union(*tables) == set(load_defaults())
-    assert sum(map(len, tables)) == len(load_defaults())  # no key in two tables
+    assert set.union(*tables) == set(defaults())
+    assert sum(map(len, tables)) == len(defaults())  # no key in two tables
 
 
 # One valid other value per fingerprinted key; the test below checks that this covers every such key.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import re
 from pathlib import Path
 
@@ -11,14 +12,20 @@ import pytest
 import yaml
 
 from dataset import TEXTURE_CATEGORIES
-from model.detector import ScoringSettings
-from model.settings import setting_info
+from model.detector import MASK_THRESHOLD, AnomalyDetector, ScoringSettings
+from model.engine import Sam3Engine
+from model.settings import SettingInfo, setting_info
 from scripts import demo, download_weights, train
 from scripts import test as test_script
+from utils.config import schema
 from utils.config.loading import ConfigError, merge, resolve_config
+from utils.config.policy import POLICIES
 from utils.config.schema import (
     DEFAULT_MODEL_PATH,
+    SECTIONS,
     SETTINGS,
+    Config,
+    config_yaml,
     defaults,
     fingerprinted,
     flags_of,
@@ -63,14 +70,58 @@ def _actions(script: str) -> dict[str, argparse.Action]:
     return captured
 
 
-def test_config_yaml_shows_every_key_with_its_declared_default_and_a_comment():
+def test_config_yaml_is_generated_from_the_declarations():
     text = (REPO / "configs" / "config.yaml").read_text()
+    assert text == config_yaml(), "regenerate: python -m utils.config.schema --yaml > configs/config.yaml"
     shipped = yaml.safe_load(text)
     assert list(shipped) == list(SETTINGS)  # same keys, same order (sections as declared)
     assert shipped == defaults()
     for name in SETTINGS:
         line = next(line for line in text.splitlines() if line.startswith(f"{name}:"))
         assert re.search(r"#\s*\S", line), f"config.yaml: give {name} a comment"
+
+
+def test_defaults_come_from_the_declarations_only(monkeypatch):
+    """configs/config.yaml is never read: the resolved defaults are the declarations' (= ScoringSettings)."""
+    read_text = Path.read_text
+
+    def refuse_config_yaml(path, *args, **kwargs):
+        assert path.name != "config.yaml", "configs/config.yaml was read as a source of defaults"
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refuse_config_yaml)
+    resolved = resolve_config(None, {"dataset_path": "/data"})
+    assert resolved == {
+        **defaults(),
+        "dataset_path": "/data",
+        "model_path": str(Path(DEFAULT_MODEL_PATH).expanduser()),
+    }
+    assert Config.from_dict(resolved).scoring == ScoringSettings()
+
+
+def test_numbers_the_model_keeps_as_parameter_defaults_are_the_declared_ones():
+    """model/ cannot import utils/config: the declarations take model's constants, so one number each."""
+    assert defaults()["mask_threshold"] == MASK_THRESHOLD
+    for function in (Sam3Engine.__init__, Sam3Engine.from_pretrained, AnomalyDetector.from_pretrained):
+        assert inspect.signature(function).parameters["chunk_size"].default == defaults()["chunk_size"]
+
+
+def test_config_holds_one_typed_section_each_and_round_trips():
+    cfg = Config.from_dict(resolve_config(None, {"batch_size": 2, "visual": "fewshot", "shots": 3}))
+    assert cfg.model.batch_size == 2 and cfg.scoring.visual == "fewshot" and cfg.visual.shots == 3
+    assert Config.from_dict(cfg.to_dict()) == cfg and list(cfg.to_dict()) == list(SETTINGS)
+    seed = cfg.replace(shot_seed=5)
+    assert seed.visual.shot_seed == 5 and cfg.visual.shot_seed == 0  # a new Config, the old one unchanged
+    assert {type(getattr(cfg, f.name)) for f in dataclasses.fields(Config)} == set(SECTIONS)
+    with pytest.raises(KeyError, match="eval_sise"):
+        Config.from_dict({"eval_sise": 3})
+
+
+def test_policy_lives_in_utils_config_with_one_row_per_setting():
+    """model/ declares what a setting is; which scripts take it, fingerprint and resume are utils/config's."""
+    declared = {f.name for f in dataclasses.fields(SettingInfo)}
+    assert declared == {"help", "section", "choices", "minimum", "maximum"}
+    assert set(POLICIES) == set(SETTINGS) and all(SETTINGS[n].policy is p for n, p in POLICIES.items())
 
 
 @pytest.mark.parametrize("script", sorted(PARSERS))
@@ -158,7 +209,7 @@ def test_null_only_where_declared_nullable():
 def test_fingerprint_tables_are_the_declared_ones():
     assert FINGERPRINT_KEYS == fingerprinted("value")
     assert tuple(IDENTITY_KEYS) == fingerprinted("identity") == ("model_path", "checkpoint", "device")
-    assert set(NOT_FINGERPRINTED) == {n for n, s in SETTINGS.items() if s.info.fingerprint is None}
+    assert set(NOT_FINGERPRINTED) == {n for n, s in SETTINGS.items() if s.policy.fingerprint is None}
     assert all(NOT_FINGERPRINTED.values())  # every exemption says why
     assert "aupro_variant" in NOT_FINGERPRINTED  # recomputed from the stored maps (tests/test_resume.py)
 
@@ -194,10 +245,16 @@ def test_default_model_path_is_declared_once():
 
 def test_every_training_flag_declares_how_resume_treats_it():
     """train.py --resume refuses or applies a changed setting as its declaration says (trainer.py)."""
-    train_flags = [key for key, s in SETTINGS.items() if "train" in s.info.scripts]
-    assert all(SETTINGS[key].info.resume for key in train_flags), [
-        key for key in train_flags if not SETTINGS[key].info.resume
+    train_flags = [key for key, s in SETTINGS.items() if "train" in s.policy.scripts]
+    assert all(SETTINGS[key].policy.resume for key in train_flags), [
+        key for key in train_flags if not SETTINGS[key].policy.resume
     ]
-    assert set(RESUME_FIXED) == {key for key, s in SETTINGS.items() if s.info.resume == "fixed"}
+    assert set(RESUME_FIXED) == {key for key, s in SETTINGS.items() if s.policy.resume == "fixed"}
     assert {"map_source", "prompt_aggregation", "num_concepts"} <= set(RESUME_FIXED)  # read by training
     assert {"lr", "num_epochs", "batch_size"} <= set(RESUME_CHANGEABLE)
+
+
+def test_a_setting_without_its_policy_row_fails_at_import(monkeypatch):
+    monkeypatch.delitem(POLICIES, "topk")
+    with pytest.raises(ValueError, match=re.escape("add ['topk'], remove none")):
+        schema._collect()

@@ -20,6 +20,7 @@ from scripts import test as test_script
 from scripts import train as train_script
 from utils.config.cli import run
 from utils.config.loading import resolve_config
+from utils.config.schema import Config
 from utils.training.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint
 from utils.training.trainer import Trainer, batch_loss, semantic_head
 
@@ -64,7 +65,7 @@ def _cfg(root, out, **kw):
         "num_concepts": 2,
         "lr": 0.05,
     }
-    return resolve_config(None, {**base, **kw})
+    return Config.from_dict(resolve_config(None, {**base, **kw}))
 
 
 @pytest.fixture()

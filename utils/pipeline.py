@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -10,24 +11,27 @@ import torch
 
 from dataset import DatasetError, Sample
 from model import Sam3Engine
-from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
+from model.detector import AnomalyDetector, AnomalyResult
 from model.prompts import build_prompts, object_prompt
+from utils.config.schema import Config, as_config
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 
-def build_detector(cfg: Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
-    """Load SAM 3 from cfg["model_path"] (and cfg["checkpoint"] if set) with the scoring settings of `cfg`.
+def build_detector(cfg: Config | Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
+    """Load SAM 3 from cfg.model.model_path (and cfg.model.checkpoint if set) with cfg.scoring.
 
     Returns the detector and the names of the learned concepts it can score (empty when zero-shot). The
-    checkpoint is read first, so a bad one fails in seconds, not after loading a 3 GB model.
+    checkpoint is read first, so a bad one fails in seconds, not after loading a 3 GB model. A flat dict
+    is accepted too (`as_config`: scripts/demo.py and scripts/app.py still pass one).
     """
-    ckpt = load_checkpoint(cfg["checkpoint"]) if cfg["checkpoint"] else None
+    cfg = as_config(cfg)
+    ckpt = load_checkpoint(cfg.model.checkpoint) if cfg.model.checkpoint else None
     detector = AnomalyDetector.from_pretrained(
-        cfg["model_path"],
-        device=cfg["device"],
-        dtype=cfg["dtype"],
-        settings=ScoringSettings.from_config(cfg),
-        chunk_size=cfg["chunk_size"],
+        cfg.model.model_path,
+        device=cfg.model.device,
+        dtype=cfg.model.dtype,
+        settings=dataclasses.replace(cfg.scoring),  # the detector's own copy
+        chunk_size=cfg.model.chunk_size,
     )
     if ckpt is None:
         return detector, []
@@ -41,19 +45,22 @@ def build_detector(cfg: Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
 
 
 def prompts_for(
-    cfg: Mapping[str, Any], category: str | None, concepts: Sequence[str] = ()
+    cfg: Config | Mapping[str, Any], category: str | None, concepts: Sequence[str] = ()
 ) -> tuple[list[str], str | None]:
     """The defect prompts of `category` and the object noun used for regularisation (None = skip it).
 
-    With learned `concepts` (from a checkpoint), cfg["concept_mode"] "replace" scores only them and "add"
+    With learned `concepts` (from a checkpoint), cfg.model.concept_mode "replace" scores only them and "add"
     scores them after the text prompts. Regularisation needs a known object: it is skipped for texture
-    categories, for categories without an object noun (own folders) and when cfg["object_regularisation"]
-    is off.
+    categories, for categories without an object noun (own folders) and when
+    cfg.scoring.object_regularisation is off. A flat dict is accepted too (`as_config`: utils/app.py and
+    scripts/demo.py still pass one).
     """
-    prompts = build_prompts(category, cfg["prompt_strategy"], cfg["extra_prompts"], cfg["prompt_overrides"])
+    cfg = as_config(cfg)
+    text = cfg.prompts
+    prompts = build_prompts(category, text.prompt_strategy, text.extra_prompts, text.prompt_overrides)
     if concepts:
-        prompts = list(concepts) if cfg["concept_mode"] == "replace" else [*prompts, *concepts]
-    noun = object_prompt(category, cfg["texture_categories"]) if cfg["object_regularisation"] else None
+        prompts = list(concepts) if cfg.model.concept_mode == "replace" else [*prompts, *concepts]
+    noun = object_prompt(category, cfg.data.texture_categories) if cfg.scoring.object_regularisation else None
     return prompts, noun
 
 
@@ -62,7 +69,7 @@ class CategoryScorer:
     utils/evaluation/loop.py; test.py's maps at eval_size x eval_size and image scores).
 
     It calls `AnomalyDetector.detect` with the prompts of `prompts_for`, without instance masks. With
-    cfg["visual"] "fewshot" the detector first gets the category's references (drawn once by the runner,
+    cfg.scoring.visual "fewshot" the detector first gets the category's references (drawn once by the runner,
     encoded once per category). With "mutual" it must be given every image of the category
     (`evaluate_category(..., whole_category=True)`), in two halves so that several processes can share the
     work: `parts` runs SAM 3 on some images (text maps + patch features), `finish` takes the parts of all
@@ -70,27 +77,25 @@ class CategoryScorer:
     its batches and rank 0 finishes).
     """
 
-    def __init__(
-        self, detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, detector: AnomalyDetector, cfg: Config, concepts: Sequence[str] = ()) -> None:
         self.detector, self.cfg, self.concepts = detector, cfg, concepts
-        self.size = (cfg["eval_size"], cfg["eval_size"])
+        self.size = (cfg.evaluation.eval_size, cfg.evaluation.eval_size)
         self.referenced: tuple[str, ...] = ()  # the few-shot reference paths the detector holds
 
     def __call__(
         self, samples: Sequence[Sample], category: str, references: Sequence[str] = ()
     ) -> list[tuple[np.ndarray, float]]:
-        if self.cfg["visual"] == "mutual":
+        if self.cfg.scoring.visual == "mutual":
             return self.finish([self.parts(samples, category)], category)
         prompts, _ = prompts_for(self.cfg, category, self.concepts)
-        if self.cfg["visual"] == "fewshot" and self.referenced != tuple(references):
+        if self.cfg.scoring.visual == "fewshot" and self.referenced != tuple(references):
             self.detector.set_references(list(references))
             self.referenced = tuple(references)
         results = self.detector.detect(
             [s.image for s in samples],
             category,
             prompts,
-            texture_categories=self.cfg["texture_categories"],
+            texture_categories=self.cfg.data.texture_categories,
             out_size=self.size,
             instance_masks=False,
         )
@@ -104,7 +109,7 @@ class CategoryScorer:
         `portable`: features on the CPU, to travel to another process; else on the model's device.
         """
         prompts, noun = prompts_for(self.cfg, category, self.concepts)
-        step = self.cfg["batch_size"]
+        step = self.cfg.model.batch_size
         batches = ([s.image for s in samples[i : i + step]] for i in range(0, len(samples), step))
         results, features = self.detector.mutual_parts(batches, prompts, noun, out_size=self.size)
         if portable:

@@ -1,9 +1,10 @@
-"""One merge path for settings: defaults (configs/config.yaml) <- a YAML file <- CLI flags.
+"""One merge path for settings: the declared defaults <- a YAML file (--config) <- CLI flags.
 
-Every key, its type and its allowed values are declared once in `utils.config.schema`; configs/config.yaml
-mirrors the declared defaults (tests/test_schema.py keeps them equal) and is read as the first layer, so an
-edit there takes effect. A key that is not declared, a value of the wrong type or out of its declared
-bounds is a `ConfigError` that names the key.
+Every key, its type, default and allowed values are declared once in `utils.config.schema`; the defaults
+come from those declarations only (configs/config.yaml is generated from them for reading, never read
+here). A key that is not declared, a value of the wrong type or out of its declared bounds is a
+`ConfigError` that names the key. `resolve_config` gives the flat {key: value}; scripts/ turn it into the
+typed `utils.config.schema.Config` that the code below them reads.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any
 
 import yaml
 
-from utils.config.schema import SETTINGS, Setting
+from utils.config.schema import SETTINGS, Setting, defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULTS_PATH = REPO_ROOT / "configs" / "config.yaml"
 DATASET_DIR_FILE = REPO_ROOT / "dataset_dir.txt"
 
 
@@ -44,13 +44,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of key: value, not {type(data).__name__}")
     return data
-
-
-def load_defaults() -> dict[str, Any]:
-    """The value of every key before --config and flags: configs/config.yaml, checked against the schema."""
-    return merge(
-        {name: s.default for name, s in SETTINGS.items()}, _read_yaml(DEFAULTS_PATH), DEFAULTS_PATH.name
-    )
 
 
 def _check_type(key: str, value: Any, declared: Setting) -> Any:
@@ -89,7 +82,7 @@ def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> d
     for key, value in updates.items():
         if key not in SETTINGS:
             raise ConfigError(
-                f"unknown config key '{key}' in {source}: known keys are listed in {DEFAULTS_PATH.name}"
+                f"unknown config key '{key}' in {source}: known keys are listed in configs/config.yaml"
             )
         merged[key] = _check_type(key, value, SETTINGS[key])
     return merged
@@ -108,9 +101,9 @@ def read_dataset_dir(path: Path = DATASET_DIR_FILE) -> str | None:
 def resolve_config(config_path: str | None, cli: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults <- YAML file <- CLI values that are not None; then fill `dataset_path` and expand `~`.
 
-    Returns a plain dict with every key of configs/config.yaml.
+    Returns a plain dict with every declared key (the order of configs/config.yaml).
     """
-    cfg = load_defaults()
+    cfg = defaults()
     if config_path:
         cfg = merge(cfg, _read_yaml(Path(config_path).expanduser()), str(config_path))
     cfg = merge(cfg, {k: v for k, v in cli.items() if v is not None}, "command line")

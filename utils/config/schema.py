@@ -1,39 +1,43 @@
-"""Every setting, declared once: the sections of configs/config.yaml as dataclasses.
+"""Every setting, declared once: the sections of the configuration as dataclasses; `Config` holds one of each.
 
 Each field is made with `model.settings.setting(default, help, section, ...)`: its name is the YAML key and
-the flag, its annotation the type, plus allowed values, help, which scripts expose it as a flag and whether it
-changes scores. The scoring fields are declared in `model.detector.ScoringSettings` (model/ must not import
-utils/) and composed here with the rest. Derived from `SETTINGS`: the defaults, the flags of scripts/
-(`utils.config.cli`), type and value checks (`utils.config.loading`), the resume fingerprint tables
-(`utils.evaluation.fingerprint`) and the README's config table (`markdown_table`).
+the flag, its annotation the type, plus default, allowed values and help. The scoring fields are declared in
+`model.detector.ScoringSettings` (model/ must not import utils/) and composed here with the rest; what the
+scripts do with each setting (flags, resume fingerprint, train.py --resume) is the table of
+utils/config/policy.py. Derived from `SETTINGS`: the defaults, the flags of scripts/ (`utils.config.cli`),
+type and value checks (`utils.config.loading`), the resume fingerprint tables
+(`utils.evaluation.fingerprint`), the settings table (`markdown_table`) and configs/config.yaml
+(`config_yaml`, generated: `python -m utils.config.schema --yaml > configs/config.yaml`).
 
-Defaults live here, in code, because `ScoringSettings` must carry them for the Python API without reading
-any file; configs/config.yaml mirrors them with a comment per key, and tests/test_schema.py keeps the two
-equal. Adding a setting = one `setting(...)` field here (or in `ScoringSettings`) + its use.
+The declarations are the only source of defaults: nothing reads configs/config.yaml as defaults (it is a
+commented template to copy and pass with --config), and tests/test_schema.py fails when it is stale.
+Adding a setting = one `setting(...)` field here (or in `ScoringSettings`) + its row in
+utils/config/policy.py + its use.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, fields
 from typing import Any
 
 import yaml
 
 from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
-from model.detector import ScoringSettings
+from model.detector import MASK_THRESHOLD, ScoringSettings
+from model.engine import DEFAULT_CHUNK_SIZE
 from model.prompts import STRATEGIES
-from model.settings import EVAL_SCRIPTS, SCRIPTS, SettingInfo, setting, setting_info
+from model.settings import SettingInfo, setting, setting_info
 from utils.config.choices import AUPRO_VARIANTS
+from utils.config.policy import POLICIES, Policy
 
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
 DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 CONCEPT_MODES: tuple[str, ...] = ("replace", "add")
-ALL = SCRIPTS
-EVAL = EVAL_SCRIPTS
-TRAIN_ONLY = "scripts/train.py only"
 # Section name -> the heading of its block in configs/config.yaml and the README table.
 SECTION_TITLES: dict[str, str] = {
     "data": "data",
@@ -54,32 +58,21 @@ class DataSettings:
         "which loader reads the images and masks (folder: your own, see README)",
         "data",
         choices=DATASET_NAMES,
-        fingerprint="value",
-        scripts=ALL,
-        resume="fixed",
     )
     dataset_path: str | None = setting(
         None,
         "datasets root (contains mvtec/ or visa/); null -> first line of dataset_dir.txt",
         "data",
-        not_fingerprinted="the stored image paths are compared one by one instead (progress.json)",
-        scripts=("test", "train"),
-        resume="changeable",
     )
     categories: list[str] | None = setting(
         None,
         "categories to use (comma-separated as a flag); null -> every category found under the root",
         "data",
-        not_fingerprinted="every category has its own store",
-        scripts=("test", "train"),
-        resume="fixed",
     )
     texture_categories: list[str] = setting(
         list(TEXTURE_CATEGORIES),
         "categories without object-prompt regularisation (default: dataset.TEXTURE_CATEGORIES)",
         "data",
-        fingerprint="value",
-        scripts=EVAL,
     )
 
 
@@ -89,59 +82,40 @@ class ModelSettings:
         DEFAULT_MODEL_PATH,
         "a local facebook/sam3 download (config.json + model.safetensors)",
         "model",
-        fingerprint="identity",
-        scripts=ALL,
-        resume="fixed",
     )
     checkpoint: str | None = setting(
         None,
         "trained concepts from scripts/train.py (OUTPUT_DIR/last.safetensors); null = zero-shot",
         "model",
-        fingerprint="identity",
-        scripts=EVAL,
     )
     concept_mode: str = setting(
         "replace",
         "with a checkpoint: replace the text prompts by the learned concepts, or add them",
         "model",
         choices=CONCEPT_MODES,
-        fingerprint="value",
-        scripts=EVAL,
     )
     device: str = setting(
         "auto",
         "auto | cpu | cuda | cuda:N",
         "model",
-        fingerprint="identity",
-        scripts=ALL,
-        resume="changeable",
     )
     dtype: str = setting(
         "auto",
         "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
         "model",
         choices=DTYPES,
-        fingerprint="value",
-        scripts=ALL,
-        resume="changeable",
     )
     batch_size: int = setting(
         4,
         "images per vision-encoder pass (train.py: per micro-step)",
         "model",
         minimum=1,
-        not_fingerprinted="images per encoder pass: the same results up to float rounding",
-        scripts=ALL,
-        resume="changeable",
     )
     chunk_size: int = setting(
-        8,
+        DEFAULT_CHUNK_SIZE,
         "image x prompt rows per decoder pass (bounds memory)",
         "model",
         minimum=1,
-        not_fingerprinted="rows per decoder pass: the same results up to float rounding",
-        scripts=ALL,
-        resume="changeable",
     )
 
 
@@ -152,22 +126,16 @@ class PromptSettings:
         "base (strictly zero-shot) | category | mixed | contextual (prior knowledge)",
         "prompts",
         choices=STRATEGIES,
-        fingerprint="value",
-        scripts=ALL,
-        resume="fixed",
     )
     extra_prompts: list[str] = setting(
         [],
         "defect phrases added to every category's prompts",
         "prompts",
-        fingerprint="value",
-        scripts=EVAL,
     )
     prompt_overrides: dict[str, list[str]] = setting(
         {},
         "{category: [phrases]} replaces the built prompts of that category (YAML only)",
         "prompts",
-        fingerprint="value",
     )
 
 
@@ -178,46 +146,33 @@ class EvaluationSettings:
         "maps and masks are compared at eval_size x eval_size",
         "evaluation",
         minimum=1,
-        fingerprint="value",
-        scripts=("test",),
     )
     aupro_variant: str = setting(
         "official",
         "official (MVTec AD definition) | clip (200 thresholds, rescaled FPR)",
         "evaluation",
         choices=AUPRO_VARIANTS,
-        not_fingerprinted="metrics only: in metrics.json, recomputed from the stored maps when it differs",
-        scripts=("test",),
     )
     output_dir: str = setting(
         "results",
         "where outputs go; test.py uses <this>/<dataset> unless --output_dir or the --config file sets it",
         "evaluation",
-        not_fingerprinted="where the store is",
-        scripts=ALL,
-        resume="changeable",
     )
     visualize: bool = setting(
         False,
         "write overlays for a sample of images per category",
         "evaluation",
-        not_fingerprinted="overlays are drawn from the stored maps at every run",
-        scripts=("test",),
     )
     num_visualize: int = setting(
         8,
         "images per category to visualise (worst errors first)",
         "evaluation",
-        not_fingerprinted="overlays are drawn from the stored maps at every run",
-        scripts=("test",),
     )
     save_maps: str | None = setting(
         None,
         "tiff: also write float32 maps as anomaly_maps/<category>/test/<defect>/<stem>.tiff (MVTec's layout)",
         "evaluation",
         choices=("tiff",),
-        not_fingerprinted="written from the stored maps at every run",
-        scripts=("test",),
     )
 
 
@@ -228,41 +183,31 @@ class VisualSettings:
         "visual fewshot: normal reference images per category, drawn from its train split (train/good)",
         "visual",
         minimum=1,
-        fingerprint="value",
-        scripts=("test",),
     )
     shot_seed: int = setting(
         0,
         "visual fewshot: seed of the draw of the reference images",
         "visual",
-        fingerprint="value",
-        scripts=("test",),
     )
     shot_seeds: list[int] | None = setting(
         None,
         "visual fewshot: a run per seed, each in output_dir/seed_N/, then their mean in output_dir "
         "(comma-separated as a flag); null -> one run with shot_seed",
         "visual",
-        not_fingerprinted="each seed is its own run in seed_N/, whose fingerprint holds shot_seed = N",
-        scripts=("test",),
     )
 
 
 @dataclass
 class DemoSettings:
     mask_threshold: float = setting(
-        0.5,
+        MASK_THRESHOLD,
         "binary mask = anomaly map >= this",
         "demo",
-        not_fingerprinted="demo.py only (binary masks)",
-        scripts=("demo",),
     )
     thresholds: str | None = setting(
         None,
         "thresholds.json from test.py: mask = map >= the category's pixel_normal_threshold (README)",
         "demo",
-        not_fingerprinted="demo.py only (binary masks)",
-        scripts=("demo",),
     )
 
 
@@ -273,83 +218,53 @@ class TrainingSettings:
         "passes over the training images",
         "training",
         minimum=1,
-        not_fingerprinted="scripts/train.py only: training reaches test.py through the checkpoint's bytes",
-        scripts=("train",),
-        resume="changeable",
     )
     lr: float = setting(
         1.0e-3,
         "AdamW learning rate (1e-3 for concept embeddings; 1e-5 is the seed's value for full heads)",
         "training",
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="changeable",
     )
     weight_decay: float = setting(
         0.0,
         "AdamW weight decay",
         "training",
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="changeable",
     )
     grad_accum: int = setting(
         4,
         "micro-steps per optimiser step",
         "training",
         minimum=1,
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="changeable",
     )
     num_concepts: int = setting(
         4,
         "learned concept embeddings added to the text prompts, seeded from generic prompts",
         "training",
         minimum=1,
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="fixed",
     )
     train_head: bool = setting(
         False,
         "also fine-tune SAM 3's semantic-segmentation head",
         "training",
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="fixed",
     )
     focal_weight: float = setting(
         1.0,
         "weight of the focal loss",
         "training",
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="changeable",
     )
     dice_weight: float = setting(
         1.0,
         "weight of the dice loss",
         "training",
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="changeable",
     )
     image_loss_weight: float = setting(
         0.5,
         "weight of the image-level loss",
         "training",
-        not_fingerprinted=TRAIN_ONLY,
-        scripts=("train",),
-        resume="changeable",
     )
     seed: int = setting(
         0,
         "random seed of training",
         "training",
-        not_fingerprinted="scripts/train.py only (evaluation is deterministic)",
-        scripts=("train",),
-        resume="changeable",
     )
 
 
@@ -369,6 +284,7 @@ SECTIONS: tuple[type, ...] = (
 class Setting:
     """One declared setting. `kind` is the type a non-null value has (str, int, float, bool, list, dict).
 
+    `info`: its declaration (help, section, allowed values); `policy`: its row of utils/config/policy.py.
     `item`: the type of a list's elements (`list[int]` -> int), None for other kinds.
     """
 
@@ -377,6 +293,7 @@ class Setting:
     nullable: bool
     default: Any
     info: SettingInfo
+    policy: Policy
     item: type | None = None
 
 
@@ -402,20 +319,32 @@ def _default(f: Field) -> Any:
 
 
 def _collect() -> dict[str, Setting]:
-    """Every field of SECTIONS, in section order, then field order (the order of configs/config.yaml)."""
+    """Every field of SECTIONS, in section order, then field order (the order of configs/config.yaml).
+
+    Raises:
+        ValueError: a setting declared twice, or declared without (or with more than) its row in POLICIES.
+    """
     found: list[Setting] = []
+    names = [f.name for section in SECTIONS for f in fields(section)]
+    duplicated = {n for n in names if names.count(n) > 1}
+    if duplicated:
+        raise ValueError(f"settings declared twice: {sorted(duplicated)}")
+    if set(names) != set(POLICIES):
+        missing, extra = sorted(set(names) - set(POLICIES)), sorted(set(POLICIES) - set(names))
+        raise ValueError(
+            f"utils/config/policy.py POLICIES must have one row per declared setting: "
+            f"add {missing or 'none'}, remove {extra or 'none'}"
+        )
     for section in SECTIONS:
         hints = typing.get_type_hints(section)
         for f in fields(section):
             kind, nullable = _kind(hints[f.name])
             item = _item(hints[f.name])
-            found.append(Setting(f.name, kind, nullable, _default(f), setting_info(f), item))
+            found.append(
+                Setting(f.name, kind, nullable, _default(f), setting_info(f), POLICIES[f.name], item)
+            )
     order = list(SECTION_TITLES)
     found.sort(key=lambda s: order.index(s.info.section))  # stable: field order kept within a section
-    names = [s.name for s in found]
-    duplicated = {n for n in names if names.count(n) > 1}
-    if duplicated:
-        raise ValueError(f"settings declared twice: {sorted(duplicated)}")
     return {s.name: s for s in found}
 
 
@@ -438,12 +367,12 @@ def yaml_value(value: Any) -> str:
 
 def flags_of(script: str) -> list[Setting]:
     """The settings that `scripts/<script>.py` takes as `--<name>` flags."""
-    return [s for s in SETTINGS.values() if script in s.info.scripts]
+    return [s for s in SETTINGS.values() if script in s.policy.scripts]
 
 
 def fingerprinted(mode: str) -> tuple[str, ...]:
     """The names of the settings with `fingerprint == mode` ("value" or "identity")."""
-    return tuple(name for name, s in SETTINGS.items() if s.info.fingerprint == mode)
+    return tuple(name for name, s in SETTINGS.items() if s.policy.fingerprint == mode)
 
 
 def markdown_table() -> str:
@@ -454,8 +383,8 @@ def markdown_table() -> str:
     ]
     for name, s in SETTINGS.items():
         allowed = " \\| ".join(map(str, s.info.choices)) or _range_text(s)
-        scores = {"value": "yes", "identity": "yes (what it names)"}.get(s.info.fingerprint or "", "no")
-        flag = ", ".join(s.info.scripts) or "YAML only"
+        scores = {"value": "yes", "identity": "yes (what it names)"}.get(s.policy.fingerprint or "", "no")
+        flag = ", ".join(s.policy.scripts) or "YAML only"
         meaning = s.info.help.replace("|", "\\|")
         rows.append(f"| `{name}` | `{yaml_value(s.default)}` | {allowed} | {flag} | {scores} | {meaning} |")
     return "\n".join(rows) + "\n"
@@ -472,5 +401,85 @@ def _range_text(s: Setting) -> str:
     return "" if s.kind not in (list, dict) else s.kind.__name__
 
 
-if __name__ == "__main__":  # python -m utils.config.schema: the README's config table
-    print(markdown_table(), end="")
+CONFIG_YAML_HEADER = """\
+# GENERATED from the declarations (utils/config/schema.py, model/detector.py ScoringSettings): do not edit.
+# Regenerate: python -m utils.config.schema --yaml > configs/config.yaml   (tests/test_schema.py checks it)
+# Every key with its default. No script reads this file: the declarations are the defaults. Copy the keys
+# you change into your own YAML (like configs/mvtec.yaml) and pass it with --config; CLI flags (same names)
+# override that file. Unknown keys or values of the wrong type are an error.
+"""
+
+
+def config_yaml() -> str:
+    """configs/config.yaml: every key with its default and help, in sections (generated, never read)."""
+    lines = [CONFIG_YAML_HEADER.rstrip("\n")]
+    for section, title in SECTION_TITLES.items():
+        lines += ["", f"# --- {title} ".ljust(104, "-")]
+        for name, s in SETTINGS.items():
+            if s.info.section == section:
+                lines.append(f"{f'{name}: {yaml_value(s.default)}':<30} # {s.info.help}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Config:
+    """A resolved configuration: one instance of each section, read as `cfg.model.batch_size`.
+
+    Built by `Config.from_dict` from the flat {key: value} that utils/config/loading.py merges (defaults <-
+    YAML <- flags); code below scripts/ reads typed attributes, never string keys. `to_dict()` gives the flat
+    form back (results.json, the resume fingerprint, code that still takes a dict: scripts/demo.py,
+    scripts/app.py, utils/app.py).
+    """
+
+    data: DataSettings
+    model: ModelSettings
+    prompts: PromptSettings
+    scoring: ScoringSettings
+    visual: VisualSettings
+    evaluation: EvaluationSettings
+    demo: DemoSettings
+    training: TrainingSettings
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        """Each section from its keys of `values`; a missing key takes its declared default.
+
+        Raises:
+            KeyError: a key of `values` that is no declared setting.
+        """
+        unknown = sorted(set(values) - set(SETTINGS))
+        if unknown:
+            raise KeyError(f"not declared settings: {', '.join(unknown)}")
+        return cls(
+            **{
+                attribute: section(**{f.name: values[f.name] for f in fields(section) if f.name in values})
+                for attribute, section in _SECTION_OF.items()
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as {key: value}, in the order of SETTINGS (configs/config.yaml's order)."""
+        sections = [getattr(self, attribute) for attribute in _SECTION_OF]
+        flat = {f.name: getattr(section, f.name) for section in sections for f in fields(section)}
+        return {name: flat[name] for name in SETTINGS}
+
+    def replace(self, **changes: Any) -> Config:
+        """A new Config with some settings changed, by key: `cfg.replace(shot_seed=1)`."""
+        return Config.from_dict({**self.to_dict(), **changes})
+
+
+_SECTION_OF: dict[str, type] = dict(typing.get_type_hints(Config))  # attribute -> section class
+if sorted(map(id, _SECTION_OF.values())) != sorted(map(id, SECTIONS)):
+    raise TypeError("Config must hold exactly one attribute per section of SECTIONS")
+
+
+def as_config(cfg: Config | Mapping[str, Any]) -> Config:
+    """`cfg` as a Config: the compatibility path for callers that still pass the flat dict (scripts/demo.py,
+    scripts/app.py, utils/app.py)."""
+    return cfg if isinstance(cfg, Config) else Config.from_dict(cfg)
+
+
+if __name__ == "__main__":  # python -m utils.config.schema [--yaml]: the settings table, or config.yaml
+    parser = argparse.ArgumentParser(description="print the generated settings table or configs/config.yaml")
+    parser.add_argument("--yaml", action="store_true", help="print configs/config.yaml instead of the table")
+    print(config_yaml() if parser.parse_args().yaml else markdown_table(), end="")

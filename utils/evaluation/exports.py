@@ -30,7 +30,6 @@ from utils.evaluation.store import CategoryResult
 from utils.evaluation.thresholds import category_thresholds, update_thresholds
 from utils.files import atomic_write_text
 
-SAVE_MAPS_FORMATS: tuple[str, ...] = ("tiff",)
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("path", "defect_type", "label", "image_score")
 
 

@@ -1,6 +1,6 @@
 """The resume fingerprint: which settings a stored category must share with this run, and how to compare them.
 
-Derived from the declarations in utils/config/schema.py (each setting says there whether it changes scores,
+Derived from the policy table of utils/config/policy.py (each setting says there whether it changes scores,
 and if not, why). A stored category is reused only when every fingerprinted value matches; otherwise the run
 stops with `StaleOutputError` (utils/config/loading.py) instead of mixing results.
 """
@@ -20,7 +20,7 @@ from utils.config.schema import SETTINGS, fingerprinted
 FINGERPRINT_KEYS: tuple[str, ...] = fingerprinted("value")
 # Keys that change neither the maps nor the image scores, and why:
 NOT_FINGERPRINTED: dict[str, str] = {
-    name: s.info.not_fingerprinted for name, s in SETTINGS.items() if s.info.fingerprint is None
+    name: s.policy.not_fingerprinted for name, s in SETTINGS.items() if s.policy.fingerprint is None
 }
 
 
@@ -69,7 +69,7 @@ _IDENTITIES: dict[str, Callable[[Any], Any]] = {
     "device": device_kind,
 }
 # Keys that name something: what they point at is fingerprinted, not the name (a moved folder still resumes).
-# A key declared fingerprint="identity" without a function in _IDENTITIES fails at import, not silently.
+# A key with fingerprint="identity" in its policy but no function in _IDENTITIES fails at import.
 IDENTITY_KEYS: dict[str, Callable[[Any], Any]] = {key: _IDENTITIES[key] for key in fingerprinted("identity")}
 
 

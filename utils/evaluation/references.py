@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from dataset import DatasetError, DatasetWarning, load_dataset
+from utils.config.schema import Config
 
 
 class NotEnoughReferencesError(DatasetError):
     """The train split holds fewer normal images than --shots asks for."""
 
 
-def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
-    """Paths of cfg["shots"] normal images of `category`'s train split, drawn with cfg["shot_seed"].
+def draw_references(cfg: Config, category: str) -> list[str]:
+    """Paths of cfg.visual.shots normal images of `category`'s train split, drawn with cfg.visual.shot_seed.
 
     The runner (utils/evaluation/runner.py) draws once per category, records the paths in results.json and
     passes them to the scorer, which encodes them.
@@ -31,7 +30,8 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
         NotEnoughReferencesError: fewer normal train images than shots (one line naming the fix).
         DatasetError: no train split at all (from the loader).
     """
-    dataset, dataset_path, shots, seed = cfg["dataset"], cfg["dataset_path"], cfg["shots"], cfg["shot_seed"]
+    dataset, dataset_path = cfg.data.dataset, cfg.data.dataset_path
+    shots, seed = cfg.visual.shots, cfg.visual.shot_seed
     train = load_dataset(dataset, dataset_path, category, "train")
     normal = [r.image_path for r in train.records if r.label == 0]
     if len(normal) < shots:

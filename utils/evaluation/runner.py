@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ImageDataset, load_dataset, select_categories
+from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.exports import export_category
 from utils.evaluation.fingerprint import fingerprint_settings
@@ -33,14 +34,14 @@ def visualize_category(samples: ImageDataset, result: CategoryResult, vis_dir: P
 
 
 def evaluate(
-    cfg: dict[str, Any],
+    cfg: Config,
     scorer: Scorer,
     progress: bool = True,
     categories: Sequence[str] | None = None,
     record: RunRecord | None = None,
     dist: Dist = SINGLE,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate every category of cfg with `scorer`, writing results into cfg["output_dir"] as it goes.
+    """Evaluate every category of cfg with `scorer`, writing results into cfg.evaluation.output_dir.
 
     `categories`: as returned by `select_categories` for cfg (None: selected here). `record` collects the
     "run" section of results.json (None: a new one, whose wall time starts now). Returns
@@ -48,36 +49,37 @@ def evaluate(
     share of each category; only rank 0 writes (store, exports, curves, results) and returns the metrics.
     """
     if categories is None:
-        categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
-    record = record if record is not None else RunRecord(cfg["device"])
-    out = Path(cfg["output_dir"])
+        categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    record = record if record is not None else RunRecord(cfg.model.device)
+    out = Path(cfg.evaluation.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = fingerprint_settings(cfg)
+    flat = cfg.to_dict()  # what results.json records, the fingerprint compares and the exports read
+    fingerprint = fingerprint_settings(flat)
     per_category: dict[str, dict[str, float]] = {}
     visual = visual_section(cfg)
     for category in categories:
-        samples = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test")
+        samples = load_dataset(cfg.data.dataset, cfg.data.dataset_path, category, "test")
         references: list[str] = []
-        if cfg["visual"] == "fewshot":  # drawn here once: recorded in results.json and given to the scorer
+        if cfg.scoring.visual == "fewshot":  # drawn once: recorded in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)
         result = evaluate_category(
             samples,
             scorer,
             category,
             out / "categories" / category,
-            eval_size=cfg["eval_size"],
-            batch_size=cfg["batch_size"],
+            eval_size=cfg.evaluation.eval_size,
+            batch_size=cfg.model.batch_size,
             fingerprint=fingerprint,
-            aupro_variant=cfg["aupro_variant"],
+            aupro_variant=cfg.evaluation.aupro_variant,
             references=references,
-            whole_category=cfg["visual"] == "mutual",
+            whole_category=cfg.scoring.visual == "mutual",
             progress=progress,
             dist=dist,
         )
         if result is None:  # not rank 0: rank 0 writes everything
             continue
         per_category[category] = result.metrics
-        export_category(out, cfg, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
+        export_category(out, flat, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
         log_category(category, record.add_category(category, len(samples), result.scored, result.seconds))
         (out / "curves").mkdir(exist_ok=True)
         curves = {
@@ -85,27 +87,27 @@ def evaluate(
             "pixel": pixel_curves(result.masks, result.maps, pixels=result.pixels),
         }
         save_curves(out / "curves" / category, curves, category)
-        if cfg["visualize"]:
-            visualize_category(samples, result, out / "vis" / category, cfg["num_visualize"])
-        shown = visual if cfg["visual"] != "none" else None
-        write_results(out, cfg["dataset"], per_category, cfg, record.to_json(), shown)
+        if cfg.evaluation.visualize:
+            visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize)
+        shown = visual if cfg.scoring.visual != "none" else None
+        write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), shown)
     return per_category
 
 
-def visual_section(cfg: dict[str, Any]) -> dict[str, Any]:
+def visual_section(cfg: Config) -> dict[str, Any]:
     """results.json's "visual" section: the mode and what it saw (few-shot: shots, seed, reference paths).
 
-    With several seeds (cfg["shot_seeds"]): shots and the seeds; the references are in each seed's folder.
+    With several seeds (cfg.visual.shot_seeds): shots and the seeds; each seed's folder has its references.
     """
-    section: dict[str, Any] = {"mode": cfg["visual"]}
-    if cfg["visual"] != "none":
-        section["weight"] = cfg["visual_weight"]
-    if cfg["visual"] == "fewshot" and cfg.get("shot_seeds"):  # a mean of runs: utils/evaluation/seeds.py
-        section.update(shots=cfg["shots"], seeds=list(cfg["shot_seeds"]))
-    elif cfg["visual"] == "fewshot":
-        section.update(shots=cfg["shots"], seed=cfg["shot_seed"], references={})
-    if cfg["visual"] == "mutual":
-        section["fraction"] = cfg["mutual_fraction"]
+    section: dict[str, Any] = {"mode": cfg.scoring.visual}
+    if cfg.scoring.visual != "none":
+        section["weight"] = cfg.scoring.visual_weight
+    if cfg.scoring.visual == "fewshot" and cfg.visual.shot_seeds:  # a mean of runs: utils/evaluation/seeds.py
+        section.update(shots=cfg.visual.shots, seeds=list(cfg.visual.shot_seeds))
+    elif cfg.scoring.visual == "fewshot":
+        section.update(shots=cfg.visual.shots, seed=cfg.visual.shot_seed, references={})
+    if cfg.scoring.visual == "mutual":
+        section["fraction"] = cfg.scoring.mutual_fraction
     return section
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.config.loading import ConfigError
+from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist, on_main
 from utils.evaluation.loop import Scorer
 from utils.evaluation.results import json_metrics, mean_metrics, std_metrics, write_results
@@ -28,39 +29,39 @@ log = get_logger(__name__)
 Metrics = dict[str, dict[str, float]]  # {category: {metric: value}}
 
 
-def seed_runs(cfg: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
-    """(seed, that seed's config) for every seed of cfg["shot_seeds"]; [] when it is null or empty.
+def seed_runs(cfg: Config) -> list[tuple[int, Config]]:
+    """(seed, that seed's config) for every seed of cfg.visual.shot_seeds; [] when it is null or empty.
 
     A seed's config: cfg with shot_seed = the seed, shot_seeds = null, output_dir = `<output_dir>/seed_<s>`.
 
     Raises:
         ConfigError: shot_seeds without --visual fewshot, a seed given twice or a negative seed.
     """
-    seeds = cfg["shot_seeds"]
+    seeds = cfg.visual.shot_seeds
     if not seeds:
         return []
-    if cfg["visual"] != "fewshot":
+    if cfg.scoring.visual != "fewshot":
         raise ConfigError(
-            f"--shot_seeds draws few-shot references but --visual is {cfg['visual']}: "
+            f"--shot_seeds draws few-shot references but --visual is {cfg.scoring.visual}: "
             "add --visual fewshot or drop --shot_seeds"
         )
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ConfigError(f"--shot_seeds {','.join(map(str, seeds))}: give each seed once, each >= 0")
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.evaluation.output_dir)
     return [
-        (seed, {**cfg, "shot_seed": seed, "shot_seeds": None, "output_dir": str(out / f"seed_{seed}")})
+        (seed, cfg.replace(shot_seed=seed, shot_seeds=None, output_dir=str(out / f"seed_{seed}")))
         for seed in seeds
     ]
 
 
 def evaluate_seeds(
-    cfg: dict[str, Any],
-    scorer_for: Callable[[dict[str, Any]], Scorer],
+    cfg: Config,
+    scorer_for: Callable[[Config], Scorer],
     categories: Sequence[str],
     record: RunRecord,
     dist: Dist = SINGLE,
 ) -> Metrics:
-    """Evaluate each seed of `seed_runs(cfg)` into its folder, then write the mean into cfg["output_dir"].
+    """Evaluate each seed of `seed_runs(cfg)` into its folder, then the mean into cfg.evaluation.output_dir.
 
     `scorer_for(seed_cfg)` makes the scorer of one seed (a new one: it holds that seed's references). Each
     seed folder is locked while it is written (rank 0). Returns {category: {metric: mean over seeds}} on
@@ -68,22 +69,22 @@ def evaluate_seeds(
     """
     per_seed: dict[int, Metrics] = {}
     for seed, seed_cfg in seed_runs(cfg):
-        log.info(f"shot_seed {seed}: {seed_cfg['output_dir']}")
+        log.info(f"shot_seed {seed}: {seed_cfg.evaluation.output_dir}")
         with ExitStack() as stack:
-            folder = seed_cfg["output_dir"]
+            folder = seed_cfg.evaluation.output_dir
             on_main(dist, lambda f=folder: stack.enter_context(OutputLock(check_output_dir(f))))
-            seed_record = RunRecord(cfg["device"])
+            seed_record = RunRecord(cfg.model.device)
             per_seed[seed] = evaluate(
                 seed_cfg, scorer_for(seed_cfg), categories=categories, record=seed_record, dist=dist
             )
     if not dist.is_main:
         return {}
     run = {k: v for k, v in record.to_json().items() if k != "categories"}  # per category: in each seed's run
-    return write_seed_mean(Path(cfg["output_dir"]), cfg, per_seed, run)
+    return write_seed_mean(Path(cfg.evaluation.output_dir), cfg, per_seed, run)
 
 
 def write_seed_mean(
-    out: Path, cfg: Mapping[str, Any], per_seed: Mapping[int, Metrics], run: Mapping[str, Any] | None = None
+    out: Path, cfg: Config, per_seed: Mapping[int, Metrics], run: Mapping[str, Any] | None = None
 ) -> Metrics:
     """Write results.json/.csv/.md of the mean over seeds into `out`; return {category: {metric: mean}}.
 
@@ -101,5 +102,5 @@ def write_seed_mean(
         "std": {c: json_metrics(std_metrics({s: r[c] for s, r in per_seed.items()})) for c in categories}
         | {"mean": json_metrics(std_metrics({s: mean_metrics(r) for s, r in per_seed.items()}))},
     }
-    write_results(out, cfg["dataset"], per_category, cfg, run, visual_section(cfg), section)
+    write_results(out, cfg.data.dataset, per_category, cfg.to_dict(), run, visual_section(cfg), section)
     return per_category

@@ -11,27 +11,29 @@ from dataset import ImageDataset, load_dataset, select_categories
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.prompts import build_prompts
+from utils.config.schema import Config
 from utils.run_log import get_logger
 from utils.training.trainer import Trainer
 
 log = get_logger(__name__)
 
 
-def training_samples(cfg: dict[str, Any]) -> ImageDataset:
-    """Test-split samples (with masks) of every selected category of cfg["dataset"], decoded lazily."""
-    categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
-    parts = [load_dataset(cfg["dataset"], cfg["dataset_path"], c, "test") for c in categories]
+def training_samples(cfg: Config) -> ImageDataset:
+    """Test-split samples (with masks) of every selected category of cfg.data.dataset, decoded lazily."""
+    categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    parts = [load_dataset(cfg.data.dataset, cfg.data.dataset_path, c, "test") for c in categories]
     return ImageDataset(
-        [r for part in parts for r in part.records], cfg["dataset"], parts[0].root, "all", "test"
+        [r for part in parts for r in part.records], cfg.data.dataset, parts[0].root, "all", "test"
     )
 
 
-def train(cfg: dict[str, Any], out: Path, ckpt: dict[str, Any] | None) -> None:
+def train(cfg: Config, out: Path, ckpt: dict[str, Any] | None) -> None:
     """Load SAM 3, build (or resume) the trainer and run the remaining epochs, saving after each."""
     data = training_samples(cfg)
-    torch.manual_seed(cfg["seed"])
-    engine = Sam3Engine.from_pretrained(cfg["model_path"], cfg["device"], cfg["dtype"], cfg["chunk_size"])
-    seeds = build_prompts(None, cfg["prompt_strategy"])[: cfg["num_concepts"]]
+    torch.manual_seed(cfg.training.seed)
+    model = cfg.model
+    engine = Sam3Engine.from_pretrained(model.model_path, model.device, model.dtype, model.chunk_size)
+    seeds = build_prompts(None, cfg.prompts.prompt_strategy)[: cfg.training.num_concepts]
     trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
     if ckpt is not None:
         changes = trainer.load_state(ckpt)
@@ -39,10 +41,10 @@ def train(cfg: dict[str, Any], out: Path, ckpt: dict[str, Any] | None) -> None:
             f"resuming after epoch {trainer.epoch}" + (f"; changed: {', '.join(changes)}" if changes else "")
         )
     log.info(
-        f"training {len(seeds)} concepts on {len(data)} {cfg['dataset']} images, epochs "
-        f"{trainer.epoch + 1}..{cfg['num_epochs']}"
+        f"training {len(seeds)} concepts on {len(data)} {cfg.data.dataset} images, epochs "
+        f"{trainer.epoch + 1}..{cfg.training.num_epochs}"
     )
-    while trainer.epoch < cfg["num_epochs"]:
+    while trainer.epoch < cfg.training.num_epochs:
         row = trainer.run_epoch(data)
         path = trainer.save(out)
         log.info(

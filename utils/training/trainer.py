@@ -32,19 +32,19 @@ from model.engine import Sam3Engine
 from model.losses import dice_loss, focal_loss, image_loss
 from model.map_ops import resize_mask
 from model.scoring import aggregate_prompts, combine_sources, instance_map, semantic_map
-from utils.config.schema import SETTINGS
+from utils.config.schema import SETTINGS, Config
 from utils.files import atomic_write_text
 from utils.plots import save_loss_curve
 from utils.training.checkpoint import LAST_NAME, CheckpointError, epoch_name, save_checkpoint
 
 LOG_FIELDS = ("epoch", "loss", "focal", "dice", "image", "steps", "seconds")
 
-# How --resume treats each setting training reads, from its declaration (`resume=` in utils/config/schema.py
-# and model/detector.py): "fixed" settings define the trained tensors or their data, so a change would mix two
+# How --resume treats each setting training reads, from its policy (`resume=` in utils/config/policy.py):
+# "fixed" settings define the trained tensors or their data, so a change would mix two
 # experiments and is refused; "changeable" ones (schedule, optimiser, loss weights, execution) apply from the
 # next epoch (a lower batch_size with a higher grad_accum is the fix for CUDA out-of-memory).
-RESUME_FIXED = tuple(key for key, s in SETTINGS.items() if s.info.resume == "fixed")
-RESUME_CHANGEABLE = tuple(key for key, s in SETTINGS.items() if s.info.resume == "changeable")
+RESUME_FIXED = tuple(key for key, s in SETTINGS.items() if s.policy.resume == "fixed")
+RESUME_CHANGEABLE = tuple(key for key, s in SETTINGS.items() if s.policy.resume == "changeable")
 
 
 def _same_setting(key: str, saved: Any, current: Any) -> bool:
@@ -55,7 +55,8 @@ def _same_setting(key: str, saved: Any, current: Any) -> bool:
 
 
 def resume_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Compare a checkpoint's config with this run's: refuse a changed fixed setting, list changed others.
+    """Compare a checkpoint's config with this run's (both flat: `Config.to_dict()`): refuse a changed fixed
+    setting, list changed others.
 
     Returns:
         One "key old -> new" line per changed RESUME_CHANGEABLE setting (empty when nothing changed).
@@ -81,7 +82,7 @@ def semantic_head(engine: Sam3Engine) -> torch.nn.Module:
     return engine.model.mask_decoder.semantic_projection
 
 
-def concept_maps(engine: Sam3Engine, images: Sequence[np.ndarray], bank: ConceptBank, cfg: Mapping[str, Any]):
+def concept_maps(engine: Sam3Engine, images: Sequence[np.ndarray], bank: ConceptBank, cfg: Config):
     """Differentiable anomaly maps of `images` from the learned concepts.
 
     Returns:
@@ -95,17 +96,17 @@ def concept_maps(engine: Sam3Engine, images: Sequence[np.ndarray], bank: Concept
         rows = combine_sources(
             instance_map(chunk.mask_logits, chunk.scores),
             semantic_map(chunk.semantic_logits, chunk.presence),
-            cfg["map_source"],
+            cfg.scoring.map_source,
         )
         for image, row in zip(chunk.image_index.tolist(), rows, strict=True):
             per_image[image].append(row)
     return torch.stack(
-        [aggregate_prompts(torch.stack(rows), cfg["prompt_aggregation"]) for rows in per_image]
+        [aggregate_prompts(torch.stack(rows), cfg.scoring.prompt_aggregation) for rows in per_image]
     )
 
 
 def batch_loss(
-    engine: Sam3Engine, samples: Sequence[Sample], bank: ConceptBank, cfg: Mapping[str, Any]
+    engine: Sam3Engine, samples: Sequence[Sample], bank: ConceptBank, cfg: Config
 ) -> dict[str, Tensor]:
     """Loss terms of one batch: {"loss", "focal", "dice", "image"} (scalars; "loss" is the weighted sum)."""
     maps = concept_maps(engine, [s.image for s in samples], bank, cfg)
@@ -118,9 +119,9 @@ def batch_loss(
         "image": image_loss(maps.flatten(1).amax(1), labels),
     }
     terms["loss"] = (
-        cfg["focal_weight"] * terms["focal"]
-        + cfg["dice_weight"] * terms["dice"]
-        + cfg["image_loss_weight"] * terms["image"]
+        cfg.training.focal_weight * terms["focal"]
+        + cfg.training.dice_weight * terms["dice"]
+        + cfg.training.image_loss_weight * terms["image"]
     )
     return terms
 
@@ -128,10 +129,10 @@ def batch_loss(
 class Trainer:
     """Owns the trained tensors, the optimiser and the epoch loop (see the module docstring)."""
 
-    def __init__(self, engine: Sam3Engine, bank: ConceptBank, cfg: Mapping[str, Any]) -> None:
-        self.engine, self.bank, self.cfg = engine, bank.to(engine.device), dict(cfg)
+    def __init__(self, engine: Sam3Engine, bank: ConceptBank, cfg: Config) -> None:
+        self.engine, self.bank, self.cfg = engine, bank.to(engine.device), cfg
         params = list(self.bank.parameters())
-        if cfg["train_head"]:
+        if cfg.training.train_head:
             head = semantic_head(engine)
             head.requires_grad_(True)
             params += list(head.parameters())
@@ -143,7 +144,7 @@ class Trainer:
                 f"trainable tensors are {', '.join(not_fp32)}, not float32: build the engine with "
                 "Sam3Engine.from_pretrained (fp32 weights; --dtype only sets the autocast compute dtype)"
             )
-        self.optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
 
@@ -153,7 +154,7 @@ class Trainer:
             "concepts": {k: v.detach().cpu() for k, v in self.bank.state_dict().items()},
             "seed_words": self.bank.seed_words,
         }
-        if self.cfg["train_head"]:
+        if self.cfg.training.train_head:
             state["head"] = {k: v.detach().cpu() for k, v in semantic_head(self.engine).state_dict().items()}
         return state
 
@@ -166,41 +167,41 @@ class Trainer:
         Returns:
             The changed settings, one "key old -> new" line each (see `resume_changes`).
         """
-        changes = resume_changes(ckpt["config"], self.cfg)
+        changes = resume_changes(ckpt["config"], self.cfg.to_dict())
         saved, current = tuple(ckpt["concepts"]["embeds"].shape), tuple(self.bank.embeds.shape)
-        if saved != current or ("head" in ckpt) != bool(self.cfg["train_head"]):
+        if saved != current or ("head" in ckpt) != bool(self.cfg.training.train_head):
             raise CheckpointError(
                 f"cannot resume: the checkpoint has concepts {saved} and train_head={'head' in ckpt}, "
-                f"this run {current} and train_head={self.cfg['train_head']}; "
+                f"this run {current} and train_head={self.cfg.training.train_head}; "
                 "use the same --num_concepts/--train_head"
             )
         try:
             self.bank.load_state_dict(ckpt["concepts"])
-            if self.cfg["train_head"]:
+            if self.cfg.training.train_head:
                 semantic_head(self.engine).load_state_dict(ckpt["head"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:  # tensors that do not fit this model or optimiser
             raise CheckpointError(f"cannot resume: {str(err).splitlines()[0]}") from None
         for group in self.optimizer.param_groups:  # the loaded groups carry the checkpoint's values
-            group["lr"], group["weight_decay"] = self.cfg["lr"], self.cfg["weight_decay"]
+            group["lr"], group["weight_decay"] = self.cfg.training.lr, self.cfg.training.weight_decay
         self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
         return changes
 
     def run_epoch(self, data: Sequence[Sample], progress: bool = True) -> dict[str, float]:
         """One pass over `data` in a seeded order; returns the epoch's mean loss terms."""
         cfg = self.cfg
-        order = np.random.default_rng(cfg["seed"] + self.epoch).permutation(len(data))
-        batches = [order[i : i + cfg["batch_size"]] for i in range(0, len(order), cfg["batch_size"])]
-        torch.manual_seed(cfg["seed"] + self.epoch)
+        order = np.random.default_rng(cfg.training.seed + self.epoch).permutation(len(data))
+        batches = [order[i : i + cfg.model.batch_size] for i in range(0, len(order), cfg.model.batch_size)]
+        torch.manual_seed(cfg.training.seed + self.epoch)
         sums = dict.fromkeys(("loss", "focal", "dice", "image"), 0.0)
         start, steps = time.time(), 0
-        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{cfg['num_epochs']}", disable=not progress)
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{cfg.training.num_epochs}", disable=not progress)
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar):
             # SAM 3 calls run under the engine's autocast (engine.compute_dtype); maps and losses stay fp32.
             terms = batch_loss(self.engine, [data[int(j)] for j in batch], self.bank, cfg)
-            (terms["loss"] / cfg["grad_accum"]).backward()
-            if (i + 1) % cfg["grad_accum"] == 0 or i + 1 == len(batches):
+            (terms["loss"] / cfg.training.grad_accum).backward()
+            if (i + 1) % cfg.training.grad_accum == 0 or i + 1 == len(batches):
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 steps += 1
@@ -224,7 +225,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "history": self.history,
-            "config": self.cfg,
+            "config": self.cfg.to_dict(),
         }
 
     def save(self, out_dir: Path) -> Path:
