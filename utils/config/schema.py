@@ -5,7 +5,7 @@ the flag, its annotation the type, plus allowed values, help, which scripts expo
 changes scores. The scoring fields are declared in `model.detector.ScoringSettings` (model/ must not import
 utils/) and composed here with the rest. Derived from `SETTINGS`: the defaults, the flags of scripts/
 (`utils.config.cli`), type and value checks (`utils.config.loading`), the resume fingerprint tables
-(`utils.evaluation.store`) and the README's config table (`markdown_table`).
+(`utils.evaluation.store`) and the settings table in docs/settings.md (`markdown_table`).
 
 Defaults live here, in code, because `ScoringSettings` must carry them for the Python API without reading
 any file; configs/config.yaml mirrors them with a comment per key, and tests/test_schema.py keeps the two
@@ -34,7 +34,7 @@ CONCEPT_MODES: tuple[str, ...] = ("replace", "add")
 ALL = SCRIPTS
 EVAL = EVAL_SCRIPTS
 TRAIN_ONLY = "scripts/train.py only"
-# Section name -> the heading of its block in configs/config.yaml and the README table.
+# Section name -> the heading of its block in configs/config.yaml and the settings table (docs/settings.md).
 SECTION_TITLES: dict[str, str] = {
     "data": "data",
     "model": "model",
@@ -447,7 +447,7 @@ def fingerprinted(mode: str) -> tuple[str, ...]:
 
 
 def markdown_table() -> str:
-    """The README's config table: key, default, allowed values, flags, changes scores, meaning."""
+    """The settings table of docs/settings.md: key, default, allowed values, flags, changes scores, meaning."""
     rows = [
         "| key | default | allowed | flag of | changes scores | meaning |",
         "|---|---|---|---|---|---|",
@@ -472,5 +472,5 @@ def _range_text(s: Setting) -> str:
     return "" if s.kind not in (list, dict) else s.kind.__name__
 
 
-if __name__ == "__main__":  # python -m utils.config.schema: the README's config table
+if __name__ == "__main__":  # python -m utils.config.schema: the settings table of docs/settings.md
     print(markdown_table(), end="")
