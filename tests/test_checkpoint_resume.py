@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from scripts import train as train_script
 from tests.test_checkpoint import assert_same
 from tests.test_training import _flags, _train
 from utils.config.schema import defaults
+from utils.config.cli import run
 from utils.files import OutputLock
 from utils.training.checkpoint import load_checkpoint
 from utils.training.trainer import RESUME_CHANGEABLE, RESUME_FIXED, resume_changes
@@ -128,27 +130,27 @@ def _log_without_seconds(out: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
-def _train_command(root: Path, model_dir: Path, out: Path) -> list[str]:
+def _train_argv(root: Path, model_dir: Path, out: Path) -> list[str]:
     """A train.sh-like command (3 epochs, head too): --resume OUT/last.safetensors when that file exists."""
     flags = dict(dataset="mvtec", dataset_path=root, categories="bottle", model_path=model_dir, device="cpu")
     flags |= dict(output_dir=out, num_epochs=3, batch_size=2, grad_accum=2, lr=0.05, num_concepts=2)
     if (out / "last.safetensors").is_file():
         flags["resume"] = out / "last.safetensors"
-    return [sys.executable, str(REPO / "scripts" / "train.py"), "--train_head", *_flags(**flags)]
+    return ["--train_head", *_flags(**flags)]
 
 
-def _run_to_end(command: list[str]) -> None:
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def _run_to_end(argv: list[str]) -> None:
+    """The command run to its end, in this process (only the run that is killed needs a process)."""
+    assert run(train_script.main, train_script.parse_args, argv) == 0
 
 
 @pytest.mark.slow
 def test_kill_9_mid_run_then_same_command_matches_an_uninterrupted_run(tiny_sam3_dir, mvtec_root, tmp_path):
     root, straight, killed = mvtec_root.parent, tmp_path / "straight", tmp_path / "killed"
-    _run_to_end(_train_command(root, tiny_sam3_dir, straight))
+    _run_to_end(_train_argv(root, tiny_sam3_dir, straight))
 
     proc = subprocess.Popen(
-        _train_command(root, tiny_sam3_dir, killed),
+        [sys.executable, str(REPO / "scripts" / "train.py"), *_train_argv(root, tiny_sam3_dir, killed)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -161,7 +163,7 @@ def test_kill_9_mid_run_then_same_command_matches_an_uninterrupted_run(tiny_sam3
     assert proc.wait() == -signal.SIGKILL
     assert not (killed / "epoch_003.safetensors").exists()
 
-    _run_to_end(_train_command(root, tiny_sam3_dir, killed))  # the same command again
+    _run_to_end(_train_argv(root, tiny_sam3_dir, killed))  # the same command again
     done, want = load_checkpoint(killed / "last.safetensors"), load_checkpoint(straight / "last.safetensors")
     for key in ("concepts", "head", "optimizer", "epoch", "seed_words"):
         assert_same(done[key], want[key], key)

@@ -87,10 +87,10 @@ def test_parse_list():
     assert parse_list("bottle, wood,,") == ["bottle", "wood"]
 
 
-def test_readme_yaml_example_is_a_valid_config(tmp_path):
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"```yaml\n(# my\.yaml.*?)```", readme, re.S)
-    assert block, "README lost its YAML config example"
+def test_docs_yaml_example_is_a_valid_config(tmp_path):
+    page = (REPO / "docs" / "settings.md").read_text()
+    block = re.search(r"```yaml\n(# my\.yaml.*?)```", page, re.S)
+    assert block, "docs/settings.md lost its YAML config example"
     example = tmp_path / "my.yaml"
     example.write_text(block.group(1))
     cfg = resolve_config(str(example), {})

@@ -13,6 +13,7 @@ import torch
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
 from model.tiny_sam3 import TINY_NUM_QUERIES
 from utils.config.schema import defaults
+from tests.tolerances import assert_close
 
 H = W = 16  # mask resolution of the fake engine
 Q = 3  # queries per row
@@ -326,19 +327,17 @@ def random_row(i: int, prompt: str) -> Row:
 
 def assert_same(a: list[AnomalyResult], b: list[AnomalyResult]) -> None:
     assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose(x.anomaly_map, y.anomaly_map, atol=1e-6)
-        assert x.image_score == pytest.approx(y.image_score, abs=1e-6)
-        assert x.prompt_presence == pytest.approx(y.prompt_presence)
-        assert x.prompt_best_score == pytest.approx(y.prompt_best_score)
+    for x, y in zip(a, b, strict=True):  # other chunkings: equal up to float rounding
+        assert_close(x.anomaly_map, y.anomaly_map, "anomaly_map")
+        assert_close(x.image_score, y.image_score, "image_score")
+        assert_close(x.prompt_presence, y.prompt_presence, "prompt_presence")
+        assert_close(x.prompt_best_score, y.prompt_best_score, "prompt_best_score")
         assert [d.prompt for d in x.detections] == [d.prompt for d in y.detections]
-        np.testing.assert_allclose(
-            [d.score for d in x.detections], [d.score for d in y.detections], atol=1e-6
-        )
-        np.testing.assert_allclose(
+        assert_close([d.score for d in x.detections], [d.score for d in y.detections], "detection scores")
+        assert_close(
             np.array([d.box for d in x.detections]).reshape(-1, 4),
             np.array([d.box for d in y.detections]).reshape(-1, 4),
-            atol=1e-4,
+            "boxes (pixels)",
         )
         assert x.object_found == y.object_found
 

@@ -1,4 +1,9 @@
-"""scripts/test.py under torchrun (gloo on CPU, K = 2): results identical to one process, resume across K."""
+"""scripts/test.py under torchrun (gloo on CPU, K = 2): results identical to one process, resume across K.
+
+Every rank runs with one thread (OMP_NUM_THREADS=1); the one-process runs go through the script's
+`run(main, parse_args, argv)` in this process with one thread too, so both do the same computation batch by
+batch and are compared bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from scripts import test as test_script
+from utils.config.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = ("bottle", "wood")
@@ -24,16 +33,30 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _command(nproc: int, datasets_root: Path, model_dir: Path, out: Path, *extra: str) -> list[str]:
+def _argv(datasets_root: Path, model_dir: Path, out: Path, *extra: str) -> list[str]:
     flags = ["--dataset", "mvtec", "--dataset_path", str(datasets_root), "--model_path", str(model_dir)]
     flags += ["--categories", ",".join(CATEGORIES), "--device", "cpu", "--dtype", "fp32"]
-    flags += ["--eval_size", "32", "--batch_size", "2", "--output_dir", str(out), *extra]
-    script = str(REPO / "scripts" / "test.py")
+    return [*flags, "--eval_size", "32", "--batch_size", "2", "--output_dir", str(out), *extra]
+
+
+def _command(nproc: int, datasets_root: Path, model_dir: Path, out: Path, *extra: str) -> list[str]:
+    script = [str(REPO / "scripts" / "test.py"), *_argv(datasets_root, model_dir, out, *extra)]
     if nproc == 1:
-        return [sys.executable, script, *flags]
+        return [sys.executable, *script]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
     launcher += ["--master_addr", "127.0.0.1", "--master_port", str(_port())]
-    return [*launcher, script, *flags]
+    return [*launcher, *script]
+
+
+def _one_process(datasets_root: Path, model_dir: Path, out: Path, *extra: str) -> None:
+    """scripts/test.py in this process with one thread, like each torchrun rank."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        argv = _argv(datasets_root, model_dir, out, *extra)
+        assert run(test_script.main, test_script.parse_args, argv) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess:
@@ -62,7 +85,7 @@ def _assert_same_results(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def one_process(datasets_root, tiny_sam3_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("k1") / "out"
-    _ok(_command(1, datasets_root, tiny_sam3_dir, out))
+    _one_process(datasets_root, tiny_sam3_dir, out)
     return out
 
 
@@ -107,7 +130,10 @@ def test_killed_run_resumes_with_another_number_of_ranks(
     out = tmp_path / f"k{first}_then_k{then}"
     _kill_after(_command(first, datasets_root, tiny_sam3_dir, out), out, images=2)
     assert 2 <= _images_done(out / "categories" / "bottle" / "progress.json")
-    _ok(_command(then, datasets_root, tiny_sam3_dir, out))
+    if then == 1:
+        _one_process(datasets_root, tiny_sam3_dir, out)
+    else:
+        _ok(_command(then, datasets_root, tiny_sam3_dir, out))
     _assert_same_results(one_process, out)
 
 
@@ -123,6 +149,6 @@ def test_mutual_scoring_is_shared_and_identical(datasets_root, tiny_sam3_dir, tm
     """Mutual scoring needs every image's features: the ranks gather them and rank 0 gives the K = 1 maps."""
     mutual = ("--visual", "mutual", "--visual_weight", "1")
     single, shared = tmp_path / "k1", tmp_path / "k2"
-    _ok(_command(1, datasets_root, tiny_sam3_dir, single, *mutual))
+    _one_process(datasets_root, tiny_sam3_dir, single, *mutual)
     _ok(_command(2, datasets_root, tiny_sam3_dir, shared, *mutual))
     _assert_same_results(single, shared)

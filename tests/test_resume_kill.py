@@ -1,4 +1,8 @@
-"""A real `kill -9` in the middle of scripts/test.py, then the same command again: identical results."""
+"""A real `kill -9` in the middle of scripts/test.py, then the same command again: identical results.
+
+Only the run that is killed is a process of its own; the uninterrupted run and the rerun go through the
+script's `run(main, parse_args, argv)` in this process (the same computation, batch by batch).
+"""
 
 import json
 import signal
@@ -9,18 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts import test as test_script
+from utils.config.cli import run
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _command(datasets_root, model_dir, out):
+def _argv(datasets_root, model_dir, out):
     flags = ["--dataset", "mvtec", "--dataset_path", str(datasets_root), "--model_path", str(model_dir)]
     flags += ["--device", "cpu", "--dtype", "fp32", "--eval_size", "32", "--batch_size", "1"]
-    return [sys.executable, str(REPO / "scripts" / "test.py"), *flags, "--output_dir", str(out)]
+    return [*flags, "--output_dir", str(out)]
 
 
-def _run(command):
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def _run(argv):
+    assert run(test_script.main, test_script.parse_args, argv) == 0
 
 
 def _images_done(progress_path: Path) -> int:
@@ -30,8 +36,9 @@ def _images_done(progress_path: Path) -> int:
         return 0
 
 
-def _kill_mid_run(command, out: Path) -> None:
+def _kill_mid_run(argv, out: Path) -> None:
     """Start the run, SIGKILL it once bottle (the first category) has 3 images stored, before it finishes."""
+    command = [sys.executable, str(REPO / "scripts" / "test.py"), *argv]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = out / "categories" / "bottle" / "progress.json"
     deadline = time.monotonic() + 300
@@ -45,9 +52,9 @@ def _kill_mid_run(command, out: Path) -> None:
 
 def test_kill_9_then_same_command_gives_the_uninterrupted_results(datasets_root, tiny_sam3_dir, tmp_path):
     fresh, out = tmp_path / "fresh", tmp_path / "out"
-    _run(_command(datasets_root, tiny_sam3_dir, fresh))
-    _kill_mid_run(_command(datasets_root, tiny_sam3_dir, out), out)
-    _run(_command(datasets_root, tiny_sam3_dir, out))
+    _run(_argv(datasets_root, tiny_sam3_dir, fresh))
+    _kill_mid_run(_argv(datasets_root, tiny_sam3_dir, out), out)
+    _run(_argv(datasets_root, tiny_sam3_dir, out))  # the same command again
 
     expected = json.loads((fresh / "results.json").read_text())
     resumed = json.loads((out / "results.json").read_text())

@@ -227,9 +227,9 @@ def test_scoring_settings_check_their_declared_bounds():
         ScoringSettings(topk=0)
 
 
-def test_readme_config_table_is_generated_from_the_schema():
-    readme = (REPO / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate the table: python -m utils.config.schema"
+def test_settings_table_in_the_docs_is_generated_from_the_schema():
+    page = (REPO / "docs" / "settings.md").read_text()
+    assert markdown_table() in page, "regenerate the table in docs/settings.md: python -m utils.config.schema"
 
 
 def test_texture_categories_default_is_the_dataset_constant():

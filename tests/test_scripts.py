@@ -2,6 +2,7 @@
 
 import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from scripts import test as test_script
 from utils.config.cli import run
 from utils.evaluation import runner
 from utils.evaluation.metrics import METRIC_KEYS
+from utils.files import OutputLock
 from utils.pipeline import prompts_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +167,9 @@ def _cli(script, *args):
         (["--output_dir", "FILE/sub", "--model_path", "/nonexistent/sam3"], "cannot write to output folder"),
     ],
 )
-def test_bad_input_is_one_line_without_traceback(args, message, datasets_root, tiny_sam3_dir, tmp_path):
+def test_bad_input_is_one_line_without_traceback(
+    args, message, datasets_root, tiny_sam3_dir, tmp_path, capsys
+):
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("eval_sise: 12\n")
     (tmp_path / "empty").mkdir()
@@ -185,11 +189,22 @@ def test_bad_input_is_one_line_without_traceback(args, message, datasets_root, t
         head, _, tail = args[i + 1].partition("/")
         defaults[args[i]] = placeholders[head] + _ + tail if head in placeholders else args[i + 1]
     flat = [x for pair in defaults.items() for x in pair]
-    proc = _cli("test.py", *flat)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    assert run_test_script(flat) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_test_script_as_a_process_exits_2_with_one_line(tmp_path):
+    """The one subprocess run of scripts/test.py here: `python scripts/test.py` from another folder maps a
+    user error to exit code 2 and one stderr line (the cases above run in-process through the same `run`)."""
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text("eval_sise: 12\n")
+    proc = _cli("test.py", "--config", str(bad_cfg), "--output_dir", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown config key 'eval_sise' in "), lines
 
 
 @pytest.mark.parametrize("dataset", ["mvtec", "visa", "folder"])
@@ -226,22 +241,14 @@ def test_output_folder_given_explicitly_is_kept(tmp_path):
 
 
 def test_second_run_into_a_folder_in_use_is_refused(datasets_root, tiny_sam3_dir, tmp_path, capsys):
+    """A lock held elsewhere (here: this process; tests/test_files.py holds it from another one)."""
     out = tmp_path / "o"
     out.mkdir()
-    code = "import sys, time; from utils.files import OutputLock\n"
-    code += "with OutputLock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        argv = ["--dataset", "mvtec", "--dataset_path", str(datasets_root), *_common(tiny_sam3_dir, out)]
+    argv = ["--dataset", "mvtec", "--dataset_path", str(datasets_root), *_common(tiny_sam3_dir, out)]
+    with OutputLock(out):
         assert run_test_script(argv) == 2
-    finally:
-        holder.kill()
-        holder.wait()
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"is in use by a running process (pid {holder.pid} " in err[0]
+    assert len(err) == 1 and f"is in use by a running process (pid {os.getpid()} " in err[0]
     assert not (out / "categories").exists()  # refused before anything was written
 
 

@@ -44,16 +44,23 @@ def pixel_auroc(out: Path) -> dict[str, float]:
     return {c: m["pixel_auroc"] for c, m in doc["categories"].items()}
 
 
+@pytest.fixture(scope="module")
+def text_pixel_auroc(visual_root, tiny_sam3_dir, tmp_path_factory) -> dict[str, float]:
+    """Pixel AUROC per category of the text path (--visual none) on `visual_root`, run once per module."""
+    out = tmp_path_factory.mktemp("text")
+    assert run_test(visual_root, tiny_sam3_dir, out) == 0
+    return pixel_auroc(out)
+
+
 @pytest.mark.parametrize("mode", ["fewshot", "mutual"])
 def test_visual_scores_find_synthetic_defects_where_text_with_random_weights_does_not(
-    mode, visual_root, tiny_sam3_dir, tmp_path
+    mode, visual_root, tiny_sam3_dir, tmp_path, text_pixel_auroc
 ):
     """The visual map alone (weight 1) finds the drawn defects; the random text decoder does not."""
-    assert run_test(visual_root, tiny_sam3_dir, tmp_path / "text") == 0
     assert (
         run_test(visual_root, tiny_sam3_dir, tmp_path / mode, "--visual", mode, "--visual_weight", "1") == 0
     )
-    text, visual = pixel_auroc(tmp_path / "text"), pixel_auroc(tmp_path / mode)
+    text, visual = text_pixel_auroc, pixel_auroc(tmp_path / mode)
     assert all(v >= 0.85 for v in visual.values()), visual
     assert all(v < 0.6 for v in text.values()), text
     doc = json.loads((tmp_path / mode / "results.json").read_text())

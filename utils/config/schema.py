@@ -6,8 +6,8 @@ the flag, its annotation the type, plus default, allowed values and help. The sc
 scripts do with each setting (flags, resume fingerprint, train.py --resume) is the table of
 utils/config/policy.py. Derived from `SETTINGS`: the defaults, the flags of scripts/ (`utils.config.cli`),
 type and value checks (`utils.config.loading`), the resume fingerprint tables
-(`utils.evaluation.fingerprint`), the settings table (`markdown_table`) and configs/config.yaml
-(`config_yaml`, generated: `python -m utils.config.schema --yaml > configs/config.yaml`).
+(`utils.evaluation.fingerprint`), the settings table of docs/settings.md (`markdown_table`) and
+configs/config.yaml (`config_yaml`, generated: `python -m utils.config.schema --yaml > configs/config.yaml`).
 
 The declarations are the only source of defaults: nothing reads configs/config.yaml as defaults (it is a
 commented template to copy and pass with --config), and tests/test_schema.py fails when it is stale.
@@ -38,7 +38,7 @@ from utils.config.policy import POLICIES, Policy
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
 DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 CONCEPT_MODES: tuple[str, ...] = ("replace", "add")
-# Section name -> the heading of its block in configs/config.yaml and the README table.
+# Section name -> the heading of its block in configs/config.yaml and the settings table (docs/settings.md).
 SECTION_TITLES: dict[str, str] = {
     "data": "data",
     "model": "model",
@@ -376,7 +376,7 @@ def fingerprinted(mode: str) -> tuple[str, ...]:
 
 
 def markdown_table() -> str:
-    """The README's config table: key, default, allowed values, flags, changes scores, meaning."""
+    """The settings table of docs/settings.md: key, default, allowed values, flags, changes scores, meaning."""
     rows = [
         "| key | default | allowed | flag of | changes scores | meaning |",
         "|---|---|---|---|---|---|",
