@@ -14,16 +14,15 @@ from pathlib import Path
 from dataset.base import (
     DatasetError,
     ImageDataset,
-    MaskPairingError,
     Record,
     check_split,
     list_images,
     read_mask,
     resolve_folder,
-    short_list,
     unknown_category,
 )
 from dataset.constants import KSDD2_CATEGORIES
+from dataset.mvtec import check_pairs, mask_key
 
 KSDD2_FOLDER_NAMES: tuple[str, ...] = ("ksdd2", "KolektorSDD2", "kolektorsdd2")
 KSDD2_LAYOUT = "<root>/ksdd2/{train,test}/{<id>.png, <id>_GT.png}"
@@ -37,21 +36,10 @@ def _locate(root: str | os.PathLike[str]) -> Path:
 def ksdd2_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
     """(image, GT) pairs of one flat folder, by stem (`<id>` with `<id>_GT`), sorted by image name."""
     files = list_images(split_dir)
-    gts = {p.stem[: -len(GT_SUFFIX)]: p for p in files if p.stem.endswith(GT_SUFFIX)}
+    gts = {mask_key(p, GT_SUFFIX): p for p in files if p.stem.endswith(GT_SUFFIX)}
     images = [p for p in files if not p.stem.endswith(GT_SUFFIX)]
-    unpaired = [p for p in images if p.stem not in gts]
-    if unpaired:
-        raise MaskPairingError(
-            f"{len(unpaired)} image(s) without a mask in {split_dir}: {short_list(unpaired)} "
-            f"(expected <id>{GT_SUFFIX}.png beside each <id>.png; layout {KSDD2_LAYOUT})"
-        )
-    stems = {p.stem for p in images}
-    orphans = [m for k, m in sorted(gts.items()) if k not in stems]
-    if orphans:
-        raise MaskPairingError(
-            f"{len(orphans)} mask(s) without an image in {split_dir}: {short_list(orphans)} "
-            f"(expected <id>.png beside each <id>{GT_SUFFIX}.png; layout {KSDD2_LAYOUT})"
-        )
+    hint = f"<id>{GT_SUFFIX}.png beside each <id>.png"
+    check_pairs(images, gts, split_dir, split_dir, hint, KSDD2_LAYOUT)
     if not images:
         raise DatasetError(f"no images in {split_dir} (expected {KSDD2_LAYOUT})")
     return [(p, gts[p.stem]) for p in images]

@@ -46,25 +46,41 @@ def mvtec_like_categories(folder: Path) -> list[str]:
     return [d.name for d in subdirs(folder) if (d / "test").is_dir() or (d / "train").is_dir()]
 
 
-def _mask_key(mask: Path) -> str:
-    """The image stem a mask belongs to: `000_mask.png` -> `000`; `000.png` (visa_pytorch naming) -> `000`."""
+def mask_key(mask: Path, suffix: str = "_mask") -> str:
+    """The image stem a mask belongs to: `000_mask.png` -> `000`; `000.png` (visa_pytorch naming) -> `000`.
+
+    `suffix`: the set's mask suffix (KolektorSDD2: `_GT`)."""
     stem = mask.stem
-    return stem[: -len("_mask")] if stem.endswith("_mask") else stem
+    return stem[: -len(suffix)] if stem.endswith(suffix) else stem
 
 
 def paired_masks(
-    images: Sequence[Path], gt_dir: Path, defect_dir: Path, hint: str, layout: str
+    images: Sequence[Path],
+    gt_dir: Path,
+    defect_dir: Path,
+    hint: str,
+    layout: str,
+    masks: Sequence[Path] | None = None,
 ) -> dict[str, Path]:
-    """Image stem -> its mask in `gt_dir` (`<stem>_mask.<ext>` or `<stem>.<ext>`, any image extension).
+    """Image stem -> its mask (`<stem>_mask.<ext>` or `<stem>.<ext>`, any image extension).
 
-    Pairs by stem, never by position. An image without a mask, or a mask without an image, raises
-    MaskPairingError listing the files; `hint` names the expected mask path in the message.
+    `masks`: the candidate files (None: every image file of `gt_dir`). Pairs by stem, never by position.
+    An image without a mask, or a mask without an image, raises MaskPairingError listing the files;
+    `hint` names the expected mask path in the message.
     """
-    masks: dict[str, Path] = {}
-    for mask in list_images(gt_dir):  # `<stem>_mask.png` wins over `<stem>.png` when both exist
-        key = _mask_key(mask)
-        if key not in masks or mask.stem.endswith("_mask"):
-            masks[key] = mask
+    by_stem: dict[str, Path] = {}
+    for mask in list_images(gt_dir) if masks is None else masks:  # `<stem>_mask` wins over `<stem>`
+        key = mask_key(mask)
+        if key not in by_stem or mask.stem.endswith("_mask"):
+            by_stem[key] = mask
+    return check_pairs(images, by_stem, gt_dir, defect_dir, hint, layout)
+
+
+def check_pairs(
+    images: Sequence[Path], masks: dict[str, Path], gt_dir: Path, defect_dir: Path, hint: str, layout: str
+) -> dict[str, Path]:
+    """`masks` (image stem -> mask) after checking that it pairs one to one with `images`; else a
+    MaskPairingError listing the unpaired files (`hint`: the expected mask name)."""
     unpaired = [p for p in images if p.stem not in masks]
     if unpaired:
         raise MaskPairingError(

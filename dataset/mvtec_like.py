@@ -64,6 +64,25 @@ def _split_dir(category_dir: Path, split: str, allowed: tuple[str, ...], layout:
     return category_dir / split
 
 
+def _load_tree(
+    name: str,
+    names: tuple[str, ...],
+    layout: str,
+    normal: str,
+    root: str | os.PathLike[str],
+    category: str,
+    split: str,
+) -> ImageDataset:
+    """A "train" or "test" split of an MVTec-like set whose normal folder is `normal`."""
+    folder = resolve_folder(root, names, layout)
+    cat_dir = _category_dir(folder, category, layout)
+    split_dir = _split_dir(cat_dir, split, ("train", "test"), layout)
+    records = build_tree_records(
+        split_dir, cat_dir / "ground_truth", category, layout, normal, split == "test"
+    )
+    return ImageDataset(records, name, folder, category, split)
+
+
 def available_mpdd_categories(root: str | os.PathLike[str]) -> list[str]:
     """MPDD categories on disk under `root` (datasets root or the mpdd folder), sorted."""
     return mvtec_like_categories(resolve_folder(root, MPDD_FOLDER_NAMES, MPDD_LAYOUT))
@@ -71,13 +90,7 @@ def available_mpdd_categories(root: str | os.PathLike[str]) -> list[str]:
 
 def load_mpdd(root: str | os.PathLike[str], category: str, split: str) -> ImageDataset:
     """Lazy MPDD split ("train" or "test"): the MVTec AD layout under `mpdd/`."""
-    folder = resolve_folder(root, MPDD_FOLDER_NAMES, MPDD_LAYOUT)
-    cat_dir = _category_dir(folder, category, MPDD_LAYOUT)
-    split_dir = _split_dir(cat_dir, split, ("train", "test"), MPDD_LAYOUT)
-    records = build_tree_records(
-        split_dir, cat_dir / "ground_truth", category, MPDD_LAYOUT, "good", split == "test"
-    )
-    return ImageDataset(records, "mpdd", folder, category, split)
+    return _load_tree("mpdd", MPDD_FOLDER_NAMES, MPDD_LAYOUT, "good", root, category, split)
 
 
 def available_btad_categories(root: str | os.PathLike[str]) -> list[str]:
@@ -87,13 +100,7 @@ def available_btad_categories(root: str | os.PathLike[str]) -> list[str]:
 
 def load_btad(root: str | os.PathLike[str], category: str, split: str) -> ImageDataset:
     """Lazy BTAD split ("train" or "test"); normal folder `ok`, anomalous `ko`, masks by stem."""
-    folder = resolve_folder(root, BTAD_FOLDER_NAMES, BTAD_LAYOUT)
-    cat_dir = _category_dir(folder, category, BTAD_LAYOUT)
-    split_dir = _split_dir(cat_dir, split, ("train", "test"), BTAD_LAYOUT)
-    records = build_tree_records(
-        split_dir, cat_dir / "ground_truth", category, BTAD_LAYOUT, "ok", split == "test"
-    )
-    return ImageDataset(records, "btad", folder, category, split)
+    return _load_tree("btad", BTAD_FOLDER_NAMES, BTAD_LAYOUT, "ok", root, category, split)
 
 
 def available_mvtec_ad2_categories(root: str | os.PathLike[str]) -> list[str]:
