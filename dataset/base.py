@@ -381,6 +381,21 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return _decode(path, "mask", convert)
 
 
+def read_mask_values(path: str | os.PathLike[str]) -> np.ndarray:
+    """A mask's stored values, (H, W) integer (the largest over channels), turned upright like `read_mask`.
+
+    MVTec LOCO names each region's defect by its pixel value (defects_config.json).
+    """
+
+    def convert(img: Image.Image) -> np.ndarray:
+        arr = np.asarray(img)
+        if arr.ndim == 3:
+            arr = arr.max(axis=2)
+        return upright(arr.astype(np.int64), exif_orientation(img))
+
+    return _decode(path, "mask", convert)
+
+
 def read_sized_mask(path: str, image_path: str, size: tuple[int, int]) -> np.ndarray:
     """`read_mask(path)` checked to be (H, W) = `size`, the size of `image_path`; else a DatasetError."""
     mask = read_mask(path)
