@@ -26,6 +26,7 @@ from tests.fixtures_benchmarks import (
     make_mvtec_loco,
     make_real_iad,
 )
+from utils.config.loading import resolve_config
 
 MAKERS = {
     "mpdd": make_mpdd,
@@ -240,3 +241,10 @@ def test_mask_of_another_size_is_one_line(tmp_path: Path, name: str) -> None:
     index = next(i for i, r in enumerate(data.records) if r.image_path == str(image))
     with pytest.raises(DatasetError, match=r"mask .* is 10x12 but image .* is 24x24"):
         data[index]
+
+
+@pytest.mark.parametrize("name", [n for n in DATASET_NAMES if n != "folder"])
+def test_shipped_config_of_every_benchmark(name: str) -> None:
+    cfg = resolve_config(str(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"), {})
+    assert cfg["dataset"] == name
+    assert tuple(cfg["categories"]) == categories_of(name)
