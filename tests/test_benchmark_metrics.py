@@ -88,3 +88,52 @@ def test_loco_reports_each_type_and_other_sets_nothing(tmp_path: Path) -> None:
     assert got["structural_image_auroc"] == pytest.approx(1.0)
     assert got["pixel_spro_0.05"] == pytest.approx(1.0)  # perfect maps
     assert benchmark_metrics("mpdd", data.records, _result(labels, scores, maps > 0, maps), tmp_path) == {}
+
+
+def test_results_carry_the_benchmark_metrics(tmp_path: Path) -> None:
+    from utils.evaluation.metrics import METRIC_KEYS
+    from utils.evaluation.results import write_results
+
+    usual = {c: dict.fromkeys(METRIC_KEYS, 0.5) for c in ("a", "b")}
+    extra = {
+        "a": {"pixel_spro_0.05": 0.2, "defect_type_accuracy": 0.5},
+        "b": {"pixel_spro_0.05": float("nan")},
+    }
+    doc = write_results(tmp_path, "mvtec_loco", usual, {}, extra=extra)
+    assert doc["benchmark_metrics"] == {
+        "categories": {
+            "a": {"pixel_spro_0.05": 0.2, "defect_type_accuracy": 0.5},
+            "b": {"pixel_spro_0.05": None},
+        },
+        "mean": {"pixel_spro_0.05": 0.2, "defect_type_accuracy": 0.5},
+    }
+    md = (tmp_path / "results.md").read_text()
+    assert "| Category | pixel_spro_0.05 | defect_type_accuracy |" in md
+    assert "| b | – | – |" in md and "| **mean** | **20.0** | **50.0** |" in md
+    assert "benchmark_metrics" not in write_results(tmp_path, "mpdd", usual, {})
+
+
+def test_compare_has_a_block_per_dataset_with_its_own_metrics(tmp_path: Path) -> None:
+    import json
+
+    from utils.evaluation.compare import collect_runs, compare_table
+    from utils.evaluation.metrics import METRIC_KEYS
+
+    for mode, dataset, extra in (
+        ("text", "mvtec", None),
+        ("text", "mvtec_loco", 0.4),
+        ("mutual", "mvtec_loco", 0.6),
+    ):
+        folder = tmp_path / mode / dataset
+        folder.mkdir(parents=True)
+        doc = {"dataset": dataset, "mean": dict.fromkeys(METRIC_KEYS, 0.5)}
+        if extra is not None:
+            doc["benchmark_metrics"] = {"mean": {"pixel_spro_0.05": extra}}
+        (folder / "results.json").write_text(json.dumps(doc))
+    table = compare_table(collect_runs(tmp_path))
+    blocks = {b.split(":")[0]: b for b in table.split("### ")[1:]}
+    assert sorted(blocks) == ["mvtec", "mvtec_loco"]
+    mvtec, loco = blocks["mvtec"], blocks["mvtec_loco"]
+    assert "| text | mvtec | 1 |" in mvtec and "pixel_spro" not in mvtec
+    assert "| mode | dataset | runs | I-AUROC |" in loco and loco.count("| pixel_spro_0.05 |") == 1
+    assert "| mutual | mvtec_loco | 1 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 60.0 |" in loco
