@@ -74,6 +74,23 @@ class DataSettings:
         scripts=("test", "train"),
         resume="fixed",
     )
+    test_split: str = setting(
+        "test",
+        "the split test.py scores; mvtec_ad2 also test_private / test_private_mixed (unlabelled: no metrics)",
+        "data",
+        choices=("test", "test_private", "test_private_mixed"),
+        fingerprint="value",
+        scripts=("test",),
+        resume="fixed",
+    )
+    realiad_resolution: str | None = setting(
+        None,
+        "real_iad: the realiad_<res> folder to read (256, 512, 1024, raw) when several; null -> the only one",
+        "data",
+        not_fingerprinted="the stored image paths (which name the folder) are compared one by one instead",
+        scripts=("test", "train"),
+        resume="changeable",
+    )
     texture_categories: list[str] = setting(
         list(TEXTURE_CATEGORIES),
         "categories without object-prompt regularisation (default: dataset.TEXTURE_CATEGORIES)",
@@ -209,6 +226,14 @@ class EvaluationSettings:
         "images per category to visualise (worst errors first)",
         "evaluation",
         not_fingerprinted="overlays are drawn from the stored maps at every run",
+        scripts=("test",),
+    )
+    defect_type_report: bool = setting(
+        False,
+        "mvtec, mpdd, mvtec_loco with a vocabulary prompt strategy: defect type of each anomalous image by "
+        "the prompt covering its ground truth (one more pass over them; defect_types.csv + accuracy)",
+        "evaluation",
+        not_fingerprinted="a report made after the maps are stored, from a separate detection pass",
         scripts=("test",),
     )
     save_maps: str | None = setting(

@@ -32,20 +32,27 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
         NotEnoughReferencesError: fewer normal train images than shots (one line naming the fix).
         DatasetError: no train split at all (from the loader).
     """
-    return list(_draw(cfg["dataset"], str(cfg["dataset_path"]), category, cfg["shots"], cfg["shot_seed"]))
+    resolution = cfg.get("realiad_resolution")
+    return list(
+        _draw(cfg["dataset"], str(cfg["dataset_path"]), category, cfg["shots"], cfg["shot_seed"], resolution)
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _draw(dataset: str, dataset_path: str, category: str, shots: int, seed: int) -> tuple[str, ...]:
-    """`draw_references` for hashable arguments (see there)."""
-    train = load_dataset(dataset, dataset_path, category, "train")
+def _draw(
+    dataset: str, dataset_path: str, category: str, shots: int, seed: int, resolution: str | None = None
+) -> tuple[str, ...]:
+    """`draw_references` for hashable arguments (see there; `resolution`: Real-IAD's image folder)."""
+    train = load_dataset(dataset, dataset_path, category, "train", resolution)
     normal = [r.image_path for r in train.records if r.label == 0]
     if len(normal) < shots:
         raise NotEnoughReferencesError(
             f"--shots {shots} but {category} has {len(normal)} normal training image(s) "
             f"(train/good): lower --shots to at most {len(normal)} or add normal images"
         )
-    test_paths = {r.image_path for r in load_dataset(dataset, dataset_path, category, "test").records}
+    test_paths = {
+        r.image_path for r in load_dataset(dataset, dataset_path, category, "test", resolution).records
+    }
     if test_paths.intersection(normal):
         warnings.warn(
             f"{category}: the train split is the test split (own folders without train/ and test/), so the "

@@ -20,7 +20,8 @@ log = get_logger(__name__)
 def training_samples(cfg: dict[str, Any]) -> ImageDataset:
     """Test-split samples (with masks) of every selected category of cfg["dataset"], decoded lazily."""
     categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
-    parts = [load_dataset(cfg["dataset"], cfg["dataset_path"], c, "test") for c in categories]
+    resolution = cfg.get("realiad_resolution")
+    parts = [load_dataset(cfg["dataset"], cfg["dataset_path"], c, "test", resolution) for c in categories]
     return ImageDataset(
         [r for part in parts for r in part.records], cfg["dataset"], parts[0].root, "all", "test"
     )
