@@ -137,3 +137,29 @@ def test_compare_has_a_block_per_dataset_with_its_own_metrics(tmp_path: Path) ->
     assert "| text | mvtec | 1 |" in mvtec and "pixel_spro" not in mvtec
     assert "| mode | dataset | runs | I-AUROC |" in loco and loco.count("| pixel_spro_0.05 |") == 1
     assert "| mutual | mvtec_loco | 1 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 60.0 |" in loco
+
+
+def test_mvtec_ad2_private_maps_in_the_server_layout(tmp_path: Path) -> None:
+    import tifffile
+    from PIL import Image
+
+    from tests.fixtures_benchmarks import make_mvtec_ad2
+    from utils.evaluation.ad2_server import save_server_maps
+
+    make_mvtec_ad2(tmp_path / "data")
+    records = load_dataset("mvtec_ad2", tmp_path / "data", "can", "test_private").records
+    maps = np.zeros((2, 8, 8), dtype=np.float16)
+    maps[:, :4] = 0.9  # top half anomalous
+    written = save_server_maps(tmp_path / "out", "can", records, maps, threshold=0.5)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == [
+        "anomaly_images/can/test_private/000.tiff",
+        "anomaly_images/can/test_private/001.tiff",
+        "anomaly_images_thresholded/can/test_private/000.png",
+        "anomaly_images_thresholded/can/test_private/001.png",
+    ]
+    tiff = tifffile.imread(tmp_path / "out" / "anomaly_images/can/test_private/000.tiff")
+    png = np.asarray(Image.open(tmp_path / "out" / "anomaly_images_thresholded/can/test_private/000.png"))
+    assert tiff.shape == png.shape == (24, 24) and tiff.dtype == np.float32  # the image's own size
+    assert set(np.unique(png)) == {0, 255} and (png[:10] == 255).all() and (png[14:] == 0).all()
+    with pytest.raises(ValueError, match="no validation/good maps"):
+        save_server_maps(tmp_path / "out", "can", records, maps, threshold=float("nan"))
