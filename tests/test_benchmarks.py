@@ -248,3 +248,17 @@ def test_shipped_config_of_every_benchmark(name: str) -> None:
     cfg = resolve_config(str(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"), {})
     assert cfg["dataset"] == name
     assert tuple(cfg["categories"]) == categories_of(name)
+
+
+def test_counts_table(bench_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dataset.counts import main, parse_args
+
+    assert main(parse_args(["mvtec_loco", str(bench_root)])) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "| pushpins | 5 | 2 | 3 | 0 |",
+        "| **total** | **5** | **2** | **3** | **0** |",
+    ]
+    assert main(parse_args(["mvtec_ad2", str(bench_root), "--split", "test_private"])) == 0
+    assert "| can | 2 | 0 | 0 | 2 |" in capsys.readouterr().out
+    assert main(parse_args(["btad", str(bench_root / "nowhere")])) == 2
+    assert capsys.readouterr().err.startswith("error: dataset root not found:")
