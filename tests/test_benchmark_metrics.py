@@ -17,6 +17,7 @@ from utils.evaluation.benchmarks import (
     real_iad_metrics,
     sample_scores,
     seg_f1,
+    validation_threshold,
 )
 from utils.evaluation.store import CategoryResult
 
@@ -42,11 +43,15 @@ def test_mvtec_ad2_aupro_at_005_and_threshold_from_validation_only() -> None:
     labels = np.array([0, 0, 0, 1, 1, 1])
     validation = np.full((2, 16, 16), 0.25, dtype=np.float32)
     validation[0, 0, 0] = 5.0  # one pixel above the 0.995 quantile of 512 pixels: the quantile stays low
-    got = mvtec_ad2_metrics(_result(labels, maps.max(axis=(1, 2)), masks, maps), validation)
+    got = mvtec_ad2_metrics(
+        _result(labels, maps.max(axis=(1, 2)), masks, maps), validation_threshold(validation)
+    )
     assert got["pixel_aupro_0.05"] == pytest.approx(reference_aupro(masks, maps, 0.05), abs=1e-6)
     assert got["seg_threshold"] == pytest.approx(np.quantile(validation, 0.995))
     assert got["pixel_seg_f1"] == pytest.approx(seg_f1(masks, maps, got["seg_threshold"]))
-    assert np.isnan(mvtec_ad2_metrics(_result(labels, labels, masks, maps), None)["pixel_seg_f1"])
+    assert np.isnan(
+        mvtec_ad2_metrics(_result(labels, labels, masks, maps), validation_threshold(None))["pixel_seg_f1"]
+    )
 
 
 def test_sample_scores_take_the_max_over_views() -> None:

@@ -43,15 +43,20 @@ def seg_f1(masks: np.ndarray, maps: np.ndarray, threshold: float) -> float:
     return math.nan if tp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def mvtec_ad2_metrics(result: CategoryResult, validation_maps: np.ndarray | None) -> dict[str, float]:
+def validation_threshold(validation_maps: np.ndarray | None) -> float:
+    """SegF1's threshold: the NORMAL_QUANTILE quantile of the (V, S, S) validation/good pixel scores; NaN
+    without validation maps."""
+    if validation_maps is None or not len(validation_maps):
+        return math.nan
+    return normal_pixel_threshold(validation_maps, np.zeros(len(validation_maps), dtype=np.int64))
+
+
+def mvtec_ad2_metrics(result: CategoryResult, threshold: float) -> dict[str, float]:
     """{"pixel_aupro_0.05", "pixel_seg_f1", "seg_threshold"} of one test_public category.
 
-    validation_maps: (V, S, S) maps of validation/good (None: SegF1 and its threshold are NaN).
+    threshold: from `validation_threshold` (NaN: SegF1 is NaN).
     """
     aupro = compute_metrics(result.labels, result.scores, result.masks, result.maps, fpr_limit=AD2_FPR_LIMIT)
-    threshold = math.nan
-    if validation_maps is not None and len(validation_maps):
-        threshold = normal_pixel_threshold(validation_maps, np.zeros(len(validation_maps), dtype=np.int64))
     return {
         "pixel_aupro_0.05": aupro["pixel_aupro"],
         "pixel_seg_f1": seg_f1(result.masks, result.maps, threshold),
@@ -99,17 +104,17 @@ def benchmark_metrics(
     records: Sequence[Record],
     result: CategoryResult,
     category_dir: Path,
-    validation_maps: np.ndarray | None = None,
+    seg_threshold: float = math.nan,
 ) -> dict[str, float]:
     """The extra metrics of `dataset` for one category ({} for sets without any); see the module docstring.
 
     records: the evaluated records in store order; category_dir: the category's folder in the dataset
-    (LOCO reads defects_config.json there); validation_maps: MVTec AD 2's validation/good maps.
+    (LOCO reads defects_config.json there); seg_threshold: MVTec AD 2's `validation_threshold`.
     """
     if dataset == "mvtec_loco":
         return loco_metrics(records, result, category_dir)
     if dataset == "mvtec_ad2":
-        return mvtec_ad2_metrics(result, validation_maps)
+        return mvtec_ad2_metrics(result, seg_threshold)
     if dataset == "real_iad":
         return real_iad_metrics(records, result)
     return {}

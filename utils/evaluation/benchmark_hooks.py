@@ -1,0 +1,118 @@
+"""What the evaluation runner does per category for the benchmarks beyond MVTec AD and VisA.
+
+The runner calls, per category: `test_samples` (the split to score), then after `evaluate_category`:
+`category_extras` (a set's own metrics, the MVTec AD 2 server export, the defect-type report). Categories of
+an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True: they have no
+metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataset import ImageDataset, Record, load_dataset
+from utils.config.loading import ConfigError
+from utils.evaluation.ad2_server import save_server_maps
+from utils.evaluation.benchmarks import benchmark_metrics, validation_threshold
+from utils.evaluation.defect_types import (
+    REPORTED_DATASETS,
+    VOCABULARY_STRATEGIES,
+    category_type_report,
+    reports_defect_types,
+)
+from utils.evaluation.metrics import UndefinedMetricWarning
+from utils.evaluation.store import CategoryResult
+from utils.files import atomic_write_text
+
+DEFECT_TYPES_CSV = "defect_types.csv"
+VALIDATION_DIR = "validation"  # <output_dir>/validation/<category>/: MVTec AD 2's validation/good store
+
+# Scores one split of a category into a store folder and returns its result (the runner's evaluate_category
+# with everything but the samples and the folder fixed).
+ScoreSplit = Callable[[ImageDataset, Path], CategoryResult | None]
+
+
+def test_samples(cfg: Mapping[str, Any], category: str) -> ImageDataset:
+    """The split test.py scores: cfg["test_split"] of cfg["dataset"], at cfg["realiad_resolution"]."""
+    return load_dataset(
+        cfg["dataset"], cfg["dataset_path"], category, cfg["test_split"], cfg.get("realiad_resolution")
+    )
+
+
+def check_benchmark_settings(cfg: Mapping[str, Any]) -> None:
+    """One-line ConfigErrors for settings that cannot apply to cfg["dataset"] (before anything is scored)."""
+    if cfg["test_split"] != "test" and cfg["dataset"] != "mvtec_ad2":
+        raise ConfigError(f"test_split {cfg['test_split']} exists only for --dataset mvtec_ad2: use test")
+    if cfg["defect_type_report"] and not reports_defect_types(cfg["dataset"], cfg["prompt_strategy"]):
+        raise ConfigError(
+            f"defect_type_report needs --dataset {' | '.join(REPORTED_DATASETS)} (folders that name defects) "
+            f"and --prompt_strategy {' | '.join(VOCABULARY_STRATEGIES)} (per-category vocabularies); "
+            f"got {cfg['dataset']} and {cfg['prompt_strategy']}"
+        )
+
+
+def is_unlabelled(records: Sequence[Record]) -> bool:
+    """True for a split published without labels (every record's label is None)."""
+    return bool(records) and all(r.label is None for r in records)
+
+
+def per_image_csv_unlabelled(records: Sequence[Record], scores: np.ndarray) -> str:
+    """per_image.csv of an unlabelled split: path, defect_type (the split), an empty label, image_score."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("path", "defect_type", "label", "image_score"))
+    for record, score in zip(records, scores, strict=True):
+        writer.writerow([record.image_path, record.defect_type, "", repr(float(score))])
+    return buffer.getvalue()
+
+
+def score_validation(cfg: Mapping[str, Any], category: str, out: Path, score: ScoreSplit) -> float:
+    """MVTec AD 2: score validation/good into `<out>/validation/<category>/` (resumable like the test
+    split) and return SegF1's threshold from it (`benchmarks.validation_threshold`); NaN off rank 0."""
+    samples = load_dataset("mvtec_ad2", cfg["dataset_path"], category, "validation")
+    with (
+        warnings.catch_warnings()
+    ):  # validation holds good images only: its image/pixel metrics are undefined
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = score(samples, out / VALIDATION_DIR / category)
+    return math.nan if result is None else validation_threshold(result.maps)
+
+
+def category_extras(
+    out: Path,
+    cfg: Mapping[str, Any],
+    category: str,
+    samples: ImageDataset,
+    result: CategoryResult,
+    score: ScoreSplit,
+    detector: Any = None,
+) -> dict[str, float]:
+    """A set's own metrics for one scored category, plus its exports (rank 0 only).
+
+    mvtec_ad2: validation/good is scored (`validation_threshold`); test_public gets AU-PRO@0.05 and SegF1,
+    the unlabelled splits with save_maps "tiff" their server-layout maps (utils/evaluation/ad2_server.py)
+    and per_image.csv without labels. mvtec_loco, real_iad: utils/evaluation/benchmarks.py. With
+    cfg["defect_type_report"]: `categories/<category>/defect_types.csv` and "defect_type_accuracy", from a
+    detection pass of `detector` over the anomalous images.
+    """
+    cat_dir = out / "categories" / category
+    threshold = score_validation(cfg, category, out, score) if cfg["dataset"] == "mvtec_ad2" else math.nan
+    if is_unlabelled(samples.records):
+        atomic_write_text(cat_dir / "per_image.csv", per_image_csv_unlabelled(samples.records, result.scores))
+        if cfg.get("save_maps") == "tiff":
+            save_server_maps(out, category, samples.records, result.maps, threshold)
+        return {}
+    extra = benchmark_metrics(cfg["dataset"], samples.records, result, samples.root / category, threshold)
+    if cfg["defect_type_report"]:
+        report = category_type_report(detector, cfg, samples, category)
+        atomic_write_text(cat_dir / DEFECT_TYPES_CSV, report.csv_text())
+        extra["defect_type_accuracy"] = report.accuracy
+    return extra
