@@ -1,6 +1,6 @@
 """What the evaluation runner does per category for the benchmarks beyond MVTec AD and VisA.
 
-The runner calls, per category: `test_samples` (the split to score), then after `evaluate_category`:
+The runner calls, per category: `split_to_score` (the samples to score), then after `evaluate_category`:
 `category_extras` (a set's own metrics, the MVTec AD 2 server export, the defect-type report). Categories of
 an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True: they have no
 metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
@@ -40,7 +40,7 @@ VALIDATION_DIR = "validation"  # <output_dir>/validation/<category>/: MVTec AD 2
 ScoreSplit = Callable[[ImageDataset, Path], CategoryResult | None]
 
 
-def test_samples(cfg: Mapping[str, Any], category: str) -> ImageDataset:
+def split_to_score(cfg: Mapping[str, Any], category: str) -> ImageDataset:
     """The split test.py scores: cfg["test_split"] of cfg["dataset"], at cfg["realiad_resolution"]."""
     return load_dataset(
         cfg["dataset"], cfg["dataset_path"], category, cfg["test_split"], cfg.get("realiad_resolution")
@@ -104,6 +104,7 @@ def category_extras(
     detection pass of `detector` over the anomalous images.
     """
     cat_dir = out / "categories" / category
+    cat_dir.mkdir(parents=True, exist_ok=True)
     threshold = score_validation(cfg, category, out, score) if cfg["dataset"] == "mvtec_ad2" else math.nan
     if is_unlabelled(samples.records):
         atomic_write_text(cat_dir / "per_image.csv", per_image_csv_unlabelled(samples.records, result.scores))
