@@ -262,3 +262,20 @@ def test_counts_table(bench_root: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "| can | 2 | 0 | 0 | 2 |" in capsys.readouterr().out
     assert main(parse_args(["btad", str(bench_root / "nowhere")])) == 2
     assert capsys.readouterr().err.startswith("error: dataset root not found:")
+
+
+def test_demo_takes_every_benchmark_category_and_its_prompts(tmp_path: Path) -> None:
+    from model.prompts import CATEGORY_DEFECTS
+    from scripts.demo import check_category
+    from utils.pipeline import prompts_for
+
+    for name in MAKERS:
+        for category in categories_of(name):
+            check_category(name, category)
+    with pytest.raises(
+        DatasetError, match="--category bottle is not a btad category: choose one of 01, 02, 03"
+    ):
+        check_category("btad", "bottle")
+    cfg = resolve_config(None, {"dataset": "mpdd", "prompt_strategy": "category"})
+    assert prompts_for(cfg, "tubes")[0] == list(CATEGORY_DEFECTS["tubes"])
+    assert prompts_for(cfg, "tubes")[1] == "metal tubes"
