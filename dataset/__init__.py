@@ -108,6 +108,11 @@ def categories_of(name: str) -> tuple[str, ...]:
     return _spec(name).categories
 
 
+def benchmark_categories() -> tuple[str, ...]:
+    """Every published category of every benchmark, in DATASET_NAMES order, each once (the app's list)."""
+    return tuple(dict.fromkeys(c for spec in DATASETS.values() for c in spec.categories))
+
+
 def select_categories(
     name: str, root: str | os.PathLike[str] | None, wanted: Sequence[str] | None
 ) -> list[str]:
@@ -152,6 +157,7 @@ __all__ = [
     "Record",
     "Sample",
     "available_categories",
+    "benchmark_categories",
     "categories_of",
     "load_dataset",
     "object_noun",

@@ -13,6 +13,7 @@ from dataset import (
     DatasetError,
     MaskPairingError,
     available_categories,
+    benchmark_categories,
     categories_of,
     load_dataset,
     select_categories,
@@ -182,6 +183,11 @@ def test_every_name_is_registered_with_its_categories() -> None:
     assert categories_of("btad") == ("01", "02", "03")
     assert len(categories_of("real_iad")) == 30 and len(categories_of("mvtec_ad2")) == 8
     assert categories_of("folder") == ()
+    every = benchmark_categories()
+    assert (
+        every[:15] == categories_of("mvtec")
+        and len(every) == len(set(every)) == 15 + 12 + 8 + 5 + 6 + 3 + 1 + 28
+    )
     with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
         categories_of("nope")
 
