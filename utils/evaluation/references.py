@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -19,8 +18,8 @@ class NotEnoughReferencesError(DatasetError):
 def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
     """Paths of cfg["shots"] normal images of `category`'s train split, drawn with cfg["shot_seed"].
 
-    The draw is made once per process for the same dataset, category, shots and seed (the runner records the
-    paths and the scorer encodes them: one index read, one warning).
+    The runner (utils/evaluation/runner.py) draws once per category, records the paths in results.json and
+    passes them to the scorer, which encodes them.
 
     The train split is MVTec AD's `train/good`, VisA's official train split, and for own folders the `good/`
     images (of `<category>/train/` when the category has train/ and test/). The draw is
@@ -32,17 +31,8 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
         NotEnoughReferencesError: fewer normal train images than shots (one line naming the fix).
         DatasetError: no train split at all (from the loader).
     """
+    dataset, dataset_path, shots, seed = cfg["dataset"], cfg["dataset_path"], cfg["shots"], cfg["shot_seed"]
     resolution = cfg.get("realiad_resolution")
-    return list(
-        _draw(cfg["dataset"], str(cfg["dataset_path"]), category, cfg["shots"], cfg["shot_seed"], resolution)
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _draw(
-    dataset: str, dataset_path: str, category: str, shots: int, seed: int, resolution: str | None = None
-) -> tuple[str, ...]:
-    """`draw_references` for hashable arguments (see there; `resolution`: Real-IAD's image folder)."""
     train = load_dataset(dataset, dataset_path, category, "train", resolution)
     normal = [r.image_path for r in train.records if r.label == 0]
     if len(normal) < shots:
@@ -61,4 +51,4 @@ def _draw(
             stacklevel=2,
         )
     picked = np.random.default_rng(seed).choice(len(normal), shots, replace=False)
-    return tuple(str(normal[i]) for i in sorted(picked.tolist()))
+    return [str(normal[i]) for i in sorted(picked.tolist())]
