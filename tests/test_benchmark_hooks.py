@@ -16,6 +16,7 @@ from utils.evaluation.benchmark_hooks import (
     check_benchmark_settings,
     is_unlabelled,
     per_image_csv_unlabelled,
+    score_validation,
     split_to_score,
 )
 from utils.evaluation.store import CategoryResult
@@ -50,12 +51,14 @@ def test_mvtec_ad2_public_gets_aupro_005_and_segf1_from_validation(tmp_path: Pat
     samples = split_to_score(cfg, "can")
     scored = []
 
-    def score(split, folder: Path):
-        scored.append((split.split, folder.relative_to(tmp_path / "out").as_posix()))
+    def score(split, cat_dir: Path):
+        scored.append((split.split, cat_dir.relative_to(tmp_path / "out").as_posix()))
         return _fake_result(split, value=0.2)
 
-    extra = category_extras(tmp_path / "out", cfg, "can", samples, _fake_result(samples), score)
-    assert scored == [("validation", "validation/can")]
+    threshold = score_validation(cfg, "can", tmp_path / "out", score)
+    assert score_validation(_cfg(tmp_path, dataset="mpdd"), "tubes", tmp_path / "out", score) != threshold
+    extra = category_extras(tmp_path / "out", cfg, "can", samples, _fake_result(samples), threshold)
+    assert scored == [("validation", "validation/can")]  # and nothing for mpdd
     assert extra["seg_threshold"] == pytest.approx(0.2, abs=1e-3)  # validation maps are 0.2 everywhere
     # threshold 0.2: every pixel of the test maps (>= 0.3) is called anomalous
     masks = np.stack([s.mask for s in samples])
@@ -71,9 +74,8 @@ def test_mvtec_ad2_private_is_scored_and_exported_without_metrics(tmp_path: Path
         load_dataset("mvtec_ad2", tmp_path, "can", "test").records
     )
     out = tmp_path / "out"
-    extra = category_extras(
-        out, cfg, "can", samples, _fake_result(samples), lambda s, f: _fake_result(s, 0.2)
-    )
+    threshold = score_validation(cfg, "can", out, lambda s, cat_dir: _fake_result(s, 0.2))
+    extra = category_extras(out, cfg, "can", samples, _fake_result(samples), threshold)
     assert extra == {}
     rows = (out / "categories" / "can" / "per_image.csv").read_text().splitlines()
     assert rows[0] == "path,defect_type,label,image_score"

@@ -35,9 +35,9 @@ from utils.files import atomic_write_text
 DEFECT_TYPES_CSV = "defect_types.csv"
 VALIDATION_DIR = "validation"  # <output_dir>/validation/<category>/: MVTec AD 2's validation/good store
 
-# Scores one split of a category into a store folder and returns its result (the runner's evaluate_category
-# with everything but the samples and the folder fixed).
-ScoreSplit = Callable[[ImageDataset, Path], CategoryResult | None]
+# Scores one split of a category into a store folder and returns its result (None off rank 0): the runner's
+# evaluate_category with everything but the samples and the folder fixed, called as score(samples, cat_dir=).
+ScoreSplit = Callable[..., CategoryResult | None]
 
 
 def split_to_score(cfg: Mapping[str, Any], category: str) -> ImageDataset:
@@ -45,6 +45,12 @@ def split_to_score(cfg: Mapping[str, Any], category: str) -> ImageDataset:
     return load_dataset(
         cfg["dataset"], cfg["dataset_path"], category, cfg["test_split"], cfg.get("realiad_resolution")
     )
+
+
+def scorer_detector(scorer: Any) -> Any:
+    """The `AnomalyDetector` behind test.py's scorer (`utils.pipeline.CategoryScorer.detector`), or None for
+    a scorer without one (the defect-type report then cannot run: see `check_benchmark_settings`)."""
+    return getattr(scorer, "detector", None)
 
 
 def check_benchmark_settings(cfg: Mapping[str, Any]) -> None:
@@ -76,13 +82,16 @@ def per_image_csv_unlabelled(records: Sequence[Record], scores: np.ndarray) -> s
 
 def score_validation(cfg: Mapping[str, Any], category: str, out: Path, score: ScoreSplit) -> float:
     """MVTec AD 2: score validation/good into `<out>/validation/<category>/` (resumable like the test
-    split) and return SegF1's threshold from it (`benchmarks.validation_threshold`); NaN off rank 0."""
+    split) and return SegF1's threshold from it (`benchmarks.validation_threshold`). Every rank calls it;
+    NaN off rank 0 and for the other datasets (nothing scored)."""
+    if cfg["dataset"] != "mvtec_ad2":
+        return math.nan
     samples = load_dataset("mvtec_ad2", cfg["dataset_path"], category, "validation")
     with (
         warnings.catch_warnings()
     ):  # validation holds good images only: its image/pixel metrics are undefined
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        result = score(samples, out / VALIDATION_DIR / category)
+        result = score(samples, cat_dir=out / VALIDATION_DIR / category)
     return math.nan if result is None else validation_threshold(result.maps)
 
 
@@ -92,20 +101,19 @@ def category_extras(
     category: str,
     samples: ImageDataset,
     result: CategoryResult,
-    score: ScoreSplit,
+    threshold: float = math.nan,
     detector: Any = None,
 ) -> dict[str, float]:
     """A set's own metrics for one scored category, plus its exports (rank 0 only).
 
-    mvtec_ad2: validation/good is scored (`validation_threshold`); test_public gets AU-PRO@0.05 and SegF1,
-    the unlabelled splits with save_maps "tiff" their server-layout maps (utils/evaluation/ad2_server.py)
-    and per_image.csv without labels. mvtec_loco, real_iad: utils/evaluation/benchmarks.py. With
+    mvtec_ad2 (`threshold` from `score_validation`): test_public gets AU-PRO@0.05 and SegF1, the unlabelled
+    splits per_image.csv without labels and, with save_maps "tiff", their server-layout maps
+    (utils/evaluation/ad2_server.py). mvtec_loco, real_iad: utils/evaluation/benchmarks.py. With
     cfg["defect_type_report"]: `categories/<category>/defect_types.csv` and "defect_type_accuracy", from a
     detection pass of `detector` over the anomalous images.
     """
     cat_dir = out / "categories" / category
     cat_dir.mkdir(parents=True, exist_ok=True)
-    threshold = score_validation(cfg, category, out, score) if cfg["dataset"] == "mvtec_ad2" else math.nan
     if is_unlabelled(samples.records):
         atomic_write_text(cat_dir / "per_image.csv", per_image_csv_unlabelled(samples.records, result.scores))
         if cfg.get("save_maps") == "tiff":
