@@ -1,6 +1,6 @@
 """scripts/test.py end to end, in-process, with the tiny SAM 3 on two new sets laid out as distributed.
 
-(Real-IAD's per-sample metrics go through the same runner call as LOCO's sPRO: tests/test_benchmark_metrics.py.)
+(Real-IAD's per-sample metrics take the runner call of LOCO's sPRO: tests/test_benchmark_metrics.py.)
 """
 
 from __future__ import annotations
