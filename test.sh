@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Evaluation of SAM 3 on MVTec AD and VisA (configs/mvtec.yaml, configs/visa.yaml), one run per mode.
+# Evaluation of SAM 3 on the benchmarks (configs/<dataset>.yaml: mvtec visa mvtec_ad2 mvtec_loco mpdd btad
+# ksdd2 real_iad; layouts and protocols in docs/datasets.md), one run per mode and dataset.
 #
 #   bash test.sh                                   # text only, both datasets
 #   MODES="text mutual text+mutual fewshot" SHOT_SEEDS="0 1 2" bash test.sh
 #   MODEL_PATH=/data/sam3 DATASET_PATH=/data/datasets DATASETS=visa bash test.sh --visualize
+#   DATASETS="mvtec_loco mpdd btad" bash test.sh
 #
 # Modes: text (text prompts only, --visual none), mutual (visual map alone, zero-shot: the other test images
 # of the category), text+mutual (the two fused, --visual_weight default), fewshot (the visual map against
@@ -11,7 +13,8 @@
 # their mean.
 # Environment: MODEL_PATH (default ~/autodl-tmp/download/sam3), DATASET_PATH (default: dataset_dir.txt),
 # OUTPUT_ROOT (default results; runs land in $OUTPUT_ROOT/<mode>/<dataset>/results.md, few-shot seeds in
-# its seed_<s>/, and the comparison table in $OUTPUT_ROOT/compare.md), DATASETS (default "mvtec visa"),
+# its seed_<s>/, and the comparison, a block per dataset, in $OUTPUT_ROOT/compare.md), DATASETS (default
+# "mvtec visa"; any names that have a configs/<name>.yaml),
 # MODES (default "text"), SHOTS (default 4), SHOT_SEEDS (default "0"), NPROC (processes, one per GPU, under torchrun; default 1),
 # CHECKPOINT (trained embeddings from train.sh; empty = zero-shot), PYTHON (default python). Extra arguments are passed to scripts/test.py. Reruns resume.
 set -euo pipefail
@@ -37,6 +40,14 @@ evaluate() {  # evaluate DATASET OUTPUT_DIR [test.py flags...]
     --output_dir "$out" ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} \
     ${CHECKPOINT:+--checkpoint "$CHECKPOINT"} "$@"
 }
+
+for dataset in $DATASETS; do  # every name checked before the first (long) run starts
+  if [ ! -f "configs/$dataset.yaml" ]; then
+    known="$(cd configs && ls *.yaml | grep -v '^config.yaml$' | sed 's/\.yaml$//' | tr '\n' ' ')"
+    echo "error: unknown dataset '$dataset' in DATASETS: use any of ${known% }" >&2
+    exit 2
+  fi
+done
 
 for mode in $MODES; do
   for dataset in $DATASETS; do

@@ -9,48 +9,108 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from dataset.base import DatasetError, DatasetWarning, ImageDataset, MaskPairingError, Record, Sample
-from dataset.constants import MVTEC_CATEGORIES, OBJECT_NOUNS, TEXTURE_CATEGORIES, VISA_CATEGORIES, object_noun
+from dataset.constants import (
+    BTAD_CATEGORIES,
+    KSDD2_CATEGORIES,
+    MPDD_CATEGORIES,
+    MVTEC_AD2_CATEGORIES,
+    MVTEC_CATEGORIES,
+    MVTEC_LOCO_CATEGORIES,
+    OBJECT_NOUNS,
+    REAL_IAD_CATEGORIES,
+    TEXTURE_CATEGORIES,
+    VISA_CATEGORIES,
+    object_noun,
+)
 from dataset.folder import FOLDER_LAYOUT, available_folder_categories, load_folder
+from dataset.ksdd2 import KSDD2_LAYOUT, available_ksdd2_categories, load_ksdd2
 from dataset.mvtec import MVTEC_LAYOUT, available_mvtec_categories, load_mvtec
+from dataset.mvtec_like import (
+    BTAD_LAYOUT,
+    MPDD_LAYOUT,
+    MVTEC_AD2_LAYOUT,
+    available_btad_categories,
+    available_mpdd_categories,
+    available_mvtec_ad2_categories,
+    load_btad,
+    load_mpdd,
+    load_mvtec_ad2,
+)
+from dataset.mvtec_loco import LOCO_LAYOUT, available_loco_categories, load_mvtec_loco
+from dataset.real_iad import REAL_IAD_LAYOUT, available_real_iad_categories, load_real_iad
 from dataset.visa import VISA_LAYOUT, available_visa_categories, load_visa
 
-DATASET_NAMES: tuple[str, ...] = ("mvtec", "visa", "folder")
+Loader = Callable[[str | os.PathLike[str], str, str], ImageDataset]
 
-_LOADERS: dict[str, Callable[[str | os.PathLike[str], str, str], ImageDataset]] = {
-    "mvtec": load_mvtec,
-    "visa": load_visa,
-    "folder": load_folder,
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one `--dataset` name is read: its loader, its on-disk category finder, the layout shown in
+    errors and the benchmark's published categories (empty for own data)."""
+
+    load: Loader
+    find: Callable[[str | os.PathLike[str]], list[str]]
+    layout: str
+    categories: tuple[str, ...]
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mvtec": DatasetSpec(load_mvtec, available_mvtec_categories, MVTEC_LAYOUT, MVTEC_CATEGORIES),
+    "visa": DatasetSpec(load_visa, available_visa_categories, VISA_LAYOUT, VISA_CATEGORIES),
+    "mvtec_ad2": DatasetSpec(
+        load_mvtec_ad2, available_mvtec_ad2_categories, MVTEC_AD2_LAYOUT, MVTEC_AD2_CATEGORIES
+    ),
+    "mvtec_loco": DatasetSpec(load_mvtec_loco, available_loco_categories, LOCO_LAYOUT, MVTEC_LOCO_CATEGORIES),
+    "mpdd": DatasetSpec(load_mpdd, available_mpdd_categories, MPDD_LAYOUT, MPDD_CATEGORIES),
+    "btad": DatasetSpec(load_btad, available_btad_categories, BTAD_LAYOUT, BTAD_CATEGORIES),
+    "ksdd2": DatasetSpec(load_ksdd2, available_ksdd2_categories, KSDD2_LAYOUT, KSDD2_CATEGORIES),
+    "real_iad": DatasetSpec(
+        load_real_iad, available_real_iad_categories, REAL_IAD_LAYOUT, REAL_IAD_CATEGORIES
+    ),
+    "folder": DatasetSpec(load_folder, available_folder_categories, FOLDER_LAYOUT, ()),
 }
-_CATEGORY_FINDERS: dict[str, Callable[[str | os.PathLike[str]], list[str]]] = {
-    "mvtec": available_mvtec_categories,
-    "visa": available_visa_categories,
-    "folder": available_folder_categories,
-}
-_LAYOUTS: dict[str, str] = {"mvtec": MVTEC_LAYOUT, "visa": VISA_LAYOUT, "folder": FOLDER_LAYOUT}
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 
 
-def _check_name(name: str) -> None:
-    if name not in _LOADERS:
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
+    return DATASETS[name]
 
 
-def load_dataset(name: str, root: str | os.PathLike[str], category: str, split: str) -> ImageDataset:
+def load_dataset(
+    name: str, root: str | os.PathLike[str], category: str, split: str, resolution: str | None = None
+) -> ImageDataset:
     """A lazy sequence of `Sample`s for one category and split ("train" or "test").
 
-    name: "mvtec", "visa" or "folder". root: the datasets root (holding `mvtec/`, `visa/`) or the dataset
-    folder itself; `~` is expanded. Nothing is decoded here; `result.records` lists paths and labels.
-    Bad input raises DatasetError naming the path and the expected layout.
+    name: one of DATASET_NAMES. root: the datasets root (holding `mvtec/`, `visa/`, ...) or the dataset
+    folder itself; `~` is expanded. Some sets have more splits: mvtec_ad2 "validation", "test_private",
+    "test_private_mixed" ("test" is test_public); mvtec_loco "validation". `resolution` picks the
+    `realiad_<res>` folder of real_iad (ignored by the others). Nothing is decoded here;
+    `result.records` lists paths and labels. Bad input raises DatasetError naming the path and the layout.
     """
-    _check_name(name)
-    return _LOADERS[name](root, category, split)
+    spec = _spec(name)
+    if name == "real_iad":
+        return load_real_iad(root, category, split, resolution)
+    return spec.load(root, category, split)
 
 
 def available_categories(name: str, root: str | os.PathLike[str]) -> list[str]:
     """Categories of dataset `name` found on disk under `root`, sorted."""
-    _check_name(name)
-    return _CATEGORY_FINDERS[name](root)
+    return _spec(name).find(root)
+
+
+def categories_of(name: str) -> tuple[str, ...]:
+    """The published categories of benchmark `name` (no disk access; () for "folder", own data)."""
+    return _spec(name).categories
+
+
+def benchmark_categories() -> tuple[str, ...]:
+    """Every published category of every benchmark, in DATASET_NAMES order, each once (the app's list)."""
+    return tuple(dict.fromkeys(c for spec in DATASETS.values() for c in spec.categories))
 
 
 def select_categories(
@@ -66,7 +126,7 @@ def select_categories(
         )
     found = available_categories(name, root)
     if not found:
-        raise DatasetError(f"no {name} categories under {root}: expected {_LAYOUTS[name]}")
+        raise DatasetError(f"no {name} categories under {root}: expected {_spec(name).layout}")
     missing = [c for c in wanted or () if c not in found]
     if missing:
         raise DatasetError(
@@ -77,18 +137,28 @@ def select_categories(
 
 
 __all__ = [
+    "BTAD_CATEGORIES",
+    "DATASETS",
     "DATASET_NAMES",
+    "KSDD2_CATEGORIES",
+    "MPDD_CATEGORIES",
+    "MVTEC_AD2_CATEGORIES",
     "MVTEC_CATEGORIES",
+    "MVTEC_LOCO_CATEGORIES",
+    "REAL_IAD_CATEGORIES",
     "OBJECT_NOUNS",
     "TEXTURE_CATEGORIES",
     "VISA_CATEGORIES",
     "DatasetError",
+    "DatasetSpec",
     "DatasetWarning",
     "ImageDataset",
     "MaskPairingError",
     "Record",
     "Sample",
     "available_categories",
+    "benchmark_categories",
+    "categories_of",
     "load_dataset",
     "object_noun",
     "select_categories",

@@ -37,14 +37,20 @@ class Record:
     """One image of a split, without its pixels.
 
     `image_path` and `mask_path` are absolute path strings (the mask is None for normal images and for
-    defective images of own data that have no mask); `label` is 0 (good) or 1 (anomalous).
+    defective images of own data that have no mask); `label` is 0 (good), 1 (anomalous) or None (a split
+    published without labels, e.g. MVTec AD 2's test_private: scored, never measured).
+    `regions`: one mask file per defect region when a set keeps them apart (MVTec LOCO); the image's mask
+    is then their union and `mask_path` names their folder. `sample_id`: the physical sample several
+    views belong to (Real-IAD), else None.
     """
 
     image_path: str
     mask_path: str | None
-    label: int
+    label: int | None
     defect_type: str
     category: str
+    regions: tuple[str, ...] = ()
+    sample_id: str | None = None
 
 
 @dataclass(eq=False)
@@ -52,11 +58,11 @@ class Sample:
     """One decoded image with its ground truth.
 
     image: (H, W, 3) uint8 RGB. mask: (H, W) bool, True = anomalous pixel, all False for good images.
-    label: 0 good / 1 anomalous. defect_type: "good" for normal images.
+    label: 0 good / 1 anomalous / None unlabelled (see `Record`). defect_type: "good" for normal images.
     """
 
     image: np.ndarray
-    label: int
+    label: int | None
     mask: np.ndarray
     category: str
     defect_type: str
@@ -65,8 +71,11 @@ class Sample:
 
 
 def is_image_file(path: Path) -> bool:
-    """True for a regular file whose extension (any case) is one of IMAGE_EXTENSIONS."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    """True for a regular file whose extension (any case) is one of IMAGE_EXTENSIONS.
+
+    Hidden files (`.DS_Store`, macOS `._0001.png` resource forks) are never images.
+    """
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
 def list_images(directory: Path) -> list[Path]:
@@ -91,6 +100,16 @@ def as_root(root: str | os.PathLike[str], layout: str) -> Path:
     if not path.is_dir():
         raise DatasetError(f"dataset root not found: {path} (expected {layout})")
     return path
+
+
+def resolve_folder(root: str | os.PathLike[str], names: Sequence[str], layout: str) -> Path:
+    """The dataset's folder: the first `root/<name>` of `names` that exists (canonical name first, then the
+    archive's own), else `root` itself (given as the dataset folder). A missing root is a DatasetError."""
+    base = as_root(root, layout)
+    for name in names:
+        if (base / name).is_dir():
+            return base / name
+    return base
 
 
 def _decode(
@@ -362,24 +381,43 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return _decode(path, "mask", convert)
 
 
+def read_mask_values(path: str | os.PathLike[str]) -> np.ndarray:
+    """A mask's stored values, (H, W) integer (the largest over channels), turned upright like `read_mask`.
+
+    MVTec LOCO names each region's defect by its pixel value (defects_config.json).
+    """
+
+    def convert(img: Image.Image) -> np.ndarray:
+        arr = np.asarray(img)
+        if arr.ndim == 3:
+            arr = arr.max(axis=2)
+        return upright(arr.astype(np.int64), exif_orientation(img))
+
+    return _decode(path, "mask", convert)
+
+
+def read_sized_mask(path: str, image_path: str, size: tuple[int, int]) -> np.ndarray:
+    """`read_mask(path)` checked to be (H, W) = `size`, the size of `image_path`; else a DatasetError."""
+    mask = read_mask(path)
+    height, width = size
+    if mask.shape != (height, width):
+        turned = (
+            " upright, as a viewer shows it after its EXIF rotation" if mask.shape == (width, height) else ""
+        )
+        raise DatasetError(
+            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but image {image_path} "
+            f"is {width}x{height} (expected a mask of the image's size, drawn on the image{turned})"
+        )
+    return mask
+
+
 def load_sample(record: Record) -> Sample:
     """Decode the image (and mask) of `record`; a mask of another size than its image is a DatasetError."""
     image = read_image(record.image_path)
     height, width = image.shape[:2]
-    if record.mask_path is None:
-        mask = np.zeros((height, width), dtype=bool)
-    else:
-        mask = read_mask(record.mask_path)
-        if mask.shape != (height, width):
-            turned = (
-                " upright, as a viewer shows it after its EXIF rotation"
-                if mask.shape == (width, height)
-                else ""
-            )
-            raise DatasetError(
-                f"mask {record.mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {record.image_path} "
-                f"is {width}x{height} (expected a mask of the image's size, drawn on the image{turned})"
-            )
+    mask = np.zeros((height, width), dtype=bool)
+    for path in record.regions or ((record.mask_path,) if record.mask_path is not None else ()):
+        mask |= read_sized_mask(path, record.image_path, (height, width))
     return Sample(
         image=image,
         label=record.label,
@@ -454,7 +492,7 @@ class ImageDataset(Sequence[Sample]):
         return sample
 
     def __repr__(self) -> str:
-        n_bad = sum(r.label for r in self.records)
+        n_bad = sum(r.label or 0 for r in self.records)
         return (
             f"ImageDataset({self.name}, category={self.category!r}, split={self.split!r}, "
             f"n={len(self)}, anomalous={n_bad}, root={str(self.root)!r})"

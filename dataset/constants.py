@@ -38,6 +38,72 @@ VISA_CATEGORIES: tuple[str, ...] = (
     "pipe_fryum",
 )
 
+MVTEC_AD2_CATEGORIES: tuple[str, ...] = (
+    "can",
+    "fabric",
+    "fruit_jelly",
+    "rice",
+    "sheet_metal",
+    "vial",
+    "wallplugs",
+    "walnuts",
+)
+
+MVTEC_LOCO_CATEGORIES: tuple[str, ...] = (
+    "breakfast_box",
+    "juice_bottle",
+    "pushpins",
+    "screw_bag",
+    "splicing_connectors",
+)
+
+MPDD_CATEGORIES: tuple[str, ...] = (
+    "bracket_black",
+    "bracket_brown",
+    "bracket_white",
+    "connector",
+    "metal_plate",
+    "tubes",
+)
+
+BTAD_CATEGORIES: tuple[str, ...] = ("01", "02", "03")
+
+# KolektorSDD2 is one surface: a single category of this name.
+KSDD2_CATEGORIES: tuple[str, ...] = ("ksdd2",)
+
+REAL_IAD_CATEGORIES: tuple[str, ...] = (
+    "audiojack",
+    "bottle_cap",
+    "button_battery",
+    "end_cap",
+    "eraser",
+    "fire_hood",
+    "mint",
+    "mounts",
+    "pcb",
+    "phone_battery",
+    "plastic_nut",
+    "plastic_plug",
+    "porcelain_doll",
+    "regulator",
+    "rolled_strip_base",
+    "sim_card_set",
+    "switch",
+    "tape",
+    "terminalblock",
+    "toothbrush",
+    "toy",
+    "toy_brick",
+    "transistor1",
+    "u_block",
+    "usb",
+    "usb_adaptor",
+    "vcpill",
+    "wooden_beads",
+    "woodstick",
+    "zipper",
+)
+
 # MVTec AD texture categories: the whole image is the "object", so no object mask is needed.
 TEXTURE_CATEGORIES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 
@@ -72,6 +138,63 @@ OBJECT_NOUNS: dict[str, str] = {
     "pcb3": "printed circuit board",
     "pcb4": "printed circuit board",
     "pipe_fryum": "pipe-shaped fryum snack",
+    # MVTec AD 2
+    "can": "can",
+    "fabric": "fabric",
+    "fruit_jelly": "fruit jelly",
+    "rice": "rice grains",
+    "sheet_metal": "sheet metal",
+    "vial": "vial",
+    "wallplugs": "wall plugs",
+    "walnuts": "walnuts",
+    # MVTec LOCO AD
+    "breakfast_box": "breakfast box",
+    "juice_bottle": "juice bottle",
+    "pushpins": "pushpins",
+    "screw_bag": "screw bag",
+    "splicing_connectors": "splicing connectors",
+    # MPDD
+    "bracket_black": "black metal bracket",
+    "bracket_brown": "brown metal bracket",
+    "bracket_white": "white metal bracket",
+    "connector": "metal connector",
+    "metal_plate": "metal plate",
+    "tubes": "metal tubes",
+    # BTAD (anonymised product classes)
+    "01": "product",
+    "02": "product",
+    "03": "product",
+    # KolektorSDD2
+    "ksdd2": "electrical commutator surface",
+    # Real-IAD
+    "audiojack": "audio jack",
+    "bottle_cap": "bottle cap",
+    "button_battery": "button battery",
+    "end_cap": "end cap",
+    "eraser": "eraser",
+    "fire_hood": "fire hood",
+    "mint": "mint candy",
+    "mounts": "mount",
+    "pcb": "printed circuit board",
+    "phone_battery": "phone battery",
+    "plastic_nut": "plastic nut",
+    "plastic_plug": "plastic plug",
+    "porcelain_doll": "porcelain doll",
+    "regulator": "regulator",
+    "rolled_strip_base": "rolled strip base",
+    "sim_card_set": "sim card tray",
+    "switch": "switch",
+    "tape": "tape",
+    "terminalblock": "terminal block",
+    "toy": "toy",
+    "toy_brick": "toy brick",
+    "transistor1": "transistor",
+    "u_block": "u-shaped block",
+    "usb": "usb plug",
+    "usb_adaptor": "usb adaptor",
+    "vcpill": "pill",
+    "wooden_beads": "wooden beads",
+    "woodstick": "wooden stick",
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from dataset.constants import OBJECT_NOUNS, TEXTURE_CATEGORIES, object_noun
+from dataset.constants import OBJECT_NOUNS, REAL_IAD_CATEGORIES, TEXTURE_CATEGORIES, object_noun
 
 STRATEGIES: tuple[str, ...] = ("base", "category", "mixed", "contextual")
 
@@ -75,6 +75,200 @@ CATEGORY_DEFECTS: dict[str, tuple[str, ...]] = {
     "pcb3": ("bent pin", "missing component", "melted plastic", "scratch", "burnt spot"),
     "pcb4": ("missing component", "damaged component", "scratch", "burnt spot", "extra solder"),
     "pipe_fryum": ("burnt spot", "broken fryum", "crack", "foreign particle", "discoloration"),
+    # --- MPDD -----------------------------------------------------------------------------------
+    "bracket_black": ("hole", "scratch", "bent bracket", "deformation"),
+    "bracket_brown": ("bent bracket", "wrong part", "mismatched part", "deformation"),
+    "bracket_white": ("paint defect", "scratch", "peeling paint", "stain"),
+    "connector": ("wrong part", "mismatched part", "missing part", "deformation"),
+    "metal_plate": ("rust", "rust spot", "rusted surface", "scratch"),
+    "tubes": ("dent", "deformed tube", "scratch", "crack"),
+    # --- MVTec LOCO AD (logical phrases first, then structural) ---------------------------------
+    "breakfast_box": ("missing food", "extra food", "wrong food", "broken box", "contamination", "crack"),
+    "juice_bottle": ("missing label", "wrong label", "wrong fill level", "contamination", "broken label"),
+    "pushpins": ("missing pushpin", "extra pushpin", "wrong color pushpin", "broken pushpin", "bent pin"),
+    "screw_bag": ("missing screw", "extra screw", "wrong screw", "torn bag", "broken washer"),
+    "splicing_connectors": ("missing cable", "wrong cable", "extra connector", "broken cable", "cut cable"),
+    # --- MVTec AD 2 -----------------------------------------------------------------------------
+    "can": ("dent", "scratch", "stain", "contamination"),
+    "fabric": ("hole", "stain", "loose thread", "cut", "contamination"),
+    "fruit_jelly": ("bubble", "foreign particle", "deformation", "missing piece", "stain"),
+    "rice": ("foreign particle", "broken grain", "discolored grain", "contamination"),
+    "sheet_metal": ("scratch", "dent", "hole", "stain"),
+    "vial": ("crack", "foreign particle", "wrong fill level", "contamination"),
+    "wallplugs": ("crack", "deformation", "missing part", "contamination"),
+    "walnuts": ("crack", "hole", "broken shell", "foreign particle"),
+    # --- BTAD (anonymised products) and KolektorSDD2 --------------------------------------------
+    "01": ("scratch", "crack", "dent", "stain", "missing part"),
+    "02": ("scratch", "crack", "stain", "hole"),
+    "03": ("scratch", "crack", "stain", "dent"),
+    "ksdd2": ("scratch", "crack", "spot", "stain", "dent"),
+}
+# Real-IAD: the eight defect classes of the set, shared by its 30 categories (toothbrush and zipper, also
+# MVTec AD categories, keep their MVTec AD vocabulary: prompts are keyed by category name only).
+REAL_IAD_DEFECTS: tuple[str, ...] = (
+    "pit",
+    "deformation",
+    "abrasion",
+    "scratch",
+    "damage",
+    "missing part",
+    "foreign object",
+    "contamination",
+)
+for _category in REAL_IAD_CATEGORIES:
+    CATEGORY_DEFECTS.setdefault(_category, REAL_IAD_DEFECTS)
+
+# Which test defect folder each vocabulary phrase names, for the defect-type report
+# (utils/evaluation/defect_types.py). Sets whose folders name the defect: MVTec AD, MPDD, MVTec LOCO
+# (its two anomaly types). A phrase missing here names no folder (a prediction that cannot be right).
+DEFECT_FOLDERS: dict[str, dict[str, str]] = {
+    # --- MVTec AD -------------------------------------------------------------------------------
+    "bottle": {
+        "broken rim": "broken_large",
+        "chipped glass": "broken_small",
+        "dirt": "contamination",
+        "foreign particle": "contamination",
+    },
+    "cable": {
+        "cut insulation": "cut_outer_insulation",
+        "exposed wire": "cut_inner_insulation",
+        "missing wire": "missing_wire",
+        "bent wire": "bent_wire",
+        "wrong colored wire": "cable_swap",
+    },
+    "capsule": {
+        "crack": "crack",
+        "dent": "poke",
+        "scratch": "scratch",
+        "faulty imprint": "faulty_imprint",
+        "squeezed capsule": "squeeze",
+    },
+    "hazelnut": {
+        "crack": "crack",
+        "hole": "hole",
+        "cut": "cut",
+        "print on shell": "print",
+        "broken shell": "crack",
+    },
+    "metal_nut": {"bent": "bent", "scratch": "scratch", "discoloration": "color", "flipped nut": "flip"},
+    "pill": {
+        "crack": "crack",
+        "scratch": "scratch",
+        "contamination": "contamination",
+        "discoloration": "color",
+        "faulty imprint": "faulty_imprint",
+    },
+    "screw": {"damaged thread": "thread_side", "deformed head": "manipulated_front"},
+    "toothbrush": {
+        "frayed bristles": "defective",
+        "missing bristles": "defective",
+        "bent bristles": "defective",
+        "contamination": "defective",
+    },
+    "transistor": {
+        "bent lead": "bent_lead",
+        "cut lead": "cut_lead",
+        "damaged case": "damaged_case",
+        "missing transistor": "misplaced",
+        "misplaced transistor": "misplaced",
+    },
+    "zipper": {
+        "broken teeth": "broken_teeth",
+        "split teeth": "split_teeth",
+        "torn fabric": "fabric_interior",
+        "frayed fabric": "fabric_border",
+    },
+    "carpet": {
+        "hole": "hole",
+        "cut": "cut",
+        "stain": "color",
+        "loose thread": "thread",
+        "color spot": "color",
+        "metal contamination": "metal_contamination",
+    },
+    "grid": {
+        "bent wire": "bent",
+        "broken wire": "broken",
+        "glue": "glue",
+        "loose thread": "thread",
+        "metal contamination": "metal_contamination",
+    },
+    "leather": {"cut": "cut", "fold": "fold", "glue": "glue", "color spot": "color", "puncture": "poke"},
+    "tile": {
+        "crack": "crack",
+        "glue strip": "glue_strip",
+        "oil stain": "oil",
+        "rough surface": "rough",
+        "gray stroke": "gray_stroke",
+    },
+    "wood": {"hole": "hole", "scratch": "scratch", "liquid stain": "liquid", "color spot": "color"},
+    # --- MPDD -----------------------------------------------------------------------------------
+    "bracket_black": {"hole": "hole", "scratch": "scratches"},
+    "bracket_brown": {
+        "bent bracket": "bend_and_parts_mismatch",
+        "deformation": "bend_and_parts_mismatch",
+        "wrong part": "parts_mismatch",
+        "mismatched part": "parts_mismatch",
+    },
+    "bracket_white": {
+        "paint defect": "defective_painting",
+        "peeling paint": "defective_painting",
+        "scratch": "scratches",
+    },
+    "connector": {
+        "wrong part": "parts_mismatch",
+        "mismatched part": "parts_mismatch",
+        "missing part": "parts_mismatch",
+    },
+    "metal_plate": {
+        "rust": "total_rust",
+        "rusted surface": "total_rust",
+        "rust spot": "major_rust",
+        "scratch": "scratches",
+    },
+    "tubes": {
+        "dent": "anomalous",
+        "deformed tube": "anomalous",
+        "scratch": "anomalous",
+        "crack": "anomalous",
+    },
+    # --- MVTec LOCO AD --------------------------------------------------------------------------
+    "breakfast_box": {
+        "missing food": "logical_anomalies",
+        "extra food": "logical_anomalies",
+        "wrong food": "logical_anomalies",
+        "broken box": "structural_anomalies",
+        "contamination": "structural_anomalies",
+        "crack": "structural_anomalies",
+    },
+    "juice_bottle": {
+        "missing label": "logical_anomalies",
+        "wrong label": "logical_anomalies",
+        "wrong fill level": "logical_anomalies",
+        "contamination": "structural_anomalies",
+        "broken label": "structural_anomalies",
+    },
+    "pushpins": {
+        "missing pushpin": "logical_anomalies",
+        "extra pushpin": "logical_anomalies",
+        "wrong color pushpin": "logical_anomalies",
+        "broken pushpin": "structural_anomalies",
+        "bent pin": "structural_anomalies",
+    },
+    "screw_bag": {
+        "missing screw": "logical_anomalies",
+        "extra screw": "logical_anomalies",
+        "wrong screw": "logical_anomalies",
+        "torn bag": "structural_anomalies",
+        "broken washer": "structural_anomalies",
+    },
+    "splicing_connectors": {
+        "missing cable": "logical_anomalies",
+        "wrong cable": "logical_anomalies",
+        "extra connector": "logical_anomalies",
+        "broken cable": "structural_anomalies",
+        "cut cable": "structural_anomalies",
+    },
 }
 
 # The object noun used by `contextual` when no category is given.
@@ -146,6 +340,22 @@ def build_prompts(
     if not prompts:
         raise ValueError(f"no prompts for category {category!r}: its prompt_overrides entry has no phrase")
     return prompts
+
+
+def prompt_defect_folders(category: str, prompts: Sequence[str]) -> dict[str, str]:
+    """prompt -> the defect folder its vocabulary phrase names (`DEFECT_FOLDERS`), for prompts naming one.
+
+    A contextual prompt ("crack on the hazelnut") is read as its phrase ("crack"); case is ignored.
+    """
+    folders = {phrase.lower(): folder for phrase, folder in DEFECT_FOLDERS.get(category, {}).items()}
+    suffix = contextual_prompt("", object_noun(category)).lower()  # " on the <noun>"
+    named = {}
+    for prompt in prompts:
+        phrase = " ".join(prompt.split()).lower()
+        phrase = phrase[: -len(suffix)] if phrase.endswith(suffix) else phrase
+        if phrase in folders:
+            named[prompt] = folders[phrase]
+    return named
 
 
 def object_prompt(category: str | None, texture_categories: Sequence[str] = TEXTURE_CATEGORIES) -> str | None:

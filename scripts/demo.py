@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E402
+from dataset import DatasetError, categories_of  # noqa: E402
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
@@ -100,8 +100,8 @@ def input_images(path: Path) -> list[Path]:
 
 
 def check_category(dataset: str | None, category: str | None) -> None:
-    """With --dataset mvtec|visa, --category must be one of that benchmark's categories."""
-    known = {"mvtec": MVTEC_CATEGORIES, "visa": VISA_CATEGORIES}.get(dataset or "")
+    """With --dataset <benchmark>, --category must be one of that benchmark's categories."""
+    known = categories_of(dataset) if dataset else ()
     if known and category not in known:
         raise DatasetError(
             f"--category {category} is not a {dataset} category: choose one of {', '.join(known)}"

@@ -24,6 +24,7 @@ from dataset import select_categories  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.config.schema import Config  # noqa: E402
 from utils.distributed import Dist, everywhere, from_environment, on_main, shutdown  # noqa: E402
+from utils.evaluation.benchmark_hooks import check_benchmark_settings  # noqa: E402
 from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
 from utils.evaluation.seeds import evaluate_seeds, seed_runs  # noqa: E402
@@ -55,6 +56,7 @@ def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
     several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked now (ConfigError), one run per seed below
     cfg.data.categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    check_benchmark_settings(cfg)  # test_split, defect_type_report: for the datasets they apply to
     out = check_output_dir(cfg.evaluation.output_dir)
     with ExitStack() as stack:
         on_main(dist, lambda: stack.enter_context(OutputLock(out)))

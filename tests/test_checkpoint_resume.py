@@ -16,8 +16,8 @@ import pytest
 from scripts import train as train_script
 from tests.test_checkpoint import assert_same
 from tests.test_training import _flags, _train
-from utils.config.schema import defaults
 from utils.config.cli import run
+from utils.config.schema import defaults
 from utils.files import OutputLock
 from utils.training.checkpoint import load_checkpoint
 from utils.training.trainer import RESUME_CHANGEABLE, RESUME_FIXED, resume_changes

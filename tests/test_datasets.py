@@ -363,7 +363,7 @@ def test_error_unknown_category_lists_found(tmp_path: Path) -> None:
 
 
 def test_error_bad_name_and_split(mvtec_root: Path) -> None:
-    with pytest.raises(DatasetError, match="unknown dataset 'kitti'.*mvtec, visa, folder"):
+    with pytest.raises(DatasetError, match="unknown dataset 'kitti'.*mvtec, visa, mvtec_ad2, .*, folder"):
         load_dataset("kitti", mvtec_root, "bottle", "test")
     with pytest.raises(DatasetError, match="unknown split 'val'"):
         load_dataset("mvtec", mvtec_root, "bottle", "val")
@@ -456,7 +456,8 @@ def test_error_visa_layout_problems(tmp_path: Path) -> None:
 def test_constants() -> None:
     assert len(MVTEC_CATEGORIES) == 15 and len(VISA_CATEGORIES) == 12
     assert set(TEXTURE_CATEGORIES) <= set(MVTEC_CATEGORIES) and len(TEXTURE_CATEGORIES) == 5
-    assert set(OBJECT_NOUNS) == set(MVTEC_CATEGORIES) | set(VISA_CATEGORIES)
+    benchmarks = (name for name in dataset.DATASET_NAMES if name != "folder")
+    assert set(OBJECT_NOUNS) == {c for name in benchmarks for c in dataset.categories_of(name)}
     assert object_noun("metal_nut") == "metal nut" and object_noun("pcb3") == "printed circuit board"
     assert object_noun("pipe_fryum") == "pipe-shaped fryum snack"
     assert object_noun("capsules") == "green capsules"

@@ -12,8 +12,8 @@ import torch
 
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
 from model.tiny_sam3 import TINY_NUM_QUERIES
-from utils.config.schema import defaults
 from tests.tolerances import assert_close
+from utils.config.schema import defaults
 
 H = W = 16  # mask resolution of the fake engine
 Q = 3  # queries per row

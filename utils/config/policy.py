@@ -69,6 +69,12 @@ POLICIES: dict[str, Policy] = {
         resume="changeable",
     ),
     "categories": keeps_scores(("test", "train"), "every category has its own store", resume="fixed"),
+    "test_split": changes_scores(("test",), resume="fixed"),
+    "realiad_resolution": keeps_scores(
+        ("test", "train"),
+        "the stored image paths (which name the folder) are compared one by one instead",
+        resume="changeable",
+    ),
     "texture_categories": changes_scores(EVAL),
     # model
     "model_path": changes_scores(ALL, "identity", resume="fixed"),
@@ -117,6 +123,9 @@ POLICIES: dict[str, Policy] = {
     "visualize": keeps_scores(("test",), OVERLAYS),
     "num_visualize": keeps_scores(("test",), OVERLAYS),
     "save_maps": keeps_scores(("test",), "written from the stored maps at every run"),
+    "defect_type_report": keeps_scores(
+        ("test",), "a report made after the maps are stored, from a separate detection pass"
+    ),
     # demo
     "mask_threshold": keeps_scores(("demo",), DEMO_ONLY),
     "thresholds": keeps_scores(("demo",), DEMO_ONLY),

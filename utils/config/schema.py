@@ -69,6 +69,17 @@ class DataSettings:
         "categories to use (comma-separated as a flag); null -> every category found under the root",
         "data",
     )
+    test_split: str = setting(
+        "test",
+        "the split test.py scores; mvtec_ad2 also test_private / test_private_mixed (unlabelled: no metrics)",
+        "data",
+        choices=("test", "test_private", "test_private_mixed"),
+    )
+    realiad_resolution: str | None = setting(
+        None,
+        "real_iad: the realiad_<res> folder to read (256, 512, 1024, raw) when several; null -> the only one",
+        "data",
+    )
     texture_categories: list[str] = setting(
         list(TEXTURE_CATEGORIES),
         "categories without object-prompt regularisation (default: dataset.TEXTURE_CATEGORIES)",
@@ -166,6 +177,12 @@ class EvaluationSettings:
     num_visualize: int = setting(
         8,
         "images per category to visualise (worst errors first)",
+        "evaluation",
+    )
+    defect_type_report: bool = setting(
+        False,
+        "mvtec, mpdd, mvtec_loco with a vocabulary prompt strategy: defect type of each anomalous image by "
+        "the prompt covering its ground truth (one more pass over them; defect_types.csv + accuracy)",
         "evaluation",
     )
     save_maps: str | None = setting(
@@ -376,7 +393,7 @@ def fingerprinted(mode: str) -> tuple[str, ...]:
 
 
 def markdown_table() -> str:
-    """The settings table of docs/settings.md: key, default, allowed values, flags, changes scores, meaning."""
+    """docs/settings.md's table: key, default, allowed values, flags, changes scores, meaning."""
     rows = [
         "| key | default | allowed | flag of | changes scores | meaning |",
         "|---|---|---|---|---|---|",

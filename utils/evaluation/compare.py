@@ -1,4 +1,5 @@
-"""One comparison table of several runs: modes x datasets x the 7 metrics (results/compare.md).
+"""One comparison of several runs (results/compare.md): a block per dataset, a row per mode, the 7 metrics
+and the dataset's own ones (results.json "benchmark_metrics", e.g. sPRO).
 
     python -m utils.evaluation.compare results     # reads results/<mode>/<dataset>[/seed_<s>]/results.json
 
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from utils.evaluation.metrics import METRIC_KEYS
-from utils.evaluation.results import COLUMN_TITLES, mean_metrics
+from utils.evaluation.results import COLUMN_TITLES, mean_metrics_of
 from utils.files import atomic_write_text
 
 
@@ -33,24 +34,31 @@ def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
             continue  # one seed of a mean over seeds: counted through that mean's "seeds" section
         means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
         mode = path.relative_to(root).parts[0]
-        runs.setdefault((mode, doc["dataset"]), []).extend(_numbers(mean) for mean in means)
+        extra = doc.get("benchmark_metrics", {}).get("mean", {})
+        runs.setdefault((mode, doc["dataset"]), []).extend(_numbers({**mean, **extra}) for mean in means)
     return runs
 
 
 def _numbers(mean: dict[str, float | None]) -> dict[str, float]:
-    """A results.json mean row with undefined (null) metrics as NaN."""
-    return {k: math.nan if mean[k] is None else float(mean[k]) for k in METRIC_KEYS}
+    """A results.json mean row (and its benchmark metrics) with undefined (null) metrics as NaN."""
+    return {k: math.nan if v is None else float(v) for k, v in mean.items()}
 
 
 def compare_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> str:
-    """A Markdown table in percent, one row per (mode, dataset): the mean over its runs ("–" = undefined)."""
-    header = "| mode | dataset | runs | " + " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS) + " |"
-    lines = ["### mode comparison (%)", "", header, "|" + "---|" * (len(METRIC_KEYS) + 3)]
-    for (mode, dataset), means in runs.items():
-        mean = mean_metrics(dict(enumerate(means)))
-        cells = ["–" if math.isnan(mean[key]) else f"{100 * mean[key]:.1f}" for key in METRIC_KEYS]
-        lines.append(f"| {mode} | {dataset} | {len(means)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """Markdown in percent: a block per dataset (in order of appearance), one row per mode: the mean over its
+    runs ("–" = undefined) of METRIC_KEYS and of the dataset's own metrics."""
+    blocks = []
+    for name in dict.fromkeys(dataset for _, dataset in runs):
+        rows = {mode: means for (mode, dataset), means in runs.items() if dataset == name}
+        keys = list(dict.fromkeys([*METRIC_KEYS, *(k for ms in rows.values() for m in ms for k in m)]))
+        header = "| mode | dataset | runs | " + " | ".join(COLUMN_TITLES.get(k, k) for k in keys) + " |"
+        lines = [f"### {name}: mode comparison (%)", "", header, "|" + "---|" * (len(keys) + 3)]
+        for mode, means in rows.items():
+            mean = mean_metrics_of(means, keys)
+            cells = ["–" if math.isnan(mean[key]) else f"{100 * mean[key]:.1f}" for key in keys]
+            lines.append(f"| {mode} | {name} | {len(means)} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
 
 
 def main(root: str) -> int:

@@ -9,6 +9,7 @@ depends on every image of the category, goes through `score_whole_category` inst
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,8 +22,8 @@ from tqdm import tqdm
 from dataset import Sample
 from model.map_ops import resize_map, resize_mask
 from utils.distributed import SINGLE, Dist, broadcast, gather, on_main, round_robin
-from utils.evaluation.metrics import compute_metrics
-from utils.evaluation.store import CategoryResult, CategoryStore
+from utils.evaluation.metrics import METRIC_KEYS, compute_metrics
+from utils.evaluation.store import UNLABELLED, CategoryResult, CategoryStore
 
 # What a scorer returns per image: the anomaly map (H, W) float in [0, 1] and the image score.
 Outputs = list[tuple[np.ndarray, float]]
@@ -87,6 +88,10 @@ def evaluate_category(
         return None
     result = store.result({})
     result.scored, result.seconds = len(paths) - n_done, time.perf_counter() - start
+    if (result.labels == UNLABELLED).any():  # MVTec AD 2 test_private: scored, never measured
+        result.metrics = dict.fromkeys(METRIC_KEYS, math.nan)
+        store.save_metrics(result.metrics, aupro_variant)
+        return result
     result.metrics = compute_metrics(
         result.labels,
         result.scores,
@@ -177,7 +182,8 @@ def prepare_batch(
         for m, _ in outputs
     ]
     masks = [resize_mask(s.mask, size) for s in batch]
-    return maps, masks, [int(s.label) for s in batch], [float(score) for _, score in outputs]
+    labels = [UNLABELLED if s.label is None else int(s.label) for s in batch]
+    return maps, masks, labels, [float(score) for _, score in outputs]
 
 
 def prefetched_batches(

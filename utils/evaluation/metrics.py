@@ -357,6 +357,14 @@ def compute_metrics(
     return {key: out[key] for key in METRIC_KEYS}
 
 
+def image_metrics(labels: np.ndarray, scores: np.ndarray, prefix: str = "image") -> dict[str, float]:
+    """AUROC, AP and F1-max of (N,) 0/1 `labels` and (N,) `scores`, the definitions of `compute_metrics`,
+    as {"<prefix>_auroc", "<prefix>_ap", "<prefix>_f1_max"}; NaN (with a warning) when a class is missing."""
+    names = [f"{prefix}_auroc", f"{prefix}_ap", f"{prefix}_f1_max"]
+    ranked = _image_ranked(np.asarray(labels).astype(bool), np.asarray(scores))
+    return _level_metrics(ranked, names, "images") or dict.fromkeys(names, float("nan"))
+
+
 def _curves(r: Ranking, max_points: int) -> dict[str, np.ndarray]:
     """ROC and PR points at the distinct positive scores, thresholds descending, subsampled for plotting."""
     if r.n_neg == 0 or r.n_pos == 0:

@@ -32,14 +32,17 @@ def draw_references(cfg: Config, category: str) -> list[str]:
     """
     dataset, dataset_path = cfg.data.dataset, cfg.data.dataset_path
     shots, seed = cfg.visual.shots, cfg.visual.shot_seed
-    train = load_dataset(dataset, dataset_path, category, "train")
+    train = load_dataset(dataset, dataset_path, category, "train", cfg.data.realiad_resolution)
     normal = [r.image_path for r in train.records if r.label == 0]
     if len(normal) < shots:
         raise NotEnoughReferencesError(
             f"--shots {shots} but {category} has {len(normal)} normal training image(s) "
             f"(train/good): lower --shots to at most {len(normal)} or add normal images"
         )
-    test_paths = {r.image_path for r in load_dataset(dataset, dataset_path, category, "test").records}
+    test_paths = {
+        r.image_path
+        for r in load_dataset(dataset, dataset_path, category, "test", cfg.data.realiad_resolution).records
+    }
     if test_paths.intersection(normal):
         warnings.warn(
             f"{category}: the train split is the test split (own folders without train/ and test/), so the "

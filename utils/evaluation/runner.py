@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dataset import ImageDataset, load_dataset, select_categories
+from dataset import ImageDataset, select_categories
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
+from utils.evaluation.benchmark_hooks import (
+    category_extras,
+    is_unlabelled,
+    score_validation,
+    scorer_detector,
+    split_to_score,
+)
 from utils.evaluation.exports import export_category
 from utils.evaluation.fingerprint import fingerprint_settings
 from utils.evaluation.loop import Scorer, evaluate_category
@@ -56,17 +64,17 @@ def evaluate(
     flat = cfg.to_dict()  # what results.json records, the fingerprint compares and the exports read
     fingerprint = fingerprint_settings(flat)
     per_category: dict[str, dict[str, float]] = {}
+    extra: dict[str, dict[str, float]] = {}  # a set's own metrics (utils/evaluation/benchmark_hooks.py)
     visual = visual_section(cfg)
     for category in categories:
-        samples = load_dataset(cfg.data.dataset, cfg.data.dataset_path, category, "test")
+        samples = split_to_score(cfg, category)
         references: list[str] = []
         if cfg.scoring.visual == "fewshot":  # drawn once: recorded in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)
-        result = evaluate_category(
-            samples,
-            scorer,
-            category,
-            out / "categories" / category,
+        score = functools.partial(  # one split of this category into a store folder (cat_dir)
+            evaluate_category,
+            scorer=scorer,
+            category=category,
             eval_size=cfg.evaluation.eval_size,
             batch_size=cfg.model.batch_size,
             fingerprint=fingerprint,
@@ -76,11 +84,19 @@ def evaluate(
             progress=progress,
             dist=dist,
         )
+        result = score(samples, cat_dir=out / "categories" / category)
+        threshold = score_validation(cfg, category, out, score)  # MVTec AD 2 only; every rank
         if result is None:  # not rank 0: rank 0 writes everything
             continue
         per_category[category] = result.metrics
-        export_category(out, flat, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
         log_category(category, record.add_category(category, len(samples), result.scored, result.seconds))
+        extra[category] = category_extras(
+            out, cfg, category, samples, result, threshold, scorer_detector(scorer)
+        )
+        if is_unlabelled(samples.records):  # no labels: no thresholds, curves or overlays
+            write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None)
+            continue
+        export_category(out, flat, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
         (out / "curves").mkdir(exist_ok=True)
         curves = {
             "image": image_curves(result.labels, result.scores),
@@ -90,7 +106,7 @@ def evaluate(
         if cfg.evaluation.visualize:
             visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize)
         shown = visual if cfg.scoring.visual != "none" else None
-        write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), shown)
+        write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra)
     return per_category
 
 

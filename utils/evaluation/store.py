@@ -33,12 +33,15 @@ from utils.evaluation.fingerprint import hash_settings
 from utils.evaluation.metrics import Ranking, rank_pixels
 from utils.files import atomic_write_text, disk_full_as_error, preallocate
 
+# The stored label of an image of a split published without labels (Record.label None).
+UNLABELLED = -1
+
 
 @dataclass
 class CategoryResult:
     """What evaluating one category produced.
 
-    maps: (N, S, S) float16, masks: (N, S, S) bool, labels: (N,) int, scores: (N,) float.
+    maps: (N, S, S) float16, masks: (N, S, S) bool, labels: (N,) int (0, 1 or UNLABELLED), scores: (N,) float.
     """
 
     metrics: dict[str, float]

@@ -20,8 +20,11 @@ log = get_logger(__name__)
 
 def training_samples(cfg: Config) -> ImageDataset:
     """Test-split samples (with masks) of every selected category of cfg.data.dataset, decoded lazily."""
-    categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
-    parts = [load_dataset(cfg.data.dataset, cfg.data.dataset_path, c, "test") for c in categories]
+    data = cfg.data
+    categories = select_categories(data.dataset, data.dataset_path, data.categories)
+    parts = [
+        load_dataset(data.dataset, data.dataset_path, c, "test", data.realiad_resolution) for c in categories
+    ]
     return ImageDataset(
         [r for part in parts for r in part.records], cfg.data.dataset, parts[0].root, "all", "test"
     )

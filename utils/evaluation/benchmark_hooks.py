@@ -1,0 +1,128 @@
+"""What the evaluation runner does per category for the benchmarks beyond MVTec AD and VisA.
+
+The runner calls, per category: `split_to_score` (the samples to score), then after `evaluate_category`:
+`category_extras` (a set's own metrics, the MVTec AD 2 server export, the defect-type report). Categories of
+an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True: they have no
+metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataset import ImageDataset, Record, load_dataset
+from utils.config.loading import ConfigError
+from utils.config.schema import Config
+from utils.evaluation.ad2_server import save_server_maps
+from utils.evaluation.benchmarks import benchmark_metrics, validation_threshold
+from utils.evaluation.defect_types import (
+    REPORTED_DATASETS,
+    VOCABULARY_STRATEGIES,
+    category_type_report,
+    reports_defect_types,
+)
+from utils.evaluation.metrics import UndefinedMetricWarning
+from utils.evaluation.store import CategoryResult
+from utils.files import atomic_write_text
+
+DEFECT_TYPES_CSV = "defect_types.csv"
+VALIDATION_DIR = "validation"  # <output_dir>/validation/<category>/: MVTec AD 2's validation/good store
+
+# Scores one split of a category into a store folder and returns its result (None off rank 0): the runner's
+# evaluate_category with everything but the samples and the folder fixed, called as score(samples, cat_dir=).
+ScoreSplit = Callable[..., CategoryResult | None]
+
+
+def split_to_score(cfg: Config, category: str) -> ImageDataset:
+    """The split test.py scores: cfg.data.test_split of cfg.data.dataset, at cfg.data.realiad_resolution."""
+    data = cfg.data
+    return load_dataset(data.dataset, data.dataset_path, category, data.test_split, data.realiad_resolution)
+
+
+def scorer_detector(scorer: Any) -> Any:
+    """The `AnomalyDetector` behind test.py's scorer (`utils.pipeline.CategoryScorer.detector`), or None for
+    a scorer without one (the defect-type report then cannot run: see `check_benchmark_settings`)."""
+    return getattr(scorer, "detector", None)
+
+
+def check_benchmark_settings(cfg: Config) -> None:
+    """One-line ConfigErrors for settings that cannot apply to cfg.data.dataset (before any scoring)."""
+    dataset, split, strategy = cfg.data.dataset, cfg.data.test_split, cfg.prompts.prompt_strategy
+    if split != "test" and dataset != "mvtec_ad2":
+        raise ConfigError(f"test_split {split} exists only for --dataset mvtec_ad2: use test")
+    if cfg.evaluation.defect_type_report and not reports_defect_types(dataset, strategy):
+        raise ConfigError(
+            f"defect_type_report needs --dataset {' | '.join(REPORTED_DATASETS)} (folders that name defects) "
+            f"and --prompt_strategy {' | '.join(VOCABULARY_STRATEGIES)} (per-category vocabularies); "
+            f"got {dataset} and {strategy}"
+        )
+
+
+def is_unlabelled(records: Sequence[Record]) -> bool:
+    """True for a split published without labels (every record's label is None)."""
+    return bool(records) and all(r.label is None for r in records)
+
+
+def per_image_csv_unlabelled(records: Sequence[Record], scores: np.ndarray) -> str:
+    """per_image.csv of an unlabelled split: path, defect_type (the split), an empty label, image_score."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("path", "defect_type", "label", "image_score"))
+    for record, score in zip(records, scores, strict=True):
+        writer.writerow([record.image_path, record.defect_type, "", repr(float(score))])
+    return buffer.getvalue()
+
+
+def score_validation(cfg: Config, category: str, out: Path, score: ScoreSplit) -> float:
+    """MVTec AD 2: score validation/good into `<out>/validation/<category>/` (resumable like the test
+    split) and return SegF1's threshold from it (`benchmarks.validation_threshold`). Every rank calls it;
+    NaN off rank 0 and for the other datasets (nothing scored)."""
+    if cfg.data.dataset != "mvtec_ad2":
+        return math.nan
+    samples = load_dataset("mvtec_ad2", cfg.data.dataset_path, category, "validation")
+    with (
+        warnings.catch_warnings()
+    ):  # validation holds good images only: its image/pixel metrics are undefined
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = score(samples, cat_dir=out / VALIDATION_DIR / category)
+    return math.nan if result is None else validation_threshold(result.maps)
+
+
+def category_extras(
+    out: Path,
+    cfg: Config,
+    category: str,
+    samples: ImageDataset,
+    result: CategoryResult,
+    threshold: float = math.nan,
+    detector: Any = None,
+) -> dict[str, float]:
+    """A set's own metrics for one scored category, plus its exports (rank 0 only).
+
+    mvtec_ad2 (`threshold` from `score_validation`): test_public gets AU-PRO@0.05 and SegF1, the unlabelled
+    splits per_image.csv without labels and, with save_maps "tiff", their server-layout maps
+    (utils/evaluation/ad2_server.py). mvtec_loco, real_iad: utils/evaluation/benchmarks.py. With
+    cfg.evaluation.defect_type_report: `categories/<category>/defect_types.csv` and "defect_type_accuracy",
+    from a detection pass of `detector` over the anomalous images.
+    """
+    cat_dir = out / "categories" / category
+    cat_dir.mkdir(parents=True, exist_ok=True)
+    if is_unlabelled(samples.records):
+        atomic_write_text(cat_dir / "per_image.csv", per_image_csv_unlabelled(samples.records, result.scores))
+        if cfg.evaluation.save_maps == "tiff":
+            save_server_maps(out, category, samples.records, result.maps, threshold)
+        return {}
+    extra = benchmark_metrics(cfg.data.dataset, samples.records, result, samples.root / category, threshold)
+    if cfg.evaluation.defect_type_report:
+        report = category_type_report(detector, cfg, samples, category)
+        atomic_write_text(cat_dir / DEFECT_TYPES_CSV, report.csv_text())
+        extra["defect_type_accuracy"] = report.accuracy
+    return extra
