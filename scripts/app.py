@@ -31,8 +31,11 @@ from utils.app import (  # noqa: E402
     CATEGORIES,
     ImageRun,
     Session,
+    SessionFolders,
     engine_calls,
+    exposure_warning,
     load_references,
+    lower_box_threshold_to_floor,
     missing_model_message,
     pictures,
     presence_rows,
@@ -43,44 +46,67 @@ from utils.app import (  # noqa: E402
     summary_rows,
     upload_paths,
     visual_problem,
-    with_floor,
     write_downloads,
 )
-from utils.config.cli import config_from_args, script_parser, user_message  # noqa: E402
+from utils.config.cli import config_from_args, run, script_parser, user_message  # noqa: E402
 from utils.evaluation.thresholds import mask_threshold_from  # noqa: E402
 from utils.pipeline import build_detector  # noqa: E402
+from utils.run_log import get_logger  # noqa: E402
+
+log = get_logger(__name__)
+NOT_CONFIG = ("port", "host", "share", "auth")  # this script's own flags, not settings
 
 NOTHING = 7  # the pictures, JSON, tables and downloads that `draw` fills
 
 
+def user_password(text: str) -> tuple[str, str]:
+    """`--auth USER:PASSWORD` as (user, password); both must be non-empty."""
+    user, _, password = text.partition(":")
+    if not user or not password:
+        raise argparse.ArgumentTypeError(f"expected USER:PASSWORD, got {text!r}")
+    return user, password
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """demo.py's config flags plus --port, --share and --host."""
+    """demo.py's config flags plus --port, --host, --share and --auth."""
     parser = script_parser("demo", __doc__.splitlines()[0])
     parser.add_argument(
         "--port", type=int, default=7860, help="local port (AutoDL: 6006, its custom service)"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument(
+        "--auth",
+        type=user_password,
+        default=None,
+        metavar="USER:PASSWORD",
+        help="ask for this user name and password first (use it with --host 0.0.0.0 / --share)",
+    )
     return parser.parse_args(argv)
 
 
-def build_app(cfg: dict[str, Any]) -> gr.Blocks:
-    """The gradio page; the detector is loaded here, once (None with a message when it cannot be)."""
+def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
+    """The gradio page; the detector is loaded here, once (None with a message when it cannot be).
+
+    Downloads go to session folders the app makes inside a new folder under `temp_root` (default: the
+    system's temporary folder), removed when the process ends.
+    """
     problem = missing_model_message(cfg["model_path"]) or visual_problem(cfg)
     detector, concepts = None, []
     if problem is None:
         try:
             detector, concepts = build_detector(cfg)
-            detector = with_floor(detector)
+            lower_box_threshold_to_floor(detector)
         except Exception as err:  # a user error (bad weights, device) is shown in the page
             problem = user_message(err)
             if problem is None:
                 raise
-    downloads_root = Path(tempfile.mkdtemp(prefix="sam3_app_"))
+    downloads_root = Path(tempfile.mkdtemp(prefix="sam3_app_", dir=temp_root))
     atexit.register(shutil.rmtree, downloads_root, ignore_errors=True)
+    folders = SessionFolders(downloads_root)
 
     def session_folder(request: gr.Request | None) -> Path:
-        return downloads_root / (getattr(request, "session_hash", None) or "default")
+        return folders.folder(getattr(request, "session_hash", None))
 
     def draw(session: Session, selected: str | None, mask_t: float, box_t: float, request: gr.Request | None):
         """Everything shown for the last Run at the slider values: the selected image's pictures, JSON and
@@ -141,8 +167,8 @@ def build_app(cfg: dict[str, Any]) -> gr.Blocks:
         return (*draw(session, selected, mask_t, box_t, request), gr.skip(), "Done.")
 
     def forget(request: gr.Request):
-        """The browser tab closed: its downloads folder goes."""
-        shutil.rmtree(session_folder(request), ignore_errors=True)
+        """The browser tab closed: the downloads folder made for it goes (none for a session never served)."""
+        folders.forget(getattr(request, "session_hash", None))
 
     with gr.Blocks(title="SAM 3 anomaly detection") as app:
         gr.Markdown("## SAM 3 zero-shot anomaly detection")
@@ -209,7 +235,7 @@ def build_app(cfg: dict[str, Any]) -> gr.Blocks:
         downloads = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads")
         shown = [overlay, mask, boxes, result, table, summary, downloads]
         inputs = [upload, folder, category, strategy, prompts, refs, mask_t, box_t, session]
-        run.click(analyse, inputs, [*shown, selector, status, session, mask_t])
+        run.click(analyse, inputs, [*shown, selector, status, session, mask_t], api_name="run")
         for slider in (mask_t, box_t):
             slider.change(redraw, [session, selector, mask_t, box_t], [*shown, selector, status])
         selector.input(redraw, [session, selector, mask_t, box_t], [*shown, selector, status])
@@ -218,10 +244,13 @@ def build_app(cfg: dict[str, Any]) -> gr.Blocks:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, not_config=("port", "host", "share"))
-    build_app(cfg).launch(server_name=args.host, server_port=args.port, share=args.share)
+    cfg = config_from_args(args, not_config=NOT_CONFIG)
+    warning = exposure_warning(args.host, args.share, args.auth)
+    if warning:
+        log.warning(warning)
+    build_app(cfg).launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args(sys.argv[1:])))
+    sys.exit(run(main, parse_args, sys.argv[1:]))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +16,16 @@ from pycocotools import mask as coco_mask
 from dataset import DatasetError
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
 from scripts import app as app_script
+from tests.app_server import call, file_data, served, upload
 from utils.app import (
     BOX_FLOOR,
     EncodeCache,
     Session,
+    SessionFolders,
     engine_calls,
+    exposure_warning,
     load_references,
+    lower_box_threshold_to_floor,
     missing_model_message,
     parse_prompts,
     read_upload,
@@ -26,15 +33,22 @@ from utils.app import (
     resolve_prompts,
     result_json,
     rethreshold,
-    scorer,
+    safe_stem,
+    session_detector,
     summary_rows,
     unique_names,
     upload_paths,
     visual_problem,
-    with_floor,
     write_downloads,
 )
-from utils.config.cli import config_from_args
+from utils.config.cli import config_from_args, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def floored(detector: AnomalyDetector) -> AnomalyDetector:
+    lower_box_threshold_to_floor(detector)
+    return detector
 
 
 def small_result() -> AnomalyResult:
@@ -64,7 +78,7 @@ def test_result_json_has_rle_boxes_and_counts():
 
 
 def test_cache_runs_sam3_once_per_image_and_prompts(tiny_engine):
-    detector = with_floor(AnomalyDetector(tiny_engine, ScoringSettings()))
+    detector = floored(AnomalyDetector(tiny_engine, ScoringSettings()))
     assert detector.settings.box_threshold == BOX_FLOOR
     cache = EncodeCache(size=3)
     rng = np.random.default_rng(0)
@@ -81,16 +95,16 @@ def test_cache_runs_sam3_once_per_image_and_prompts(tiny_engine):
 
 def test_zero_shot_results_are_the_detectors_own(tiny_engine):
     """Without references the app calls the shared detector unchanged: bit-identical to detect()."""
-    detector = with_floor(AnomalyDetector(tiny_engine, ScoringSettings()))
+    detector = floored(AnomalyDetector(tiny_engine, ScoringSettings()))
     image = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     [cached] = EncodeCache().results(detector, [image], ["scratch", "dent"], None)
     direct = detector.detect(image, prompts=["scratch", "dent"])
     assert np.array_equal(cached.anomaly_map, direct.anomaly_map) and cached.image_score == direct.image_score
-    assert scorer(detector, None) is detector
+    assert session_detector(detector, None) is detector
 
 
 def test_references_switch_a_session_to_fewshot(tiny_engine, tmp_path):
-    detector = with_floor(AnomalyDetector(tiny_engine, ScoringSettings()))
+    detector = floored(AnomalyDetector(tiny_engine, ScoringSettings()))
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     goods = []
@@ -110,20 +124,20 @@ def test_references_switch_a_session_to_fewshot(tiny_engine, tmp_path):
     assert not np.array_equal(zero.anomaly_map, few.anomaly_map)
     # the shared detector stays zero-shot (other sessions), the view carries this session's bank
     assert detector.settings.visual == "none" and detector.references is None
-    view = scorer(detector, refs)
+    view = session_detector(detector, refs)
     assert (
         view.engine is detector.engine and view.settings.visual == "fewshot" and view.references is refs.bank
     )
     doc = result_json(few, rethreshold(few, 0.5, 0.3), ["scratch"], image="x.png", references=refs.names)
     assert doc["visual"] == "fewshot" and doc["references"] == ["good0.png", "good1.png"]
     assert result_json(zero, rethreshold(zero, 0.5, 0.3), ["scratch"])["visual"] == "none"
-    fewshot_app = with_floor(AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot")))
+    fewshot_app = floored(AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot")))
     with pytest.raises(DatasetError, match="reference good images"):
-        scorer(fewshot_app, None)
+        session_detector(fewshot_app, None)
 
 
 def test_prompts_follow_strategy_and_typed_prompts():
-    cfg = app_script.config_from_args(app_script.parse_args([]), not_config=("port", "host", "share"))
+    cfg = app_script.config_from_args(app_script.parse_args([]), not_config=app_script.NOT_CONFIG)
     base, noun = resolve_prompts(cfg, "bottle", "base", "")
     contextual, _ = resolve_prompts(cfg, "bottle", "contextual", "")
     assert noun == "bottle" and "defect" in base and "defect on the bottle" in contextual
@@ -186,6 +200,98 @@ def test_inputs_and_missing_model(tmp_path):
 
 def test_app_starts_without_a_model_and_says_what_to_download(tmp_path):
     args = app_script.parse_args(["--model_path", str(tmp_path / "no_sam3"), "--port", "7861"])
-    blocks = app_script.build_app(config_from_args(args, not_config=("port", "host", "share")))
+    blocks = app_script.build_app(config_from_args(args, not_config=app_script.NOT_CONFIG))
     status = [c.value for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "status"]
     assert status == [missing_model_message(tmp_path / "no_sam3")]
+
+
+def test_session_folders_are_made_by_the_server(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    folders = SessionFolders(root)
+    attacked = folders.folder("../victim")
+    assert attacked.parent == root and attacked.name.startswith("session_")  # the id is no path component
+    assert folders.folder("../victim") == attacked and folders.folder("other") != attacked
+    (attacked / "results.json").write_text("{}")
+    folders.forget("..")  # never served: nothing removed
+    folders.forget("../other")
+    assert (attacked / "results.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+    folders.forget("../victim")
+    assert not attacked.exists() and root.is_dir()
+
+
+def test_download_names_stay_in_the_session_folder(tmp_path):
+    assert safe_stem("../../etc/passwd.png") == "passwd" and safe_stem("a b?.png") == "a_b_"
+    assert safe_stem("..") == "image" and safe_stem(None) == "image" and safe_stem("x.tar.png") == "x.tar"
+    result = small_result()
+    cut = rethreshold(result, 0.6, 0.1)
+    docs = [result_json(result, cut, None, image=name) for name in ("../../out.png", "/abs/..png")]
+    out = tmp_path / "session"
+    paths = write_downloads(out, docs, [cut.mask, cut.mask])
+    assert [p.name for p in paths] == ["results.json", "out_mask.png", "image_mask.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session"]
+
+
+def test_exposing_the_app_without_auth_warns(capsys):
+    assert exposure_warning("127.0.0.1", False, None) is None
+    assert exposure_warning("0.0.0.0", True, ("u", "p")) is None
+    assert "--host 0.0.0.0" in exposure_warning("0.0.0.0", False, None)
+    assert "gradio.live" in exposure_warning("127.0.0.1", True, None)
+    assert "--auth USER:PASSWORD" in exposure_warning("0.0.0.0", False, None)
+    assert app_script.parse_args(["--auth", "ann:s3:cret"]).auth == ("ann", "s3:cret")
+    with pytest.raises(SystemExit):
+        app_script.parse_args(["--auth", "ann"])
+    assert "expected USER:PASSWORD" in capsys.readouterr().err
+
+
+def test_app_with_a_bad_config_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,\n")
+    assert run(app_script.main, app_script.parse_args, ["--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not valid YAML" in err and "\n" not in err and str(bad) in err
+
+
+def heartbeat_closed(port: int, session_hash: str) -> None:
+    """Open the session's heartbeat stream as a browser tab does, then close it (gradio runs the unload
+    handlers). http.client sends the path as written (no `..` folding)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", f"/gradio_api/heartbeat/{session_hash}")
+    answer = connection.getresponse()
+    assert answer.status == 200 and answer.read(5) == b"data:"
+    connection.close()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_attacking_requests_change_nothing_outside_the_apps_folder(tiny_sam3_dir, tmp_path):
+    """A running app (in this process) gets what the browser client controls: a session id `../victim`, a
+    heartbeat for `..`, and a file path on the server that was never uploaded."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("mine")
+    shutil.copy(REPO / "assets" / "demo_scratch.png", victim / "photo.png")
+    before = snapshot(victim)
+    inputs = lambda files: [files, None, "", "base", "", None, 0.5, 0.3, None]  # noqa: E731
+    with served(tiny_sam3_dir, tmp_path) as app:
+        [root] = [p for p in tmp_path.iterdir() if p.name.startswith("sam3_app_")]
+        image = upload(app.local_url, REPO / "assets" / "demo_scratch.png")
+        done = call(app.local_url, "run", inputs([image]), session_hash="../victim")
+        assert done["success"] and "Done: 1 image" in str(done["output"]["data"])
+        [folder] = root.iterdir()  # the session's downloads: a folder the server named, inside its root
+        assert sorted(p.name for p in folder.iterdir()) == ["demo_scratch_mask.png", "results.json"]
+        stolen = call(app.local_url, "run", inputs([file_data(victim / "photo.png")]))
+        assert not stolen["success"]  # gradio refuses a path that was not uploaded: nothing is read
+        heartbeat_closed(app.server_port, "..")
+        call(app.local_url, "run", inputs([image]), session_hash="served")
+        assert len(list(root.iterdir())) == 2
+        heartbeat_closed(app.server_port, "served")  # a tab the app served closes: its folder goes
+        for _ in range(100):
+            if len(list(root.iterdir())) == 1:
+                break
+            time.sleep(0.05)
+        assert list(root.iterdir()) == [folder] and folder.is_dir()
+        assert snapshot(victim) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, "victim"])

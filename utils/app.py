@@ -11,8 +11,8 @@ references), and the last Run's images live in the browser session (`Session.run
 selector and the downloads (`write_downloads`: results.json and one mask PNG per image).
 
 Few-shot: reference good images are encoded once per session (`load_references`, a `ReferenceBank` keyed by
-their pixels); `scorer` then scores with a per-session view of the shared detector (same engine, settings
-with visual="fewshot"), so sessions never see each other's references. Without references the shared
+their pixels); `session_detector` then scores with a per-session view of the shared detector (same engine,
+settings with visual="fewshot"), so sessions never see each other's references. Without references the shared
 detector is called exactly as before (visual "none": results unchanged).
 """
 
@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -84,7 +88,7 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def scorer(detector: AnomalyDetector, references: References | None) -> AnomalyDetector:
+def session_detector(detector: AnomalyDetector, references: References | None) -> AnomalyDetector:
     """The detector that scores a session's images: the shared one without references, else a few-shot view.
 
     The view shares the engine (no second model) and carries the session's bank, so one session's
@@ -140,7 +144,7 @@ class EncodeCache:
         todo = {k: im for k, im in zip(keys, images, strict=True) if k not in self._results}
         found = {k: self._results[k] for k in keys if k in self._results}
         if todo:
-            scoring = scorer(detector, references)
+            scoring = session_detector(detector, references)
             pending = list(todo)
             for start in range(0, len(pending), batch_size):
                 part = pending[start : start + batch_size]
@@ -315,11 +319,47 @@ def engine_calls(detector: AnomalyDetector) -> dict[str, int]:
     return {name: int(getattr(detector.engine, name, 0)) for name in ("vision_calls", "text_calls")}
 
 
+class SessionFolders:
+    """The download folders of the browser sessions, each made by the server inside one root folder.
+
+    A session id comes from the client (any string, `../victim` included): it is only a key of a server-side
+    map, never part of a path. A session's folder is a fresh random name under `root` made on first use, and
+    `forget` removes only a folder this map made (an id it never served removes nothing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._folders: dict[str, Path] = {}
+        self._lock = threading.Lock()  # gradio calls handlers from several threads
+
+    def folder(self, session_id: str | None) -> Path:
+        """The session's own folder (made at the first call), inside `root`."""
+        with self._lock:
+            key = str(session_id)
+            if key not in self._folders:
+                self._folders[key] = Path(tempfile.mkdtemp(prefix="session_", dir=self.root))
+            return self._folders[key]
+
+    def forget(self, session_id: str | None) -> None:
+        """Delete the folder made for `session_id`, if any (the browser tab closed)."""
+        with self._lock:
+            folder = self._folders.pop(str(session_id), None)
+        if folder is not None and folder.parent == self.root:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def safe_stem(name: str | None) -> str:
+    """A file stem made only of letters, digits, '-', '_' and inner dots from an uploaded file's name
+    (which the client chose): `../../x.png` -> `x`, `a b?.png` -> `a_b_`, "" or ".." -> `image`."""
+    stem = re.sub(r"[^\w.-]", "_", Path(name or "").stem).strip(".")
+    return stem[:100] or "image"
+
+
 def write_downloads(folder: Path, docs: Sequence[dict[str, Any]], masks: Sequence[np.ndarray]) -> list[Path]:
     """Write results.json ({"images": docs}) and one black/white `<stem>_mask.png` per image into `folder`
     (the session's own; its earlier files are removed first) and return their paths, JSON first.
 
-    `masks`: (H, W) bool per doc, in order.
+    `masks`: (H, W) bool per doc, in order. File names come from `safe_stem` (never leave `folder`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():
@@ -328,7 +368,7 @@ def write_downloads(folder: Path, docs: Sequence[dict[str, Any]], masks: Sequenc
     paths = [folder / "results.json"]
     paths[0].write_text(json.dumps({"images": list(docs)}, indent=1))
     for doc, mask in zip(docs, masks, strict=True):
-        stem, n = Path(doc["image"] or "image").stem, 1
+        stem, n = safe_stem(doc["image"]), 1
         path = folder / f"{stem}_mask.png"
         while path in paths:
             n += 1
@@ -380,9 +420,27 @@ def missing_model_message(model_path: str | Path) -> str | None:
     )
 
 
-def with_floor(detector: AnomalyDetector) -> AnomalyDetector:
-    """The detector keeping detections down to BOX_FLOOR, so the box slider can go that low from the cache."""
+def lower_box_threshold_to_floor(detector: AnomalyDetector) -> None:
+    """Change `detector` in place to keep detections down to BOX_FLOOR (its box_threshold, when higher, is
+    lowered), so the box slider can go that low from the cached results."""
     detector.settings = replace(
         detector.settings, box_threshold=min(BOX_FLOOR, detector.settings.box_threshold)
     )
-    return detector
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str, share: bool, auth: object) -> str | None:
+    """One loud line when the app is reachable from other machines without a password, else None.
+
+    Exposed: `--share` (a public gradio.live link) or `--host` other than the loopback address (0.0.0.0: every
+    network interface). Anyone who reaches it can then run SAM 3 on this machine and upload files to it.
+    """
+    if auth or (host in LOCAL_HOSTS and not share):
+        return None
+    where = "a public gradio.live link (--share)" if share else f"--host {host}"
+    return (
+        f"WARNING: the app is open to anyone who can reach {where}, without a password: they can upload "
+        "files and run SAM 3 on this machine; add --auth USER:PASSWORD (docs/app.md)"
+    )
