@@ -274,12 +274,12 @@ def test_attacking_requests_change_nothing_outside_the_apps_folder(tiny_sam3_dir
     (victim / "notes.txt").write_text("mine")
     shutil.copy(REPO / "assets" / "demo_scratch.png", victim / "photo.png")
     before = snapshot(victim)
-    inputs = lambda files: [files, None, "", "base", "", None, 0.5, 0.3, None]  # noqa: E731
+    inputs = lambda files: [files, None, "", "base", "", None, None, 0.5, 0.3, None]  # noqa: E731
     with served(tiny_sam3_dir, tmp_path) as app:
         [root] = [p for p in tmp_path.iterdir() if p.name.startswith("sam3_app_")]
         image = upload(app.local_url, REPO / "assets" / "demo_scratch.png")
         done = call(app.local_url, "run", inputs([image]), session_hash="../victim")
-        assert done["success"] and "Done: 1 image" in str(done["output"]["data"])
+        assert done["success"] and "Done (Run 1): 1 image" in str(done["output"]["data"])
         [folder] = root.iterdir()  # the session's downloads: a folder the server named, inside its root
         assert sorted(p.name for p in folder.iterdir()) == ["demo_scratch_mask.png", "results.json"]
         stolen = call(app.local_url, "run", inputs([file_data(victim / "photo.png")]))

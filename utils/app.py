@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from dataset import DatasetError
@@ -43,7 +44,19 @@ from utils.pipeline import prompts_for
 
 BOX_FLOOR = 0.05  # the detector keeps detections down to this score; the box slider starts here
 CACHE_SIZE = 16  # images whose raw results a session keeps
-CATEGORIES: tuple[str, ...] = (*MVTEC_CATEGORIES, *VISA_CATEGORIES)  # the category dropdown's choices
+IMAGE_THRESHOLD = "image_f1_threshold"  # the thresholds.json entry the verdict compares the image score with
+EXAMPLES: tuple[Path, ...] = tuple(
+    Path(__file__).resolve().parents[1] / "assets" / name
+    for name in ("demo_scratch.png", "demo_hole.png", "demo_good.png")
+)  # clickable examples (assets/README.md rebuilds them)
+
+
+def category_choices() -> list[str]:
+    """The category dropdown's names: every category of the known datasets, in dataset order, each once.
+
+    The one place the app learns categories from (switch it to the dataset registry's listing when the
+    registry has one)."""
+    return list(dict.fromkeys((*MVTEC_CATEGORIES, *VISA_CATEGORIES)))
 
 
 @dataclass
@@ -166,6 +179,8 @@ class Session:
     cache: EncodeCache = field(default_factory=EncodeCache)
     references: References | None = None
     runs: list[ImageRun] = field(default_factory=list)
+    image_threshold: float | None = None  # the verdict's threshold for the last Run's category
+    run_count: int = 0  # Runs pressed in this session (the status names the Run it reports on)
 
     def run(self, name: str | None) -> ImageRun | None:
         """The last Run's image called `name` (the first one when `name` is not among them)."""
@@ -175,15 +190,29 @@ class Session:
         return self.runs[0] if self.runs else None
 
 
-def read_upload(path: str | Path | None) -> np.ndarray:
-    """An uploaded file as (H, W, 3) uint8 RGB.
+def read_upload(path: str | Path | None, name: str | None = None) -> np.ndarray:
+    """An uploaded file as (H, W, 3) uint8 RGB; `name`: what the user called it (default: the file's name).
 
     Raises:
-        DatasetError: no file, or a file that is not a readable image (the message names it).
+        DatasetError: no file, a file without an image extension (what to upload instead), or an image file
+            that cannot be decoded; the message names the file by `name` once (never gradio's temp path).
     """
     if not path:
         raise DatasetError("no image: upload an image file first")
-    return read_image(Path(path))
+    path = Path(path)
+    name = name or path.name
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        kind = f"a {path.suffix} file" if path.suffix else "a file without extension"
+        raise DatasetError(f"{name} is {kind}, not an image: upload {', '.join(IMAGE_EXTENSIONS)} files")
+    try:
+        return read_image(path)
+    except DatasetError as err:
+        if "cannot decode" not in str(err):  # read, but its samples are unusable: read_image says why
+            raise DatasetError(str(err).replace(str(path), name)) from None
+        raise DatasetError(
+            f"{name} cannot be decoded as a {path.suffix.lstrip('.').upper()} image (damaged, truncated, or "
+            "another kind of file renamed): open it in an image viewer and save it again as PNG or JPEG"
+        ) from None
 
 
 def upload_paths(files: Sequence[str] | str | None, folder: Sequence[str] | str | None) -> list[Path]:
@@ -230,7 +259,7 @@ def read_uploads(paths: Sequence[Path]) -> tuple[list[tuple[str, np.ndarray]], l
     images, errors = [], []
     for name, path in zip(unique_names(paths), paths, strict=True):
         try:
-            images.append((name, read_upload(path)))
+            images.append((name, read_upload(path, name)))
         except DatasetError as err:
             errors.append(str(err))
     if not images:
@@ -378,12 +407,52 @@ def write_downloads(folder: Path, docs: Sequence[dict[str, Any]], masks: Sequenc
     return paths
 
 
-def pictures(image: np.ndarray, result: AnomalyResult, cut: Thresholded) -> tuple[np.ndarray, ...]:
-    """(heatmap overlay, binary mask, boxes) as (H, W, 3) uint8 RGB images for display."""
-    overlay = heatmap_overlay(image, result.anomaly_map)
+def heatmap_picture(image: np.ndarray, result: AnomalyResult) -> np.ndarray:
+    """The heatmap over the (H, W, 3) uint8 image with a colour bar on its right: (H, W + bar, 3) uint8."""
+    return with_colour_bar(heatmap_overlay(image, result.anomaly_map))
+
+
+def with_colour_bar(picture: np.ndarray) -> np.ndarray:
+    """`picture` (H, W, 3) uint8 with the jet scale of `heatmap_overlay` appended on the right: score 1 at the
+    top, 0 at the bottom, labelled 1 / 0.5 / 0 on white. Returns (H, W + max(H // 4, 40), 3) uint8."""
+    h = picture.shape[0]
+    width = max(h // 4, 40)
+    bar = np.full((h, width, 3), 255, np.uint8)
+    ramp = np.linspace(255, 0, h).round().astype(np.uint8)[:, None]  # top row: score 1
+    strip = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    bar[:, 4 : width // 2] = strip
+    scale = max(h / 450, 0.3)
+    for label, y in (("1", 0.0), ("0.5", 0.5), ("0", 1.0)):
+        org = (width // 2 + 3, int(np.clip(y * h + 5 * scale, 24 * scale, h - 4)))
+        cv2.putText(
+            bar, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, round(scale)), cv2.LINE_AA
+        )
+    return np.concatenate([picture, bar], axis=1)
+
+
+def cut_pictures(image: np.ndarray, cut: Thresholded) -> tuple[np.ndarray, np.ndarray]:
+    """(binary mask, boxes drawn on the image) as (H, W, 3) uint8 RGB pictures of one slider position."""
     mask = np.repeat((cut.mask.astype(np.uint8) * 255)[..., None], 3, axis=2)
     boxes = draw_boxes(image, [(d.prompt, d.score, d.box) for d in cut.detections])
-    return overlay, mask, boxes
+    return mask, boxes
+
+
+def score_line(score: float, threshold: float | None) -> str:
+    """The image score and its verdict for the page: anomalous when score >= threshold (the category's
+    image_f1_threshold from --thresholds), no verdict without a threshold."""
+    if threshold is None:
+        return (
+            f"**image score {score:.3f}** (verdict: start the app with --thresholds FILE and pick a category)"
+        )
+    verdict = "ANOMALOUS" if score >= threshold else "normal"
+    return f"**image score {score:.3f} → {verdict}** (threshold {threshold:.3f})"
+
+
+def image_threshold_from(path: str | Path, category: str) -> float | None:
+    """The category's image_f1_threshold in a thresholds.json written by test.py; None when it has none
+    (no defect image). The file and category are checked by `mask_threshold_from` first."""
+    value = json.loads(Path(path).expanduser().read_text())["categories"][category].get(IMAGE_THRESHOLD)
+    return None if value is None else float(value)
 
 
 def presence_rows(result: AnomalyResult) -> list[list[Any]]:
