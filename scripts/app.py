@@ -225,10 +225,12 @@ def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
                     label="category (or type your own; empty: generic)",
                     elem_id="category",
                 )
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=False):
                     run = gr.Button("Run", variant="primary", elem_id="run", scale=1, min_width=80)
                     status = gr.Markdown(
-                        problem or "Upload images (or click an example) and press Run.", elem_id="status"
+                        problem or "Upload images (or click an example) and press Run.",
+                        elem_id="status",
+                        scale=3,
                     )
                 mask_t = gr.Slider(
                     0.0,

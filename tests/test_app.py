@@ -19,11 +19,14 @@ from scripts import app as app_script
 from tests.app_server import call, file_data, served, upload
 from utils.app import (
     BOX_FLOOR,
+    EXAMPLES,
     EncodeCache,
     Session,
     SessionFolders,
+    category_choices,
     engine_calls,
     exposure_warning,
+    image_threshold_from,
     load_references,
     lower_box_threshold_to_floor,
     missing_model_message,
@@ -34,11 +37,13 @@ from utils.app import (
     result_json,
     rethreshold,
     safe_stem,
+    score_line,
     session_detector,
     summary_rows,
     unique_names,
     upload_paths,
     visual_problem,
+    with_colour_bar,
     write_downloads,
 )
 from utils.config.cli import config_from_args, run
@@ -295,3 +300,50 @@ def test_attacking_requests_change_nothing_outside_the_apps_folder(tiny_sam3_dir
         assert list(root.iterdir()) == [folder] and folder.is_dir()
         assert snapshot(victim) == before
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, "victim"])
+
+
+def test_upload_errors_name_the_file_once_with_a_hint_for_its_type(tmp_path):
+    upload_dir = tmp_path / "gradio" / "0123abcd"  # where gradio keeps an upload: never shown to the user
+    upload_dir.mkdir(parents=True)
+    (upload_dir / "notes.txt").write_text("x")
+    (upload_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (upload_dir / "README").write_text("x")
+    with pytest.raises(DatasetError) as err:
+        read_upload(upload_dir / "notes.txt")
+    err_tail = ", not an image: upload .png, .jpg, .jpeg, .bmp, .tif, .tiff files"
+    assert str(err.value) == f"notes.txt is a .txt file{err_tail}"
+    with pytest.raises(DatasetError, match="^README is a file without extension, not an image"):
+        read_upload(upload_dir / "README")
+    with pytest.raises(DatasetError) as err:
+        read_upload(upload_dir / "broken.png", "broken (2).png")
+    message = str(err.value)
+    assert (
+        message.startswith("broken (2).png cannot be decoded as a PNG image")
+        and "save it again as PNG" in message
+    )
+    assert str(tmp_path) not in message and message.count("broken") == 1
+    images, errors = read_uploads([upload_dir / "notes.txt", EXAMPLES[0]])
+    assert [n for n, _ in images] == ["demo_scratch.png"] and errors == [
+        f"notes.txt is a .txt file{err_tail}"
+    ]
+
+
+def test_colour_bar_verdict_and_image_threshold(tmp_path):
+    picture = np.zeros((200, 300, 3), np.uint8)
+    barred = with_colour_bar(picture)
+    assert barred.shape == (200, 350, 3) and np.array_equal(barred[:, :300], picture)
+    top, bottom = barred[0, 310], barred[-1, 310]  # jet: score 1 is dark red at the top, 0 dark blue below
+    assert top[0] > 100 and top[2] < 50 and bottom[2] > 100 and bottom[0] < 50
+    assert score_line(0.7, 0.5) == "**image score 0.700 → ANOMALOUS** (threshold 0.500)"
+    assert score_line(0.3, 0.5) == "**image score 0.300 → normal** (threshold 0.500)"
+    assert "--thresholds" in score_line(0.3, None)
+    path = tmp_path / "thresholds.json"
+    entries = {"bottle": {"image_f1_threshold": 0.61}, "wood": {"image_f1_threshold": None}}
+    path.write_text(json.dumps({"categories": entries}))
+    assert image_threshold_from(path, "bottle") == 0.61 and image_threshold_from(path, "wood") is None
+
+
+def test_categories_and_examples():
+    names = category_choices()
+    assert names[:2] == ["bottle", "cable"] and "pcb1" in names and len(names) == len(set(names)) == 27
+    assert all(p.is_file() and p.parent == REPO / "assets" for p in EXAMPLES)
