@@ -60,7 +60,8 @@ from utils.run_log import get_logger  # noqa: E402
 log = get_logger(__name__)
 NOT_CONFIG = ("port", "host", "share", "auth")  # this script's own flags, not settings
 IMAGE_HEIGHT = 250  # px: the four pictures side by side fit one 1366x768 screen with the controls
-QUIET = {"show_progress": "hidden", "trigger_mode": "always_last"}  # slider / selector events: no spinners
+# slider / selector events: no spinners, the last value wins, and no queue (a direct request: less latency)
+QUIET = {"show_progress": "hidden", "trigger_mode": "always_last", "queue": False}
 
 
 def user_password(text: str) -> tuple[str, str]:
