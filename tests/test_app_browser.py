@@ -220,10 +220,16 @@ def test_eight_images_slider_step_and_rerun(page, app_url, tmp_path):
     )
     assert statistics.median(steps) <= STEP_LIMIT_S
     assert result_doc(page)["engine_calls"] == calls
+    assert (
+        downloaded_json(page, app_url)["images"][0]["mask_threshold"] == 0.5
+    )  # downloads wait for the release
     page.locator("#mask_slider input[type=range]").dispatch_event("pointerup")  # release: table + downloads
-    page.wait_for_function(
-        "() => document.querySelector('#summary').innerText.includes('part_7.png')", timeout=30_000
-    )
+    for _ in range(100):
+        if {d["mask_threshold"] for d in downloaded_json(page, app_url)["images"]} == {0.55}:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the downloads did not follow the released slider")
 
     page.get_by_text("more: prompts, references, folder").click()
     page.locator("#strategy").get_by_label("contextual").check()
