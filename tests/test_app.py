@@ -347,3 +347,21 @@ def test_categories_and_examples():
     names = category_choices()
     assert names[:2] == ["bottle", "cable"] and "pcb1" in names and len(names) == len(set(names)) == 27
     assert all(p.is_file() and p.parent == REPO / "assets" for p in EXAMPLES)
+
+
+def test_running_app_takes_mask_threshold_and_verdict_from_thresholds(tiny_sam3_dir, tmp_path):
+    """--thresholds: a Run with a category of the file cuts at its pixel_normal_threshold and calls the image
+    anomalous at its image_f1_threshold; a category missing from the file is an error in the status."""
+    thresholds = tmp_path / "thresholds.json"
+    entries = {"bottle": {"pixel_normal_threshold": 0.42, "image_f1_threshold": 0.01}}
+    thresholds.write_text(json.dumps({"categories": entries}))
+    with served(tiny_sam3_dir, tmp_path, "--thresholds", str(thresholds)) as app:
+        image = upload(app.local_url, REPO / "assets" / "demo_hole.png")
+        inputs = lambda category: [[image], None, category, "base", "", None, None, 0.5, 0.3, None]  # noqa: E731
+        out = call(app.local_url, "run", inputs("bottle"))["output"]["data"]
+        verdict, doc, status, mask_t = out[5], json.loads(out[6]), out[10], out[12]
+        assert mask_t == 0.42 and doc["mask_threshold"] == 0.42 and doc["image_score"] >= 0.01
+        assert verdict == f"**image score {doc['image_score']:.3f} → ANOMALOUS** (threshold 0.010)"
+        assert status == "Done (Run 1): 1 image(s)."
+        out = call(app.local_url, "run", inputs("wood"))["output"]["data"]
+        assert out[10].startswith("**Error (Run 1):** --thresholds") and "has no category 'wood'" in out[10]
