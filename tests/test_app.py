@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +16,19 @@ from pycocotools import mask as coco_mask
 from dataset import DatasetError
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
 from scripts import app as app_script
+from tests.app_server import call, file_data, served, upload
 from utils.app import (
     BOX_FLOOR,
+    EXAMPLES,
     EncodeCache,
     Session,
+    SessionFolders,
+    category_choices,
     engine_calls,
+    exposure_warning,
+    image_threshold_from,
     load_references,
+    lower_box_threshold_to_floor,
     missing_model_message,
     parse_prompts,
     read_upload,
@@ -26,15 +36,24 @@ from utils.app import (
     resolve_prompts,
     result_json,
     rethreshold,
-    scorer,
+    safe_stem,
+    score_line,
+    session_detector,
     summary_rows,
     unique_names,
     upload_paths,
     visual_problem,
-    with_floor,
+    with_colour_bar,
     write_downloads,
 )
-from utils.config.cli import config_from_args
+from utils.config.cli import config_from_args, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def floored(detector: AnomalyDetector) -> AnomalyDetector:
+    lower_box_threshold_to_floor(detector)
+    return detector
 
 
 def small_result() -> AnomalyResult:
@@ -64,7 +83,7 @@ def test_result_json_has_rle_boxes_and_counts():
 
 
 def test_cache_runs_sam3_once_per_image_and_prompts(tiny_engine):
-    detector = with_floor(AnomalyDetector(tiny_engine, ScoringSettings()))
+    detector = floored(AnomalyDetector(tiny_engine, ScoringSettings()))
     assert detector.settings.box_threshold == BOX_FLOOR
     cache = EncodeCache(size=3)
     rng = np.random.default_rng(0)
@@ -81,16 +100,16 @@ def test_cache_runs_sam3_once_per_image_and_prompts(tiny_engine):
 
 def test_zero_shot_results_are_the_detectors_own(tiny_engine):
     """Without references the app calls the shared detector unchanged: bit-identical to detect()."""
-    detector = with_floor(AnomalyDetector(tiny_engine, ScoringSettings()))
+    detector = floored(AnomalyDetector(tiny_engine, ScoringSettings()))
     image = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     [cached] = EncodeCache().results(detector, [image], ["scratch", "dent"], None)
     direct = detector.detect(image, prompts=["scratch", "dent"])
     assert np.array_equal(cached.anomaly_map, direct.anomaly_map) and cached.image_score == direct.image_score
-    assert scorer(detector, None) is detector
+    assert session_detector(detector, None) is detector
 
 
 def test_references_switch_a_session_to_fewshot(tiny_engine, tmp_path):
-    detector = with_floor(AnomalyDetector(tiny_engine, ScoringSettings()))
+    detector = floored(AnomalyDetector(tiny_engine, ScoringSettings()))
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     goods = []
@@ -110,20 +129,20 @@ def test_references_switch_a_session_to_fewshot(tiny_engine, tmp_path):
     assert not np.array_equal(zero.anomaly_map, few.anomaly_map)
     # the shared detector stays zero-shot (other sessions), the view carries this session's bank
     assert detector.settings.visual == "none" and detector.references is None
-    view = scorer(detector, refs)
+    view = session_detector(detector, refs)
     assert (
         view.engine is detector.engine and view.settings.visual == "fewshot" and view.references is refs.bank
     )
     doc = result_json(few, rethreshold(few, 0.5, 0.3), ["scratch"], image="x.png", references=refs.names)
     assert doc["visual"] == "fewshot" and doc["references"] == ["good0.png", "good1.png"]
     assert result_json(zero, rethreshold(zero, 0.5, 0.3), ["scratch"])["visual"] == "none"
-    fewshot_app = with_floor(AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot")))
+    fewshot_app = floored(AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot")))
     with pytest.raises(DatasetError, match="reference good images"):
-        scorer(fewshot_app, None)
+        session_detector(fewshot_app, None)
 
 
 def test_prompts_follow_strategy_and_typed_prompts():
-    cfg = app_script.config_from_args(app_script.parse_args([]), not_config=("port", "host", "share"))
+    cfg = app_script.config_from_args(app_script.parse_args([]), not_config=app_script.NOT_CONFIG)
     base, noun = resolve_prompts(cfg, "bottle", "base", "")
     contextual, _ = resolve_prompts(cfg, "bottle", "contextual", "")
     assert noun == "bottle" and "defect" in base and "defect on the bottle" in contextual
@@ -186,6 +205,163 @@ def test_inputs_and_missing_model(tmp_path):
 
 def test_app_starts_without_a_model_and_says_what_to_download(tmp_path):
     args = app_script.parse_args(["--model_path", str(tmp_path / "no_sam3"), "--port", "7861"])
-    blocks = app_script.build_app(config_from_args(args, not_config=("port", "host", "share")))
+    blocks = app_script.build_app(config_from_args(args, not_config=app_script.NOT_CONFIG))
     status = [c.value for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "status"]
     assert status == [missing_model_message(tmp_path / "no_sam3")]
+
+
+def test_session_folders_are_made_by_the_server(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    folders = SessionFolders(root)
+    attacked = folders.folder("../victim")
+    assert attacked.parent == root and attacked.name.startswith("session_")  # the id is no path component
+    assert folders.folder("../victim") == attacked and folders.folder("other") != attacked
+    (attacked / "results.json").write_text("{}")
+    folders.forget("..")  # never served: nothing removed
+    folders.forget("../other")
+    assert (attacked / "results.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+    folders.forget("../victim")
+    assert not attacked.exists() and root.is_dir()
+
+
+def test_download_names_stay_in_the_session_folder(tmp_path):
+    assert safe_stem("../../etc/passwd.png") == "passwd" and safe_stem("a b?.png") == "a_b_"
+    assert safe_stem("..") == "image" and safe_stem(None) == "image" and safe_stem("x.tar.png") == "x.tar"
+    result = small_result()
+    cut = rethreshold(result, 0.6, 0.1)
+    docs = [result_json(result, cut, None, image=name) for name in ("../../out.png", "/abs/..png")]
+    out = tmp_path / "session"
+    paths = write_downloads(out, docs, [cut.mask, cut.mask])
+    assert [p.name for p in paths] == ["results.json", "out_mask.png", "image_mask.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session"]
+
+
+def test_exposing_the_app_without_auth_warns(capsys):
+    assert exposure_warning("127.0.0.1", False, None) is None
+    assert exposure_warning("0.0.0.0", True, ("u", "p")) is None
+    assert "--host 0.0.0.0" in exposure_warning("0.0.0.0", False, None)
+    assert "gradio.live" in exposure_warning("127.0.0.1", True, None)
+    assert "--auth USER:PASSWORD" in exposure_warning("0.0.0.0", False, None)
+    assert app_script.parse_args(["--auth", "ann:s3:cret"]).auth == ("ann", "s3:cret")
+    with pytest.raises(SystemExit):
+        app_script.parse_args(["--auth", "ann"])
+    assert "expected USER:PASSWORD" in capsys.readouterr().err
+
+
+def test_app_with_a_bad_config_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,\n")
+    assert run(app_script.main, app_script.parse_args, ["--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not valid YAML" in err and "\n" not in err and str(bad) in err
+
+
+def heartbeat_closed(port: int, session_hash: str) -> None:
+    """Open the session's heartbeat stream as a browser tab does, then close it (gradio runs the unload
+    handlers). http.client sends the path as written (no `..` folding)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", f"/gradio_api/heartbeat/{session_hash}")
+    answer = connection.getresponse()
+    assert answer.status == 200 and answer.read(5) == b"data:"
+    connection.close()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_attacking_requests_change_nothing_outside_the_apps_folder(tiny_sam3_dir, tmp_path):
+    """A running app (in this process) gets what the browser client controls: a session id `../victim`, a
+    heartbeat for `..`, and a file path on the server that was never uploaded."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("mine")
+    shutil.copy(REPO / "assets" / "demo_scratch.png", victim / "photo.png")
+    before = snapshot(victim)
+    inputs = lambda files: [files, None, "", "base", "", None, None, 0.5, 0.3, None]  # noqa: E731
+    with served(tiny_sam3_dir, tmp_path) as app:
+        [root] = [p for p in tmp_path.iterdir() if p.name.startswith("sam3_app_")]
+        image = upload(app.local_url, REPO / "assets" / "demo_scratch.png")
+        done = call(app.local_url, "run", inputs([image]), session_hash="../victim")
+        assert done["success"] and "Done (Run 1): 1 image" in str(done["output"]["data"])
+        [folder] = root.iterdir()  # the session's downloads: a folder the server named, inside its root
+        assert sorted(p.name for p in folder.iterdir()) == ["demo_scratch_mask.png", "results.json"]
+        stolen = call(app.local_url, "run", inputs([file_data(victim / "photo.png")]))
+        assert not stolen["success"]  # gradio refuses a path that was not uploaded: nothing is read
+        heartbeat_closed(app.server_port, "..")
+        call(app.local_url, "run", inputs([image]), session_hash="served")
+        assert len(list(root.iterdir())) == 2
+        heartbeat_closed(app.server_port, "served")  # a tab the app served closes: its folder goes
+        for _ in range(100):
+            if len(list(root.iterdir())) == 1:
+                break
+            time.sleep(0.05)
+        assert list(root.iterdir()) == [folder] and folder.is_dir()
+        assert snapshot(victim) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, "victim"])
+
+
+def test_upload_errors_name_the_file_once_with_a_hint_for_its_type(tmp_path):
+    upload_dir = tmp_path / "gradio" / "0123abcd"  # where gradio keeps an upload: never shown to the user
+    upload_dir.mkdir(parents=True)
+    (upload_dir / "notes.txt").write_text("x")
+    (upload_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (upload_dir / "README").write_text("x")
+    with pytest.raises(DatasetError) as err:
+        read_upload(upload_dir / "notes.txt")
+    err_tail = ", not an image: upload .png, .jpg, .jpeg, .bmp, .tif, .tiff files"
+    assert str(err.value) == f"notes.txt is a .txt file{err_tail}"
+    with pytest.raises(DatasetError, match="^README is a file without extension, not an image"):
+        read_upload(upload_dir / "README")
+    with pytest.raises(DatasetError) as err:
+        read_upload(upload_dir / "broken.png", "broken (2).png")
+    message = str(err.value)
+    assert (
+        message.startswith("broken (2).png cannot be decoded as a PNG image")
+        and "save it again as PNG" in message
+    )
+    assert str(tmp_path) not in message and message.count("broken") == 1
+    images, errors = read_uploads([upload_dir / "notes.txt", EXAMPLES[0]])
+    assert [n for n, _ in images] == ["demo_scratch.png"] and errors == [
+        f"notes.txt is a .txt file{err_tail}"
+    ]
+
+
+def test_colour_bar_verdict_and_image_threshold(tmp_path):
+    picture = np.zeros((200, 300, 3), np.uint8)
+    barred = with_colour_bar(picture)
+    assert barred.shape == (200, 350, 3) and np.array_equal(barred[:, :300], picture)
+    top, bottom = barred[0, 310], barred[-1, 310]  # jet: score 1 is dark red at the top, 0 dark blue below
+    assert top[0] > 100 and top[2] < 50 and bottom[2] > 100 and bottom[0] < 50
+    assert score_line(0.7, 0.5) == "**image score 0.700 → ANOMALOUS** (threshold 0.500)"
+    assert score_line(0.3, 0.5) == "**image score 0.300 → normal** (threshold 0.500)"
+    assert "--thresholds" in score_line(0.3, None)
+    path = tmp_path / "thresholds.json"
+    entries = {"bottle": {"image_f1_threshold": 0.61}, "wood": {"image_f1_threshold": None}}
+    path.write_text(json.dumps({"categories": entries}))
+    assert image_threshold_from(path, "bottle") == 0.61 and image_threshold_from(path, "wood") is None
+
+
+def test_categories_and_examples():
+    names = category_choices()
+    assert names[:2] == ["bottle", "cable"] and "pcb1" in names and len(names) == len(set(names)) == 27
+    assert all(p.is_file() and p.parent == REPO / "assets" for p in EXAMPLES)
+
+
+def test_running_app_takes_mask_threshold_and_verdict_from_thresholds(tiny_sam3_dir, tmp_path):
+    """--thresholds: a Run with a category of the file cuts at its pixel_normal_threshold and calls the image
+    anomalous at its image_f1_threshold; a category missing from the file is an error in the status."""
+    thresholds = tmp_path / "thresholds.json"
+    entries = {"bottle": {"pixel_normal_threshold": 0.42, "image_f1_threshold": 0.01}}
+    thresholds.write_text(json.dumps({"categories": entries}))
+    with served(tiny_sam3_dir, tmp_path, "--thresholds", str(thresholds)) as app:
+        image = upload(app.local_url, REPO / "assets" / "demo_hole.png")
+        inputs = lambda category: [[image], None, category, "base", "", None, None, 0.5, 0.3, None]  # noqa: E731
+        out = call(app.local_url, "run", inputs("bottle"))["output"]["data"]
+        verdict, doc, status, mask_t = out[5], json.loads(out[6]), out[10], out[12]
+        assert mask_t == 0.42 and doc["mask_threshold"] == 0.42 and doc["image_score"] >= 0.01
+        assert verdict == f"**image score {doc['image_score']:.3f} → ANOMALOUS** (threshold 0.010)"
+        assert status == "Done (Run 1): 1 image(s)."
+        out = call(app.local_url, "run", inputs("wood"))["output"]["data"]
+        assert out[10].startswith("**Error (Run 1):** --thresholds") and "has no category 'wood'" in out[10]

@@ -11,8 +11,8 @@ references), and the last Run's images live in the browser session (`Session.run
 selector and the downloads (`write_downloads`: results.json and one mask PNG per image).
 
 Few-shot: reference good images are encoded once per session (`load_references`, a `ReferenceBank` keyed by
-their pixels); `scorer` then scores with a per-session view of the shared detector (same engine, settings
-with visual="fewshot"), so sessions never see each other's references. Without references the shared
+their pixels); `session_detector` then scores with a per-session view of the shared detector (same engine,
+settings with visual="fewshot"), so sessions never see each other's references. Without references the shared
 detector is called exactly as before (visual "none": results unchanged).
 """
 
@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from dataset import DatasetError
@@ -39,7 +44,19 @@ from utils.pipeline import prompts_for
 
 BOX_FLOOR = 0.05  # the detector keeps detections down to this score; the box slider starts here
 CACHE_SIZE = 16  # images whose raw results a session keeps
-CATEGORIES: tuple[str, ...] = (*MVTEC_CATEGORIES, *VISA_CATEGORIES)  # the category dropdown's choices
+IMAGE_THRESHOLD = "image_f1_threshold"  # the thresholds.json entry the verdict compares the image score with
+EXAMPLES: tuple[Path, ...] = tuple(
+    Path(__file__).resolve().parents[1] / "assets" / name
+    for name in ("demo_scratch.png", "demo_hole.png", "demo_good.png")
+)  # clickable examples (assets/README.md rebuilds them)
+
+
+def category_choices() -> list[str]:
+    """The category dropdown's names: every category of the known datasets, in dataset order, each once.
+
+    The one place the app learns categories from (switch it to the dataset registry's listing when the
+    registry has one)."""
+    return list(dict.fromkeys((*MVTEC_CATEGORIES, *VISA_CATEGORIES)))
 
 
 @dataclass
@@ -84,7 +101,7 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def scorer(detector: AnomalyDetector, references: References | None) -> AnomalyDetector:
+def session_detector(detector: AnomalyDetector, references: References | None) -> AnomalyDetector:
     """The detector that scores a session's images: the shared one without references, else a few-shot view.
 
     The view shares the engine (no second model) and carries the session's bank, so one session's
@@ -140,7 +157,7 @@ class EncodeCache:
         todo = {k: im for k, im in zip(keys, images, strict=True) if k not in self._results}
         found = {k: self._results[k] for k in keys if k in self._results}
         if todo:
-            scoring = scorer(detector, references)
+            scoring = session_detector(detector, references)
             pending = list(todo)
             for start in range(0, len(pending), batch_size):
                 part = pending[start : start + batch_size]
@@ -162,6 +179,8 @@ class Session:
     cache: EncodeCache = field(default_factory=EncodeCache)
     references: References | None = None
     runs: list[ImageRun] = field(default_factory=list)
+    image_threshold: float | None = None  # the verdict's threshold for the last Run's category
+    run_count: int = 0  # Runs pressed in this session (the status names the Run it reports on)
 
     def run(self, name: str | None) -> ImageRun | None:
         """The last Run's image called `name` (the first one when `name` is not among them)."""
@@ -171,15 +190,29 @@ class Session:
         return self.runs[0] if self.runs else None
 
 
-def read_upload(path: str | Path | None) -> np.ndarray:
-    """An uploaded file as (H, W, 3) uint8 RGB.
+def read_upload(path: str | Path | None, name: str | None = None) -> np.ndarray:
+    """An uploaded file as (H, W, 3) uint8 RGB; `name`: what the user called it (default: the file's name).
 
     Raises:
-        DatasetError: no file, or a file that is not a readable image (the message names it).
+        DatasetError: no file, a file without an image extension (what to upload instead), or an image file
+            that cannot be decoded; the message names the file by `name` once (never gradio's temp path).
     """
     if not path:
         raise DatasetError("no image: upload an image file first")
-    return read_image(Path(path))
+    path = Path(path)
+    name = name or path.name
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        kind = f"a {path.suffix} file" if path.suffix else "a file without extension"
+        raise DatasetError(f"{name} is {kind}, not an image: upload {', '.join(IMAGE_EXTENSIONS)} files")
+    try:
+        return read_image(path)
+    except DatasetError as err:
+        if "cannot decode" not in str(err):  # read, but its samples are unusable: read_image says why
+            raise DatasetError(str(err).replace(str(path), name)) from None
+        raise DatasetError(
+            f"{name} cannot be decoded as a {path.suffix.lstrip('.').upper()} image (damaged, truncated, or "
+            "another kind of file renamed): open it in an image viewer and save it again as PNG or JPEG"
+        ) from None
 
 
 def upload_paths(files: Sequence[str] | str | None, folder: Sequence[str] | str | None) -> list[Path]:
@@ -226,7 +259,7 @@ def read_uploads(paths: Sequence[Path]) -> tuple[list[tuple[str, np.ndarray]], l
     images, errors = [], []
     for name, path in zip(unique_names(paths), paths, strict=True):
         try:
-            images.append((name, read_upload(path)))
+            images.append((name, read_upload(path, name)))
         except DatasetError as err:
             errors.append(str(err))
     if not images:
@@ -315,11 +348,47 @@ def engine_calls(detector: AnomalyDetector) -> dict[str, int]:
     return {name: int(getattr(detector.engine, name, 0)) for name in ("vision_calls", "text_calls")}
 
 
+class SessionFolders:
+    """The download folders of the browser sessions, each made by the server inside one root folder.
+
+    A session id comes from the client (any string, `../victim` included): it is only a key of a server-side
+    map, never part of a path. A session's folder is a fresh random name under `root` made on first use, and
+    `forget` removes only a folder this map made (an id it never served removes nothing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._folders: dict[str, Path] = {}
+        self._lock = threading.Lock()  # gradio calls handlers from several threads
+
+    def folder(self, session_id: str | None) -> Path:
+        """The session's own folder (made at the first call), inside `root`."""
+        with self._lock:
+            key = str(session_id)
+            if key not in self._folders:
+                self._folders[key] = Path(tempfile.mkdtemp(prefix="session_", dir=self.root))
+            return self._folders[key]
+
+    def forget(self, session_id: str | None) -> None:
+        """Delete the folder made for `session_id`, if any (the browser tab closed)."""
+        with self._lock:
+            folder = self._folders.pop(str(session_id), None)
+        if folder is not None and folder.parent == self.root:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def safe_stem(name: str | None) -> str:
+    """A file stem made only of letters, digits, '-', '_' and inner dots from an uploaded file's name
+    (which the client chose): `../../x.png` -> `x`, `a b?.png` -> `a_b_`, "" or ".." -> `image`."""
+    stem = re.sub(r"[^\w.-]", "_", Path(name or "").stem).strip(".")
+    return stem[:100] or "image"
+
+
 def write_downloads(folder: Path, docs: Sequence[dict[str, Any]], masks: Sequence[np.ndarray]) -> list[Path]:
     """Write results.json ({"images": docs}) and one black/white `<stem>_mask.png` per image into `folder`
     (the session's own; its earlier files are removed first) and return their paths, JSON first.
 
-    `masks`: (H, W) bool per doc, in order.
+    `masks`: (H, W) bool per doc, in order. File names come from `safe_stem` (never leave `folder`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():
@@ -328,7 +397,7 @@ def write_downloads(folder: Path, docs: Sequence[dict[str, Any]], masks: Sequenc
     paths = [folder / "results.json"]
     paths[0].write_text(json.dumps({"images": list(docs)}, indent=1))
     for doc, mask in zip(docs, masks, strict=True):
-        stem, n = Path(doc["image"] or "image").stem, 1
+        stem, n = safe_stem(doc["image"]), 1
         path = folder / f"{stem}_mask.png"
         while path in paths:
             n += 1
@@ -338,12 +407,52 @@ def write_downloads(folder: Path, docs: Sequence[dict[str, Any]], masks: Sequenc
     return paths
 
 
-def pictures(image: np.ndarray, result: AnomalyResult, cut: Thresholded) -> tuple[np.ndarray, ...]:
-    """(heatmap overlay, binary mask, boxes) as (H, W, 3) uint8 RGB images for display."""
-    overlay = heatmap_overlay(image, result.anomaly_map)
+def heatmap_picture(image: np.ndarray, result: AnomalyResult) -> np.ndarray:
+    """The heatmap over the (H, W, 3) uint8 image with a colour bar on its right: (H, W + bar, 3) uint8."""
+    return with_colour_bar(heatmap_overlay(image, result.anomaly_map))
+
+
+def with_colour_bar(picture: np.ndarray) -> np.ndarray:
+    """`picture` (H, W, 3) uint8 with the jet scale of `heatmap_overlay` appended on the right: score 1 at the
+    top, 0 at the bottom, labelled 1 / 0.5 / 0 on white. Returns (H, W + max(H // 4, 40), 3) uint8."""
+    h = picture.shape[0]
+    width = max(h // 4, 40)
+    bar = np.full((h, width, 3), 255, np.uint8)
+    ramp = np.linspace(255, 0, h).round().astype(np.uint8)[:, None]  # top row: score 1
+    strip = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    bar[:, 4 : width // 2] = strip
+    scale = max(h / 450, 0.3)
+    for label, y in (("1", 0.0), ("0.5", 0.5), ("0", 1.0)):
+        org = (width // 2 + 3, int(np.clip(y * h + 5 * scale, 24 * scale, h - 4)))
+        cv2.putText(
+            bar, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, round(scale)), cv2.LINE_AA
+        )
+    return np.concatenate([picture, bar], axis=1)
+
+
+def cut_pictures(image: np.ndarray, cut: Thresholded) -> tuple[np.ndarray, np.ndarray]:
+    """(binary mask, boxes drawn on the image) as (H, W, 3) uint8 RGB pictures of one slider position."""
     mask = np.repeat((cut.mask.astype(np.uint8) * 255)[..., None], 3, axis=2)
     boxes = draw_boxes(image, [(d.prompt, d.score, d.box) for d in cut.detections])
-    return overlay, mask, boxes
+    return mask, boxes
+
+
+def score_line(score: float, threshold: float | None) -> str:
+    """The image score and its verdict for the page: anomalous when score >= threshold (the category's
+    image_f1_threshold from --thresholds), no verdict without a threshold."""
+    if threshold is None:
+        return (
+            f"**image score {score:.3f}** (verdict: start the app with --thresholds FILE and pick a category)"
+        )
+    verdict = "ANOMALOUS" if score >= threshold else "normal"
+    return f"**image score {score:.3f} → {verdict}** (threshold {threshold:.3f})"
+
+
+def image_threshold_from(path: str | Path, category: str) -> float | None:
+    """The category's image_f1_threshold in a thresholds.json written by test.py; None when it has none
+    (no defect image). The file and category are checked by `mask_threshold_from` first."""
+    value = json.loads(Path(path).expanduser().read_text())["categories"][category].get(IMAGE_THRESHOLD)
+    return None if value is None else float(value)
 
 
 def presence_rows(result: AnomalyResult) -> list[list[Any]]:
@@ -380,9 +489,27 @@ def missing_model_message(model_path: str | Path) -> str | None:
     )
 
 
-def with_floor(detector: AnomalyDetector) -> AnomalyDetector:
-    """The detector keeping detections down to BOX_FLOOR, so the box slider can go that low from the cache."""
+def lower_box_threshold_to_floor(detector: AnomalyDetector) -> None:
+    """Change `detector` in place to keep detections down to BOX_FLOOR (its box_threshold, when higher, is
+    lowered), so the box slider can go that low from the cached results."""
     detector.settings = replace(
         detector.settings, box_threshold=min(BOX_FLOOR, detector.settings.box_threshold)
     )
-    return detector
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str, share: bool, auth: object) -> str | None:
+    """One loud line when the app is reachable from other machines without a password, else None.
+
+    Exposed: `--share` (a public gradio.live link) or `--host` other than the loopback address (0.0.0.0: every
+    network interface). Anyone who reaches it can then run SAM 3 on this machine and upload files to it.
+    """
+    if auth or (host in LOCAL_HOSTS and not share):
+        return None
+    where = "a public gradio.live link (--share)" if share else f"--host {host}"
+    return (
+        f"WARNING: the app is open to anyone who can reach {where}, without a password: they can upload "
+        "files and run SAM 3 on this machine; add --auth USER:PASSWORD (docs/app.md)"
+    )
