@@ -33,9 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dataset import DatasetError
+from dataset import DatasetError, benchmark_categories
 from dataset.base import IMAGE_EXTENSIONS, read_image
-from dataset.constants import MVTEC_CATEGORIES, VISA_CATEGORIES
 from model.detector import AnomalyDetector, AnomalyResult, Detection
 from model.visual import ReferenceBank
 from utils.evaluation.exports import detections_json
@@ -52,11 +51,9 @@ EXAMPLES: tuple[Path, ...] = tuple(
 
 
 def category_choices() -> list[str]:
-    """The category dropdown's names: every category of the known datasets, in dataset order, each once.
-
-    The one place the app learns categories from (switch it to the dataset registry's listing when the
-    registry has one)."""
-    return list(dict.fromkeys((*MVTEC_CATEGORIES, *VISA_CATEGORIES)))
+    """The category dropdown's names: every published category of every benchmark in the dataset registry
+    (`dataset.benchmark_categories`), in dataset order, each once."""
+    return list(benchmark_categories())
 
 
 @dataclass
