@@ -56,7 +56,9 @@ def mvtec_ad2_metrics(result: CategoryResult, threshold: float) -> dict[str, flo
 
     threshold: from `validation_threshold` (NaN: SegF1 is NaN).
     """
-    aupro = compute_metrics(result.labels, result.scores, result.masks, result.maps, fpr_limit=AD2_FPR_LIMIT)
+    aupro = compute_metrics(
+        result.labels, result.scores, result.masks, result.maps, fpr_limit=AD2_FPR_LIMIT, pixels=result.pixels
+    )  # the category's pixels are ranked once (CategoryResult.pixels), shared with the usual metrics
     return {
         "pixel_aupro_0.05": aupro["pixel_aupro"],
         "pixel_seg_f1": seg_f1(result.masks, result.maps, threshold),
