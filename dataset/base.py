@@ -7,6 +7,8 @@ A loader builds a list of `Record`s (paths and labels only, cheap to make) and w
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -70,10 +72,25 @@ def is_image_file(path: Path) -> bool:
 
 
 def list_images(directory: Path) -> list[Path]:
-    """Image files directly inside `directory`, sorted by name (empty if the directory is missing)."""
+    """Image files directly inside `directory`, sorted by name (empty if the directory is missing).
+
+    A symbolic link with an image extension whose target is gone is left out with a DatasetWarning
+    counting such links (a dataset copied without the files its links point to).
+    """
     if not directory.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if is_image_file(p)), key=lambda p: p.name)
+    entries = sorted(directory.iterdir(), key=lambda p: p.name)
+    dangling = [
+        p.name for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_symlink() and not p.exists()
+    ]
+    if dangling:
+        warnings.warn(
+            f"{len(dangling)} link(s) in {directory} point to missing files and are skipped: "
+            f"{short_list(dangling)} (copy the files they point to, or delete the links)",
+            DatasetWarning,
+            stacklevel=3,
+        )
+    return [p for p in entries if is_image_file(p)]
 
 
 def subdirs(directory: Path) -> list[Path]:
@@ -83,6 +100,36 @@ def subdirs(directory: Path) -> list[Path]:
     return sorted(
         (p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
     )
+
+
+def plain_name(name: str, where: str, what: str) -> str:
+    """`name` when it is a single path component (a folder or file name), else a one-line DatasetError.
+
+    A name read from a file or a folder (a csv cell, a category) becomes a component of dataset and output
+    paths, so `..`, `.`, separators and NUL would let it point outside them.
+    """
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise DatasetError(
+            f"{where}: {what} {name!r} is not a plain name (it would leave the dataset root or the output "
+            "folder): use a folder name without '/', '\\' or '..'"
+        )
+    return name
+
+
+def relative_inside(path: str, where: str, what: str) -> str:
+    """`path` (relative to a dataset root, `/` or `\\` separated) normalised, or a one-line DatasetError.
+
+    An absolute path or one that climbs out with `..` leaves the dataset root and is refused by its text,
+    before anything is opened; `a/./b` and `a/x/../b` become `a/b`.
+    """
+    parts = path.replace("\\", "/")
+    norm = posixpath.normpath(parts)
+    if parts.startswith("/") or re.match(r"^[A-Za-z]:", parts) or norm == ".." or norm.startswith("../"):
+        raise DatasetError(
+            f"{where}: {what} path {path!r} leaves the dataset root: give a path relative to the dataset "
+            "folder, inside it"
+        )
+    return norm
 
 
 def as_root(root: str | os.PathLike[str], layout: str) -> Path:
