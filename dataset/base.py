@@ -154,8 +154,14 @@ def _decode(
     except DatasetError:
         raise
     except FileNotFoundError:
-        msg = f"{what} not found: {path} (the file was listed but is gone; re-create the index)"
-        raise DatasetError(msg) from None
+        raise DatasetError(f"{what} not found: {path} (check the path and that the file is there)") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{what} {path} is a folder, not an image file: pass a file") from None
+    except Image.DecompressionBombError:
+        raise DatasetError(
+            f"{what} {path} is larger than PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels "
+            "(a guard against decompression bombs): downscale it first"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DatasetError(
@@ -352,7 +358,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 def _samples_to_rgb(
     values: np.ndarray, sbit: tuple[int, ...] | None, where: str | os.PathLike[str]
 ) -> np.ndarray:
-    """Samples (H, W) / (H, W, 1|2|3|4) of any depth to (H, W, 3) uint8 RGB (`read_image`'s rules)."""
+    """Samples (H, W) / (H, W, 1|2|3|4) of any depth to (H, W, 3) uint8 RGB (`read_image`'s rules).
+
+    An image without pixels (a side of 0) is a DatasetError: nothing downstream can resize it.
+    """
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise DatasetError(f"{where} has no pixels (shape {values.shape}): pass an image of at least 1x1")
     return _on_white(_to_uint8(values, sbit, where))
 
 
@@ -373,7 +384,14 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     """
     if isinstance(image, Image.Image):
         filename = getattr(image, "filename", "") or None
-        values, sbit = _read_pixels(image, filename)
+        try:
+            image.load()
+            values, sbit = _read_pixels(image, filename)
+        except ValueError as err:  # PIL: "Operation on closed image"
+            raise DatasetError(
+                f"cannot read PIL image {filename or ''} ({err}): pass it before closing it (e.g. inside its "
+                "`with Image.open(...)` block), or pass the file path"
+            ) from None
         where = filename or f"PIL image (mode {image.mode})"
         return upright(_samples_to_rgb(values, sbit, where), exif_orientation(image))
     if not isinstance(image, np.ndarray):

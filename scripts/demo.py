@@ -200,6 +200,11 @@ def detect_and_save(
     written = 0
     for start in range(0, len(paths), step):
         batch = read_batch(paths[start : start + step])
+        if cfg["visual"] == "mutual" and len(batch) < 2:
+            raise DatasetError(
+                f"--visual mutual compares the images with each other, but only {len(batch)} of "
+                f"{len(paths)} could be read: fix the unreadable files or add images"
+            )
         if not batch:
             continue
         results = detector.detect(

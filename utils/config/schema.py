@@ -235,6 +235,7 @@ class VisualSettings:
         0,
         "visual fewshot: seed of the draw of the reference images",
         "visual",
+        minimum=0,
         fingerprint="value",
         scripts=("test",),
     )
@@ -243,6 +244,7 @@ class VisualSettings:
         "visual fewshot: a run per seed, each in output_dir/seed_N/, then their mean in output_dir "
         "(comma-separated as a flag); null -> one run with shot_seed",
         "visual",
+        minimum=0,
         not_fingerprinted="each seed is its own run in seed_N/, whose fingerprint holds shot_seed = N",
         scripts=("test",),
     )
@@ -281,6 +283,7 @@ class TrainingSettings:
         1.0e-3,
         "AdamW learning rate (1e-3 for concept embeddings; 1e-5 is the seed's value for full heads)",
         "training",
+        minimum=0.0,
         not_fingerprinted=TRAIN_ONLY,
         scripts=("train",),
         resume="changeable",

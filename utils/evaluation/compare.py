@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.results import COLUMN_TITLES, mean_metrics
@@ -26,7 +28,7 @@ def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
     means it holds; the seed_<s>/results.json below it are then not read a second time.
     """
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
-    docs = {path: json.loads(path.read_text()) for path in sorted(root.glob("*/**/results.json"))}
+    docs = {path: doc for path in sorted(root.glob("*/**/results.json")) if (doc := read_run(path))}
     averaged = [path.parent for path, doc in docs.items() if "seeds" in doc]
     for path, doc in docs.items():
         if any(folder in path.parent.parents for folder in averaged):
@@ -35,6 +37,23 @@ def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
         mode = path.relative_to(root).parts[0]
         runs.setdefault((mode, doc["dataset"]), []).extend(_numbers(mean) for mean in means)
     return runs
+
+
+def read_run(path: Path) -> dict[str, Any] | None:
+    """A results.json with its dataset and mean row, or None with a warning (truncated, edited, half-written).
+
+    A run interrupted while its results.json was written, or a file cut short by a copy, must not stop the
+    table of every other run.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        means = [r["mean"] for r in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
+        if isinstance(doc["dataset"], str) and all(_numbers(m) for m in means):
+            return doc
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    warnings.warn(f"skipped {path}: not a complete results.json of test.py (rerun that run)", stacklevel=2)
+    return None
 
 
 def _numbers(mean: dict[str, float | None]) -> dict[str, float]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from model.detector import Detection
 from model.map_ops import resize_map
 from utils.evaluation.store import CategoryResult
 from utils.evaluation.thresholds import category_thresholds, update_thresholds
-from utils.files import atomic_write_text
+from utils.files import atomic_write, atomic_write_text, disk_full_as_error
 
 SAVE_MAPS_FORMATS: tuple[str, ...] = ("tiff",)
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("path", "defect_type", "label", "image_score")
@@ -50,11 +49,22 @@ def tiff_path(root: Path, category: str, record: Record) -> Path:
 
 
 def write_tiff(path: Path, image_map: np.ndarray) -> None:
-    """Write a (H, W) map as a float32 TIFF, atomically (a temporary file renamed over `path`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(tmp, np.ascontiguousarray(image_map, dtype=np.float32))
-    os.replace(tmp, path)
+    """Write a (H, W) map as a float32 TIFF, atomically (`utils.files.atomic_write`).
+
+    Raises:
+        OutputDirError: the disk is full. OSError: the folder cannot be made or written, or the name is
+            too long (the scripts show both as one line: `utils.config.cli.user_message`).
+    """
+    with disk_full_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(_tiff_bytes(image_map)))
+
+
+def _tiff_bytes(image_map: np.ndarray) -> bytes:
+    """A (H, W) map encoded as a float32 TIFF file."""
+    encoded = io.BytesIO()
+    tifffile.imwrite(encoded, np.ascontiguousarray(image_map, dtype=np.float32))
+    return encoded.getvalue()
 
 
 def save_tiff_maps(root: Path, category: str, records: Sequence[Record], maps: np.ndarray) -> list[Path]:

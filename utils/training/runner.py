@@ -11,6 +11,7 @@ from dataset import ImageDataset, load_dataset, select_categories
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.prompts import build_prompts
+from utils.config.loading import ConfigError
 from utils.run_log import get_logger
 from utils.training.trainer import Trainer
 
@@ -26,12 +27,27 @@ def training_samples(cfg: dict[str, Any]) -> ImageDataset:
     )
 
 
+def concept_seed_words(num_concepts: int, prompt_strategy: str) -> list[str]:
+    """The `num_concepts` generic words of `prompt_strategy` the concepts start from (one per concept).
+
+    Raises:
+        ConfigError: more concepts than words: training fewer than asked would record a wrong num_concepts.
+    """
+    words = build_prompts(None, prompt_strategy)
+    if num_concepts > len(words):
+        raise ConfigError(
+            f"config key 'num_concepts' is {num_concepts}, but prompt_strategy {prompt_strategy} has "
+            f"{len(words)} seed words (one per concept): use --num_concepts {len(words)} or fewer"
+        )
+    return words[:num_concepts]
+
+
 def train(cfg: dict[str, Any], out: Path, ckpt: dict[str, Any] | None) -> None:
     """Load SAM 3, build (or resume) the trainer and run the remaining epochs, saving after each."""
+    seeds = concept_seed_words(cfg["num_concepts"], cfg["prompt_strategy"])  # before the model loads
     data = training_samples(cfg)
     torch.manual_seed(cfg["seed"])
     engine = Sam3Engine.from_pretrained(cfg["model_path"], cfg["device"], cfg["dtype"], cfg["chunk_size"])
-    seeds = build_prompts(None, cfg["prompt_strategy"])[: cfg["num_concepts"]]
     trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
     if ckpt is not None:
         changes = trainer.load_state(ckpt)
