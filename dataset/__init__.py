@@ -8,9 +8,18 @@ sample = ds[0]                        # decodes image (H, W, 3) uint8 RGB and ma
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
-from dataset.base import DatasetError, DatasetWarning, ImageDataset, MaskPairingError, Record, Sample
+from dataset.base import (
+    BitDepths,
+    DatasetError,
+    DatasetWarning,
+    ImageDataset,
+    MaskPairingError,
+    Record,
+    Sample,
+)
 from dataset.constants import MVTEC_CATEGORIES, OBJECT_NOUNS, TEXTURE_CATEGORIES, VISA_CATEGORIES, object_noun
 from dataset.folder import FOLDER_LAYOUT, available_folder_categories, load_folder
 from dataset.mvtec import MVTEC_LAYOUT, available_mvtec_categories, load_mvtec
@@ -36,15 +45,28 @@ def _check_name(name: str) -> None:
         raise DatasetError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
 
 
-def load_dataset(name: str, root: str | os.PathLike[str], category: str, split: str) -> ImageDataset:
+def load_dataset(
+    name: str, root: str | os.PathLike[str], category: str, split: str, bit_depth: int | None = None
+) -> ImageDataset:
     """A lazy sequence of `Sample`s for one category and split ("train" or "test").
 
     name: "mvtec", "visa" or "folder". root: the datasets root (holding `mvtec/`, `visa/`) or the dataset
     folder itself; `~` is expanded. Nothing is decoded here; `result.records` lists paths and labels.
+    Images of more than 8 bits without sBIT are scaled by `bit_depth`, or else by the depth of the
+    category's brightest such image over both splits (`dataset.base.BitDepths`).
     Bad input raises DatasetError naming the path and the expected layout.
     """
     _check_name(name)
-    return _LOADERS[name](root, category, split)
+    dataset = _LOADERS[name](root, category, split)
+    other = "train" if split == "test" else "test"
+    with warnings.catch_warnings():  # the other split's index is read for its paths only
+        warnings.simplefilter("ignore", DatasetWarning)
+        try:
+            extra = _LOADERS[name](root, category, other).records
+        except DatasetError:
+            extra = []
+    dataset.depths = BitDepths(dataset.records + extra, bit_depth)
+    return dataset
 
 
 def available_categories(name: str, root: str | os.PathLike[str]) -> list[str]:

@@ -270,13 +270,21 @@ def _read_pixels(
     return np.asarray(img), None  # 1, L, LA, RGB, RGBA, F
 
 
-def _full_scale(values: np.ndarray, sbit: int | None) -> int:
+# Sample depths cameras store unscaled in 16-bit files (a 12-bit sensor's 0..4095 in a 16-bit PNG).
+SENSOR_DEPTHS: tuple[int, ...] = (8, 10, 12, 14, 16)
+
+
+def depth_holding(peak: int) -> int:
+    """The smallest of SENSOR_DEPTHS whose range 0..2**bits - 1 holds `peak` (more bits for wider values)."""
+    return next((b for b in SENSOR_DEPTHS if peak < (1 << b)), max(peak.bit_length(), 1))
+
+
+def _full_scale(values: np.ndarray, sbit: int | None, bit_depth: int | None = None) -> int:
     """The value that means "white" for integer samples of more than 8 bits (see `read_image`)."""
     peak = int(values.max(initial=0))
     if sbit is not None and 1 <= sbit <= 16:
         return (1 << sbit) - 1 if peak < (1 << sbit) else 65535
-    bits = next((b for b in (8, 10, 12, 14, 16) if peak < (1 << b)), max(peak.bit_length(), 1))
-    return (1 << bits) - 1
+    return (1 << (bit_depth or depth_holding(peak))) - 1
 
 
 def _float_to_uint8(values: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
@@ -291,14 +299,22 @@ def _float_to_uint8(values: np.ndarray, path: str | os.PathLike[str]) -> np.ndar
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def _int_to_uint8(values: np.ndarray, sbit: int | None) -> np.ndarray:
-    """Non-negative integer samples to uint8 by their full scale (`_full_scale`)."""
-    scale = 255.0 / _full_scale(values, sbit)
+def _int_to_uint8(values: np.ndarray, sbit: int | None, bit_depth: int | None = None) -> np.ndarray:
+    """Non-negative integer samples to uint8 by their full scale (`_full_scale`); above it is white."""
+    scale = 255.0 / _full_scale(values, sbit, bit_depth)
     return np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
 
 
-def _to_uint8(values: np.ndarray, sbit: tuple[int, ...] | None, path: str | os.PathLike[str]) -> np.ndarray:
-    """Samples of any depth to uint8; colour and alpha channels each by their own full scale."""
+def _to_uint8(
+    values: np.ndarray,
+    sbit: tuple[int, ...] | None,
+    path: str | os.PathLike[str],
+    bit_depth: int | None = None,
+) -> np.ndarray:
+    """Samples of any depth to uint8; colour and alpha channels each by their own full scale.
+
+    `bit_depth` is the colour channels' depth when the file has no sBIT (None: guessed from this image).
+    """
     if values.dtype == np.uint8:
         return values
     if values.dtype == bool:
@@ -306,10 +322,10 @@ def _to_uint8(values: np.ndarray, sbit: tuple[int, ...] | None, path: str | os.P
     if np.issubdtype(values.dtype, np.floating) or values.min(initial=0) < 0:
         return _float_to_uint8(values.astype(np.float64), path)
     if values.ndim == 2 or values.shape[2] == 3:
-        return _int_to_uint8(values, None if sbit is None else max(sbit))
+        return _int_to_uint8(values, None if sbit is None else max(sbit), bit_depth)
     colour_bits = None if sbit is None else max(sbit[:-1] or sbit)
     alpha_bits = None if sbit is None else sbit[-1]
-    colour = _int_to_uint8(values[..., :-1], colour_bits)
+    colour = _int_to_uint8(values[..., :-1], colour_bits, bit_depth)
     return np.concatenate([colour, _int_to_uint8(values[..., -1:], alpha_bits)], axis=-1)
 
 
@@ -327,7 +343,7 @@ def _on_white(values: np.ndarray) -> np.ndarray:
     return values if values.shape[2] == 3 else np.repeat(values, 3, axis=2)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], bit_depth: int | None = None) -> np.ndarray:
     """Decode an image file the way an image viewer shows it, as RGB.
 
     Returns (H, W, 3) uint8, turned upright by its EXIF orientation (so H and W are the displayed ones).
@@ -338,11 +354,15 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     - More than 8 bits per sample (16-bit PNG/TIFF, gray or colour): divided by the image's full scale. A PNG
       sBIT chunk gives the true depth s: values below 2**s are raw s-bit samples (full scale 2**s - 1),
       otherwise they were scaled to 16 bits as the PNG spec asks (full scale 65535). Without sBIT, the full
-      scale is that of the smallest of 8/10/12/14/16 bits that holds the brightest sample, because cameras
-      store 10/12/14-bit samples unscaled in 16-bit files; dividing those by 65535 would make them almost
-      black. The price: a true 16-bit image whose brightest pixel is below 1/4 of full scale is shown
-      brighter than a viewer would (the rule is per image).
+      scale is 2**bit_depth - 1, and without `bit_depth` that of the smallest of 8/10/12/14/16 bits that
+      holds the image's brightest sample, because cameras store 10/12/14-bit samples unscaled in 16-bit
+      files; dividing those by 65535 would make them almost black. A dataset passes its category's depth
+      (`category_bit_depth`), so images of one camera are scaled alike.
     - Float samples (TIFF mode "F"): [0, 1] times 255; [0, 255] as is; any other range stretched min-max.
+
+    `bit_depth` (from `ImageDataset`, for a whole category, or a caller that knows its camera) replaces
+    the per-image guess when the file has no sBIT: samples are divided by 2**bit_depth - 1, so one sample
+    value is one brightness in every image read with that depth.
 
     Raises:
         DatasetError: a corrupt, truncated or unsupported file, or float samples with NaN/inf (one line).
@@ -350,13 +370,47 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     def convert(img: Image.Image) -> np.ndarray:
         values, sbit = _read_pixels(img, path)
-        return upright(_samples_to_rgb(values, sbit, path), exif_orientation(img))
+        return upright(_samples_to_rgb(values, sbit, path, bit_depth), exif_orientation(img))
 
     return _decode(path, "image", convert)
 
 
+def unscaled_peak(path: str | os.PathLike[str]) -> int | None:
+    """The brightest colour sample of a more-than-8-bit integer image without sBIT, else None.
+
+    None also for an 8-bit file (only its header is read) and for a file that cannot be read (reading it
+    for real reports that). This is what `read_image` would have to guess the depth of.
+    """
+    try:
+        with Image.open(path) as img:
+            wide_colour = img.mode in ("RGB", "RGBA", "LA") and img.format in ("PNG", "TIFF")
+            if not img.mode.startswith("I") and not (wide_colour and _stored_depth(img, path)[0] > 8):
+                return None
+            img.load()
+            values, sbit = _read_pixels(img, path)
+    except (OSError, ValueError, SyntaxError, DatasetError, Image.DecompressionBombError):
+        return None
+    if sbit is not None or not np.issubdtype(values.dtype, np.integer) or values.min(initial=0) < 0:
+        return None
+    colour = values[..., :-1] if values.ndim == 3 and values.shape[2] in (2, 4) else values
+    return int(colour.max(initial=0))
+
+
+def category_bit_depth(paths: Sequence[str | os.PathLike[str]]) -> int | None:
+    """The depth of a category's >8-bit images without sBIT: the smallest holding their brightest sample.
+
+    None when no image needs it (8-bit files, or sBIT in every 16-bit one). Reads the pixels of those
+    images once; 8-bit files cost a header read.
+    """
+    peaks = [p for p in map(unscaled_peak, paths) if p is not None]
+    return depth_holding(max(peaks)) if peaks else None
+
+
 def _samples_to_rgb(
-    values: np.ndarray, sbit: tuple[int, ...] | None, where: str | os.PathLike[str]
+    values: np.ndarray,
+    sbit: tuple[int, ...] | None,
+    where: str | os.PathLike[str],
+    bit_depth: int | None = None,
 ) -> np.ndarray:
     """Samples (H, W) / (H, W, 1|2|3|4) of any depth to (H, W, 3) uint8 RGB (`read_image`'s rules).
 
@@ -364,7 +418,7 @@ def _samples_to_rgb(
     """
     if values.shape[0] == 0 or values.shape[1] == 0:
         raise DatasetError(f"{where} has no pixels (shape {values.shape}): pass an image of at least 1x1")
-    return _on_white(_to_uint8(values, sbit, where))
+    return _on_white(_to_uint8(values, sbit, where, bit_depth))
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -427,9 +481,12 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return _decode(path, "mask", convert)
 
 
-def load_sample(record: Record) -> Sample:
-    """Decode the image (and mask) of `record`; a mask of another size than its image is a DatasetError."""
-    image = read_image(record.image_path)
+def load_sample(record: Record, bit_depth: int | None = None) -> Sample:
+    """Decode the image (and mask) of `record`; a mask of another size than its image is a DatasetError.
+
+    `bit_depth`: see `read_image` (the depth of >8-bit images without sBIT; None = guessed per image).
+    """
+    image = read_image(record.image_path, bit_depth)
     height, width = image.shape[:2]
     if record.mask_path is None:
         mask = np.zeros((height, width), dtype=bool)
@@ -456,6 +513,28 @@ def load_sample(record: Record) -> Sample:
     )
 
 
+class BitDepths:
+    """The depth `read_image` divides >8-bit samples without sBIT by, one per category (or one declared).
+
+    Found once per category from `records` (give it both splits: a reference image and a test image of
+    one camera must be scaled alike) by `category_bit_depth`, the first time an image of it is decoded.
+    """
+
+    def __init__(self, records: Sequence[Record], declared: int | None = None) -> None:
+        self.records = list(records)
+        self.declared = declared
+        self.found: dict[str, int | None] = {}
+
+    def of(self, category: str) -> int | None:
+        """The declared depth, else the category's (None: no image of it needs one)."""
+        if self.declared is not None:
+            return self.declared
+        if category not in self.found:
+            paths = [r.image_path for r in self.records if r.category == category]
+            self.found[category] = category_bit_depth(paths)
+        return self.found[category]
+
+
 class ImageDataset(Sequence[Sample]):
     """A sequence of `Sample`s decoded lazily from `records`.
 
@@ -466,6 +545,9 @@ class ImageDataset(Sequence[Sample]):
     An anomalous image whose mask is all zero is found when it is decoded (checking at indexing time would
     decode every mask up front): its path joins `empty_masks` (shared with slices of this dataset) and a
     DatasetWarning with the running count is emitted once per image.
+
+    Images of more than 8 bits without sBIT are scaled by their category's depth (`depths`, shared with
+    slices; by default found from `records`): one sample value, one brightness, within a category.
     """
 
     def __init__(
@@ -476,6 +558,7 @@ class ImageDataset(Sequence[Sample]):
         category: str,
         split: str,
         empty_masks: set[str] | None = None,
+        depths: BitDepths | None = None,
     ) -> None:
         self.records: list[Record] = list(records)
         self.name = name
@@ -483,6 +566,7 @@ class ImageDataset(Sequence[Sample]):
         self.category = category
         self.split = split
         self.empty_masks: set[str] = set() if empty_masks is None else empty_masks
+        self.depths = BitDepths(self.records) if depths is None else depths
 
     def __len__(self) -> int:
         return len(self.records)
@@ -496,7 +580,9 @@ class ImageDataset(Sequence[Sample]):
     def __getitem__(self, index: int | slice) -> Sample | ImageDataset:
         if isinstance(index, slice):
             records = self.records[index]
-            return ImageDataset(records, self.name, self.root, self.category, self.split, self.empty_masks)
+            return ImageDataset(
+                records, self.name, self.root, self.category, self.split, self.empty_masks, self.depths
+            )
         return self._load(self.records[index])
 
     def __iter__(self) -> Iterator[Sample]:
@@ -505,7 +591,7 @@ class ImageDataset(Sequence[Sample]):
 
     def _load(self, record: Record) -> Sample:
         """`load_sample(record)`, warning the first time an anomalous image shows an all-zero mask."""
-        sample = load_sample(record)
+        sample = load_sample(record, self.depths.of(record.category))
         empty = sample.label == 1 and sample.mask_path is not None and not sample.mask.any()
         if empty and sample.image_path not in self.empty_masks:
             self.empty_masks.add(sample.image_path)
