@@ -26,6 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.versions import require_torch  # noqa: E402
+
+require_torch()  # one line naming both versions when torch is too old, before torch is imported
+
 from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E402
 from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402

@@ -22,6 +22,7 @@ from dataset.base import read_image, to_rgb
 from model.detector import AnomalyDetector
 from scripts import demo, train
 from scripts import test as test_script
+from utils import versions
 from utils.config.cli import run, user_message
 from utils.config.loading import ConfigError, resolve_config
 from utils.evaluation import compare
@@ -283,3 +284,30 @@ def test_compare_skips_a_truncated_results_json(tmp_path: Path, capsys) -> None:
         assert compare.main(str(tmp_path)) == 0
     table = (tmp_path / "compare.md").read_text()
     assert "| text | mvtec |" in table and "mutual" not in table
+
+
+# ------------------------------------------------------------------ the installed torch
+@pytest.mark.parametrize(
+    ("installed", "complaint"),
+    [
+        ("2.3.1+cu121", "torch 2.3.1+cu121 is installed; this project needs torch >= 2.4: install the CUDA"),
+        ("1.13.0", "torch 1.13.0 is installed; this project needs torch >= 2.4"),
+        (None, "torch is not installed; this project needs torch >= 2.4"),
+        ("2.4.0", None),
+        ("2.10.1", None),  # compared as numbers, not as text ("2.10" < "2.4" as strings)
+    ],
+)
+def test_torch_too_old_is_one_line_naming_both_versions(installed, complaint) -> None:
+    problem = versions.torch_problem(installed, versions.required_torch())
+    assert problem == complaint if complaint is None else problem.startswith(complaint)
+
+
+def test_require_torch_stops_the_script_with_one_line(monkeypatch, capsys) -> None:
+    assert versions.required_torch() == "2.4"  # the torch>=X.Y line of requirements.txt
+    monkeypatch.setattr(versions.metadata, "version", lambda name: "2.1.2")
+    with pytest.raises(SystemExit) as info:
+        versions.require_torch()
+    assert info.value.code == 2
+    assert one_error_line(capsys).startswith(
+        "error: torch 2.1.2 is installed; this project needs torch >= 2.4"
+    )
