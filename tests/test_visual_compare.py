@@ -24,5 +24,27 @@ def test_seeds_are_averaged_per_mode_and_dataset(tmp_path):
     assert sorted(runs) == [("fewshot", "mvtec"), ("text", "mvtec")]
     assert math.isnan(runs[("text", "mvtec")][0]["pixel_aupro"])
     table = compare_table(runs)
-    assert "| fewshot | mvtec | 2 | 85.0 | 85.0 | 85.0 | 85.0 | 85.0 | 85.0 | – |" in table
+    assert "| fewshot | mvtec | 2 | 85.0 ± 5.0 | 85.0 ± 5.0 | 85.0 ± 5.0 | 85.0 ± 5.0 | 85.0 ± 5.0 |" in table
+    assert table.index("| text |") < table.index("| fewshot |")  # fixed order, not by folder name
     assert "| text | mvtec | 1 | 50.0 |" in table
+
+
+def test_modes_are_named_from_the_settings_in_a_fixed_order(tmp_path):
+    """Folders named anyhow: rows text, mutual, text+mutual, fewshot K=1, fewshot K=4, in that order."""
+    configs = {
+        "z_few4": {"visual": "fewshot", "shots": 4, "visual_weight": 0.5},
+        "a_few1": {"visual": "fewshot", "shots": 1, "visual_weight": 0.5},
+        "b_fused": {"visual": "mutual", "visual_weight": 0.5},
+        "c_mutual": {"visual": "mutual", "visual_weight": 1.0},
+        "d_text": {"visual": "none", "visual_weight": 0.5},
+    }
+    for folder, config in configs.items():
+        for dataset in ("visa", "mvtec"):
+            _write(tmp_path / folder / dataset, dataset, 0.5)
+            doc = json.loads((tmp_path / folder / dataset / "results.json").read_text())
+            (tmp_path / folder / dataset / "results.json").write_text(json.dumps({**doc, "config": config}))
+    assert list(collect_runs(tmp_path)) == [
+        (mode, dataset)
+        for mode in ("text", "mutual", "text+mutual", "fewshot K=1", "fewshot K=4")
+        for dataset in ("mvtec", "visa")
+    ]

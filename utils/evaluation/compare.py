@@ -2,9 +2,13 @@
 
     python -m utils.evaluation.compare results     # reads results/<mode>/<dataset>[/seed_<s>]/results.json
 
-Each results.json gives its dataset and its mean row; runs of one mode and dataset (one per few-shot seed,
-also when a `--shot_seeds` run holds them) are averaged metric by metric, ignoring undefined (null) values,
-and the number of runs is shown.
+Each results.json gives its dataset, its mean row and its settings, which name its mode
+(`results.run_label`: text, mutual, text+mutual, fewshot K=<shots>; the folder name when it has no
+settings). Runs of one mode and dataset (one per few-shot seed, also when a `--shot_seeds` run holds them)
+are averaged metric by metric, ignoring undefined (null) values, with ± the standard deviation over runs
+(ddof = 0) when there are several, and the number of runs is shown. Rows come in a fixed order: text,
+mutual, text+mutual, fewshot by K, then any other folder; datasets by name within a mode. A results.json
+that cannot be read (truncated, half-written) is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -17,12 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from utils.evaluation.metrics import METRIC_KEYS
-from utils.evaluation.results import COLUMN_TITLES, mean_metrics
+from utils.evaluation.results import (
+    COLUMN_TITLES,
+    label_order,
+    mean_metrics,
+    percent_cell,
+    run_label,
+    std_metrics,
+)
 from utils.files import atomic_write_text
 
 
 def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
-    """{(mode, dataset): [mean metrics of each run]} from `root/<mode>/**/results.json` (sorted paths).
+    """{(mode, dataset): [mean metrics of each run]} from `root/<mode>/**/results.json`, in table order.
 
     A results.json of several seeds (`--shot_seeds`, with a "seeds" section) counts as its seeds' runs, whose
     means it holds; the seed_<s>/results.json below it are then not read a second time.
@@ -34,9 +45,13 @@ def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
         if any(folder in path.parent.parents for folder in averaged):
             continue  # one seed of a mean over seeds: counted through that mean's "seeds" section
         means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
-        mode = path.relative_to(root).parts[0]
+        mode = (
+            run_label(doc["config"])
+            if isinstance(doc.get("config"), dict)
+            else path.relative_to(root).parts[0]
+        )
         runs.setdefault((mode, doc["dataset"]), []).extend(_numbers(mean) for mean in means)
-    return runs
+    return dict(sorted(runs.items(), key=lambda item: (label_order(item[0][0]), item[0][1])))
 
 
 def read_run(path: Path) -> dict[str, Any] | None:
@@ -62,12 +77,14 @@ def _numbers(mean: dict[str, float | None]) -> dict[str, float]:
 
 
 def compare_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> str:
-    """A Markdown table in percent, one row per (mode, dataset): the mean over its runs ("–" = undefined)."""
+    """A Markdown table in percent, one row per (mode, dataset): the mean over its runs ± their std ("–" =
+    undefined)."""
     header = "| mode | dataset | runs | " + " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS) + " |"
     lines = ["### mode comparison (%)", "", header, "|" + "---|" * (len(METRIC_KEYS) + 3)]
     for (mode, dataset), means in runs.items():
         mean = mean_metrics(dict(enumerate(means)))
-        cells = ["–" if math.isnan(mean[key]) else f"{100 * mean[key]:.1f}" for key in METRIC_KEYS]
+        std = std_metrics(dict(enumerate(means))) if len(means) > 1 else {}
+        cells = [percent_cell(mean[key], std.get(key)) for key in METRIC_KEYS]
         lines.append(f"| {mode} | {dataset} | {len(means)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -121,3 +121,21 @@ def mask_threshold_from(path: str | Path, category: str | None) -> float:
             "rerun test.py to rewrite the file, or set --mask_threshold instead"
         )
     return float(value)
+
+
+def chosen_mask_threshold(
+    thresholds: str | None, mask_threshold: float, category: str | None, flag_given: bool
+) -> tuple[float, str]:
+    """The demo's binary-mask threshold and where it came from (recorded beside the masks it made).
+
+    `thresholds` (a thresholds.json) wins over `mask_threshold`; `flag_given` says whether
+    --mask_threshold was on the command line (else the value is the config's).
+
+    Raises:
+        ConfigError: see `mask_threshold_from`.
+    """
+    if thresholds:
+        value = mask_threshold_from(thresholds, category)
+        which = f"category {category}" if category else "its only category"
+        return value, f"{USED_BY_DEMO} of {which} in {Path(thresholds).expanduser()}"
+    return mask_threshold, "--mask_threshold" if flag_given else "mask_threshold of the config"
