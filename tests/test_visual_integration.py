@@ -14,7 +14,7 @@ from model.detector import AnomalyDetector, ScoringSettings
 from scripts import demo
 from scripts import test as test_script
 from utils.config.cli import run
-from utils.evaluation.store import StaleOutputError
+from utils.config.loading import StaleOutputError
 
 
 @pytest.fixture(scope="module")

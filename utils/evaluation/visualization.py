@@ -172,19 +172,6 @@ def curve_area(
     return name, float(np.sum(np.diff(recall) * precision[1:]))
 
 
-def save_loss_curve(path: Path, history: Sequence[Mapping[str, float]]) -> None:
-    """Plot the per-epoch mean of each loss term (keys "loss", "focal", "dice", "image") against "epoch"."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [row["epoch"] for row in history]
-    for key in ("loss", "focal", "dice", "image"):
-        ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    ax.set(xlabel="epoch", ylabel="mean loss", title="training loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def ranked_picks(labels: np.ndarray, scores: np.ndarray, count: int) -> list[tuple[int, str]]:
     """`pick_for_visualization` with each pick's rank among its kind: (index, "fn01"), (index, "fp01"), ...
 
