@@ -27,6 +27,8 @@ from utils.config.cli import run, user_message
 from utils.config.loading import ConfigError, resolve_config
 from utils.evaluation import compare
 from utils.evaluation.exports import write_tiff
+from utils.evaluation.fingerprint import fingerprint_settings
+from utils.evaluation.store import CategoryStore, DamagedStoreWarning
 from utils.evaluation.thresholds import mask_threshold_from
 from utils.files import OutputDirError
 from utils.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -311,3 +313,29 @@ def test_require_torch_stops_the_script_with_one_line(monkeypatch, capsys) -> No
     assert one_error_line(capsys).startswith(
         "error: torch 2.1.2 is installed; this project needs torch >= 2.4"
     )
+
+
+# ------------------------------------------------------------------ a damaged progress.json
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda text: text.replace('"labels": [0, 1]', '"labels": [0, 7]'), "a label that is not 0 or 1"),
+        (lambda text: text.replace('"scores": [0.25,', '"scores": [null,'), "a score that is not a finite"),
+    ],
+)
+def test_damaged_progress_json_of_the_right_length_warns_and_recomputes(
+    tmp_path: Path, damage, problem
+) -> None:
+    settings = fingerprint_settings(resolve_config(None, {}))
+    store = CategoryStore(tmp_path / "store", ["a.png", "b.png", "c.png"], 4, settings)
+    store.append([np.ones((4, 4))] * 2, [np.zeros((4, 4), bool)] * 2, [0, 1], [0.25, 0.75])
+    path = tmp_path / "store" / "progress.json"
+    text = path.read_text()
+    damaged = damage(text)
+    assert damaged != text and len(damaged) == len(text)
+    path.write_text(damaged)
+    with pytest.warns(
+        DamagedStoreWarning, match=rf"progress\.json holds {problem}.*computing this category again"
+    ):
+        again = CategoryStore(tmp_path / "store", ["a.png", "b.png", "c.png"], 4, settings)
+    assert again.n_done == 0
