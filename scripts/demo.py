@@ -32,7 +32,7 @@ from utils.versions import require_torch  # noqa: E402
 require_torch()  # one line naming both versions when torch is too old, before torch is imported
 
 from dataset import MVTEC_CATEGORIES, VISA_CATEGORIES, DatasetError  # noqa: E402
-from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
+from dataset.base import IMAGE_EXTENSIONS, category_bit_depth, list_images, read_image  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.evaluation.exports import detections_json  # noqa: E402
@@ -89,7 +89,7 @@ def visual_inputs(cfg: dict[str, Any], reference_dir: str | None, n_images: int)
             f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in --reference_dir {folder}: "
             "put a few good images of the product there"
         )
-    return [read_image(p) for p in paths]  # an unreadable file is a one-line DatasetError naming it
+    return [read_image(p, cfg["bit_depth"]) for p in paths]  # unreadable: a one-line DatasetError naming it
 
 
 def input_images(path: Path) -> list[Path]:
@@ -186,12 +186,12 @@ def save_outputs(
     return all(file.is_file() for file in files)
 
 
-def read_batch(paths: Sequence[Path]) -> list[tuple[Path, np.ndarray]]:
-    """Decode `paths`; an unreadable image is reported on stderr and left out."""
+def read_batch(paths: Sequence[Path], bit_depth: int | None = None) -> list[tuple[Path, np.ndarray]]:
+    """Decode `paths` (`bit_depth`: see `read_image`); an unreadable image is reported and left out."""
     batch = []
     for path in paths:
         try:
-            batch.append((path, read_image(path)))
+            batch.append((path, read_image(path, bit_depth)))
         except DatasetError as err:
             log.warning(f"skipped: {err}")
     return batch
@@ -217,7 +217,7 @@ def detect_and_save(
     stems = output_stems(paths)
     written = 0
     for start in range(0, len(paths), step):
-        batch = read_batch(paths[start : start + step])
+        batch = read_batch(paths[start : start + step], cfg["bit_depth"])
         if cfg["visual"] == "mutual" and len(batch) < 2:
             raise DatasetError(
                 f"--visual mutual compares the images with each other, but only {len(batch)} of "
@@ -253,6 +253,9 @@ def main(args: argparse.Namespace) -> int:
     )
     log.info(f"mask threshold {cfg['mask_threshold']:.4g}: {source}")
     paths = input_images(Path(args.image_path).expanduser())
+    if cfg["bit_depth"] is None:  # the images (and references) as one category: one depth for all of them
+        folder = Path(args.reference_dir).expanduser() if args.reference_dir else None
+        cfg["bit_depth"] = category_bit_depth([*paths, *(list_images(folder) if folder else [])])
     references = visual_inputs(cfg, args.reference_dir, len(paths))
     out = check_output_dir(cfg["output_dir"])  # before the (large) model is loaded
     with OutputLock(out):

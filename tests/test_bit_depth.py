@@ -11,6 +11,8 @@ from PIL import Image
 from dataset import load_dataset
 from dataset.base import category_bit_depth, depth_holding, read_image, unscaled_peak
 from tests.test_images import save_png16
+from utils.config.loading import ConfigError, resolve_config
+from utils.evaluation.references import reference_images
 
 
 def _category(root: Path, images: dict[str, np.ndarray], sbit: dict[str, int] | None = None) -> Path:
@@ -91,3 +93,17 @@ def test_eight_bit_categories_are_untouched_and_only_headers_are_read(tmp_path: 
     assert loads == []
     ds = load_dataset("folder", tmp_path, "cam", "test")
     assert [int(s.image[0, 0, 0]) for s in ds] == [77, pytest.approx(77, abs=2)]
+
+
+def test_fewshot_references_are_decoded_with_the_category_depth(tmp_path: Path) -> None:
+    """The scorer gets reference paths; they are read like the test images, not each by its own maximum."""
+    for split, gray in (("train", DIM), ("test", BRIGHT)):
+        save_png16(_mkdir(tmp_path / "cam" / split / "good") / f"{split}.png", gray)
+    reference = str(tmp_path / "cam" / "train" / "good" / "train.png")
+    cfg = {"dataset": "folder", "dataset_path": str(tmp_path), "bit_depth": None}
+    assert reference_images(cfg, "cam", [reference])[0][0, 1, 0] == 50  # 200 / 1023, like the test image
+    assert reference_images({**cfg, "bit_depth": 12}, "cam", [reference])[0][0, 1, 0] == 12
+    assert read_image(reference)[0, 1, 0] == 200  # alone: its own maximum fits 8 bits
+    assert resolve_config(None, {"bit_depth": 12})["bit_depth"] == 12
+    with pytest.raises(ConfigError, match=r"'bit_depth' must be one of 8, 10, 12, 14, 16, got 11"):
+        resolve_config(None, {"bit_depth": 11})

@@ -12,6 +12,7 @@ from dataset import DatasetError, Sample
 from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
 from model.prompts import build_prompts, object_prompt
+from utils.evaluation.references import reference_images
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 
@@ -84,7 +85,7 @@ class CategoryScorer:
             return self.finish([self.parts(samples, category)], category)
         prompts, _ = prompts_for(self.cfg, category, self.concepts)
         if self.cfg["visual"] == "fewshot" and self.referenced != tuple(references):
-            self.detector.set_references(list(references))
+            self.detector.set_references(reference_images(self.cfg, category, references))
             self.referenced = tuple(references)
         results = self.detector.detect(
             [s.image for s in samples],

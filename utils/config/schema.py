@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
+from dataset.base import SENSOR_DEPTHS
 from model.detector import ScoringSettings
 from model.prompts import STRATEGIES
 from model.settings import EVAL_SCRIPTS, SCRIPTS, SettingInfo, setting, setting_info
@@ -80,6 +81,16 @@ class DataSettings:
         "data",
         fingerprint="value",
         scripts=EVAL,
+    )
+    bit_depth: int | None = setting(
+        None,
+        "bits per sample of >8-bit images without sBIT (a 12-bit camera in 16-bit PNGs: 12); "
+        "null -> per category, the smallest of 8/10/12/14/16 holding its brightest sample",
+        "data",
+        choices=SENSOR_DEPTHS,
+        fingerprint="value",
+        scripts=ALL,
+        resume="fixed",
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from dataset import DatasetError, DatasetWarning, load_dataset
+from dataset.base import read_image
 
 
 class NotEnoughReferencesError(DatasetError):
@@ -32,14 +33,14 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
         DatasetError: no train split at all (from the loader).
     """
     dataset, dataset_path, shots, seed = cfg["dataset"], cfg["dataset_path"], cfg["shots"], cfg["shot_seed"]
-    train = load_dataset(dataset, dataset_path, category, "train")
+    train = load_dataset(dataset, dataset_path, category, "train", cfg["bit_depth"])
     normal = [r.image_path for r in train.records if r.label == 0]
     if len(normal) < shots:
         raise NotEnoughReferencesError(
             f"--shots {shots} but {category} has {len(normal)} normal training image(s) "
             f"(train/good): lower --shots to at most {len(normal)} or add normal images"
         )
-    test_paths = {r.image_path for r in load_dataset(dataset, dataset_path, category, "test").records}
+    test_paths = {r.image_path for r in load_dataset(dataset, dataset_path, category, "test", None).records}
     if test_paths.intersection(normal):
         warnings.warn(
             f"{category}: the train split is the test split (own folders without train/ and test/), so the "
@@ -49,3 +50,14 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
         )
     picked = np.random.default_rng(seed).choice(len(normal), shots, replace=False)
     return [str(normal[i]) for i in sorted(picked.tolist())]
+
+
+def reference_images(cfg: Mapping[str, Any], category: str, paths: Sequence[str]) -> list[np.ndarray]:
+    """The drawn reference images decoded like the category's test images: (H, W, 3) uint8 RGB each.
+
+    More-than-8-bit images without sBIT are scaled by the category's depth (cfg["bit_depth"], else the
+    one `load_dataset` finds over both splits), so a reference and a test image of one camera match.
+    """
+    dataset = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "train", cfg["bit_depth"])
+    depth = dataset.depths.of(category)
+    return [read_image(path, depth) for path in paths]

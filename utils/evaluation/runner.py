@@ -56,7 +56,7 @@ def evaluate(
     per_category: dict[str, dict[str, float]] = {}
     visual = visual_section(cfg)
     for category in categories:
-        samples = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test")
+        samples = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test", cfg["bit_depth"])
         references: list[str] = []
         if cfg["visual"] == "fewshot":  # drawn here once: recorded in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from dataset import ImageDataset, load_dataset, select_categories
+from dataset.base import BitDepths
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.prompts import build_prompts
@@ -22,9 +23,9 @@ def training_samples(cfg: dict[str, Any]) -> ImageDataset:
     """Test-split samples (with masks) of every selected category of cfg["dataset"], decoded lazily."""
     categories = select_categories(cfg["dataset"], cfg["dataset_path"], cfg["categories"])
     parts = [load_dataset(cfg["dataset"], cfg["dataset_path"], c, "test") for c in categories]
-    return ImageDataset(
-        [r for part in parts for r in part.records], cfg["dataset"], parts[0].root, "all", "test"
-    )
+    depths = BitDepths([r for part in parts for r in part.depths.records], cfg["bit_depth"])  # per category
+    records = [r for part in parts for r in part.records]
+    return ImageDataset(records, cfg["dataset"], parts[0].root, "all", "test", depths=depths)
 
 
 def concept_seed_words(num_concepts: int, prompt_strategy: str) -> list[str]:
