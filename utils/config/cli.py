@@ -140,8 +140,8 @@ def user_message(err: Exception) -> str | None:
 
 # What to do about a file-system refusal: bad input (the folder given, a file name), not a bug of the code.
 FILE_SYSTEM_HINTS: dict[int, str] = {
-    errno.EACCES: "make it writable, or choose another --output_dir",
-    errno.EPERM: "make it writable, or choose another --output_dir",
+    errno.EACCES: "fix its permissions (an output: make it writable, or choose another --output_dir)",
+    errno.EPERM: "fix its permissions (an output: make it writable, or choose another --output_dir)",
     errno.EROFS: "the file system is read-only: choose another --output_dir",
     errno.ENOTDIR: "a file stands where a folder is needed: move it away, or choose another --output_dir",
     errno.EEXIST: "a file stands where a folder is needed: move it away, or choose another --output_dir",
