@@ -30,21 +30,22 @@ def test_seeds_are_averaged_per_mode_and_dataset(tmp_path):
 
 
 def test_modes_are_named_from_the_settings_in_a_fixed_order(tmp_path):
-    """Folders named anyhow: rows text, mutual, text+mutual, fewshot K=1, fewshot K=4, in that order."""
+    """Rows text, mutual, text+mutual, fewshot K=1, fewshot K=4, whatever the folders are called; a run in
+    a folder not named after its mode (train.sh's mvtec_to_visa) keeps its own row, after its mode's."""
     configs = {
-        "z_few4": {"visual": "fewshot", "shots": 4, "visual_weight": 0.5},
-        "a_few1": {"visual": "fewshot", "shots": 1, "visual_weight": 0.5},
-        "b_fused": {"visual": "mutual", "visual_weight": 0.5},
-        "c_mutual": {"visual": "mutual", "visual_weight": 1.0},
-        "d_text": {"visual": "none", "visual_weight": 0.5},
+        "fewshot": {"visual": "fewshot", "shots": 4, "visual_weight": 0.5},
+        "few1": {"visual": "fewshot", "shots": 1, "visual_weight": 0.5},
+        "text+mutual": {"visual": "mutual", "visual_weight": 0.5},
+        "mutual": {"visual": "mutual", "visual_weight": 1.0},
+        "text": {"visual": "none", "visual_weight": 0.5},
+        "mvtec_to_visa": {"visual": "none", "visual_weight": 0.5, "checkpoint": "last.safetensors"},
     }
     for folder, config in configs.items():
         for dataset in ("visa", "mvtec"):
             _write(tmp_path / folder / dataset, dataset, 0.5)
             doc = json.loads((tmp_path / folder / dataset / "results.json").read_text())
             (tmp_path / folder / dataset / "results.json").write_text(json.dumps({**doc, "config": config}))
+    modes = ("text", "mvtec_to_visa (text)", "mutual", "text+mutual", "few1 (fewshot K=1)", "fewshot K=4")
     assert list(collect_runs(tmp_path)) == [
-        (mode, dataset)
-        for mode in ("text", "mutual", "text+mutual", "fewshot K=1", "fewshot K=4")
-        for dataset in ("mvtec", "visa")
+        (mode, dataset) for mode in modes for dataset in ("mvtec", "visa")
     ]

@@ -45,13 +45,26 @@ def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
         if any(folder in path.parent.parents for folder in averaged):
             continue  # one seed of a mean over seeds: counted through that mean's "seeds" section
         means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
-        mode = (
-            run_label(doc["config"])
-            if isinstance(doc.get("config"), dict)
-            else path.relative_to(root).parts[0]
-        )
-        runs.setdefault((mode, doc["dataset"]), []).extend(_numbers(mean) for mean in means)
-    return dict(sorted(runs.items(), key=lambda item: (label_order(item[0][0]), item[0][1])))
+        folder = path.relative_to(root).parts[0]
+        label = run_label(doc["config"]) if isinstance(doc.get("config"), dict) else folder
+        runs.setdefault((row_name(folder, label), doc["dataset"]), []).extend(_numbers(m) for m in means)
+    return dict(sorted(runs.items(), key=lambda item: (row_order(item[0][0]), item[0][1])))
+
+
+def row_name(folder: str, label: str) -> str:
+    """A row's mode: the label (`fewshot K=4`) when the folder is named after its mode, else `folder (label)`.
+
+    Runs of one mode in other folders (e.g. train.sh's `mvtec_to_visa`, a text run with a checkpoint) stay
+    rows of their own.
+    """
+    head = label.partition(" K=")[0]
+    return label if folder in (label, head) else f"{folder} ({label})"
+
+
+def row_order(name: str) -> tuple[tuple[int, int, str], bool, str]:
+    """Sort key of a row name: its label's place in MODE_ORDER, then plain mode folders first, then name."""
+    folder, _, label = name.partition(" (")
+    return (label_order(label.rstrip(")")), True, folder) if label else (label_order(name), False, name)
 
 
 def read_run(path: Path) -> dict[str, Any] | None:
