@@ -8,10 +8,19 @@ sample = ds[0]                        # decodes image (H, W, 3) uint8 RGB and ma
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dataset.base import DatasetError, DatasetWarning, ImageDataset, MaskPairingError, Record, Sample
+from dataset.base import (
+    BitDepths,
+    DatasetError,
+    DatasetWarning,
+    ImageDataset,
+    MaskPairingError,
+    Record,
+    Sample,
+)
 from dataset.constants import (
     BTAD_CATEGORIES,
     KSDD2_CATEGORIES,
@@ -82,16 +91,39 @@ def _spec(name: str) -> DatasetSpec:
 
 
 def load_dataset(
-    name: str, root: str | os.PathLike[str], category: str, split: str, resolution: str | None = None
+    name: str,
+    root: str | os.PathLike[str],
+    category: str,
+    split: str,
+    resolution: str | None = None,
+    bit_depth: int | None = None,
 ) -> ImageDataset:
     """A lazy sequence of `Sample`s for one category and split ("train" or "test").
 
     name: one of DATASET_NAMES. root: the datasets root (holding `mvtec/`, `visa/`, ...) or the dataset
     folder itself; `~` is expanded. Some sets have more splits: mvtec_ad2 "validation", "test_private",
     "test_private_mixed" ("test" is test_public); mvtec_loco "validation". `resolution` picks the
-    `realiad_<res>` folder of real_iad (ignored by the others). Nothing is decoded here;
-    `result.records` lists paths and labels. Bad input raises DatasetError naming the path and the layout.
+    `realiad_<res>` folder of real_iad (ignored by the others). Images of more than 8 bits without sBIT are
+    scaled by `bit_depth`, or else by the depth of the category's brightest such image over this split and
+    the train (or test) split (`dataset.base.BitDepths`). Nothing is decoded here; `result.records` lists
+    paths and labels. Bad input raises DatasetError naming the path and the layout.
     """
+    dataset = _load_split(name, root, category, split, resolution)
+    other = "train" if split != "train" else "test"
+    with warnings.catch_warnings():  # the other split's index is read for its paths only
+        warnings.simplefilter("ignore", DatasetWarning)
+        try:
+            extra = _load_split(name, root, category, other, resolution).records
+        except DatasetError:
+            extra = []
+    dataset.depths = BitDepths(dataset.records + extra, bit_depth)
+    return dataset
+
+
+def _load_split(
+    name: str, root: str | os.PathLike[str], category: str, split: str, resolution: str | None
+) -> ImageDataset:
+    """The index of one split, as the set's loader reads it (real_iad also takes its resolution)."""
     spec = _spec(name)
     if name == "real_iad":
         return load_real_iad(root, category, split, resolution)

@@ -7,6 +7,8 @@ A loader builds a list of `Record`s (paths and labels only, cheap to make) and w
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -79,10 +81,25 @@ def is_image_file(path: Path) -> bool:
 
 
 def list_images(directory: Path) -> list[Path]:
-    """Image files directly inside `directory`, sorted by name (empty if the directory is missing)."""
+    """Image files directly inside `directory`, sorted by name (empty if the directory is missing).
+
+    A symbolic link with an image extension whose target is gone is left out with a DatasetWarning
+    counting such links (a dataset copied without the files its links point to).
+    """
     if not directory.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if is_image_file(p)), key=lambda p: p.name)
+    entries = sorted(directory.iterdir(), key=lambda p: p.name)
+    dangling = [
+        p.name for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_symlink() and not p.exists()
+    ]
+    if dangling:
+        warnings.warn(
+            f"{len(dangling)} link(s) in {directory} point to missing files and are skipped: "
+            f"{short_list(dangling)} (copy the files they point to, or delete the links)",
+            DatasetWarning,
+            stacklevel=3,
+        )
+    return [p for p in entries if is_image_file(p)]
 
 
 def subdirs(directory: Path) -> list[Path]:
@@ -92,6 +109,36 @@ def subdirs(directory: Path) -> list[Path]:
     return sorted(
         (p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
     )
+
+
+def plain_name(name: str, where: str, what: str) -> str:
+    """`name` when it is a single path component (a folder or file name), else a one-line DatasetError.
+
+    A name read from a file or a folder (a csv cell, a category) becomes a component of dataset and output
+    paths, so `..`, `.`, separators and NUL would let it point outside them.
+    """
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise DatasetError(
+            f"{where}: {what} {name!r} is not a plain name (it would leave the dataset root or the output "
+            "folder): use a folder name without '/', '\\' or '..'"
+        )
+    return name
+
+
+def relative_inside(path: str, where: str, what: str) -> str:
+    """`path` (relative to a dataset root, `/` or `\\` separated) normalised, or a one-line DatasetError.
+
+    An absolute path or one that climbs out with `..` leaves the dataset root and is refused by its text,
+    before anything is opened; `a/./b` and `a/x/../b` become `a/b`.
+    """
+    parts = path.replace("\\", "/")
+    norm = posixpath.normpath(parts)
+    if parts.startswith("/") or re.match(r"^[A-Za-z]:", parts) or norm == ".." or norm.startswith("../"):
+        raise DatasetError(
+            f"{where}: {what} path {path!r} leaves the dataset root: give a path relative to the dataset "
+            "folder, inside it"
+        )
+    return norm
 
 
 def as_root(root: str | os.PathLike[str], layout: str) -> Path:
@@ -126,8 +173,14 @@ def _decode(
     except DatasetError:
         raise
     except FileNotFoundError:
-        msg = f"{what} not found: {path} (the file was listed but is gone; re-create the index)"
-        raise DatasetError(msg) from None
+        raise DatasetError(f"{what} not found: {path} (check the path and that the file is there)") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{what} {path} is a folder, not an image file: pass a file") from None
+    except Image.DecompressionBombError:
+        raise DatasetError(
+            f"{what} {path} is larger than PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels "
+            "(a guard against decompression bombs): downscale it first"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DatasetError(
@@ -236,13 +289,21 @@ def _read_pixels(
     return np.asarray(img), None  # 1, L, LA, RGB, RGBA, F
 
 
-def _full_scale(values: np.ndarray, sbit: int | None) -> int:
+# Sample depths cameras store unscaled in 16-bit files (a 12-bit sensor's 0..4095 in a 16-bit PNG).
+SENSOR_DEPTHS: tuple[int, ...] = (8, 10, 12, 14, 16)
+
+
+def depth_holding(peak: int) -> int:
+    """The smallest of SENSOR_DEPTHS whose range 0..2**bits - 1 holds `peak` (more bits for wider values)."""
+    return next((b for b in SENSOR_DEPTHS if peak < (1 << b)), max(peak.bit_length(), 1))
+
+
+def _full_scale(values: np.ndarray, sbit: int | None, bit_depth: int | None = None) -> int:
     """The value that means "white" for integer samples of more than 8 bits (see `read_image`)."""
     peak = int(values.max(initial=0))
     if sbit is not None and 1 <= sbit <= 16:
         return (1 << sbit) - 1 if peak < (1 << sbit) else 65535
-    bits = next((b for b in (8, 10, 12, 14, 16) if peak < (1 << b)), max(peak.bit_length(), 1))
-    return (1 << bits) - 1
+    return (1 << (bit_depth or depth_holding(peak))) - 1
 
 
 def _float_to_uint8(values: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
@@ -257,14 +318,22 @@ def _float_to_uint8(values: np.ndarray, path: str | os.PathLike[str]) -> np.ndar
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def _int_to_uint8(values: np.ndarray, sbit: int | None) -> np.ndarray:
-    """Non-negative integer samples to uint8 by their full scale (`_full_scale`)."""
-    scale = 255.0 / _full_scale(values, sbit)
+def _int_to_uint8(values: np.ndarray, sbit: int | None, bit_depth: int | None = None) -> np.ndarray:
+    """Non-negative integer samples to uint8 by their full scale (`_full_scale`); above it is white."""
+    scale = 255.0 / _full_scale(values, sbit, bit_depth)
     return np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
 
 
-def _to_uint8(values: np.ndarray, sbit: tuple[int, ...] | None, path: str | os.PathLike[str]) -> np.ndarray:
-    """Samples of any depth to uint8; colour and alpha channels each by their own full scale."""
+def _to_uint8(
+    values: np.ndarray,
+    sbit: tuple[int, ...] | None,
+    path: str | os.PathLike[str],
+    bit_depth: int | None = None,
+) -> np.ndarray:
+    """Samples of any depth to uint8; colour and alpha channels each by their own full scale.
+
+    `bit_depth` is the colour channels' depth when the file has no sBIT (None: guessed from this image).
+    """
     if values.dtype == np.uint8:
         return values
     if values.dtype == bool:
@@ -272,10 +341,10 @@ def _to_uint8(values: np.ndarray, sbit: tuple[int, ...] | None, path: str | os.P
     if np.issubdtype(values.dtype, np.floating) or values.min(initial=0) < 0:
         return _float_to_uint8(values.astype(np.float64), path)
     if values.ndim == 2 or values.shape[2] == 3:
-        return _int_to_uint8(values, None if sbit is None else max(sbit))
+        return _int_to_uint8(values, None if sbit is None else max(sbit), bit_depth)
     colour_bits = None if sbit is None else max(sbit[:-1] or sbit)
     alpha_bits = None if sbit is None else sbit[-1]
-    colour = _int_to_uint8(values[..., :-1], colour_bits)
+    colour = _int_to_uint8(values[..., :-1], colour_bits, bit_depth)
     return np.concatenate([colour, _int_to_uint8(values[..., -1:], alpha_bits)], axis=-1)
 
 
@@ -293,7 +362,7 @@ def _on_white(values: np.ndarray) -> np.ndarray:
     return values if values.shape[2] == 3 else np.repeat(values, 3, axis=2)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], bit_depth: int | None = None) -> np.ndarray:
     """Decode an image file the way an image viewer shows it, as RGB.
 
     Returns (H, W, 3) uint8, turned upright by its EXIF orientation (so H and W are the displayed ones).
@@ -304,11 +373,15 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     - More than 8 bits per sample (16-bit PNG/TIFF, gray or colour): divided by the image's full scale. A PNG
       sBIT chunk gives the true depth s: values below 2**s are raw s-bit samples (full scale 2**s - 1),
       otherwise they were scaled to 16 bits as the PNG spec asks (full scale 65535). Without sBIT, the full
-      scale is that of the smallest of 8/10/12/14/16 bits that holds the brightest sample, because cameras
-      store 10/12/14-bit samples unscaled in 16-bit files; dividing those by 65535 would make them almost
-      black. The price: a true 16-bit image whose brightest pixel is below 1/4 of full scale is shown
-      brighter than a viewer would (the rule is per image).
+      scale is 2**bit_depth - 1, and without `bit_depth` that of the smallest of 8/10/12/14/16 bits that
+      holds the image's brightest sample, because cameras store 10/12/14-bit samples unscaled in 16-bit
+      files; dividing those by 65535 would make them almost black. A dataset passes its category's depth
+      (`category_bit_depth`), so images of one camera are scaled alike.
     - Float samples (TIFF mode "F"): [0, 1] times 255; [0, 255] as is; any other range stretched min-max.
+
+    `bit_depth` (from `ImageDataset`, for a whole category, or a caller that knows its camera) replaces
+    the per-image guess when the file has no sBIT: samples are divided by 2**bit_depth - 1, so one sample
+    value is one brightness in every image read with that depth.
 
     Raises:
         DatasetError: a corrupt, truncated or unsupported file, or float samples with NaN/inf (one line).
@@ -316,16 +389,55 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     def convert(img: Image.Image) -> np.ndarray:
         values, sbit = _read_pixels(img, path)
-        return upright(_samples_to_rgb(values, sbit, path), exif_orientation(img))
+        return upright(_samples_to_rgb(values, sbit, path, bit_depth), exif_orientation(img))
 
     return _decode(path, "image", convert)
 
 
+def unscaled_peak(path: str | os.PathLike[str]) -> int | None:
+    """The brightest colour sample of a more-than-8-bit integer image without sBIT, else None.
+
+    None also for an 8-bit file (only its header is read) and for a file that cannot be read (reading it
+    for real reports that). This is what `read_image` would have to guess the depth of.
+    """
+    try:
+        with Image.open(path) as img:
+            wide_colour = img.mode in ("RGB", "RGBA", "LA") and img.format in ("PNG", "TIFF")
+            if not img.mode.startswith("I") and not (wide_colour and _stored_depth(img, path)[0] > 8):
+                return None
+            img.load()
+            values, sbit = _read_pixels(img, path)
+    except (OSError, ValueError, SyntaxError, DatasetError, Image.DecompressionBombError):
+        return None
+    if sbit is not None or not np.issubdtype(values.dtype, np.integer) or values.min(initial=0) < 0:
+        return None
+    colour = values[..., :-1] if values.ndim == 3 and values.shape[2] in (2, 4) else values
+    return int(colour.max(initial=0))
+
+
+def category_bit_depth(paths: Sequence[str | os.PathLike[str]]) -> int | None:
+    """The depth of a category's >8-bit images without sBIT: the smallest holding their brightest sample.
+
+    None when no image needs it (8-bit files, or sBIT in every 16-bit one). Reads the pixels of those
+    images once; 8-bit files cost a header read.
+    """
+    peaks = [p for p in map(unscaled_peak, paths) if p is not None]
+    return depth_holding(max(peaks)) if peaks else None
+
+
 def _samples_to_rgb(
-    values: np.ndarray, sbit: tuple[int, ...] | None, where: str | os.PathLike[str]
+    values: np.ndarray,
+    sbit: tuple[int, ...] | None,
+    where: str | os.PathLike[str],
+    bit_depth: int | None = None,
 ) -> np.ndarray:
-    """Samples (H, W) / (H, W, 1|2|3|4) of any depth to (H, W, 3) uint8 RGB (`read_image`'s rules)."""
-    return _on_white(_to_uint8(values, sbit, where))
+    """Samples (H, W) / (H, W, 1|2|3|4) of any depth to (H, W, 3) uint8 RGB (`read_image`'s rules).
+
+    An image without pixels (a side of 0) is a DatasetError: nothing downstream can resize it.
+    """
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise DatasetError(f"{where} has no pixels (shape {values.shape}): pass an image of at least 1x1")
+    return _on_white(_to_uint8(values, sbit, where, bit_depth))
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -345,7 +457,14 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     """
     if isinstance(image, Image.Image):
         filename = getattr(image, "filename", "") or None
-        values, sbit = _read_pixels(image, filename)
+        try:
+            image.load()
+            values, sbit = _read_pixels(image, filename)
+        except ValueError as err:  # PIL: "Operation on closed image"
+            raise DatasetError(
+                f"cannot read PIL image {filename or ''} ({err}): pass it before closing it (e.g. inside its "
+                "`with Image.open(...)` block), or pass the file path"
+            ) from None
         where = filename or f"PIL image (mode {image.mode})"
         return upright(_samples_to_rgb(values, sbit, where), exif_orientation(image))
     if not isinstance(image, np.ndarray):
@@ -411,9 +530,12 @@ def read_sized_mask(path: str, image_path: str, size: tuple[int, int]) -> np.nda
     return mask
 
 
-def load_sample(record: Record) -> Sample:
-    """Decode the image (and mask) of `record`; a mask of another size than its image is a DatasetError."""
-    image = read_image(record.image_path)
+def load_sample(record: Record, bit_depth: int | None = None) -> Sample:
+    """Decode the image (and mask) of `record`; a mask of another size than its image is a DatasetError.
+
+    `bit_depth`: see `read_image` (the depth of >8-bit images without sBIT; None = guessed per image).
+    """
+    image = read_image(record.image_path, bit_depth)
     height, width = image.shape[:2]
     mask = np.zeros((height, width), dtype=bool)
     for path in record.regions or ((record.mask_path,) if record.mask_path is not None else ()):
@@ -429,6 +551,28 @@ def load_sample(record: Record) -> Sample:
     )
 
 
+class BitDepths:
+    """The depth `read_image` divides >8-bit samples without sBIT by, one per category (or one declared).
+
+    Found once per category from `records` (give it both splits: a reference image and a test image of
+    one camera must be scaled alike) by `category_bit_depth`, the first time an image of it is decoded.
+    """
+
+    def __init__(self, records: Sequence[Record], declared: int | None = None) -> None:
+        self.records = list(records)
+        self.declared = declared
+        self.found: dict[str, int | None] = {}
+
+    def of(self, category: str) -> int | None:
+        """The declared depth, else the category's (None: no image of it needs one)."""
+        if self.declared is not None:
+            return self.declared
+        if category not in self.found:
+            paths = [r.image_path for r in self.records if r.category == category]
+            self.found[category] = category_bit_depth(paths)
+        return self.found[category]
+
+
 class ImageDataset(Sequence[Sample]):
     """A sequence of `Sample`s decoded lazily from `records`.
 
@@ -439,6 +583,9 @@ class ImageDataset(Sequence[Sample]):
     An anomalous image whose mask is all zero is found when it is decoded (checking at indexing time would
     decode every mask up front): its path joins `empty_masks` (shared with slices of this dataset) and a
     DatasetWarning with the running count is emitted once per image.
+
+    Images of more than 8 bits without sBIT are scaled by their category's depth (`depths`, shared with
+    slices; by default found from `records`): one sample value, one brightness, within a category.
     """
 
     def __init__(
@@ -449,6 +596,7 @@ class ImageDataset(Sequence[Sample]):
         category: str,
         split: str,
         empty_masks: set[str] | None = None,
+        depths: BitDepths | None = None,
     ) -> None:
         self.records: list[Record] = list(records)
         self.name = name
@@ -456,6 +604,7 @@ class ImageDataset(Sequence[Sample]):
         self.category = category
         self.split = split
         self.empty_masks: set[str] = set() if empty_masks is None else empty_masks
+        self.depths = BitDepths(self.records) if depths is None else depths
 
     def __len__(self) -> int:
         return len(self.records)
@@ -469,7 +618,9 @@ class ImageDataset(Sequence[Sample]):
     def __getitem__(self, index: int | slice) -> Sample | ImageDataset:
         if isinstance(index, slice):
             records = self.records[index]
-            return ImageDataset(records, self.name, self.root, self.category, self.split, self.empty_masks)
+            return ImageDataset(
+                records, self.name, self.root, self.category, self.split, self.empty_masks, self.depths
+            )
         return self._load(self.records[index])
 
     def __iter__(self) -> Iterator[Sample]:
@@ -478,7 +629,7 @@ class ImageDataset(Sequence[Sample]):
 
     def _load(self, record: Record) -> Sample:
         """`load_sample(record)`, warning the first time an anomalous image shows an all-zero mask."""
-        sample = load_sample(record)
+        sample = load_sample(record, self.depths.of(record.category))
         empty = sample.label == 1 and sample.mask_path is not None and not sample.mask.any()
         if empty and sample.image_path not in self.empty_masks:
             self.empty_masks.add(sample.image_path)

@@ -10,16 +10,18 @@ split "test" is every image and split "train" is the same images. Image extensio
 tif, tiff (any case).
 
 A defective image without a mask gets an all-False mask (label still 1): its pixel metrics are then
-meaningless and the evaluation harness should warn.
+meaningless, so indexing warns (DatasetWarning counting such images per defect type).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from dataset.base import (
     DatasetError,
+    DatasetWarning,
     ImageDataset,
     MaskPairingError,
     Record,
@@ -89,9 +91,19 @@ def build_folder_records(base: Path, category: str) -> list[Record]:
             records += [Record(str(p), None, 0, "good", category) for p in images]
             continue
         masks = list_images(base / MASKS_DIR / defect)
+        unmasked = []
         for image in images:
             mask = match_mask(image.stem, masks)
             records.append(Record(str(image), str(mask) if mask else None, 1, defect, category))
+            unmasked += [] if mask else [image.name]
+        if unmasked:
+            warnings.warn(
+                f"{len(unmasked)} of {len(images)} {defect} image(s) in {defect_dir} have no mask in "
+                f"{base / MASKS_DIR / defect} ({short_list(unmasked)}): they count as anomalous images, but "
+                "their pixel metrics see no defect pixel; add masks or read only the image metrics",
+                DatasetWarning,
+                stacklevel=2,
+            )
         # a mask that could belong to no image (extra masks of an existing image are tolerated)
         orphans = [m for m in masks if not any(_belongs_to(p.stem, m) for p in images)]
         if orphans:

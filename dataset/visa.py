@@ -26,6 +26,8 @@ from dataset.base import (
     Record,
     as_root,
     check_split,
+    plain_name,
+    relative_inside,
     short_list,
     unknown_category,
 )
@@ -107,7 +109,12 @@ def _parse_row(cells: list[str], csv_path: Path, line: int) -> SplitRow:
         raise DatasetError(f"{where}: label {row.label!r} for {row.image}; expected normal or anomaly")
     if row.label == "anomaly" and not row.mask:
         raise DatasetError(f"{where}: anomaly {row.image} has an empty 'mask' field: give its mask path")
-    return row
+    # csv cells become paths: the object names a folder of the root and of the output folder, the image and
+    # mask are read relative to the root; none may lead outside them
+    plain_name(row.object, where, "object")
+    image = relative_inside(row.image, where, "image")
+    mask = relative_inside(row.mask, where, "mask") if row.mask else ""
+    return SplitRow(row.object, row.split, row.label, image, mask, line)
 
 
 def read_split_csv(csv_path: Path) -> list[SplitRow]:
@@ -115,7 +122,9 @@ def read_split_csv(csv_path: Path) -> list[SplitRow]:
 
     Reads what a spreadsheet program may save: a UTF-8 byte-order mark, spaces around cells, blank lines and
     trailing empty columns. A bad header, or a row with a wrong number of fields, an empty required field or
-    an unknown split/label, is a one-line DatasetError naming the file and line.
+    an unknown split/label, is a one-line DatasetError naming the file and line; so is an `object` that is not
+    a plain folder name, an image or mask path leaving the VisA folder, and an image listed twice with
+    different contents (naming both lines; `check_agreement`).
     """
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
@@ -136,25 +145,40 @@ def _read_rows(handle: TextIO, csv_path: Path) -> list[SplitRow]:
         stripped = [c.strip() for c in cells]
         if any(stripped):
             rows.append(_parse_row(stripped, csv_path, reader.line_num))
+    check_agreement(rows, csv_path)
     return rows
+
+
+def check_agreement(rows: list[SplitRow], csv_path: Path) -> None:
+    """Raise DatasetError naming both lines when two rows list one image differently.
+
+    Across splits too: an image listed for train and for test could become a few-shot reference of itself.
+    """
+    first: dict[str, SplitRow] = {}
+    for row in rows:
+        seen = first.setdefault(row.image, row)
+        if seen.key() == row.key():
+            continue
+        if seen.split != row.split:
+            raise DatasetError(
+                f"{csv_path}: lines {seen.line} and {row.line} list {row.image} in both {seen.split} and "
+                f"{row.split} (a test image must not be a training/reference image): keep one of them"
+            )
+        raise DatasetError(
+            f"{csv_path}: lines {seen.line} and {row.line} disagree about {row.image}: keep one of them"
+        )
 
 
 def unique_rows(rows: list[SplitRow], csv_path: Path, what: str) -> list[SplitRow]:
     """`rows` without repeats (first kept), with a DatasetWarning counting the repeats.
 
-    Two rows for one image that disagree (label, split or mask) are a DatasetError naming both lines.
+    Rows that disagree were refused when the file was read (`check_agreement`).
     """
     first: dict[str, SplitRow] = {}
     repeats: list[SplitRow] = []
     for row in rows:
-        seen = first.setdefault(row.image, row)
-        if seen is row:
-            continue
-        if seen.key() != row.key():
-            raise DatasetError(
-                f"{csv_path}: lines {seen.line} and {row.line} disagree about {row.image}: keep one of them"
-            )
-        repeats.append(row)
+        if first.setdefault(row.image, row) is not row:
+            repeats.append(row)
     if repeats:
         lines = short_list([str(r.line) for r in repeats])
         warnings.warn(

@@ -26,6 +26,7 @@ The engine contract (model/engine.py): ``encode_images(images) -> features`` and
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -40,7 +41,7 @@ from dataset.base import read_image, to_rgb
 from dataset.constants import TEXTURE_CATEGORIES
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map
-from model.prompts import build_prompts, object_prompt
+from model.prompts import build_prompts, given_prompts, object_prompt
 from model.scoring import (
     AGGREGATIONS,
     IMAGE_SCORES,
@@ -294,8 +295,8 @@ class AnomalyDetector:
             category: e.g. "bottle"; gives the defect prompts (with `prompt_strategy`) when `prompts` is
                 None, and the object noun for object regularisation (not for `texture_categories`, nor
                 for a category without a noun in `dataset.constants.OBJECT_NOUNS`).
-            prompts: defect prompts to score; None = `model.prompts.build_prompts(category,
-                prompt_strategy)` (with no category: the generic ``base`` words).
+            prompts: defect prompts to score (a single string is one prompt); None =
+                `model.prompts.build_prompts(category, prompt_strategy)` (no category: the ``base`` words).
             mask_threshold: ``result.mask = result.anomaly_map >= mask_threshold``.
             prompt_strategy: one of `model.prompts.STRATEGIES`; used only when `prompts` is None.
             texture_categories: categories scored without the object noun.
@@ -307,13 +308,14 @@ class AnomalyDetector:
 
         Raises:
             dataset.DatasetError: an unreadable file or an array that is not an image (one line).
-            ValueError: an unknown prompt strategy or no prompt.
+            ValueError: an unknown prompt strategy, no prompt, a blank prompt or a non-finite threshold.
         """
         single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
         inputs: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item]
         arrays = [_as_array(x) for x in inputs]
-        if prompts is None:
-            prompts = build_prompts(category, prompt_strategy)
+        prompts = build_prompts(category, prompt_strategy) if prompts is None else given_prompts(prompts)
+        if not math.isfinite(mask_threshold):
+            raise ValueError(f"mask_threshold must be a finite number, got {mask_threshold}")
         noun = object_prompt(category, texture_categories)
         results = self.detect_arrays(arrays, prompts, noun, out_size=out_size, instance_masks=instance_masks)
         for result in results:

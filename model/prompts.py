@@ -358,6 +358,19 @@ def prompt_defect_folders(category: str, prompts: Sequence[str]) -> dict[str, st
     return named
 
 
+def given_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """Prompts a caller passed, as a list: one string is one prompt (`"crack"` -> `["crack"]`, not letters).
+
+    Raises:
+        ValueError: an item that is not a string, or a blank one (it would be scored as an empty phrase).
+    """
+    listed = [prompts] if isinstance(prompts, str) else list(prompts)
+    for phrase in listed:
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise ValueError(f"prompts hold {phrase!r}: each prompt must be a non-blank string ('scratch')")
+    return listed
+
+
 def object_prompt(category: str | None, texture_categories: Sequence[str] = TEXTURE_CATEGORIES) -> str | None:
     """The object noun scored for object regularisation of `category`, or None to skip it.
 

@@ -11,6 +11,7 @@ their policy, not the model's: utils/config/policy.py.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -32,6 +33,10 @@ class SettingInfo:
         """Why `value` (of the right type) is not allowed, e.g. "must be >= 1, got 0"; None when it is."""
         if value is None:
             return None
+        if isinstance(value, list):  # a list of numbers (e.g. shot_seeds): every item within the bounds
+            return next((f"{p} (an item of {value!r})" for item in value if (p := self.problem(item))), None)
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
         if self.choices and value not in self.choices:
             return f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
         low, high = self.minimum, self.maximum

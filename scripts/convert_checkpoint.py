@@ -19,6 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.versions import require_torch  # noqa: E402
+
+require_torch()  # one line naming both versions when torch is too old, before torch is imported
+
 import torch  # noqa: E402
 
 from utils.config.cli import run  # noqa: E402

@@ -5,8 +5,8 @@
 
 Per image, in --output_dir: <stem>_overlay.png (heatmap + colour bar), <stem>_mask.png (map >= threshold),
 <stem>_boxes.png (instances with prompt and confidence), <stem>.json (scores, boxes with their instance
-masks as COCO RLE, and the input's path). --thresholds FILE (thresholds.json of test.py) sets the mask
-threshold to the category's pixel_normal_threshold.
+masks as COCO RLE, the mask threshold and where it came from, and the input's path). --thresholds FILE
+(thresholds.json of test.py) sets the mask threshold to the category's pixel_normal_threshold.
 <stem> is the image's file stem; images whose stems clash (part.png, part.jpg) get <stem>_<extension>
 (part_png, part_jpg), so no output replaces another. The output folder is checked and locked before the
 model is loaded: a second demo into the same folder stops with an error naming the running one.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -26,12 +27,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.versions import require_torch  # noqa: E402
+
+require_torch()  # one line naming both versions when torch is too old, before torch is imported
+
 from dataset import DatasetError, categories_of  # noqa: E402
-from dataset.base import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
+from dataset.base import IMAGE_EXTENSIONS, category_bit_depth, list_images, read_image  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.evaluation.exports import detections_json  # noqa: E402
-from utils.evaluation.thresholds import mask_threshold_from  # noqa: E402
+from utils.evaluation.thresholds import chosen_mask_threshold  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
 from utils.pipeline import build_detector, prompts_for  # noqa: E402
@@ -84,7 +89,7 @@ def visual_inputs(cfg: dict[str, Any], reference_dir: str | None, n_images: int)
             f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in --reference_dir {folder}: "
             "put a few good images of the product there"
         )
-    return [read_image(p) for p in paths]  # an unreadable file is a one-line DatasetError naming it
+    return [read_image(p, cfg["bit_depth"]) for p in paths]  # unreadable: a one-line DatasetError naming it
 
 
 def input_images(path: Path) -> list[Path]:
@@ -128,11 +133,23 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
     return stems
 
 
-def result_record(path: Path, result: AnomalyResult, prompts: list[str], noun: str | None) -> dict[str, Any]:
-    """The JSON document written for one image; "image_path" (absolute) maps the output stem to its input."""
+def result_record(
+    path: Path,
+    result: AnomalyResult,
+    prompts: list[str],
+    noun: str | None,
+    threshold: tuple[float, str] = (math.nan, ""),
+) -> dict[str, Any]:
+    """The JSON document written for one image; "image_path" (absolute) maps the output stem to its input.
+
+    `threshold`: the mask threshold and where it came from (`chosen_mask_threshold`), recorded so that a
+    mask can be told apart from one made with another threshold.
+    """
     return {
         "image_path": str(path.resolve()),
         "image_score": result.image_score,
+        "mask_threshold": threshold[0],
+        "mask_threshold_source": threshold[1],
         "prompts": prompts,
         "object_prompt": noun,
         "object_found": result.object_found,
@@ -169,12 +186,12 @@ def save_outputs(
     return all(file.is_file() for file in files)
 
 
-def read_batch(paths: Sequence[Path]) -> list[tuple[Path, np.ndarray]]:
-    """Decode `paths`; an unreadable image is reported on stderr and left out."""
+def read_batch(paths: Sequence[Path], bit_depth: int | None = None) -> list[tuple[Path, np.ndarray]]:
+    """Decode `paths` (`bit_depth`: see `read_image`); an unreadable image is reported and left out."""
     batch = []
     for path in paths:
         try:
-            batch.append((path, read_image(path)))
+            batch.append((path, read_image(path, bit_depth)))
         except DatasetError as err:
             log.warning(f"skipped: {err}")
     return batch
@@ -186,6 +203,7 @@ def detect_and_save(
     cfg: dict[str, Any],
     category: str | None,
     references: Sequence[np.ndarray] = (),
+    threshold_source: str = "",
 ) -> int:
     """Load the detector, score `paths` in batches, save each image's outputs; return how many were saved.
 
@@ -199,7 +217,12 @@ def detect_and_save(
     stems = output_stems(paths)
     written = 0
     for start in range(0, len(paths), step):
-        batch = read_batch(paths[start : start + step])
+        batch = read_batch(paths[start : start + step], cfg["bit_depth"])
+        if cfg["visual"] == "mutual" and len(batch) < 2:
+            raise DatasetError(
+                f"--visual mutual compares the images with each other, but only {len(batch)} of "
+                f"{len(paths)} could be read: fix the unreadable files or add images"
+            )
         if not batch:
             continue
         results = detector.detect(
@@ -211,7 +234,7 @@ def detect_and_save(
             instance_masks=True,  # for the COCO RLE of each box in the JSON
         )
         for (path, image), result in zip(batch, results, strict=True):
-            record = result_record(path, result, prompts, noun)
+            record = result_record(path, result, prompts, noun, (cfg["mask_threshold"], threshold_source))
             if save_outputs(out, stems[path], image, result, record):
                 written += 1
                 n_boxes = len(result.detections)
@@ -224,15 +247,20 @@ def detect_and_save(
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, not_config=("image_path", "category", "reference_dir"))
     check_category(cfg["dataset"] if args.dataset else None, args.category)
-    if cfg["thresholds"]:  # the category's threshold from test.py replaces mask_threshold
-        cfg["mask_threshold"] = mask_threshold_from(cfg["thresholds"], args.category)
-        log.info(f"mask threshold {cfg['mask_threshold']:.4g} from {cfg['thresholds']}")
+    # the category's threshold from test.py (--thresholds) replaces mask_threshold
+    cfg["mask_threshold"], source = chosen_mask_threshold(
+        cfg["thresholds"], cfg["mask_threshold"], args.category, args.mask_threshold is not None
+    )
+    log.info(f"mask threshold {cfg['mask_threshold']:.4g}: {source}")
     paths = input_images(Path(args.image_path).expanduser())
+    if cfg["bit_depth"] is None:  # the images (and references) as one category: one depth for all of them
+        folder = Path(args.reference_dir).expanduser() if args.reference_dir else None
+        cfg["bit_depth"] = category_bit_depth([*paths, *(list_images(folder) if folder else [])])
     references = visual_inputs(cfg, args.reference_dir, len(paths))
     out = check_output_dir(cfg["output_dir"])  # before the (large) model is loaded
     with OutputLock(out):
         log_to_folder(out)
-        written = detect_and_save(paths, out, cfg, args.category, references)
+        written = detect_and_save(paths, out, cfg, args.category, references, source)
     log.info(f"{written} of {len(paths)} images written to {out}")
     return 0 if written else 1
 

@@ -20,6 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.versions import require_torch  # noqa: E402
+
+require_torch()  # one line naming both versions when torch is too old, before torch is imported
+
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.config.schema import Config  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402

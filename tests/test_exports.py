@@ -78,7 +78,21 @@ def test_test_script_writes_csv_thresholds_and_tiff_maps(datasets_root, tiny_sam
     argv = ["--dataset", "mvtec", "--dataset_path", str(datasets_root), "--categories", "bottle"]
     argv += ["--model_path", str(tiny_sam3_dir), "--device", "cpu", "--dtype", "fp32", "--eval_size", "32"]
     argv += ["--batch_size", "4", "--output_dir", str(out), "--save_maps", "tiff"]
+    argv += ["--visualize", "--num_visualize", "3"]
     assert run(test_script.main, test_script.parse_args, argv) == 0
+
+    # results for a paper table: the title says what was run on what; config holds test.py's settings only
+    title = (out / "results.md").read_text().splitlines()[0]
+    assert title == "### mvtec · text · prompts base · 7 test images in 1 category (%)"
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert config["eval_size"] == 32 and not {"lr", "num_epochs", "mask_threshold", "thresholds"} & set(
+        config
+    )
+    assert sorted(p.name.split("_")[0] for p in (out / "vis" / "bottle").iterdir()) == [
+        "fn01",
+        "fn02",
+        "fp01",
+    ]
 
     cat = out / "categories" / "bottle"
     progress = json.loads((cat / "progress.json").read_text())
@@ -87,7 +101,8 @@ def test_test_script_writes_csv_thresholds_and_tiff_maps(datasets_root, tiny_sam
     records = load_dataset("mvtec", str(datasets_root), "bottle", "test").records
 
     rows = list(csv.DictReader((cat / "per_image.csv").open()))
-    assert [r["path"] for r in rows] == progress["image_paths"]
+    assert [r["path"] for r in rows][0] == "mvtec/bottle/test/good/000.png"  # relative to --dataset_path
+    assert [str(datasets_root / r["path"]) for r in rows] == progress["image_paths"]
     assert [r["defect_type"] for r in rows] == [r.defect_type for r in records]
     assert [int(r["label"]) for r in rows] == progress["labels"]
     assert [float(r["image_score"]) for r in rows] == progress["scores"]  # repr round-trips exactly
@@ -143,6 +158,9 @@ def test_demo_uses_the_category_threshold_and_writes_rle_boxes(tiny_sam3_dir, tm
         masks[value] = np.asarray(Image.open(out / "demo_scratch_mask.png"))
     assert (masks[0.0] == 255).all() and (masks[2.0] == 0).all()
 
+    record = json.loads((tmp_path / "out2.0" / "demo_scratch.json").read_text())
+    assert record["mask_threshold"] == 2.0
+    assert record["mask_threshold_source"] == f"pixel_normal_threshold of category bottle in {thresholds}"
     record = json.loads((tmp_path / "out0.0" / "demo_scratch.json").read_text())
     detector = AnomalyDetector.from_pretrained(
         tiny_sam3_dir, device="cpu", dtype="fp32", settings=ScoringSettings(box_threshold=0.0)

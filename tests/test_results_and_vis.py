@@ -7,16 +7,22 @@ import math
 import cv2
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-from utils.evaluation.metrics import METRIC_KEYS
+from utils.evaluation import visualization
+from utils.evaluation.metrics import METRIC_KEYS, image_curves
 from utils.evaluation.results import markdown_table, mean_metrics, write_results
+from utils.evaluation.seeds import write_seed_mean
+from utils.evaluation.thresholds import chosen_mask_threshold, update_thresholds
 from utils.evaluation.visualization import (
     draw_boxes,
     heatmap_overlay,
     pick_for_visualization,
+    ranked_picks,
     save_curves,
     save_mask,
     save_rgb,
+    vis_name,
 )
 
 
@@ -109,3 +115,62 @@ def test_png_writers_round_trip_and_fail_loudly(tmp_path):
     assert np.array_equal(cv2.imread(str(tmp_path / "c.png"))[..., ::-1], rgb)
     with pytest.raises(OSError):  # cv2.imwrite only returned False here
         save_mask(tmp_path / "missing_folder" / "m.png", mask)
+
+
+def test_mask_threshold_source_is_the_flag_the_file_or_the_config(tmp_path):
+    assert chosen_mask_threshold(None, 0.3, None, flag_given=True) == (0.3, "--mask_threshold")
+    assert chosen_mask_threshold(None, 0.5, "bottle", flag_given=False) == (
+        0.5,
+        "mask_threshold of the config",
+    )
+    update_thresholds(tmp_path, "wood", {"pixel_normal_threshold": 0.25}, "mvtec", 32)
+    value, source = chosen_mask_threshold(str(tmp_path / "thresholds.json"), 0.5, None, flag_given=True)
+    assert (value, source) == (
+        0.25,
+        f"pixel_normal_threshold of its only category in {tmp_path / 'thresholds.json'}",
+    )
+
+
+def test_seed_mean_results_md_shows_mean_plus_minus_std_under_a_full_title(tmp_path):
+    cfg = {"dataset": "visa", "visual": "fewshot", "shots": 4, "shot_seeds": [0, 1], "shot_seed": 0}
+    cfg |= {"prompt_strategy": "mixed", "visual_weight": 0.5}
+    per_seed = {0: {"candle": _metrics(0.8)}, 1: {"candle": _metrics(0.9)}}
+    write_seed_mean(tmp_path, cfg, per_seed, {"images": {"candle": 12}})
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert lines[0] == (
+        "### visa · fewshot K=4 · prompts mixed · seeds 0, 1 (mean ± std over seeds) · "
+        "12 test images in 1 category (%)"
+    )
+    assert lines[4].startswith("| candle | 85.0 ± 5.0 | 85.0 ± 5.0 |")
+    assert lines[5].startswith("| **mean** | **85.0 ± 5.0** |")
+
+
+def test_curve_legends_carry_the_area_and_pr_is_a_step_curve(tmp_path, monkeypatch):
+    """Hand case: 2 good (0.1, 0.4), 2 anomalous (0.35, 0.8): AUROC 3/4, AP = 1/2 * 1 + 1/2 * 2/3 = 5/6."""
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
+    curves = {"image": image_curves(labels, scores)}
+    _, auroc = visualization.curve_area("roc", "image", curves["image"]["fpr"], curves["image"]["tpr"], None)
+    _, ap = visualization.curve_area(
+        "pr", "image", curves["image"]["recall"], curves["image"]["precision"], None
+    )
+    assert auroc == pytest.approx(0.75) == roc_auc_score(labels, scores)
+    assert ap == pytest.approx(5 / 6) and ap == pytest.approx(average_precision_score(labels, scores))
+    figures = []
+    monkeypatch.setattr(visualization.plt, "close", figures.append)
+    visualization.save_curves(tmp_path / "c", curves, "cat", {"image_auroc": 0.75, "image_ap": 5 / 6})
+    roc, pr = (fig.axes[0] for fig in figures)
+    assert roc.get_legend_handles_labels()[1] == ["image (AUROC 0.750)"]
+    assert pr.get_legend_handles_labels()[1] == ["image (AP 0.833)"]
+    assert pr.get_lines()[0].get_drawstyle() == "steps-pre"
+
+
+def test_vis_names_carry_the_rank_of_their_kind():
+    labels = np.array([1, 1, 0, 0, 1])
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.5])
+    assert ranked_picks(labels, scores, 4) == [(1, "fn01"), (2, "fp01"), (4, "fn02"), (3, "fp02")]
+    assert vis_name("fn01", "crack", "/d/bottle/test/crack/003.png") == "fn01_crack_003.png"
+
+
+def test_results_json_config_holds_only_what_test_py_uses(tmp_path):
+    doc = write_results(tmp_path, "mvtec", {"bottle": _metrics(0.9)}, {"eval_size": 64, "lr": 0.1, "topk": 5})
+    assert doc["config"] == {"eval_size": 64, "topk": 5}

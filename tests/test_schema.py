@@ -177,7 +177,7 @@ def _expanded(name, value):
 @pytest.mark.parametrize("name", [n for n, s in SETTINGS.items() if s.info.choices])
 def test_a_value_outside_the_declared_choices_is_refused(name):
     with pytest.raises(ConfigError, match=f"config key '{name}' must be one of"):
-        resolve_config(None, {name: "no_such_choice"})
+        resolve_config(None, {name: -7 if SETTINGS[name].kind is int else "no_such_choice"})
 
 
 @pytest.mark.parametrize(
@@ -187,7 +187,8 @@ def test_a_value_outside_the_declared_choices_is_refused(name):
 )
 def test_a_value_outside_the_declared_range_is_refused(name, value):
     with pytest.raises(ConfigError, match=re.escape(f"config key '{name}' must be")):
-        resolve_config(None, {name: SETTINGS[name].kind(value)})
+        kind = SETTINGS[name].kind
+        resolve_config(None, {name: [value] if kind is list else kind(value)})
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))

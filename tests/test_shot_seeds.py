@@ -74,7 +74,7 @@ def test_two_seeds_two_runs_their_mean_and_a_resume(seeds_root, tiny_sam3_dir, t
 
     # compare.md counts the two seeds once each, not the seed folders and their mean again
     runs = collect_runs(tmp_path)
-    assert list(runs) == [("fewshot", "mvtec")] and len(runs[("fewshot", "mvtec")]) == 2
+    assert list(runs) == [("fewshot K=2", "mvtec")] and len(runs[("fewshot K=2", "mvtec")]) == 2
 
     # a rerun resumes every seed: nothing is scored again and the mean is unchanged
     assert run_test(seeds_root, tiny_sam3_dir, out, *args) == 0

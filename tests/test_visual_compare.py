@@ -24,5 +24,28 @@ def test_seeds_are_averaged_per_mode_and_dataset(tmp_path):
     assert sorted(runs) == [("fewshot", "mvtec"), ("text", "mvtec")]
     assert math.isnan(runs[("text", "mvtec")][0]["pixel_aupro"])
     table = compare_table(runs)
-    assert "| fewshot | mvtec | 2 | 85.0 | 85.0 | 85.0 | 85.0 | 85.0 | 85.0 | – |" in table
+    assert "| fewshot | mvtec | 2 | 85.0 ± 5.0 | 85.0 ± 5.0 | 85.0 ± 5.0 | 85.0 ± 5.0 | 85.0 ± 5.0 |" in table
+    assert table.index("| text |") < table.index("| fewshot |")  # fixed order, not by folder name
     assert "| text | mvtec | 1 | 50.0 |" in table
+
+
+def test_modes_are_named_from_the_settings_in_a_fixed_order(tmp_path):
+    """Rows text, mutual, text+mutual, fewshot K=1, fewshot K=4, whatever the folders are called; a run in
+    a folder not named after its mode (train.sh's mvtec_to_visa) keeps its own row, after its mode's."""
+    configs = {
+        "fewshot": {"visual": "fewshot", "shots": 4, "visual_weight": 0.5},
+        "few1": {"visual": "fewshot", "shots": 1, "visual_weight": 0.5},
+        "text+mutual": {"visual": "mutual", "visual_weight": 0.5},
+        "mutual": {"visual": "mutual", "visual_weight": 1.0},
+        "text": {"visual": "none", "visual_weight": 0.5},
+        "mvtec_to_visa": {"visual": "none", "visual_weight": 0.5, "checkpoint": "last.safetensors"},
+    }
+    for folder, config in configs.items():
+        for dataset in ("visa", "mvtec"):
+            _write(tmp_path / folder / dataset, dataset, 0.5)
+            doc = json.loads((tmp_path / folder / dataset / "results.json").read_text())
+            (tmp_path / folder / dataset / "results.json").write_text(json.dumps({**doc, "config": config}))
+    modes = ("text", "mvtec_to_visa (text)", "mutual", "text+mutual", "few1 (fewshot K=1)", "fewshot K=4")
+    assert list(collect_runs(tmp_path)) == [
+        (mode, dataset) for mode in modes for dataset in ("mvtec", "visa")
+    ]

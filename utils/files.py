@@ -66,7 +66,8 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
     """
     path = Path(path)
     with disk_full_as_error(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the name's head only: a target name near the file system's 255-byte limit still gets a temporary
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 if hasattr(os, "fchmod"):  # POSIX (Windows before Python 3.13 has none)

@@ -14,6 +14,7 @@ from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult
 from model.prompts import build_prompts, object_prompt
 from utils.config.schema import Config, as_config
+from utils.evaluation.references import reference_images
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 
@@ -89,7 +90,7 @@ class CategoryScorer:
             return self.finish([self.parts(samples, category)], category)
         prompts, _ = prompts_for(self.cfg, category, self.concepts)
         if self.cfg.scoring.visual == "fewshot" and self.referenced != tuple(references):
-            self.detector.set_references(list(references))
+            self.detector.set_references(reference_images(self.cfg, category, references))
             self.referenced = tuple(references)
         results = self.detector.detect(
             [s.image for s in samples],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -98,7 +99,9 @@ def run(
 ) -> int:
     """Parse `argv`, call `main`; a user error becomes `error: <message>` on stderr and exit code 2.
 
-    So does a full disk (ENOSPC) anywhere: the message says to free space and rerun, which resumes.
+    So does a full disk (ENOSPC) anywhere: the message says to free space and rerun, which resumes; and a
+    file-system refusal (a read-only or unwritable folder, a file where a folder belongs, a name too long:
+    FILE_SYSTEM_HINTS). Ctrl-C prints one stop line and returns 130; a rerun resumes.
     Logging (utils/run_log.py) is set up for the run and closed after it; `main` adds run.log once it knows
     its output folder, so the error line and an unexpected crash's traceback land there too.
     """
@@ -107,6 +110,9 @@ def run(
     start_logging(shlex.join([script, *(sys.argv[1:] if argv is None else argv)]))
     try:
         return main(args) or 0
+    except KeyboardInterrupt:
+        log.error("stopped by Ctrl-C: rerun the same command to resume (finished images are kept)")
+        return 130
     except Exception as err:
         message = user_message(err)
         if message is None:
@@ -124,4 +130,21 @@ def user_message(err: Exception) -> str | None:
         return str(err)
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return disk_full_message(err.filename or "the output folder")
+    if isinstance(err, OSError) and err.errno in FILE_SYSTEM_HINTS:
+        name = err.filename2 or err.filename or "a file"  # a rename names its target second
+        too_long = err.errno == errno.ENAMETOOLONG
+        length = f" ({len(os.fsencode(Path(name).name))}-byte name)" if too_long else ""
+        return f"{err.strerror}: {name}{length}: {FILE_SYSTEM_HINTS[err.errno]}"
     return None
+
+
+# What to do about a file-system refusal: bad input (the folder given, a file name), not a bug of the code.
+FILE_SYSTEM_HINTS: dict[int, str] = {
+    errno.EACCES: "fix its permissions (an output: make it writable, or choose another --output_dir)",
+    errno.EPERM: "fix its permissions (an output: make it writable, or choose another --output_dir)",
+    errno.EROFS: "the file system is read-only: choose another --output_dir",
+    errno.ENOTDIR: "a file stands where a folder is needed: move it away, or choose another --output_dir",
+    errno.EEXIST: "a file stands where a folder is needed: move it away, or choose another --output_dir",
+    errno.EISDIR: "a folder stands where a file is written: move it away, or choose another --output_dir",
+    errno.ENAMETOOLONG: "the name is longer than the file system allows (255 bytes): rename the input file",
+}

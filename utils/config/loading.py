@@ -36,7 +36,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"config file not found: {path} (pass an existing YAML file, e.g. configs/mvtec.yaml)"
         )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8 (e.g. `iconv -t utf-8`)"
+        ) from None
     except yaml.YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""

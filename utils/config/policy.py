@@ -76,6 +76,7 @@ POLICIES: dict[str, Policy] = {
         resume="changeable",
     ),
     "texture_categories": changes_scores(EVAL),
+    "bit_depth": changes_scores(ALL, resume="fixed"),
     # model
     "model_path": changes_scores(ALL, "identity", resume="fixed"),
     "checkpoint": changes_scores(EVAL, "identity"),

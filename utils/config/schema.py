@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
+from dataset.base import SENSOR_DEPTHS
 from model.detector import MASK_THRESHOLD, ScoringSettings
 from model.engine import DEFAULT_CHUNK_SIZE
 from model.prompts import STRATEGIES
@@ -84,6 +85,13 @@ class DataSettings:
         list(TEXTURE_CATEGORIES),
         "categories without object-prompt regularisation (default: dataset.TEXTURE_CATEGORIES)",
         "data",
+    )
+    bit_depth: int | None = setting(
+        None,
+        "bits per sample of >8-bit images without sBIT (a 12-bit camera in 16-bit PNGs: 12); "
+        "null -> per category, the smallest of 8/10/12/14/16 holding its brightest sample",
+        "data",
+        choices=SENSOR_DEPTHS,
     )
 
 
@@ -205,12 +213,14 @@ class VisualSettings:
         0,
         "visual fewshot: seed of the draw of the reference images",
         "visual",
+        minimum=0,
     )
     shot_seeds: list[int] | None = setting(
         None,
         "visual fewshot: a run per seed, each in output_dir/seed_N/, then their mean in output_dir "
         "(comma-separated as a flag); null -> one run with shot_seed",
         "visual",
+        minimum=0,
     )
 
 
@@ -240,6 +250,7 @@ class TrainingSettings:
         1.0e-3,
         "AdamW learning rate (1e-3 for concept embeddings; 1e-5 is the seed's value for full heads)",
         "training",
+        minimum=0.0,
     )
     weight_decay: float = setting(
         0.0,

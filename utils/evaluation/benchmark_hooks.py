@@ -42,9 +42,11 @@ ScoreSplit = Callable[..., CategoryResult | None]
 
 
 def split_to_score(cfg: Config, category: str) -> ImageDataset:
-    """The split test.py scores: cfg.data.test_split of cfg.data.dataset, at cfg.data.realiad_resolution."""
+    """The split test.py scores: cfg.data.test_split of cfg.data.dataset (Real-IAD at its resolution)."""
     data = cfg.data
-    return load_dataset(data.dataset, data.dataset_path, category, data.test_split, data.realiad_resolution)
+    return load_dataset(
+        data.dataset, data.dataset_path, category, data.test_split, data.realiad_resolution, data.bit_depth
+    )
 
 
 def scorer_detector(scorer: Any) -> Any:
@@ -87,7 +89,9 @@ def score_validation(cfg: Config, category: str, out: Path, score: ScoreSplit) -
     NaN off rank 0 and for the other datasets (nothing scored)."""
     if cfg.data.dataset != "mvtec_ad2":
         return math.nan
-    samples = load_dataset("mvtec_ad2", cfg.data.dataset_path, category, "validation")
+    samples = load_dataset(
+        "mvtec_ad2", cfg.data.dataset_path, category, "validation", None, cfg.data.bit_depth
+    )
     with (
         warnings.catch_warnings()
     ):  # validation holds good images only: its image/pixel metrics are undefined

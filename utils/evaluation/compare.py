@@ -3,9 +3,13 @@ and the dataset's own ones (results.json "benchmark_metrics", e.g. sPRO).
 
     python -m utils.evaluation.compare results     # reads results/<mode>/<dataset>[/seed_<s>]/results.json
 
-Each results.json gives its dataset and its mean row; runs of one mode and dataset (one per few-shot seed,
-also when a `--shot_seeds` run holds them) are averaged metric by metric, ignoring undefined (null) values,
-and the number of runs is shown.
+Each results.json gives its dataset, its mean row and its settings, which name its mode
+(`results.run_label`: text, mutual, text+mutual, fewshot K=<shots>; the folder name when it has no
+settings). Runs of one mode and dataset (one per few-shot seed, also when a `--shot_seeds` run holds them)
+are averaged metric by metric, ignoring undefined (null) values, with ± the standard deviation over runs
+(ddof = 0) when there are several, and the number of runs is shown. Rows come in a fixed order: text,
+mutual, text+mutual, fewshot by K, then any other folder; datasets by name within a mode. A results.json
+that cannot be read (truncated, half-written) is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -13,30 +17,74 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 from utils.evaluation.metrics import METRIC_KEYS
-from utils.evaluation.results import COLUMN_TITLES, mean_metrics_of
+from utils.evaluation.results import (
+    COLUMN_TITLES,
+    label_order,
+    mean_metrics_of,
+    percent_cell,
+    run_label,
+    std_metrics_of,
+)
 from utils.files import atomic_write_text
 
 
 def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
-    """{(mode, dataset): [mean metrics of each run]} from `root/<mode>/**/results.json` (sorted paths).
+    """{(mode, dataset): [mean metrics of each run]} from `root/<mode>/**/results.json`, in table order.
 
     A results.json of several seeds (`--shot_seeds`, with a "seeds" section) counts as its seeds' runs, whose
     means it holds; the seed_<s>/results.json below it are then not read a second time.
     """
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
-    docs = {path: json.loads(path.read_text()) for path in sorted(root.glob("*/**/results.json"))}
+    docs = {path: doc for path in sorted(root.glob("*/**/results.json")) if (doc := read_run(path))}
     averaged = [path.parent for path, doc in docs.items() if "seeds" in doc]
     for path, doc in docs.items():
         if any(folder in path.parent.parents for folder in averaged):
             continue  # one seed of a mean over seeds: counted through that mean's "seeds" section
         means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
-        mode = path.relative_to(root).parts[0]
+        folder = path.relative_to(root).parts[0]
+        label = run_label(doc["config"]) if isinstance(doc.get("config"), dict) else folder
         extra = doc.get("benchmark_metrics", {}).get("mean", {})
-        runs.setdefault((mode, doc["dataset"]), []).extend(_numbers({**mean, **extra}) for mean in means)
-    return runs
+        rows = runs.setdefault((row_name(folder, label), doc["dataset"]), [])
+        rows.extend(_numbers({**mean, **extra}) for mean in means)
+    return dict(sorted(runs.items(), key=lambda item: (row_order(item[0][0]), item[0][1])))
+
+
+def row_name(folder: str, label: str) -> str:
+    """A row's mode: the label (`fewshot K=4`) when the folder is named after its mode, else `folder (label)`.
+
+    Runs of one mode in other folders (e.g. train.sh's `mvtec_to_visa`, a text run with a checkpoint) stay
+    rows of their own.
+    """
+    head = label.partition(" K=")[0]
+    return label if folder in (label, head) else f"{folder} ({label})"
+
+
+def row_order(name: str) -> tuple[tuple[int, int, str], bool, str]:
+    """Sort key of a row name: its label's place in MODE_ORDER, then plain mode folders first, then name."""
+    folder, _, label = name.partition(" (")
+    return (label_order(label.rstrip(")")), True, folder) if label else (label_order(name), False, name)
+
+
+def read_run(path: Path) -> dict[str, Any] | None:
+    """A results.json with its dataset and mean row, or None with a warning (truncated, edited, half-written).
+
+    A run interrupted while its results.json was written, or a file cut short by a copy, must not stop the
+    table of every other run.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        means = [r["mean"] for r in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
+        if isinstance(doc["dataset"], str) and all(_numbers(m) for m in means):
+            return doc
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    warnings.warn(f"skipped {path}: not a complete results.json of test.py (rerun that run)", stacklevel=2)
+    return None
 
 
 def _numbers(mean: dict[str, float | None]) -> dict[str, float]:
@@ -45,8 +93,8 @@ def _numbers(mean: dict[str, float | None]) -> dict[str, float]:
 
 
 def compare_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> str:
-    """Markdown in percent: a block per dataset (in order of appearance), one row per mode: the mean over its
-    runs ("–" = undefined) of METRIC_KEYS and of the dataset's own metrics."""
+    """Markdown in percent: a block per dataset (in order of appearance), one row per mode in table order:
+    the mean over its runs ± their std ("–" = undefined) of METRIC_KEYS and of the dataset's own metrics."""
     blocks = []
     for name in dict.fromkeys(dataset for _, dataset in runs):
         rows = {mode: means for (mode, dataset), means in runs.items() if dataset == name}
@@ -55,7 +103,8 @@ def compare_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> str:
         lines = [f"### {name}: mode comparison (%)", "", header, "|" + "---|" * (len(keys) + 3)]
         for mode, means in rows.items():
             mean = mean_metrics_of(means, keys)
-            cells = ["–" if math.isnan(mean[key]) else f"{100 * mean[key]:.1f}" for key in keys]
+            std = std_metrics_of(means, keys) if len(means) > 1 else {}
+            cells = [percent_cell(mean[key], std.get(key)) for key in keys]
             lines.append(f"| {mode} | {name} | {len(means)} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)

@@ -1,6 +1,7 @@
 """Outputs that other tools read: per_image.csv, MVTec-layout TIFF maps, COCO RLE instance masks.
 
-- `<output_dir>/categories/<category>/per_image.csv`: path, defect_type, label, image_score per test image.
+- `<output_dir>/categories/<category>/per_image.csv`: path (relative to --dataset_path), defect_type, label,
+  image_score per test image.
 - with `save_maps: tiff`, `<output_dir>/anomaly_maps/<category>/test/<defect>/<stem>.tiff`: the layout that
   MVTec AD's official `evaluate_experiment.py --anomaly_maps_dir <output_dir>/anomaly_maps` reads. Each map
   is the stored evaluation map (eval_size x eval_size) resized bilinearly to its image's size (the official
@@ -28,18 +29,22 @@ from model.detector import Detection
 from model.map_ops import resize_map
 from utils.evaluation.store import CategoryResult
 from utils.evaluation.thresholds import category_thresholds, update_thresholds
-from utils.files import atomic_write_text
+from utils.files import atomic_write, atomic_write_text, disk_full_as_error
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("path", "defect_type", "label", "image_score")
 
 
-def per_image_csv(records: Sequence[Record], result: CategoryResult) -> str:
-    """The text of per_image.csv: one row per image, in evaluation order (PER_IMAGE_COLUMNS)."""
+def per_image_csv(records: Sequence[Record], result: CategoryResult, root: str | Path) -> str:
+    """The text of per_image.csv: one row per image, in evaluation order (PER_IMAGE_COLUMNS).
+
+    "path" is relative to `root` (the --dataset_path), `/`-separated: the same on every machine.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PER_IMAGE_COLUMNS)
     for record, label, score in zip(records, result.labels, result.scores, strict=True):
-        writer.writerow([record.image_path, record.defect_type, int(label), repr(float(score))])
+        path = Path(os.path.relpath(record.image_path, root)).as_posix()
+        writer.writerow([path, record.defect_type, int(label), repr(float(score))])
     return buffer.getvalue()
 
 
@@ -49,11 +54,22 @@ def tiff_path(root: Path, category: str, record: Record) -> Path:
 
 
 def write_tiff(path: Path, image_map: np.ndarray) -> None:
-    """Write a (H, W) map as a float32 TIFF, atomically (a temporary file renamed over `path`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(tmp, np.ascontiguousarray(image_map, dtype=np.float32))
-    os.replace(tmp, path)
+    """Write a (H, W) map as a float32 TIFF, atomically (`utils.files.atomic_write`).
+
+    Raises:
+        OutputDirError: the disk is full. OSError: the folder cannot be made or written, or the name is
+            too long (the scripts show both as one line: `utils.config.cli.user_message`).
+    """
+    with disk_full_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(_tiff_bytes(image_map)))
+
+
+def _tiff_bytes(image_map: np.ndarray) -> bytes:
+    """A (H, W) map encoded as a float32 TIFF file."""
+    encoded = io.BytesIO()
+    tifffile.imwrite(encoded, np.ascontiguousarray(image_map, dtype=np.float32))
+    return encoded.getvalue()
 
 
 def save_tiff_maps(root: Path, category: str, records: Sequence[Record], maps: np.ndarray) -> list[Path]:
@@ -80,10 +96,10 @@ def export_category(
     """Every per-category export of test.py: per_image.csv, the thresholds.json entry, TIFF maps if asked.
 
     `records`: the category's test records in evaluation order (`ImageDataset.records`); cfg needs
-    "dataset", "eval_size" and "save_maps".
+    "dataset", "dataset_path", "eval_size" and "save_maps".
     """
     cat_dir = out / "categories" / category
-    atomic_write_text(cat_dir / "per_image.csv", per_image_csv(records, result))
+    atomic_write_text(cat_dir / "per_image.csv", per_image_csv(records, result, cfg["dataset_path"]))
     update_thresholds(out, category, category_thresholds(result), cfg["dataset"], cfg["eval_size"])
     if cfg.get("save_maps") == "tiff":
         save_tiff_maps(out / "anomaly_maps", category, records, result.maps)

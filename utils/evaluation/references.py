@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
 from dataset import DatasetError, DatasetWarning, load_dataset
+from dataset.base import read_image
 from utils.config.schema import Config
 
 
@@ -32,7 +34,9 @@ def draw_references(cfg: Config, category: str) -> list[str]:
     """
     dataset, dataset_path = cfg.data.dataset, cfg.data.dataset_path
     shots, seed = cfg.visual.shots, cfg.visual.shot_seed
-    train = load_dataset(dataset, dataset_path, category, "train", cfg.data.realiad_resolution)
+    train = load_dataset(
+        dataset, dataset_path, category, "train", cfg.data.realiad_resolution, cfg.data.bit_depth
+    )
     normal = [r.image_path for r in train.records if r.label == 0]
     if len(normal) < shots:
         raise NotEnoughReferencesError(
@@ -52,3 +56,17 @@ def draw_references(cfg: Config, category: str) -> list[str]:
         )
     picked = np.random.default_rng(seed).choice(len(normal), shots, replace=False)
     return [str(normal[i]) for i in sorted(picked.tolist())]
+
+
+def reference_images(cfg: Config, category: str, paths: Sequence[str]) -> list[np.ndarray]:
+    """The drawn reference images decoded like the category's test images: (H, W, 3) uint8 RGB each.
+
+    More-than-8-bit images without sBIT are scaled by the category's depth (cfg.data.bit_depth, else the
+    one `load_dataset` finds over both splits), so a reference and a test image of one camera match.
+    """
+    data = cfg.data
+    dataset = load_dataset(
+        data.dataset, data.dataset_path, category, "train", data.realiad_resolution, data.bit_depth
+    )
+    depth = dataset.depths.of(category)
+    return [read_image(path, depth) for path in paths]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from utils.config.schema import SETTINGS
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.files import atomic_write_text
 
@@ -42,6 +43,11 @@ def std_metrics(runs: Mapping[Any, Mapping[str, float]]) -> dict[str, float]:
     return _reduce(runs, np.std)
 
 
+def std_metrics_of(rows: Sequence[Mapping[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    """`std_metrics` of each of `keys` over `rows` (runs), ignoring NaN and rows without the key."""
+    return _reduce(dict(enumerate(rows)), np.std, keys)
+
+
 def _reduce(
     rows: Mapping[Any, Mapping[str, float]],
     reduce: Callable[[list[float]], Any],
@@ -64,6 +70,64 @@ def json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:
     return {k: _json_number(metrics[k]) for k in METRIC_KEYS}
 
 
+# Modes of a paper table, in the order compare.md lists them (fewshot rows then by K).
+MODE_ORDER: tuple[str, ...] = ("text", "mutual", "text+mutual", "fewshot")
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """The mode of a run as a paper table names it: text, mutual, text+mutual or `fewshot K=<shots>`.
+
+    mutual with visual_weight 1 is the visual map alone; below 1 it is fused with the text map.
+    """
+    visual = config.get("visual", "none")
+    if visual == "mutual":
+        return "mutual" if config.get("visual_weight") == 1.0 else "text+mutual"
+    if visual == "fewshot":
+        return f"fewshot K={config.get('shots', '?')}"
+    return "text"
+
+
+def label_order(label: str) -> tuple[int, int, str]:
+    """A sort key putting labels in MODE_ORDER (fewshot by K, unknown labels last by name)."""
+    head, _, k = label.partition(" K=")
+    rank = MODE_ORDER.index(head) if head in MODE_ORDER else len(MODE_ORDER)
+    return rank, int(k) if k.isdigit() else 0, label
+
+
+def image_counts(run: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(test images, categories) from a results.json "run" section, or None when it holds no counts."""
+    counts = (run or {}).get("images") or {
+        c: e["images"] for c, e in (run or {}).get("categories", {}).items()
+    }
+    return (sum(counts.values()), len(counts)) if counts else None
+
+
+def results_title(
+    dataset: str, config: Mapping[str, Any], run: Mapping[str, Any] | None, seeds: Sequence[int] = ()
+) -> str:
+    """The heading of results.md: dataset, mode, prompt strategy, K and seeds, image counts."""
+    parts = [dataset, run_label(config)]
+    if "prompt_strategy" in config:
+        parts.append(f"prompts {config['prompt_strategy']}")
+    if seeds:
+        parts.append(f"seeds {', '.join(map(str, seeds))} (mean ± std over seeds)")
+    elif config.get("visual") == "fewshot" and "shot_seed" in config:
+        parts.append(f"seed {config['shot_seed']}")
+    counts = image_counts(run)
+    if counts:
+        parts.append(f"{counts[0]} test images in {counts[1]} categor{'y' if counts[1] == 1 else 'ies'}")
+    return " · ".join(parts) + " (%)"
+
+
+def settings_of_test(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of `config` test.py uses (declared for it, or YAML-only); train/demo-only keys dropped."""
+    return {k: v for k, v in config.items() if k not in SETTINGS or _used_by_test(SETTINGS[k].info.scripts)}
+
+
+def _used_by_test(scripts: Sequence[str]) -> bool:
+    return not scripts or "test" in scripts
+
+
 def write_results(
     out_dir: Path,
     dataset: str,
@@ -83,14 +147,16 @@ def write_results(
     (each few-shot seed's run, the spread over seeds: utils/evaluation/seeds.py) only when `seeds` is given;
     "benchmark_metrics" ({"categories", "mean"} of a set's own metrics: utils/evaluation/benchmarks.py, and
     the defect-type accuracy) only when `extra` has any, also as a second table in results.md.
-    CSV and Markdown hold one row per category and a mean row.
+    CSV and Markdown hold one row per category and a mean row; results.md is titled by `results_title` and,
+    with `seeds`, shows each value as mean ± std over seeds. "config" keeps the settings test.py uses
+    (`settings_of_test`).
     """
     mean = mean_metrics(per_category)
     doc = {
         "dataset": dataset,
         "categories": {c: json_metrics(m) for c, m in per_category.items()},
         "mean": json_metrics(mean),
-        "config": dict(config),
+        "config": settings_of_test(config),
     }
     if run is not None:
         doc["run"] = dict(run)
@@ -112,30 +178,49 @@ def write_results(
     writer.writerow(["category", *METRIC_KEYS])
     writer.writerows([name, *(f"{m[k]:.6f}" for k in METRIC_KEYS)] for name, m in rows)
     atomic_write_text(out_dir / "results.csv", table.getvalue())
-    markdown = markdown_table(per_category, mean, dataset)
+    std = None if seeds is None else {c: _from_json(m) for c, m in seeds.get("std", {}).items()}
+    title = results_title(dataset, config, run, list(seeds["seeds"]) if seeds else ())
+    markdown = markdown_table(per_category, mean, dataset, title, std)
     if extra_keys:
-        markdown += "\n" + markdown_table(extra or {}, extra_mean, f"{dataset}: its own metrics", extra_keys)
+        own = f"{dataset}: its own metrics (%)"
+        markdown += "\n" + markdown_table(extra or {}, extra_mean, dataset, own, keys=extra_keys)
     atomic_write_text(out_dir / "results.md", markdown)
     return doc
 
 
-def _percent(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:.1f}"
+def _from_json(metrics: Mapping[str, float | None]) -> dict[str, float]:
+    """A JSON metric row (null = undefined) as floats with NaN."""
+    return {k: math.nan if metrics.get(k) is None else float(metrics[k]) for k in METRIC_KEYS}
+
+
+def percent_cell(value: float, std: float | None = None) -> str:
+    """A metric in percent with one decimal ("–" when undefined), with ` ± std` when `std` is given."""
+    if math.isnan(value):
+        return "–"
+    spread = "" if std is None or math.isnan(std) else f" ± {100 * std:.1f}"
+    return f"{100 * value:.1f}{spread}"
 
 
 def markdown_table(
     per_category: Mapping[str, Mapping[str, float]],
     mean: Mapping[str, float],
     dataset: str,
+    title: str | None = None,
+    std: Mapping[str, Mapping[str, float]] | None = None,
     keys: Sequence[str] = METRIC_KEYS,
 ) -> str:
     """A Markdown table in percent: one row per category, a bold mean row; "–" marks undefined metrics.
 
-    `keys`: the columns (titles from COLUMN_TITLES, else the key itself); a key a row lacks shows "–".
+    `title`: the heading (default `<dataset> (%)`); `std`: {category or "mean": {metric: std}} shown as
+    `value ± std` (the spread over few-shot seeds). `keys`: the columns (titles from COLUMN_TITLES, else
+    the key itself); a key a row lacks shows "–".
     """
     header = "| Category | " + " | ".join(COLUMN_TITLES.get(k, k) for k in keys) + " |"
-    lines = [f"### {dataset} (%)", "", header, "|" + "---|" * (len(keys) + 1)]
+    lines = [f"### {title or f'{dataset} (%)'}", "", header, "|" + "---|" * (len(keys) + 1)]
+    spread = std or {}
     for name, metrics in per_category.items():
-        lines.append(f"| {name} | " + " | ".join(_percent(metrics.get(k, math.nan)) for k in keys) + " |")
-    lines.append("| **mean** | " + " | ".join(f"**{_percent(mean[k])}**" for k in keys) + " |")
+        cells = [percent_cell(metrics.get(k, math.nan), spread.get(name, {}).get(k)) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    cells = [f"**{percent_cell(mean[k], spread.get('mean', {}).get(k))}**" for k in keys]
+    lines.append("| **mean** | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

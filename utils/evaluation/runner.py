@@ -24,7 +24,7 @@ from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import write_results
 from utils.evaluation.store import CategoryResult
-from utils.evaluation.visualization import pick_for_visualization, save_curves, save_overlay
+from utils.evaluation.visualization import ranked_picks, save_curves, save_overlay, vis_name
 from utils.run_log import get_logger
 from utils.run_record import RunRecord
 
@@ -34,9 +34,9 @@ log = get_logger(__name__)
 def visualize_category(samples: ImageDataset, result: CategoryResult, vis_dir: Path, count: int) -> None:
     """Overlays for the worst false negatives and false positives of one category."""
     vis_dir.mkdir(parents=True, exist_ok=True)
-    for index in pick_for_visualization(result.labels, result.scores, count):
+    for index, rank in ranked_picks(result.labels, result.scores, count):
         sample = samples[index]
-        name = f"{sample.defect_type}_{Path(sample.image_path).stem}.png"
+        name = vis_name(rank, sample.defect_type, sample.image_path)
         title = f"{sample.defect_type}  score {result.scores[index]:.3f}"
         save_overlay(vis_dir / name, sample.image, result.maps[index].astype("float32"), title, sample.mask)
 
@@ -102,7 +102,7 @@ def evaluate(
             "image": image_curves(result.labels, result.scores),
             "pixel": pixel_curves(result.masks, result.maps, pixels=result.pixels),
         }
-        save_curves(out / "curves" / category, curves, category)
+        save_curves(out / "curves" / category, curves, category, result.metrics)
         if cfg.evaluation.visualize:
             visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize)
         shown = visual if cfg.scoring.visual != "none" else None

@@ -68,6 +68,7 @@ def evaluate_seeds(
     rank 0, {} on the other ranks.
     """
     per_seed: dict[int, Metrics] = {}
+    images: dict[str, int] = {}  # test images per category (the same for every seed), for the title
     for seed, seed_cfg in seed_runs(cfg):
         log.info(f"shot_seed {seed}: {seed_cfg.evaluation.output_dir}")
         with ExitStack() as stack:
@@ -77,9 +78,11 @@ def evaluate_seeds(
             per_seed[seed] = evaluate(
                 seed_cfg, scorer_for(seed_cfg), categories=categories, record=seed_record, dist=dist
             )
+            images = {c: entry["images"] for c, entry in seed_record.categories.items()}
     if not dist.is_main:
         return {}
     run = {k: v for k, v in record.to_json().items() if k != "categories"}  # per category: in each seed's run
+    run["images"] = images
     return write_seed_mean(Path(cfg.evaluation.output_dir), cfg, per_seed, run)
 
 

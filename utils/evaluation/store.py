@@ -88,6 +88,28 @@ def npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | No
     return None
 
 
+def progress_problem(progress: dict[str, Any]) -> str | None:
+    """What is wrong with the values of a parsed progress.json (right keys, lists of equal length), or None.
+
+    A damaged file of the right length can still parse: a label byte turned into 7, a score into null.
+    Resuming from it would score those images wrongly without a word, so the category is computed again.
+    """
+    labels, scores, paths = progress["labels"], progress["scores"], progress["image_paths"]
+    if not isinstance(labels, list) or not all(type(v) is int and v in (0, 1) for v in labels):
+        return "progress.json holds a label that is not 0 or 1"
+    if not isinstance(scores, list) or not all(_finite_number(v) for v in scores):
+        return "progress.json holds a score that is not a finite number"
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return "progress.json holds an image path that is not text"
+    if not isinstance(progress["fingerprint"], str) or not isinstance(progress.get("settings", {}), dict):
+        return "progress.json holds a damaged settings fingerprint"
+    return None
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class CategoryStore:
     """The on-disk state of one category's evaluation (see the module docstring).
 
@@ -124,7 +146,9 @@ class CategoryStore:
             elif not len(progress["labels"]) == len(progress["scores"]) <= self.shape[0]:
                 problem = "progress.json holds more scores than images, or unequal labels and scores"
             else:
-                return progress
+                problem = progress_problem(progress)
+                if problem is None:
+                    return progress
         except (ValueError, TypeError) as err:
             problem = f"progress.json is unreadable ({type(err).__name__})"
         self._warn_damaged(problem)

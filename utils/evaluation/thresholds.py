@@ -92,8 +92,8 @@ def mask_threshold_from(path: str | Path, category: str | None) -> float:
     Without a category, a file holding exactly one category gives that one.
 
     Raises:
-        ConfigError: unreadable file, no such category (the message lists the file's categories), or a
-            null threshold (the category had no good image).
+        ConfigError: unreadable file, no such category (the message lists the file's categories), a
+            null threshold (the category had no good image), or a value that is not a finite number.
     """
     path = Path(path).expanduser()
     try:
@@ -109,10 +109,33 @@ def mask_threshold_from(path: str | Path, category: str | None) -> float:
     if category not in categories:
         names = ", ".join(sorted(categories)) or "none"
         raise ConfigError(f"--thresholds {path} has no category {category!r}: pass --category one of {names}")
-    value = categories[category].get(USED_BY_DEMO)
+    value = categories[category].get(USED_BY_DEMO) if isinstance(categories[category], dict) else "?"
     if value is None:
         raise ConfigError(
             f"--thresholds {path}: {category} has no {USED_BY_DEMO} (no good test image): "
             "set --mask_threshold instead"
         )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(
+            f"--thresholds {path}: {category} has {USED_BY_DEMO} {value!r}, not a finite number: "
+            "rerun test.py to rewrite the file, or set --mask_threshold instead"
+        )
     return float(value)
+
+
+def chosen_mask_threshold(
+    thresholds: str | None, mask_threshold: float, category: str | None, flag_given: bool
+) -> tuple[float, str]:
+    """The demo's binary-mask threshold and where it came from (recorded beside the masks it made).
+
+    `thresholds` (a thresholds.json) wins over `mask_threshold`; `flag_given` says whether
+    --mask_threshold was on the command line (else the value is the config's).
+
+    Raises:
+        ConfigError: see `mask_threshold_from`.
+    """
+    if thresholds:
+        value = mask_threshold_from(thresholds, category)
+        which = f"category {category}" if category else "its only category"
+        return value, f"{USED_BY_DEMO} of {which} in {Path(thresholds).expanduser()}"
+    return mask_threshold, "--mask_threshold" if flag_given else "mask_threshold of the config"

@@ -110,11 +110,21 @@ def save_rgb(path: Path, image: np.ndarray) -> None:
     _write_png(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
-def save_curves(path_prefix: Path, curves: Mapping[str, Mapping[str, np.ndarray]], title: str) -> list[Path]:
+def save_curves(
+    path_prefix: Path,
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    title: str,
+    metrics: Mapping[str, float] | None = None,
+) -> list[Path]:
     """Plot ROC and PR curves, one line per level, to `<prefix>_roc.png` and `<prefix>_pr.png`.
+
+    Each legend entry gives the level's area: AUROC on the ROC plot, AP on the PR plot, from `metrics`
+    (`<level>_auroc`, `<level>_ap`: the values of results.md) or, without them, from the drawn points.
+    The PR curve is drawn as a step curve: AP = sum_n (R_n - R_(n-1)) P_n is the area under those steps.
 
     Args:
         curves: {level: {"fpr", "tpr", "precision", "recall": 1-D arrays}}, level e.g. "image"/"pixel".
+        metrics: the category's metrics (`utils.evaluation.metrics.METRIC_KEYS`), or None.
     """
     written = []
     for kind, (x_key, y_key, x_label, y_label) in {
@@ -123,8 +133,15 @@ def save_curves(path_prefix: Path, curves: Mapping[str, Mapping[str, np.ndarray]
     }.items():
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         for level, curve in curves.items():
-            if len(curve.get(x_key, [])):
-                ax.plot(curve[x_key], curve[y_key], label=level)
+            x, y = np.asarray(curve.get(x_key, [])), np.asarray(curve.get(y_key, []))
+            if not len(x):
+                continue
+            name, value = curve_area(kind, level, x, y, metrics)
+            label = f"{level} ({name} {value:.3f})" if np.isfinite(value) else level
+            if kind == "roc":
+                ax.plot(x, y, label=label)
+            else:  # precision P_n holds on (R_(n-1), R_n]: the step at each recall reaches back
+                ax.step(x, y, where="pre" if x[0] <= x[-1] else "post", label=label)
         if kind == "roc":
             ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel=x_label, ylabel=y_label, xlim=(0, 1), ylim=(0, 1.02), title=f"{title} {kind.upper()}")
@@ -135,6 +152,43 @@ def save_curves(path_prefix: Path, curves: Mapping[str, Mapping[str, np.ndarray]
         plt.close(fig)
         written.append(path)
     return written
+
+
+def curve_area(
+    kind: str, level: str, x: np.ndarray, y: np.ndarray, metrics: Mapping[str, float] | None
+) -> tuple[str, float]:
+    """("AUROC", value) for a ROC curve or ("AP", value) for a PR curve of `level`.
+
+    The value is `metrics["<level>_auroc"|"<level>_ap"]` when given, else the trapezoid area under the
+    ROC points or the step sum of the PR points (sum of recall steps times the precision reached).
+    """
+    name, key = ("AUROC", f"{level}_auroc") if kind == "roc" else ("AP", f"{level}_ap")
+    if metrics is not None and key in metrics:
+        return name, float(metrics[key])
+    if kind == "roc":
+        return name, float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+    order = np.argsort(x, kind="stable")
+    recall, precision = x[order], y[order]
+    return name, float(np.sum(np.diff(recall) * precision[1:]))
+
+
+def ranked_picks(labels: np.ndarray, scores: np.ndarray, count: int) -> list[tuple[int, str]]:
+    """`pick_for_visualization` with each pick's rank among its kind: (index, "fn01"), (index, "fp01"), ...
+
+    "fn" = anomalous image ranked by lowest score (the worst missed), "fp" = good image ranked by highest.
+    """
+    ranks = {"fn": 0, "fp": 0}
+    picked = []
+    for index in pick_for_visualization(labels, scores, count):
+        kind = "fn" if labels[index] == 1 else "fp"
+        ranks[kind] += 1
+        picked.append((index, f"{kind}{ranks[kind]:02d}"))
+    return picked
+
+
+def vis_name(rank: str, defect_type: str, image_path: str) -> str:
+    """The file name of a vis/ picture: `<rank>_<defect type>_<image stem>.png` (e.g. fn01_crack_003.png)."""
+    return f"{rank}_{defect_type}_{Path(image_path).stem}.png"
 
 
 def pick_for_visualization(labels: np.ndarray, scores: np.ndarray, count: int) -> list[int]:

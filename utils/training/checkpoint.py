@@ -147,11 +147,33 @@ def _check_complete(path: Path, tensors: Mapping[str, Tensor], meta: Mapping[str
         )
 
 
+def header_problem(ckpt: Mapping[str, Any]) -> str | None:
+    """What is wrong with the types or values of a decoded checkpoint (see the module docstring), or None.
+
+    An edited or damaged header would otherwise fail later, far from the file (a negative epoch resumes
+    nothing, a NaN embedding scores every image NaN).
+    """
+    epoch, embeds = ckpt["epoch"], ckpt["concepts"]["embeds"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"epoch is {epoch!r}, expected a whole number >= 0"
+    if not isinstance(ckpt["config"], dict):
+        return f"config is a {type(ckpt['config']).__name__}, expected a mapping of settings"
+    if not isinstance(ckpt["history"], list) or not all(isinstance(row, dict) for row in ckpt["history"]):
+        return "history is not a list of per-epoch rows"
+    words = ckpt["seed_words"]
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        return "seed_words is not a list of words"
+    if not embeds.is_floating_point() or not bool(embeds.isfinite().all()):
+        return "concepts.embeds holds NaN or infinite values (a diverged run)"
+    return None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by scripts/train.py (see the module docstring); never unpickles.
 
     Raises:
-        CheckpointError: one line, for a missing, unreadable, incomplete or old pickle (.pt) checkpoint.
+        CheckpointError: one line, for a missing, unreadable, incomplete or old pickle (.pt) checkpoint, or
+            one whose header holds wrong types or values (`header_problem`).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -164,6 +186,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = _unflatten(tensors, meta)
     except (ValueError, KeyError, TypeError, AttributeError) as err:  # malformed JSON or tensor names
         raise CheckpointError(f"checkpoint {path} is malformed ({type(err).__name__}): retrain") from None
+    problem = header_problem(ckpt)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is malformed: {problem}; use another checkpoint or retrain")
     if ckpt["config"].get("train_head") and "head" not in ckpt:
         raise CheckpointError(f"checkpoint {path} lacks head.* (its config has train_head: true): retrain")
     return ckpt

@@ -8,9 +8,11 @@ from typing import Any
 import torch
 
 from dataset import ImageDataset, load_dataset, select_categories
+from dataset.base import BitDepths
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.prompts import build_prompts
+from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.run_log import get_logger
 from utils.training.trainer import Trainer
@@ -25,18 +27,33 @@ def training_samples(cfg: Config) -> ImageDataset:
     parts = [
         load_dataset(data.dataset, data.dataset_path, c, "test", data.realiad_resolution) for c in categories
     ]
-    return ImageDataset(
-        [r for part in parts for r in part.records], cfg.data.dataset, parts[0].root, "all", "test"
-    )
+    depths = BitDepths([r for part in parts for r in part.depths.records], data.bit_depth)  # per category
+    records = [r for part in parts for r in part.records]
+    return ImageDataset(records, data.dataset, parts[0].root, "all", "test", depths=depths)
+
+
+def concept_seed_words(num_concepts: int, prompt_strategy: str) -> list[str]:
+    """The `num_concepts` generic words of `prompt_strategy` the concepts start from (one per concept).
+
+    Raises:
+        ConfigError: more concepts than words: training fewer than asked would record a wrong num_concepts.
+    """
+    words = build_prompts(None, prompt_strategy)
+    if num_concepts > len(words):
+        raise ConfigError(
+            f"config key 'num_concepts' is {num_concepts}, but prompt_strategy {prompt_strategy} has "
+            f"{len(words)} seed words (one per concept): use --num_concepts {len(words)} or fewer"
+        )
+    return words[:num_concepts]
 
 
 def train(cfg: Config, out: Path, ckpt: dict[str, Any] | None) -> None:
     """Load SAM 3, build (or resume) the trainer and run the remaining epochs, saving after each."""
+    seeds = concept_seed_words(cfg.training.num_concepts, cfg.prompts.prompt_strategy)  # before loading
     data = training_samples(cfg)
     torch.manual_seed(cfg.training.seed)
     model = cfg.model
     engine = Sam3Engine.from_pretrained(model.model_path, model.device, model.dtype, model.chunk_size)
-    seeds = build_prompts(None, cfg.prompts.prompt_strategy)[: cfg.training.num_concepts]
     trainer = Trainer(engine, ConceptBank.from_words(engine, seeds), cfg)
     if ckpt is not None:
         changes = trainer.load_state(ckpt)
