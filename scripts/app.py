@@ -25,6 +25,10 @@ import gradio as gr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.versions import require_torch  # noqa: E402
+
+require_torch()  # one line naming both versions when torch is too old, before torch is imported
+
 from model.prompts import STRATEGIES  # noqa: E402
 from utils.app import (  # noqa: E402
     BOX_FLOOR,
