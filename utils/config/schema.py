@@ -447,7 +447,7 @@ def fingerprinted(mode: str) -> tuple[str, ...]:
 
 
 def markdown_table() -> str:
-    """The settings table of docs/settings.md: key, default, allowed values, flags, changes scores, meaning."""
+    """The settings table of docs/settings.md: key, default, allowed, flags, changes scores, meaning."""
     rows = [
         "| key | default | allowed | flag of | changes scores | meaning |",
         "|---|---|---|---|---|---|",
