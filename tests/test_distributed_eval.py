@@ -22,6 +22,7 @@ import torch
 
 from scripts import test as test_script
 from utils.config.cli import run
+from utils.files import OutputDirError, OutputLock
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = ("bottle", "wood")
@@ -120,7 +121,20 @@ def _kill_after(command: list[str], out: Path, images: int) -> None:
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _wait_for_lock_release(out)
     assert not (out / "categories" / "wood" / "metrics.json").exists(), "the run finished before the kill"
+
+
+def _wait_for_lock_release(out: Path) -> None:
+    """The launcher is reaped at once; its ranks exit (and free the folder's lock) a moment later."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with OutputLock(out):
+                return
+        except OutputDirError:
+            assert time.monotonic() < deadline, "the killed ranks still hold the output folder"
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset import load_dataset
+from dataset import load_dataset, select_categories
 from dataset.constants import MVTEC_CATEGORIES, VISA_CATEGORIES
 from dataset.synthetic import make_mvtec_like, make_visa_like
 from model.concepts import ConceptBank, concept_names
@@ -200,12 +200,25 @@ def test_test_script_with_checkpoint_changes_maps_and_is_repeatable(tiny_sam3_di
     )
 
 
+def test_every_configured_category_is_found_in_its_dataset_layout(tmp_path):
+    """configs/{mvtec,visa}.yaml name every category; the loaders find each in a tiny copy of the layout."""
+    make_mvtec_like(tmp_path / "mvtec", categories=MVTEC_CATEGORIES, n_train=1, n_good=1, n_defect=1, size=16)
+    make_visa_like(tmp_path / "visa", categories=VISA_CATEGORIES, n_normal=1, n_anomaly=1, size=16, n_train=1)
+    for name, n in (("mvtec", 15), ("visa", 12)):
+        cfg = resolve_config(str(REPO / "configs" / f"{name}.yaml"), {"dataset_path": str(tmp_path)})
+        assert select_categories(name, tmp_path, cfg["categories"]) == cfg["categories"]
+        assert len(cfg["categories"]) == n
+        for category in cfg["categories"]:
+            assert len(load_dataset(name, tmp_path, category, "test")) == 2
+
+
 @pytest.mark.slow
 def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
-    """Both cross-dataset directions on a tiny copy of every MVTec AD and VisA category."""
+    """Both cross-dataset directions and test.sh on one category per dataset (every configured category is
+    found by its loader: the test above)."""
     root = tmp_path / "datasets"
-    make_mvtec_like(root / "mvtec", categories=MVTEC_CATEGORIES, n_train=1, n_good=1, n_defect=1, size=32)
-    make_visa_like(root / "visa", categories=VISA_CATEGORIES, n_normal=1, n_anomaly=1, size=32, n_train=1)
+    make_mvtec_like(root / "mvtec", categories=("bottle",), n_train=1, n_good=1, n_defect=1, size=32)
+    make_visa_like(root / "visa", categories=("candle",), n_normal=1, n_anomaly=1, size=32, n_train=1)
     env = {
         **os.environ,
         "PYTHON": sys.executable,
@@ -213,29 +226,32 @@ def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
         "DATASET_PATH": str(root),
         "RUN_ROOT": str(tmp_path / "runs"),
         "OUTPUT_ROOT": str(tmp_path / "results"),
-        "TRAIN_ARGS": "--num_epochs 1 --device cpu",
-        "TEST_ARGS": "--device cpu --eval_size 32",
     }
-    proc = subprocess.run(
-        ["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for name, n in (("mvtec_to_visa", 12), ("visa_to_mvtec", 15)):
-        doc = json.loads((tmp_path / "results" / name / "results.json").read_text())
-        assert len(doc["categories"]) == n and doc["config"]["checkpoint"]
+    only = {"mvtec": "--categories bottle", "visa": "--categories candle"}
+    for source, target in (("mvtec", "visa"), ("visa", "mvtec")):
+        env["DIRECTIONS"] = f"{source}:{target}"
+        env["TRAIN_ARGS"] = f"--num_epochs 1 --device cpu {only[source]}"
+        env["TEST_ARGS"] = f"--device cpu --eval_size 32 {only[target]}"
+        proc = subprocess.run(
+            ["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        doc = json.loads((tmp_path / "results" / f"{source}_to_{target}" / "results.json").read_text())
+        assert list(doc["categories"]) == [only[target].split()[-1]] and doc["config"]["checkpoint"]
+        assert load_checkpoint(tmp_path / "runs" / source / "last.safetensors")["config"]["categories"] == [
+            only[source].split()[-1]
+        ]
     env["DATASETS"] = "visa"
     proc = subprocess.run(
-        ["bash", str(REPO / "test.sh"), "--device", "cpu", "--eval_size", "32"],
+        ["bash", str(REPO / "test.sh"), "--device", "cpu", "--eval_size", "32", "--categories", "candle"],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (
-        len(json.loads((tmp_path / "results" / "text" / "visa" / "results.json").read_text())["categories"])
-        == 12
-    )
+    doc = json.loads((tmp_path / "results" / "text" / "visa" / "results.json").read_text())
+    assert list(doc["categories"]) == ["candle"]
     assert "| text | visa | 1 |" in (tmp_path / "results" / "compare.md").read_text()
 
 
