@@ -11,7 +11,9 @@ import torch
 from dataset import DatasetError, Sample
 from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
+from model.mutual import MutualScorer
 from model.prompts import build_prompts, object_prompt
+from utils.config.loading import ConfigError
 from utils.evaluation.references import draw_references
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
@@ -23,22 +25,21 @@ def build_detector(cfg: Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
     checkpoint is read first, so a bad one fails in seconds, not after loading a 3 GB model.
     """
     ckpt = load_checkpoint(cfg["checkpoint"]) if cfg["checkpoint"] else None
-    detector = AnomalyDetector.from_pretrained(
-        cfg["model_path"],
-        device=cfg["device"],
-        dtype=cfg["dtype"],
-        settings=ScoringSettings.from_config(cfg),
-        chunk_size=cfg["chunk_size"],
+    try:
+        settings = ScoringSettings.from_config(cfg)
+    except ValueError as err:  # checks across keys (e.g. visual_degrees odd), before the model loads
+        raise ConfigError(str(err)) from None
+    engine = Sam3Engine.from_pretrained(
+        cfg["model_path"], device=cfg["device"], dtype=cfg["dtype"], chunk_size=cfg["chunk_size"]
     )
     if ckpt is None:
-        return detector, []
-    bank = apply_checkpoint(ckpt, detector.engine)
+        return AnomalyDetector(engine, settings), []
+    bank = apply_checkpoint(ckpt, engine)
 
     def learned_text(engine: Sam3Engine, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
         return engine.predict_text(features, bank.text_for_prompts(engine, prompts))
 
-    detector.text_override = learned_text
-    return detector, bank.names
+    return AnomalyDetector(engine, settings, text_override=learned_text), bank.names
 
 
 def prompts_for(
@@ -81,23 +82,18 @@ class CategoryScorer:
         self.detector, self.cfg, self.concepts = detector, cfg, concepts
         self.size = (cfg["eval_size"], cfg["eval_size"])
         self.referenced: str | None = None  # the category whose few-shot references the detector holds
+        self.mutual = MutualScorer(detector, cfg["dataset"])
 
     def __call__(self, samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:
         if self.cfg["visual"] == "mutual":
             _need_two(len(samples), category)
             return self.finish([self.parts(samples, category)], category)
-        prompts, _ = prompts_for(self.cfg, category, self.concepts)
+        prompts, noun = prompts_for(self.cfg, category, self.concepts)
         if self.cfg["visual"] == "fewshot" and self.referenced != category:
             self.detector.set_references(draw_references(self.cfg, category))
             self.referenced = category
-        results = self.detector.detect(
-            [s.image for s in samples],
-            category,
-            prompts,
-            texture_categories=self.cfg["texture_categories"],
-            out_size=self.size,
-            instance_masks=False,
-        )
+        images = [s.image for s in samples]
+        results = self.detector.detect_arrays(images, prompts, noun, out_size=self.size, instance_masks=False)
         return [(r.anomaly_map, r.image_score) for r in results]
 
     def parts(
@@ -110,7 +106,7 @@ class CategoryScorer:
         prompts, noun = prompts_for(self.cfg, category, self.concepts)
         step = self.cfg["batch_size"]
         batches = ([s.image for s in samples[i : i + step]] for i in range(0, len(samples), step))
-        results, features = self.detector.mutual_parts(batches, prompts, noun, out_size=self.size)
+        results, features = self.mutual.parts(batches, prompts, noun, out_size=self.size)
         if portable:
             features = {layer: f.cpu() for layer, f in features.items()}
         return results, features
@@ -122,7 +118,8 @@ class CategoryScorer:
         results = [r for part_results, _ in parts for r in part_results]
         _need_two(len(results), category)
         features = {k: torch.cat([feats[k] for _, feats in parts]) for k in parts[0][1]}
-        return [(r.anomaly_map, r.image_score) for r in self.detector.fuse_mutual(results, features)]
+        fused = self.mutual.fuse(results, self.mutual.raw_scores(features), features)
+        return [(r.anomaly_map, r.image_score) for r in fused]
 
 
 def _need_two(count: int, category: str) -> None:
