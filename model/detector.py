@@ -249,6 +249,14 @@ class ScoringSettings:
         fingerprint="value",
         scripts=EVAL_SCRIPTS,
     )
+    reference_rotations: bool = setting(
+        False,
+        "fewshot: add the references turned by 90, 180 and 270 degrees to the bank (AnomalyDINO's "
+        "augmentation, for parts photographed in any orientation; 4x the reference encoder passes)",
+        "visual",
+        fingerprint="value",
+        scripts=EVAL_SCRIPTS,
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -315,15 +323,21 @@ class AnomalyDetector:
             images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded in one
                 batch, so K should be small (the few-shot protocol uses 1, 2 or 4).
 
-        Afterwards `detect` scores each patch by its distance to the nearest reference patch
+        With ``settings.reference_rotations`` each is also encoded turned by 90, 180 and 270 degrees (4K
+        vision passes). Afterwards `detect` scores each patch by its distance to the nearest reference patch
         (`model.visual.ReferenceBank`, calibrated on the references alone). The bank holds K x h x w x C
         values per ViT layer used (4 layers of 36 x 36 x 1024 per real image at patch_pool 2) on the
         model's device.
         """
         if len(images) == 0:
             raise ValueError("set_references needs at least one normal image of the product")
-        features = self.encode([_as_array(x) for x in images], with_patches=True)
-        self.references = ReferenceBank(features.patch_layers, self.settings.visual_degrees)
+        arrays = [_as_array(x) for x in images]
+        sources = list(range(len(arrays)))
+        if self.settings.reference_rotations:  # AnomalyDINO: the references turned by 90, 180, 270 degrees
+            arrays += [np.ascontiguousarray(np.rot90(a, turn)) for turn in (1, 2, 3) for a in arrays]
+            sources *= 4
+        features = self.encode(arrays, with_patches=True)
+        self.references = ReferenceBank(features.patch_layers, self.settings.visual_degrees, sources=sources)
 
     def detect(
         self,

@@ -377,41 +377,52 @@ class ReferenceBank:
     """Few-shot memory bank of K normal reference images, with its label-free calibration.
 
     Args:
-        features: ``{layer: (K, h, w, C)}`` patch features of the K >= 1 references (``ImageFeatures.
+        features: ``{layer: (R, h, w, C)}`` patch features of the R >= 1 bank images (``ImageFeatures.
             patch_layers``), any device.
         degrees: neighbourhood window sides (see `aggregate_neighbourhood`).
         quantile: the normal quantile that calibrates to 0.5 (see `calibrate`).
+        sources: (R,) which reference each bank image comes from (e.g. ``[0, 1, 0, 1]`` for two references
+            and their rotations, AnomalyDINO's augmentation); None = each is its own, K = R.
 
-    Calibration: with K >= 2 each reference is scored against the other K - 1 (leave one out), which is what
-    a normal test image meets; with K = 1 the top half of the image is scored against its bottom half and
-    the reverse, a cruder stand-in that over-estimates normal distances for parts that are not symmetric
-    (the visual map then comes out weaker, never stronger).
+    Calibration: with K >= 2 each reference (with its rotations) is scored against the images of the other
+    K - 1 (leave one out), which is what a normal test image meets; with K = 1 the top half of the image is
+    scored against its bottom half and the reverse, a cruder stand-in that over-estimates normal distances
+    for parts that are not symmetric (the visual map then comes out weaker, never stronger).
     """
 
     def __init__(
-        self, features: dict[int, Tensor], degrees: Sequence[int] = DEFAULT_DEGREES, quantile: float = 0.99
+        self,
+        features: dict[int, Tensor],
+        degrees: Sequence[int] = DEFAULT_DEGREES,
+        quantile: float = 0.99,
+        sources: Sequence[int] | None = None,
     ) -> None:
         if not features:
             raise ValueError("the reference bank needs patch features of at least one layer")
         counts = {int(f.shape[0]) for f in features.values()}
         if len(counts) != 1 or counts == {0}:
             raise ValueError(f"every layer needs the same K >= 1 reference images, got {sorted(counts)}")
+        rows = counts.pop()
+        self.sources = list(range(rows)) if sources is None else [int(k) for k in sources]
+        if len(self.sources) != rows:
+            raise ValueError(f"{len(self.sources)} reference sources for {rows} bank images")
         self.features = features
         self.degrees = check_degrees(degrees)
-        self.num_references = counts.pop()
+        self.num_references = len(set(self.sources))
         self.centre, self.spread = normal_scale(self._normal_scores(), quantile)
 
     def _normal_scores(self) -> Tensor:
         """Scores of normal patches for calibration: leave-one-out (K >= 2) or half against half (K = 1)."""
         if self.num_references == 1:
-            halves = {layer: _split_halves(f) for layer, f in self.features.items()}
+            halves = {layer: _split_halves(f[:1]) for layer, f in self.features.items()}
             top = {layer: h[0] for layer, h in halves.items()}
             bottom = {layer: h[1] for layer, h in halves.items()}
             return torch.cat([self._score_against(top, bottom), self._score_against(bottom, top)])
         scores = []
-        for k in range(self.num_references):
-            others = [j for j in range(self.num_references) if j != k]
-            test = {layer: f[k : k + 1] for layer, f in self.features.items()}
+        for k in dict.fromkeys(self.sources):
+            first = self.sources.index(k)  # the reference itself (its rotations follow it in the bank)
+            others = [j for j, source in enumerate(self.sources) if source != k]
+            test = {layer: f[first : first + 1] for layer, f in self.features.items()}
             bank = {layer: f[others] for layer, f in self.features.items()}
             scores.append(self._score_against(test, bank))
         return torch.cat(scores)

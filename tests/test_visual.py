@@ -319,3 +319,17 @@ def test_non_finite_patch_features_are_a_precision_error(tiny_sam3_dir):
             engine.encode_images([np.zeros((32, 32, 3), np.uint8)], patch_layers=[0])
     finally:
         handle.remove()
+
+
+def test_rotated_copies_of_a_reference_stay_out_of_its_leave_one_out():
+    """Bank A, B, A', B' (A' a copy standing for A turned): A is calibrated against B and B' only."""
+    from model.visual import ReferenceBank
+
+    a, b = normal_images(1, seed=0), normal_images(1, seed=1)
+    plain = ReferenceBank({0: torch.cat([a, b])}, degrees=(1,))
+    grouped = ReferenceBank({0: torch.cat([a, b, a, b])}, degrees=(1,), sources=[0, 1, 0, 1])
+    assert grouped.num_references == 2 and grouped.spread == pytest.approx(plain.spread, rel=1e-5)
+    ungrouped = ReferenceBank({0: torch.cat([a, b, a, b])}, degrees=(1,))  # each copy meets its twin
+    assert ungrouped.spread < 0.1 * plain.spread  # float rounding of distance 0 only
+    with pytest.raises(ValueError, match="3 reference sources for 4 bank images"):
+        ReferenceBank({0: torch.cat([a, b, a, b])}, sources=[0, 1, 0])
