@@ -31,7 +31,7 @@ step() {  # step NAME FIGURE_COMMAND -- COMMAND...: run COMMAND into $OUT/NAME.l
     local start=$SECONDS status=ok
     "$@" >"$OUT/$name.log" 2>&1 || status="FAILED ($?)"
     local took=$((SECONDS - start)) value
-    value=$(eval "$figure" 2>/dev/null | tr '\n' ' ' | cut -c1-150)
+    value=$(eval "$figure" 2>/dev/null | tr '\n' ' ' | cut -c1-220)
     SUMMARY+=("$(printf '%-22s | %-11s | %5d s | %s' "$name" "$status" "$took" "$value")")
     echo "== $name: $status in ${took}s (log: $OUT/$name.log)"
 }
@@ -54,7 +54,8 @@ else
     SUMMARY+=("$(printf '%-22s | %-11s | %5s   | %s' full_size_bf16 skipped - 'needs cuda and a META_DIR with config.json')")
 fi
 
-step bench_visual "grep -E '^(old|new):|N= 500' $OUT/bench_visual.log" -- \
+step bench_visual "grep -E '^(old|new):|N= 500: few' $OUT/bench_visual.log \
+    | sed -E 's/one image-vs-image pass ([0-9.]+ s).*/pair \1/; s/.*(N= 500).*mutual +([0-9]+ s).*/\1 mutual \2/'" -- \
     "$PYTHON" benchmarks/bench_visual.py --device "$DEVICE" --sizes 16,64 --real_pairs 5 --project 100,500
 
 "$PYTHON" scripts/make_tiny_sam3.py "$OUT/tiny" >/dev/null

@@ -430,7 +430,6 @@ class Sam3Engine:
         self,
         features: ImageFeatures,
         text: TextFeatures,
-        prompt_ids: Sequence[int] | Tensor | None = None,
         grad: bool = False,
     ) -> Iterator[ConceptOutputs]:
         """Like :meth:`predict` but with given text features (e.g. learned embeddings).
@@ -438,8 +437,6 @@ class Sam3Engine:
         Args:
             features: from :meth:`encode_images` (B images).
             text: K text rows; ``embeds`` (K, L, D) may require grad.
-            prompt_ids: which text rows to score (default all K, in order); ``prompt_index`` in the outputs
-                refers to rows of ``text``.
             grad: run with autograd enabled so a loss on the outputs backpropagates into ``text.embeds``
                 (SAM 3's parameters stay frozen); otherwise under ``torch.inference_mode``.
 
@@ -454,18 +451,12 @@ class Sam3Engine:
                 f"and {tuple(text.attention_mask.shape)}"
             )
         device = self.device
-        if prompt_ids is None:
-            pids = torch.arange(len(text), device=device)
-        else:
-            pids = torch.as_tensor(prompt_ids, dtype=torch.long, device=device)
-            if pids.ndim != 1 or (len(pids) and (pids.min() < 0 or pids.max() >= len(text))):
-                raise ValueError(f"prompt_ids must index the {len(text)} text rows")
-        num_prompts = len(pids)
+        num_prompts = len(text)
         total = features.num_images * num_prompts
         for start in range(0, total, self.chunk_size):
             rows = torch.arange(start, min(start + self.chunk_size, total), device=device)
             image_index = torch.div(rows, num_prompts, rounding_mode="floor")
-            prompt_index = pids[rows % num_prompts]
+            prompt_index = rows % num_prompts
             # Leave the grad context before yielding so it never leaks into the caller's code.
             with torch.enable_grad() if grad else torch.inference_mode(), self.autocast():
                 chunk = self._forward_rows(features, text, image_index, prompt_index)
