@@ -6,7 +6,7 @@ Writes a synthetic MVTec-layout dataset (one category) and a tiny random SAM 3 i
 test.py once per K into a fresh output folder (each rank with OMP_NUM_THREADS = cores / K), and prints the
 scoring speed results.json records (images/s, decoding + model + resizing) and the wall time of the whole
 command (start-up and model loading included). Also prints the bytes a rank sends per image to rank 0 (the
-pickled float16 map and bool mask at eval_size, as utils/evaluation/store.py sends them).
+pickled float16 map and bool mask at eval_size, as utils/evaluation/loop.py sends them).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from dataset.base import Sample  # noqa: E402
 from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
-from utils.evaluation.store import prepare_batch  # noqa: E402
+from utils.evaluation.loop import prepare_batch  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

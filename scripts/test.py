@@ -27,7 +27,7 @@ from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
 from utils.evaluation.seeds import evaluate_seeds, seed_runs  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
-from utils.pipeline import build_detector, make_scorer  # noqa: E402
+from utils.pipeline import CategoryScorer, build_detector  # noqa: E402
 from utils.run_log import get_logger, log_to_folder  # noqa: E402
 from utils.run_record import RunRecord  # noqa: E402
 
@@ -62,10 +62,10 @@ def evaluate_on_ranks(cfg: dict, dist: Dist) -> int:
         detector, concepts = everywhere(dist, lambda: build_detector(cfg))
         if several_seeds:  # <out>/seed_<s>/ each, then the mean over seeds in <out>
             per_category = evaluate_seeds(
-                cfg, lambda c: make_scorer(detector, c, concepts), cfg["categories"], record, dist
+                cfg, lambda c: CategoryScorer(detector, c, concepts), cfg["categories"], record, dist
             )
         else:
-            scorer = make_scorer(detector, cfg, concepts)
+            scorer = CategoryScorer(detector, cfg, concepts)
             per_category = evaluate(cfg, scorer, categories=cfg["categories"], record=record, dist=dist)
     if dist.is_main:
         print(markdown_table(per_category, mean_metrics(per_category), cfg["dataset"]))

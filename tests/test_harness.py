@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 
 from dataset import load_dataset
-from utils.config.loading import resolve_config
+from utils.config.loading import StaleOutputError, resolve_config
+from utils.evaluation import runner
+from utils.evaluation.loop import prefetched_batches
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.runner import evaluate
-from utils.evaluation.store import StaleOutputError, prefetched_batches
 
 
-def gt_scorer(samples, category):
+def gt_scorer(samples, category, references=()):
     """A perfect detector: the ground-truth mask is the map, the label the score."""
     return [(s.mask.astype(np.float32), float(s.label)) for s in samples]
 
 
-def constant_scorer(samples, category):
+def constant_scorer(samples, category, references=()):
     return [(np.full(s.mask.shape, 0.5, np.float32), 0.5) for s in samples]
 
 
@@ -51,7 +52,7 @@ def test_resizing_to_eval_size_keeps_masks_aligned(datasets_root, tmp_path):
 def test_misaligned_maps_are_caught(datasets_root, tmp_path):
     """Maps of the wrong image (shifted by one) must not score perfectly: proves ordering matters."""
 
-    def shifted(samples, category):
+    def shifted(samples, category, references=()):
         outs = gt_scorer(samples, category)
         return outs[1:] + outs[:1]
 
@@ -72,7 +73,7 @@ def test_interrupted_run_resumes_to_identical_results(datasets_root, tmp_path):
     fresh = evaluate(_cfg(datasets_root, tmp_path / "fresh", eval_size=32), gt_scorer, progress=False)
     calls = []
 
-    def crashing(samples, category):
+    def crashing(samples, category, references=()):
         calls.append([s.image_path for s in samples])
         if len(calls) == 3:  # bottle: batches 1, 2 stored; batch 3 in flight
             raise KeyboardInterrupt
@@ -100,7 +101,7 @@ def test_interrupted_run_resumes_to_identical_results(datasets_root, tmp_path):
 
 
 def gt_scorer_counting(calls):
-    def score(samples, category):
+    def score(samples, category, references=()):
         calls.append([s.image_path for s in samples])
         return gt_scorer(samples, category)
 
@@ -133,6 +134,25 @@ def test_category_without_anomalies_reports_nan(tmp_path):
 
 def test_prefetched_batches_cover_every_sample_once_in_order():
     samples = list(range(10))  # any indexable sequence
-    batches = list(prefetched_batches(samples, 3, 4))
-    assert batches == [[3, 4, 5, 6], [7, 8, 9]]
-    assert list(prefetched_batches(samples, 10, 4)) == []
+    batches = [f if f is None else f.result() for f in prefetched_batches(samples, [3, None, 7], 4)]
+    assert batches == [[3, 4, 5, 6], None, [7, 8, 9]]
+    assert list(prefetched_batches(samples, [], 4)) == []
+
+
+def test_fewshot_references_are_drawn_once_and_given_to_the_scorer(datasets_root, tmp_path, monkeypatch):
+    """The runner draws each category's references once, records them and passes the same paths down."""
+    draws, seen = [], {}
+    real_draw = runner.draw_references
+    monkeypatch.setattr(runner, "draw_references", lambda cfg, c: draws.append(c) or real_draw(cfg, c))
+
+    def recording(samples, category, references=()):
+        seen.setdefault(category, set()).add(tuple(references))
+        return gt_scorer(samples, category)
+
+    cfg = _cfg(datasets_root, tmp_path, eval_size=32, visual="fewshot", shots=1)
+    evaluate(cfg, recording, progress=False)
+    recorded = json.loads((tmp_path / "results.json").read_text())["visual"]["references"]
+    assert sorted(draws) == sorted(recorded) == ["bottle", "wood"]
+    assert seen == {c: {tuple(paths)} for c, paths in recorded.items()} and all(
+        len(p) == 1 for p in recorded.values()
+    )

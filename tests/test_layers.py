@@ -106,3 +106,21 @@ def test_the_checks_see_real_imports():
     detector = {t for t, _ in project_imports(modules["model.detector"])}
     assert "model.scoring" in detector and "model.map_ops" in detector
     assert any(t.startswith("utils.") for t, _ in project_imports(modules["scripts.test"]))
+
+
+def test_config_sits_below_evaluation_and_training_below_both():
+    """utils/evaluation reads settings (imports utils/config), never the other way round; training imports
+    neither evaluation nor its pictures (shared plots live in utils/plots.py)."""
+    modules = all_modules()
+    forbidden = {"utils.config": ("utils.evaluation",), "utils.training": ("utils.evaluation",)}
+    wrong = [
+        f"{name} imports {target}"
+        for name, path in modules.items()
+        for below, above in forbidden.items()
+        if name == below or name.startswith(below + ".")
+        for target, _ in project_imports(path)
+        if target.startswith(above)
+    ]
+    assert not wrong, "; ".join(wrong)
+    fingerprint = {t for t, _ in project_imports(modules["utils.evaluation.fingerprint"])}
+    assert "utils.config.schema" in fingerprint  # the allowed arrow is real, so the check sees imports

@@ -19,6 +19,7 @@ from utils.evaluation.metrics import (
     f1_max_thresholds,
     image_curves,
     pixel_curves,
+    rank_pixels,
 )
 
 EIGHT = np.ones((3, 3), dtype=int)  # 8-connectivity structuring element
@@ -324,3 +325,18 @@ def test_f1_thresholds_nan_when_one_class():
     said = " ".join(str(w.message) for w in caught)
     assert "image_threshold" in said and "pixel_threshold" in said
     assert all(math.isnan(v) for v in got.values())
+
+
+@pytest.mark.parametrize("seed,levels,dtype", [(4, None, np.float32), (5, 6, np.float16)])
+def test_one_ranking_shared_gives_the_same_values_as_ranking_each_time(seed, levels, dtype):
+    """The pixels are ranked once per category (`rank_pixels`) and shared: bit-identical to separate ranks."""
+    labels, scores, masks, maps = random_set(seed, levels=levels, dtype=dtype)
+    pixels = rank_pixels(masks, maps)
+    for variant in ("official", "clip"):
+        alone = compute_metrics(labels, scores, masks, maps, aupro_variant=variant)
+        assert compute_metrics(labels, scores, masks, maps, aupro_variant=variant, pixels=pixels) == alone
+    assert f1_max_thresholds(labels, scores, masks, maps, pixels=pixels) == f1_max_thresholds(
+        labels, scores, masks, maps
+    )
+    shared, alone = pixel_curves(masks, maps, pixels=pixels), pixel_curves(masks, maps)
+    assert all(np.array_equal(shared[key], alone[key]) for key in alone)

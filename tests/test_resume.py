@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 
 from utils import files
-from utils.config.loading import load_defaults, resolve_config
-from utils.evaluation.runner import evaluate
-from utils.evaluation.store import (
+from utils.config.loading import StaleOutputError, load_defaults, resolve_config
+from utils.evaluation.fingerprint import (
     FINGERPRINT_KEYS,
     IDENTITY_KEYS,
     NOT_FINGERPRINTED,
-    CategoryStore,
-    DamagedStoreWarning,
-    StaleOutputError,
     fingerprint_settings,
 )
+from utils.evaluation.runner import evaluate
+from utils.evaluation.store import CategoryStore, DamagedStoreWarning
 from utils.files import OutputDirError
 
 
-def noisy_scorer(samples, category):
+def noisy_scorer(samples, category, references=()):
     """An imperfect but deterministic detector: the mask blurred into noise seeded by the file name."""
     outputs = []
     for s in samples:
@@ -36,7 +34,7 @@ def noisy_scorer(samples, category):
 
 
 def counting(calls):
-    def score(samples, category):
+    def score(samples, category, references=()):
         calls.append(len(samples))
         return noisy_scorer(samples, category)
 
@@ -228,7 +226,7 @@ def test_damaged_store_is_computed_again(damage, finished, datasets_root, tmp_pa
 def _interrupt_after_two_batches(root, out):
     batches = []
 
-    def crashing(samples, category):
+    def crashing(samples, category, references=()):
         batches.append(samples)
         if len(batches) == 3:
             raise KeyboardInterrupt

@@ -24,7 +24,7 @@ from utils.config.schema import (
     flags_of,
     markdown_table,
 )
-from utils.evaluation.store import FINGERPRINT_KEYS, IDENTITY_KEYS, NOT_FINGERPRINTED
+from utils.evaluation.fingerprint import FINGERPRINT_KEYS, IDENTITY_KEYS, NOT_FINGERPRINTED
 from utils.training.trainer import RESUME_CHANGEABLE, RESUME_FIXED
 
 REPO = Path(__file__).resolve().parents[1]

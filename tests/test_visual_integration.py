@@ -16,7 +16,7 @@ from model.mutual import MutualScorer
 from scripts import demo
 from scripts import test as test_script
 from utils.config.cli import run
-from utils.evaluation.store import StaleOutputError
+from utils.config.loading import StaleOutputError
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
 from model.mutual import MutualScorer
 from model.prompts import build_prompts, object_prompt
 from utils.config.loading import ConfigError
-from utils.evaluation.references import draw_references
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 
@@ -59,39 +58,36 @@ def prompts_for(
     return prompts, noun
 
 
-def make_scorer(
-    detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()
-) -> CategoryScorer:
-    """The Scorer (see utils.evaluation.store) of test.py: maps at eval_size x eval_size and image scores."""
-    return CategoryScorer(detector, cfg, concepts)
-
-
 class CategoryScorer:
-    """Scores samples of one category with `AnomalyDetector` as cfg says (a `Scorer`: call it on samples).
+    """Scores samples of one category with `AnomalyDetector` as cfg says (the `Scorer` of
+    utils/evaluation/loop.py; test.py's maps at eval_size x eval_size and image scores).
 
     It calls `AnomalyDetector.detect` with the prompts of `prompts_for`, without instance masks. With
-    cfg["visual"] "fewshot" the detector first gets the category's references (`draw_references`, encoded
-    once per category). With "mutual" it must be given every image of the category at once
-    (`evaluate_category(..., whole_category=True)`), encoded cfg["batch_size"] at a time; the work also
-    comes in two halves so that several processes can share it: `parts` runs SAM 3 on some images (text maps
-    + patch features), `finish` takes the parts of all images in image order and fuses the mutual visual
-    maps (under torchrun each rank computes the parts of its batches and rank 0 finishes).
+    cfg["visual"] "fewshot" the detector first gets the category's references (drawn once by the runner,
+    encoded once per category). With "mutual" it must be given every image of the category
+    (`evaluate_category(..., whole_category=True)`), in two halves so that several processes can share the
+    work: `parts` runs SAM 3 on some images (text maps + patch features), `finish` takes the parts of all
+    images in image order and fuses the mutual visual maps (under torchrun each rank computes the parts of
+    its batches and rank 0 finishes).
     """
 
-    def __init__(self, detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str]) -> None:
+    def __init__(
+        self, detector: AnomalyDetector, cfg: Mapping[str, Any], concepts: Sequence[str] = ()
+    ) -> None:
         self.detector, self.cfg, self.concepts = detector, cfg, concepts
         self.size = (cfg["eval_size"], cfg["eval_size"])
-        self.referenced: str | None = None  # the category whose few-shot references the detector holds
+        self.referenced: tuple[str, ...] = ()  # the few-shot reference paths the detector holds
         self.mutual = MutualScorer(detector, cfg["dataset"])
 
-    def __call__(self, samples: Sequence[Sample], category: str) -> list[tuple[np.ndarray, float]]:
+    def __call__(
+        self, samples: Sequence[Sample], category: str, references: Sequence[str] = ()
+    ) -> list[tuple[np.ndarray, float]]:
         if self.cfg["visual"] == "mutual":
-            _need_two(len(samples), category)
             return self.finish([self.parts(samples, category)], category)
         prompts, noun = prompts_for(self.cfg, category, self.concepts)
-        if self.cfg["visual"] == "fewshot" and self.referenced != category:
-            self.detector.set_references(draw_references(self.cfg, category))
-            self.referenced = category
+        if self.cfg["visual"] == "fewshot" and self.referenced != tuple(references):
+            self.detector.set_references(list(references))
+            self.referenced = tuple(references)
         images = [s.image for s in samples]
         results = self.detector.detect_arrays(images, prompts, noun, out_size=self.size, instance_masks=False)
         return [(r.anomaly_map, r.image_score) for r in results]

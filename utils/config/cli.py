@@ -14,10 +14,9 @@ import yaml
 
 from dataset import DatasetError
 from model import ModelLoadError
-from utils.config.loading import ConfigError, parse_int_list, parse_list, resolve_config
+from utils.config.loading import ConfigError, StaleOutputError, parse_int_list, parse_list, resolve_config
 from utils.config.schema import Setting, flags_of, yaml_value
 from utils.distributed import RankError
-from utils.evaluation.store import StaleOutputError
 from utils.files import OutputDirError, disk_full_message
 from utils.run_log import FILE_ONLY, get_logger, start_logging, stop_logging
 from utils.training.checkpoint import CheckpointError

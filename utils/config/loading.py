@@ -25,6 +25,10 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key or file."""
 
 
+class StaleOutputError(ValueError):
+    """The output folder holds results made with a different config or dataset (utils/evaluation/store.py)."""
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a non-mapping is a one-line ConfigError."""
     if not path.is_file():

@@ -5,7 +5,7 @@ the flag, its annotation the type, plus allowed values, help, which scripts expo
 changes scores. The scoring fields are declared in `model.detector.ScoringSettings` (model/ must not import
 utils/) and composed here with the rest. Derived from `SETTINGS`: the defaults, the flags of scripts/
 (`utils.config.cli`), type and value checks (`utils.config.loading`), the resume fingerprint tables
-(`utils.evaluation.store`) and the README's config table (`markdown_table`).
+(`utils.evaluation.fingerprint`) and the README's config table (`markdown_table`).
 
 Defaults live here, in code, because `ScoringSettings` must carry them for the Python API without reading
 any file; configs/config.yaml mirrors them with a comment per key, and tests/test_schema.py keeps the two
@@ -26,7 +26,7 @@ from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
 from model.detector import ScoringSettings
 from model.prompts import STRATEGIES
 from model.settings import EVAL_SCRIPTS, SCRIPTS, SettingInfo, setting, setting_info
-from utils.evaluation.metrics import AUPRO_VARIANTS
+from utils.config.choices import AUPRO_VARIANTS
 
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
 DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")

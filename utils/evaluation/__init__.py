@@ -1,1 +1,1 @@
-"""Evaluation: the per-category results store, metrics, result tables and pictures."""
+"""Evaluation: fingerprint, per-category store, scoring loop, metrics, result tables and pictures."""

@@ -2,7 +2,8 @@
 
 Pure functions: no printing, no file I/O. One pass splits the pooled pixels into normal and anomalous
 ones; the normal scores are sorted once (float32 in place, no index arrays) and the few anomalous pixels
-are placed among them with ``searchsorted``. Every metric is then a sum over the K distinct anomalous
+are placed among them with ``searchsorted`` (`rank_pixels`: done once per category, its `Ranking` shared by
+the metrics, the F1 thresholds and the curves). Every metric is then a sum over the K distinct anomalous
 scores u_1 > u_2 > ... > u_K (K <= number of anomalous pixels), because TP, recall and PRO change only
 there:
 
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from utils.config.choices import AUPRO_VARIANTS
+
 METRIC_KEYS = (
     "image_auroc",
     "image_ap",
@@ -34,7 +37,6 @@ METRIC_KEYS = (
     "pixel_f1_max",
     "pixel_aupro",
 )
-AUPRO_VARIANTS = ("official", "clip")
 CLIP_AUPRO_THRESHOLDS = 200  # evenly spaced thresholds of the CLIP-family AUPRO
 _CHUNK_PIXELS = 1 << 22  # pixels per block when splitting the pooled maps (bounds the temporaries)
 
@@ -44,7 +46,7 @@ class UndefinedMetricWarning(UserWarning):
 
 
 @dataclass
-class _Ranked:
+class Ranking:
     """Two-class scores reduced to what every metric needs (see the module docstring).
 
     neg_sorted: (n0,) normal scores, ascending.  values: (K,) distinct positive scores, descending.
@@ -73,7 +75,7 @@ class _Ranked:
         return np.cumsum(self.counts)
 
 
-def _rank(neg: np.ndarray, pos: np.ndarray, pos_weights: np.ndarray | None = None) -> _Ranked:
+def _rank(neg: np.ndarray, pos: np.ndarray, pos_weights: np.ndarray | None = None) -> Ranking:
     """Sort ``neg`` in place and tabulate the distinct values of ``pos``.
 
     Args:
@@ -95,32 +97,32 @@ def _rank(neg: np.ndarray, pos: np.ndarray, pos_weights: np.ndarray | None = Non
         weights = np.add.reduceat(pos_weights[order], starts)[::-1].copy()
     fp_ge = neg.size - np.searchsorted(neg, values, side="left").astype(np.int64)
     fp_gt = neg.size - np.searchsorted(neg, values, side="right").astype(np.int64)
-    return _Ranked(
+    return Ranking(
         neg, values[::-1].copy(), counts[::-1].copy(), fp_ge[::-1].copy(), fp_gt[::-1].copy(), weights
     )
 
 
-def _auroc(r: _Ranked) -> float:
+def _auroc(r: Ranking) -> float:
     below = r.n_neg - r.fp_ge + 0.5 * (r.fp_ge - r.fp_gt)  # normals under each value, ties count half
     return float(np.dot(r.counts.astype(np.float64), below) / (float(r.n_neg) * r.n_pos))
 
 
-def _ap(r: _Ranked) -> float:
+def _ap(r: Ranking) -> float:
     tp = r.tp.astype(np.float64)
     return float(np.sum(r.counts / r.n_pos * tp / (tp + r.fp_ge)))
 
 
-def _f1_curve(r: _Ranked) -> np.ndarray:
+def _f1_curve(r: Ranking) -> np.ndarray:
     """(K,) F1 when "score >= values[k]" is called anomalous, k over the distinct anomalous scores."""
     tp = r.tp.astype(np.float64)
     return 2.0 * tp / (tp + r.fp_ge + r.n_pos)
 
 
-def _f1_max(r: _Ranked) -> float:
+def _f1_max(r: Ranking) -> float:
     return float(np.max(_f1_curve(r)))
 
 
-def _f1_argmax(r: _Ranked) -> tuple[float, float]:
+def _f1_argmax(r: Ranking) -> tuple[float, float]:
     """(threshold, F1-max): the score t at which "score >= t" reaches F1-max (the highest such t on ties)."""
     curve = _f1_curve(r)
     best = int(np.argmax(curve))  # values are descending: the first maximum is the highest threshold
@@ -141,7 +143,7 @@ def _area_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     return area
 
 
-def _pro_curve(r: _Ranked) -> tuple[np.ndarray, np.ndarray]:
+def _pro_curve(r: Ranking) -> tuple[np.ndarray, np.ndarray]:
     """(FPR, PRO) points of the official curve, (0, 0) first, thresholds descending.
 
     Between distinct anomalous scores PRO is flat, so the points at normal-only scores collapse onto two per
@@ -160,12 +162,12 @@ def _pro_curve(r: _Ranked) -> tuple[np.ndarray, np.ndarray]:
     return fpr, pro
 
 
-def _aupro_official(r: _Ranked, fpr_limit: float) -> float:
+def _aupro_official(r: Ranking, fpr_limit: float) -> float:
     fpr, pro = _pro_curve(r)
     return float(_area_to(fpr, pro, fpr_limit) / fpr_limit)
 
 
-def _aupro_clip(r: _Ranked, fpr_limit: float) -> float:
+def _aupro_clip(r: Ranking, fpr_limit: float) -> float:
     assert r.pro_weights is not None
     neg = r.neg_sorted
     lo = min(neg[0], r.values[-1]) if neg.size else r.values[-1]
@@ -239,6 +241,19 @@ def _split_pixels(
     return neg, pos, weights
 
 
+def rank_pixels(gt_masks: np.ndarray, anomaly_maps: np.ndarray) -> Ranking:
+    """Every pixel of a category pooled and ranked once: what the pixel metrics, thresholds and curves read.
+
+    Pass it as ``pixels=`` to `compute_metrics`, `f1_max_thresholds` and `pixel_curves` (same masks and
+    maps) so that a category's pixels are pooled and sorted once, not once per consumer.
+
+    Args:
+        gt_masks: (N, H, W) bool; anomaly_maps: (N, H, W) float16/float32 (numpy arrays or memmaps).
+    """
+    _check_pixels(gt_masks, anomaly_maps)
+    return _rank(*_split_pixels(gt_masks, anomaly_maps))
+
+
 def _check_inputs(
     image_labels: np.ndarray, image_scores: np.ndarray, gt_masks: np.ndarray, anomaly_maps: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -267,12 +282,12 @@ def _check_pixels(gt_masks: np.ndarray, anomaly_maps: np.ndarray) -> None:
         )
 
 
-def _image_ranked(labels: np.ndarray, scores: np.ndarray) -> _Ranked:
+def _image_ranked(labels: np.ndarray, scores: np.ndarray) -> Ranking:
     dtype = _value_dtype(scores.dtype)
     return _rank(scores[~labels].astype(dtype), scores[labels].astype(dtype))
 
 
-def _level_metrics(r: _Ranked, names: list[str], what: str) -> dict[str, float] | None:
+def _level_metrics(r: Ranking, names: list[str], what: str) -> dict[str, float] | None:
     """AUROC, AP, F1-max under ``names``; None (after one warning naming them all) if a class is missing."""
     if r.n_neg == 0 or r.n_pos == 0:
         missing = "normal" if r.n_neg == 0 else "anomalous"
@@ -288,6 +303,7 @@ def compute_metrics(
     anomaly_maps: np.ndarray,
     fpr_limit: float = 0.3,
     aupro_variant: str = "official",
+    pixels: Ranking | None = None,
 ) -> dict[str, float]:
     """The seven metrics of METRIC_KEYS for one category (pixels of all its images pooled).
 
@@ -315,6 +331,7 @@ def compute_metrics(
             widened block by block, never as a whole stack.
         fpr_limit: upper FPR integration limit of AUPRO, in (0, 1].
         aupro_variant: one of AUPRO_VARIANTS.
+        pixels: `rank_pixels(gt_masks, anomaly_maps)` when already computed (None: ranked here).
     Returns:
         {key: float} for exactly the keys of METRIC_KEYS.
     Raises:
@@ -329,8 +346,7 @@ def compute_metrics(
 
     out: dict[str, float] = dict.fromkeys(METRIC_KEYS, float("nan"))
     out.update(_level_metrics(_image_ranked(labels, scores), list(METRIC_KEYS[:3]), "images") or {})
-    neg, pos, weights = _split_pixels(gt_masks, anomaly_maps)
-    pixels = _rank(neg, pos, weights)
+    pixels = pixels if pixels is not None else rank_pixels(gt_masks, anomaly_maps)
     pixel_out = _level_metrics(pixels, list(METRIC_KEYS[3:]), "pixels")
     if pixel_out is not None:
         out.update(pixel_out)
@@ -341,7 +357,7 @@ def compute_metrics(
     return {key: out[key] for key in METRIC_KEYS}
 
 
-def _curves(r: _Ranked, max_points: int) -> dict[str, np.ndarray]:
+def _curves(r: Ranking, max_points: int) -> dict[str, np.ndarray]:
     """ROC and PR points at the distinct positive scores, thresholds descending, subsampled for plotting."""
     if r.n_neg == 0 or r.n_pos == 0:
         return {key: np.zeros(0) for key in ("fpr", "tpr", "precision", "recall")}
@@ -368,7 +384,7 @@ def _subsample(curve: np.ndarray, max_points: int) -> np.ndarray:
 
 
 def pixel_curves(
-    gt_masks: np.ndarray, anomaly_maps: np.ndarray, max_points: int = 2000
+    gt_masks: np.ndarray, anomaly_maps: np.ndarray, max_points: int = 2000, pixels: Ranking | None = None
 ) -> dict[str, np.ndarray]:
     """Pooled pixel ROC and PR curves for plotting.
 
@@ -380,14 +396,14 @@ def pixel_curves(
 
     Args:
         gt_masks: (N, H, W) bool; anomaly_maps: (N, H, W) float16/float32.
+        pixels: `rank_pixels(gt_masks, anomaly_maps)` when already computed (None: ranked here).
     Returns:
         {"fpr", "tpr", "precision", "recall"}: 1-D float64 arrays; fpr/tpr and precision/recall pair up.
     """
     _check_pixels(gt_masks, anomaly_maps)
     if max_points < 2:
         raise ValueError(f"max_points must be at least 2, got {max_points}")
-    neg, pos, _ = _split_pixels(gt_masks, anomaly_maps)
-    return _curves(_rank(neg, pos), max_points)
+    return _curves(pixels if pixels is not None else rank_pixels(gt_masks, anomaly_maps), max_points)
 
 
 def image_curves(labels: np.ndarray, scores: np.ndarray, max_points: int = 2000) -> dict[str, np.ndarray]:
@@ -409,7 +425,11 @@ def image_curves(labels: np.ndarray, scores: np.ndarray, max_points: int = 2000)
 
 
 def f1_max_thresholds(
-    image_labels: np.ndarray, image_scores: np.ndarray, gt_masks: np.ndarray, anomaly_maps: np.ndarray
+    image_labels: np.ndarray,
+    image_scores: np.ndarray,
+    gt_masks: np.ndarray,
+    anomaly_maps: np.ndarray,
+    pixels: Ranking | None = None,
 ) -> dict[str, float]:
     """The thresholds at which the image and pixel F1-max of `compute_metrics` are reached.
 
@@ -420,13 +440,14 @@ def f1_max_thresholds(
     Args:
         image_labels: (N,) 0 = good, 1 = anomalous.  image_scores: (N,) real.
         gt_masks: (N, H, W) bool.  anomaly_maps: (N, H, W) float16/float32.
+        pixels: `rank_pixels(gt_masks, anomaly_maps)` when already computed (None: ranked here).
     Returns:
         {"image_threshold", "image_f1_max", "pixel_threshold", "pixel_f1_max"}: floats.
     """
     labels, scores = _check_inputs(image_labels, image_scores, gt_masks, anomaly_maps)
-    neg, pos, _ = _split_pixels(gt_masks, anomaly_maps)
+    pixels = pixels if pixels is not None else rank_pixels(gt_masks, anomaly_maps)
     out: dict[str, float] = {}
-    for level, ranked in (("image", _image_ranked(labels, scores)), ("pixel", _rank(neg, pos))):
+    for level, ranked in (("image", _image_ranked(labels, scores)), ("pixel", pixels)):
         names = [f"{level}_threshold", f"{level}_f1_max"]
         if ranked.n_neg == 0 or ranked.n_pos == 0:
             _warn_undefined(names, f"no {'normal' if ranked.n_neg == 0 else 'anomalous'} {level}s")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -19,8 +18,8 @@ class NotEnoughReferencesError(DatasetError):
 def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
     """Paths of cfg["shots"] normal images of `category`'s train split, drawn with cfg["shot_seed"].
 
-    The draw is made once per process for the same dataset, category, shots and seed (the runner records the
-    paths and the scorer encodes them: one index read, one warning).
+    The runner (utils/evaluation/runner.py) draws once per category, records the paths in results.json and
+    passes them to the scorer, which encodes them.
 
     The train split is MVTec AD's `train/good`, VisA's official train split, and for own folders the `good/`
     images (of `<category>/train/` when the category has train/ and test/). The draw is
@@ -32,12 +31,7 @@ def draw_references(cfg: Mapping[str, Any], category: str) -> list[str]:
         NotEnoughReferencesError: fewer normal train images than shots (one line naming the fix).
         DatasetError: no train split at all (from the loader).
     """
-    return list(_draw(cfg["dataset"], str(cfg["dataset_path"]), category, cfg["shots"], cfg["shot_seed"]))
-
-
-@functools.lru_cache(maxsize=64)
-def _draw(dataset: str, dataset_path: str, category: str, shots: int, seed: int) -> tuple[str, ...]:
-    """`draw_references` for hashable arguments (see there)."""
+    dataset, dataset_path, shots, seed = cfg["dataset"], cfg["dataset_path"], cfg["shots"], cfg["shot_seed"]
     train = load_dataset(dataset, dataset_path, category, "train")
     normal = [r.image_path for r in train.records if r.label == 0]
     if len(normal) < shots:
@@ -54,4 +48,4 @@ def _draw(dataset: str, dataset_path: str, category: str, shots: int, seed: int)
             stacklevel=2,
         )
     picked = np.random.default_rng(seed).choice(len(normal), shots, replace=False)
-    return tuple(str(normal[i]) for i in sorted(picked.tolist()))
+    return [str(normal[i]) for i in sorted(picked.tolist())]

@@ -9,10 +9,12 @@ from typing import Any
 from dataset import ImageDataset, load_dataset, select_categories
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.exports import export_category
+from utils.evaluation.fingerprint import fingerprint_settings
+from utils.evaluation.loop import Scorer, evaluate_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import write_results
-from utils.evaluation.store import CategoryResult, Scorer, evaluate_category, fingerprint_settings
+from utils.evaluation.store import CategoryResult
 from utils.evaluation.visualization import pick_for_visualization, save_curves, save_overlay
 from utils.run_log import get_logger
 from utils.run_record import RunRecord
@@ -50,24 +52,26 @@ def evaluate(
     record = record if record is not None else RunRecord(cfg["device"])
     out = Path(cfg["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    settings = fingerprint_settings(cfg)
+    fingerprint = fingerprint_settings(cfg)
     per_category: dict[str, dict[str, float]] = {}
     visual = visual_section(cfg)
     for category in categories:
         samples = load_dataset(cfg["dataset"], cfg["dataset_path"], category, "test")
-        if cfg["visual"] == "fewshot":
-            visual["references"][category] = draw_references(cfg, category)
+        references: list[str] = []
+        if cfg["visual"] == "fewshot":  # drawn here once: recorded in results.json and given to the scorer
+            references = visual["references"][category] = draw_references(cfg, category)
         result = evaluate_category(
             samples,
             scorer,
             category,
             out / "categories" / category,
-            cfg["eval_size"],
-            cfg["batch_size"],
-            settings,
-            cfg["aupro_variant"],
-            progress,
+            eval_size=cfg["eval_size"],
+            batch_size=cfg["batch_size"],
+            fingerprint=fingerprint,
+            aupro_variant=cfg["aupro_variant"],
+            references=references,
             whole_category=cfg["visual"] == "mutual",
+            progress=progress,
             dist=dist,
         )
         if result is None:  # not rank 0: rank 0 writes everything
@@ -78,7 +82,7 @@ def evaluate(
         (out / "curves").mkdir(exist_ok=True)
         curves = {
             "image": image_curves(result.labels, result.scores),
-            "pixel": pixel_curves(result.masks, result.maps),
+            "pixel": pixel_curves(result.masks, result.maps, pixels=result.pixels),
         }
         save_curves(out / "curves" / category, curves, category)
         if cfg["visualize"]:

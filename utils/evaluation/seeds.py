@@ -17,9 +17,9 @@ from typing import Any
 
 from utils.config.loading import ConfigError
 from utils.distributed import SINGLE, Dist, on_main
+from utils.evaluation.loop import Scorer
 from utils.evaluation.results import json_metrics, mean_metrics, std_metrics, write_results
 from utils.evaluation.runner import evaluate, visual_section
-from utils.evaluation.store import Scorer
 from utils.files import OutputLock, check_output_dir
 from utils.run_log import get_logger
 from utils.run_record import RunRecord

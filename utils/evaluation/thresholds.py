@@ -50,7 +50,7 @@ def normal_pixel_threshold(maps: np.ndarray, labels: np.ndarray, quantile: float
 
 def category_thresholds(result: CategoryResult, quantile: float = NORMAL_QUANTILE) -> dict[str, Any]:
     """One category's entry of thresholds.json (see the module docstring); NaN where undefined."""
-    f1 = f1_max_thresholds(result.labels, result.scores, result.masks, result.maps)
+    f1 = f1_max_thresholds(result.labels, result.scores, result.masks, result.maps, pixels=result.pixels)
     return {
         "image_f1_threshold": f1["image_threshold"],
         "image_f1_max": f1["image_f1_max"],

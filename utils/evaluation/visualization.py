@@ -137,19 +137,6 @@ def save_curves(path_prefix: Path, curves: Mapping[str, Mapping[str, np.ndarray]
     return written
 
 
-def save_loss_curve(path: Path, history: Sequence[Mapping[str, float]]) -> None:
-    """Plot the per-epoch mean of each loss term (keys "loss", "focal", "dice", "image") against "epoch"."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [row["epoch"] for row in history]
-    for key in ("loss", "focal", "dice", "image"):
-        ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    ax.set(xlabel="epoch", ylabel="mean loss", title="training loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def pick_for_visualization(labels: np.ndarray, scores: np.ndarray, count: int) -> list[int]:
     """Indices of the most instructive images, worst errors first.
 

@@ -33,8 +33,8 @@ from model.losses import dice_loss, focal_loss, image_loss
 from model.map_ops import resize_mask
 from model.scoring import aggregate_prompts, combine_sources, instance_map, semantic_map
 from utils.config.schema import SETTINGS
-from utils.evaluation.visualization import save_loss_curve
 from utils.files import atomic_write_text
+from utils.plots import save_loss_curve
 from utils.training.checkpoint import LAST_NAME, CheckpointError, epoch_name, save_checkpoint
 
 LOG_FIELDS = ("epoch", "loss", "focal", "dice", "image", "steps", "seconds")

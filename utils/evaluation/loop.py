@@ -1,0 +1,205 @@
+"""Score one category into its store, then compute its metrics: the evaluation loop of scripts/test.py.
+
+One process is a world of size 1: the same code runs with and without torchrun (utils/distributed.py). The
+images still to score are cut into batches of `batch_size`; round r gives rank k batch r * K + k, every rank
+scores its batch, and rank 0, the only one that opens the store, appends the gathered batches in batch order,
+so the store (and resume with any K) is the one of a single process. Visual mutual scoring, where each map
+depends on every image of the category, goes through `score_whole_category` instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from dataset import Sample
+from model.map_ops import resize_map, resize_mask
+from utils.distributed import SINGLE, Dist, broadcast, gather, on_main, round_robin
+from utils.evaluation.metrics import compute_metrics
+from utils.evaluation.store import CategoryResult, CategoryStore
+
+# What a scorer returns per image: the anomaly map (H, W) float in [0, 1] and the image score.
+Outputs = list[tuple[np.ndarray, float]]
+
+
+class Scorer(Protocol):
+    """What the loop calls to score a category (`utils.pipeline.CategoryScorer` is the real one).
+
+    `__call__` scores one batch; `references` are the few-shot reference image paths of the category, drawn
+    once by the runner (empty unless visual is fewshot). `parts` and `finish` score a whole category
+    (visual mutual, `score_whole_category`): `parts` runs the model on some images, `finish` takes the parts
+    of every image in image order. Stubs that are only called per batch may leave them out.
+    """
+
+    def __call__(self, samples: Sequence[Sample], category: str, references: Sequence[str]) -> Outputs: ...
+
+    def parts(self, samples: Sequence[Sample], category: str, portable: bool) -> Any: ...
+
+    def finish(self, parts: Sequence[Any], category: str) -> Outputs: ...
+
+
+def evaluate_category(
+    samples: Sequence[Sample],
+    scorer: Scorer,
+    category: str,
+    cat_dir: Path,
+    *,
+    eval_size: int,
+    batch_size: int,
+    fingerprint: dict[str, Any],
+    aupro_variant: str = "official",
+    references: Sequence[str] = (),
+    whole_category: bool = False,
+    progress: bool = True,
+    dist: Dist = SINGLE,
+) -> CategoryResult | None:
+    """Score every sample of `category` (resuming from `cat_dir`), then compute and store the metrics.
+
+    `samples` must offer `.records` (image paths without decoding) as the dataset loaders do; a plain list of
+    Sample also works. `fingerprint` is `fingerprint_settings(cfg)`. Maps are resized to eval_size x eval_size
+    with bilinear interpolation, masks with nearest neighbour, so every metric is computed at the evaluation
+    resolution. Metrics stored with another `aupro_variant` are recomputed from the stored maps.
+
+    `whole_category` (visual mutual): see `score_whole_category`; an unfinished category is scored again as a
+    whole and only the images not stored yet are appended (resume per category, not per batch).
+
+    Every rank calls this (`dist`); returns the result on rank 0 and None on the other ranks.
+    """
+    paths = [str(s.image_path) for s in getattr(samples, "records", samples)]
+    store = on_main(dist, lambda: CategoryStore(cat_dir, paths, eval_size, fingerprint))  # None off rank 0
+    metrics = store.load_metrics(aupro_variant) if store is not None else None
+    n_done = broadcast(dist, -1 if metrics is not None else store.n_done if store is not None else 0)
+    if n_done < 0:
+        return store.result(metrics) if store is not None else None
+    start = time.perf_counter()
+    if n_done < len(paths) and whole_category:
+        score_whole_category(samples, scorer, category, store, batch_size, dist)
+    elif n_done < len(paths):
+        size = (eval_size, eval_size)
+        score_batches(samples, scorer, category, references, store, n_done, size, batch_size, progress, dist)
+    if store is None:
+        return None
+    result = store.result({})
+    result.scored, result.seconds = len(paths) - n_done, time.perf_counter() - start
+    result.metrics = compute_metrics(
+        result.labels,
+        result.scores,
+        result.masks,
+        result.maps,
+        fpr_limit=0.3,
+        aupro_variant=aupro_variant,
+        pixels=result.pixels,
+    )
+    store.save_metrics(result.metrics, aupro_variant)
+    return result
+
+
+def score_batches(
+    samples: Sequence[Sample],
+    scorer: Scorer,
+    category: str,
+    references: Sequence[str],
+    store: CategoryStore | None,
+    n_done: int,
+    size: tuple[int, int],
+    batch_size: int,
+    progress: bool,
+    dist: Dist,
+) -> None:
+    """Score samples[n_done:] batch by batch over the ranks; rank 0 appends every batch in batch order.
+
+    Each rank sends its batch as float16 maps and bool masks at the evaluation size (3 bytes per pixel), the
+    values the store takes, so the store is the same for any number of ranks. Each rank decodes its next
+    batch in a background thread while it scores the current one; rank 0 shows a progress bar.
+    """
+    starts = list(range(n_done, len(samples), batch_size))
+    my_batches = (rnd[dist.rank] for rnd in round_robin(len(starts), dist))  # a batch index or None per round
+    mine = [None if b is None else starts[b] for b in my_batches]
+    shown = progress and dist.is_main
+    bar = tqdm(total=len(samples), initial=n_done, desc=category, unit="img", disable=not shown)
+    for decoding in prefetched_batches(samples, mine, batch_size):
+
+        def work(decoding: Future | None = decoding) -> tuple | None:
+            if decoding is None:  # the batches ran out before this rank's turn in the last round
+                return None
+            batch = decoding.result()
+            return prepare_batch(batch, scorer(batch, category, references), size)
+
+        for part in gather(dist, work):
+            if part is not None and store is not None:
+                store.append(*part)
+                bar.update(len(part[2]))
+    bar.close()
+
+
+def score_whole_category(
+    samples: Sequence[Sample],
+    scorer: Scorer,
+    category: str,
+    store: CategoryStore | None,
+    batch_size: int,
+    dist: Dist,
+) -> None:
+    """A whole category (visual mutual): rank k runs ``scorer.parts`` on batches k, k + K, ... (one process:
+    on every batch), rank 0 gathers every part (features moved to the CPU when they travel between
+    processes), runs ``scorer.finish`` on them in image order and appends the images not stored yet."""
+    starts = list(range(0, len(samples), batch_size))
+
+    def my_parts() -> list[tuple[int, Any]]:
+        mine = [b for rnd in round_robin(len(starts), dist) if (b := rnd[dist.rank]) is not None]
+        batches = ((b, _batch(samples, starts[b], batch_size)) for b in mine)
+        return [(b, scorer.parts(batch, category, portable=dist.enabled)) for b, batch in batches]
+
+    everyone = gather(dist, my_parts)
+    ordered = [part for _, part in sorted((item for items in everyone for item in items), key=lambda x: x[0])]
+    outputs = on_main(dist, lambda: scorer.finish(ordered, category))
+    if store is None:
+        return
+    if len(outputs) != len(samples):
+        raise RuntimeError(f"the scorer returned {len(outputs)} results for {len(samples)} images")
+    for start in range(store.n_done, len(samples), batch_size):
+        batch = _batch(samples, start, batch_size)
+        store.append(*prepare_batch(batch, outputs[start : start + len(batch)], store.shape[1:]))
+
+
+def prepare_batch(
+    batch: list[Sample], outputs: Outputs, size: tuple[int, int]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int], list[float]]:
+    """A batch as the store takes it: (S, S) float16 maps (bilinear), (S, S) bool masks, labels, scores."""
+    maps = [
+        (resize_map(m, size) if m.shape != size else m.astype(np.float32)).astype(np.float16)
+        for m, _ in outputs
+    ]
+    masks = [resize_mask(s.mask, size) for s in batch]
+    return maps, masks, [int(s.label) for s in batch], [float(score) for _, score in outputs]
+
+
+def prefetched_batches(
+    samples: Sequence[Sample], starts: Sequence[int | None], batch_size: int
+) -> Iterator[Future | None]:
+    """For each start, the decoding of samples[start : start + batch_size] (a Future), or None for None.
+
+    Batch k + 1 is decoded in a background thread while the caller scores batch k: decoding (PIL, which
+    releases the GIL) overlaps with scoring on the GPU. The caller takes each batch with `.result()`, where
+    a decoding error is raised.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+
+        def submit(start: int | None) -> Future | None:
+            return None if start is None else pool.submit(_batch, samples, start, batch_size)
+
+        upcoming = submit(starts[0]) if starts else None
+        for k in range(len(starts)):
+            current, upcoming = upcoming, submit(starts[k + 1]) if k + 1 < len(starts) else None
+            yield current
+
+
+def _batch(samples: Sequence[Sample], start: int, batch_size: int) -> list[Sample]:
+    """samples[start : start + batch_size], decoded."""
+    return [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
