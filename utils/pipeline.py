@@ -11,7 +11,7 @@ import torch
 from dataset import DatasetError, Sample
 from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
-from model.mutual import MutualScorer
+from model.mutual import Features, MutualScorer
 from model.prompts import build_prompts, object_prompt
 from utils.config.loading import ConfigError
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
@@ -92,30 +92,41 @@ class CategoryScorer:
         results = self.detector.detect_arrays(images, prompts, noun, out_size=self.size, instance_masks=False)
         return [(r.anomaly_map, r.image_score) for r in results]
 
-    def parts(
-        self, samples: Sequence[Sample], category: str, portable: bool = False
-    ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
-        """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring).
-
-        `portable`: features on the CPU, to travel to another process; else on the model's device.
-        """
+    def parts(self, samples: Sequence[Sample], category: str) -> tuple[list[AnomalyResult], Features]:
+        """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring),
+        the features on the CPU (`MutualScorer.parts`), ready to travel to another process."""
         prompts, noun = prompts_for(self.cfg, category, self.concepts)
         step = self.cfg["batch_size"]
         batches = ([s.image for s in samples[i : i + step]] for i in range(0, len(samples), step))
-        results, features = self.mutual.parts(batches, prompts, noun, out_size=self.size)
-        if portable:
-            features = {layer: f.cpu() for layer, f in features.items()}
-        return results, features
+        return self.mutual.parts(batches, prompts, noun, out_size=self.size)
+
+    def share(
+        self, parts: Sequence[tuple[list[AnomalyResult], Features]], category: str, images: Sequence[int]
+    ) -> torch.Tensor:
+        """Raw mutual scores (n, h, w) of the images `images` of the category against all of `parts`."""
+        _need_two(sum(len(results) for results, _ in parts), category)
+        return self.mutual.raw_scores(_features(parts), images)
 
     def finish(
-        self, parts: Sequence[tuple[list[AnomalyResult], dict[int, torch.Tensor]]], category: str
+        self,
+        parts: Sequence[tuple[list[AnomalyResult], Features]],
+        category: str,
+        shares: Sequence[torch.Tensor] | None = None,
     ) -> list[tuple[np.ndarray, float]]:
-        """(map, image score) of every image of `parts` (concatenated in order) after mutual fusion."""
+        """(map, image score) of every image of `parts` (concatenated in order) after mutual fusion.
+
+        `shares`: the `share` scores of every image, in image order; None = computed here, all at once.
+        """
         results = [r for part_results, _ in parts for r in part_results]
         _need_two(len(results), category)
-        features = {k: torch.cat([feats[k] for _, feats in parts]) for k in parts[0][1]}
-        fused = self.mutual.fuse(results, self.mutual.raw_scores(features), features)
-        return [(r.anomaly_map, r.image_score) for r in fused]
+        features = _features(parts)
+        raw = self.mutual.raw_scores(features) if shares is None else torch.cat(list(shares))
+        return [(r.anomaly_map, r.image_score) for r in self.mutual.fuse(results, raw, features)]
+
+
+def _features(parts: Sequence[tuple[list[AnomalyResult], Features]]) -> Features:
+    """The features of `parts` joined in order: ``{layer: (N, h, w, C)}``."""
+    return {k: torch.cat([feats[k] for _, feats in parts]) for k in parts[0][1]}
 
 
 def _need_two(count: int, category: str) -> None:
