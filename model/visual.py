@@ -267,15 +267,14 @@ def mutual_scores(
         for k, i in enumerate(rows):
             others = mutual_partners(n, i, partners)
             keep = max(1, int(fraction * len(others)))
-            dist = _distances_to_images(x[i], x[others] if len(others) < n - 1 else _without(x, i))
+            if len(others) == n - 1:  # all: against every image, then drop the image itself (no copy of x)
+                dist = _distances_to_images(x[i], x)
+                dist[i] = float("inf")
+            else:
+                dist = _distances_to_images(x[i], x[others])  # (M, P): a copy of M rows only
             total[k] += dist.topk(keep, dim=0, largest=False).values.mean(dim=0)
         del x  # one aggregate at a time
     return (total / len(degrees)).view(len(rows), h, w)
-
-
-def _without(x: Tensor, i: int) -> Tensor:
-    """(N, ...) -> (N - 1, ...): every row but `i` (two views joined: one copy of N - 1 rows)."""
-    return torch.cat([x[:i], x[i + 1 :]])
 
 
 def normal_scale(normal_scores: Tensor, quantile: float = 0.99, seed: int = 0) -> tuple[float, float]:
