@@ -495,3 +495,10 @@ def test_instance_image_score_includes_the_visual_map():
     result = _text_result(None, best=0.3)
     det.fuse_visual([result], torch.full((1, 4, 4), 0.9))
     assert result.image_score == pytest.approx(0.5 * 0.3 + 0.5 * 0.9)
+
+
+def test_the_model_package_exports_the_detector_and_the_mutual_scorer():
+    import model
+    from model.mutual import MutualScorer
+
+    assert model.AnomalyDetector is AnomalyDetector and model.MutualScorer is MutualScorer
