@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from model import ModelLoadError, Sam3Engine  # noqa: E402
 from model.detector import AnomalyDetector, ScoringSettings  # noqa: E402
+from model.mutual import MutualScorer  # noqa: E402
 from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
 
 
@@ -115,7 +116,7 @@ def visual_passes(
                 detector.detect_arrays(batch, prompts)
             expected = len(images) + len(references)
         else:
-            detector.detect_arrays_mutual(batches, prompts)
+            MutualScorer(detector).score(batches, prompts)
             expected = len(images)
         elapsed = time.perf_counter() - start
         seen = calls["vision_images"] - before

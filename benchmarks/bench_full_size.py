@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--meta_dir", type=Path, default=DEFAULT_META_DIR, help="real facebook/sam3 small files")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (CUDA: also peak GPU memory)")
     args = p.parse_args(argv)
     if args.n_images < 1 or args.n_prompts < 1 or args.chunk_size < 1:
         p.error("--n_images, --n_prompts and --chunk_size must be >= 1")
@@ -120,9 +121,18 @@ def shapes(chunk: ConceptOutputs) -> str:
 
 
 def report(step: str, seconds: float, detail: str = "") -> None:
-    """One line per step: total seconds, per-unit detail, process peak RSS so far."""
+    """One line per step: total seconds, per-unit detail, process peak RSS so far (and peak GPU memory)."""
     detail = f" ({detail})" if detail else ""
-    print(f"{step}: {seconds:.1f} s{detail}  peak RSS {peak_rss_mb():.0f} MB")
+    gpu = ""
+    if torch.cuda.is_initialized():
+        gpu = f"  peak GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MB"
+    print(f"{step}: {seconds:.1f} s{detail}  peak RSS {peak_rss_mb():.0f} MB{gpu}")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so a step's time is its own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def real_config_and_tokenizer(meta_dir: Path, threads: int | None) -> tuple[Sam3Config, CLIPTokenizer]:
@@ -145,7 +155,9 @@ def main(args: argparse.Namespace) -> None:
     )
 
     start = time.perf_counter()
-    model = build_random_model(config, torch.float32, args.seed)  # as load_sam3
+    device = torch.device(args.device)
+    model = build_random_model(config, torch.float32, args.seed).to(device)  # fp32 weights, as load_sam3
+    sync(device)
     build_s = time.perf_counter() - start
     total, vision, text = (num_params(m) / 1e6 for m in (model, model.vision_encoder, model.text_encoder))
     print(f"params: total {total:.1f} M, vision {vision:.1f} M, text {text:.1f} M")
@@ -164,6 +176,7 @@ def main(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     features = engine.encode_images(images)
+    sync(device)
     encode_s = time.perf_counter() - start
     report("encode_images", encode_s, f"{args.n_images} images, {encode_s / args.n_images:.1f} s/image")
 
@@ -171,8 +184,13 @@ def main(args: argparse.Namespace) -> None:
     peak_before = peak_rss_mb()
     start = time.perf_counter()
     chunks = []
+    held_before = 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        held_before = torch.cuda.memory_allocated(device) / 2**20  # weights + image features
     for chunk in engine.predict(features, prompts):
         chunks.append(chunk)
+    sync(device)
     predict_s = time.perf_counter() - start
     assert sum(len(c) for c in chunks) == rows, [len(c) for c in chunks]
     report(
@@ -183,12 +201,16 @@ def main(args: argparse.Namespace) -> None:
     )
     per_row = (peak_rss_mb() - peak_before) / min(args.chunk_size, rows)
     print(f"peak RSS growth during predict per row of the largest chunk: {per_row:.0f} MB/row")
+    if device.type == "cuda":
+        grow = (torch.cuda.max_memory_allocated(device) / 2**20 - held_before) / min(args.chunk_size, rows)
+        print(f"peak GPU memory growth during predict per prompt row: {grow:.0f} MB/row")
     print(f"first chunk: {shapes(chunks[0])}")
     del chunks, features
 
     detect_rows = args.n_images * (args.n_prompts + 1)  # + the object-noun row per image
     start = time.perf_counter()
     results = detector.detect_arrays(images, prompts, object_noun=OBJECT_NOUN, out_size=OUT_SIZE)
+    sync(device)
     detect_s = time.perf_counter() - start
     assert len(results) == args.n_images and results[0].anomaly_map.shape == OUT_SIZE
     report(

@@ -1,35 +1,40 @@
-"""Glue from SAM 3 concept outputs to per-image anomaly maps, image scores and boxes (no I/O, no printing).
+"""SAM 3 anomaly detection shaped like segment-anything's ``SamPredictor``: load, set what is fixed, detect.
 
 Python API (any working directory, once the repository is on ``sys.path``)::
 
+    from model import AnomalyDetector
     det = AnomalyDetector.from_pretrained("path/to/sam3", device="auto", dtype="auto")
     result = det.detect("part.png", category="bottle")   # or a PIL image, a numpy array, or a list of them
     result.anomaly_map, result.image_score, result.mask, result.detections, result.prompt_presence
 
-Flow of `AnomalyDetector.detect_arrays` (which `detect` calls) for a batch of N images and P defect prompts:
+    det = AnomalyDetector.from_pretrained("path/to/sam3", settings=ScoringSettings(visual="fewshot"))
+    det.set_references(["good0.png", "good1.png"])        # few-shot: K normal images, encoded once
+    det.detect("part.png", category="bottle")
 
-1. ``engine.encode_images(images)`` once.
+Zero-shot mutual scoring compares a whole set of images with each other: `model.mutual.MutualScorer`.
+
+Flow of `AnomalyDetector.detect_arrays` for a batch of N images and P defect prompts:
+
+1. ``engine.encode_images(images)`` once (with the ViT patch layers when a visual mode is on).
 2. ``engine.predict(features, [object_noun] + prompts)`` once; the object noun is scored only when object
    regularisation applies. It goes *first* so that, rows being image-major, each image's object mask is
-   known before its defect rows arrive and every chunk can be reduced at once.
-3. Each chunk of `ConceptOutputs` (rows = image x prompt, (R, Q, h, w) mask logits) is reduced immediately
-   to one (h, w) map per row, so memory stays bounded by one chunk plus N x P small maps.
-4. Per image: object regularisation (see `model.scoring`: whole-object instances and semantic maps dropped
-   per row, responses outside the object down-weighted on the combined map of every source), map-source
-   combination, prompt aggregation, resize to the output size, Gaussian smoothing, clipping, image score.
+   known before its defect rows arrive and every chunk can be reduced at once (`model.text_maps`).
+3. Per image: object regularisation, prompt aggregation, resize, smoothing, clipping, image score.
+4. With a visual mode, the calibrated visual map gets the same object prior and smoothing and is fused:
+   ``(1 - visual_weight) * text + visual_weight * visual`` (`fuse_visual`).
 
-The engine contract (model/engine.py): ``encode_images(images) -> features`` and
-``predict(features, prompts) -> Iterator[ConceptOutputs]`` with fields ``image_index (R,)``,
-``prompt_index (R,)``, ``mask_logits (R, Q, h, w)``, ``scores (R, Q)``, ``boxes (R, Q, 4)`` (xyxy in
-[0, 1]), ``presence (R,)``, ``semantic_logits (R, h, w)``.
+The engine contract (model/engine.py): ``encode_images(images, patch_layers=..., patch_pool=...) ->
+features`` (with ``.patch_layers``) and ``predict(features, prompts) -> Iterator[ConceptOutputs]`` with
+fields ``image_index (R,)``, ``prompt_index (R,)``, ``mask_logits (R, Q, h, w)``, ``scores (R, Q)``,
+``boxes (R, Q, 4)`` (xyxy in [0, 1]), ``presence (R,)``, ``semantic_logits (R, h, w)``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +47,18 @@ from dataset.constants import TEXTURE_CATEGORIES
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map
 from model.prompts import build_prompts, given_prompts, object_prompt
-from model.scoring import (
-    AGGREGATIONS,
-    IMAGE_SCORES,
-    MAP_SOURCES,
-    aggregate_prompts,
-    box_nms,
-    combine_sources,
-    image_score,
-    instance_map,
-    object_keep,
-    object_mask,
-    outside_weights,
-    semantic_map,
-)
+from model.scoring import AGGREGATIONS, IMAGE_SCORES, MAP_SOURCES, image_score
 from model.settings import check_settings, setting
-from model.visual import DEFAULT_MUTUAL_FRACTION, ReferenceBank, fuse, mutual_map, select_layers
+from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
+from model.visual import (
+    DEFAULT_DEGREES,
+    DEFAULT_MUTUAL_FRACTION,
+    DEFAULT_PATCH_POOL,
+    ReferenceBank,
+    check_degrees,
+    fuse,
+    select_layers,
+)
 
 # (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
 # checkpoint add/replace text features here (e.g. route to `engine.predict_text`).
@@ -151,7 +152,8 @@ class ScoringSettings:
     )
     visual_weight: float = setting(
         0.5,
-        "final map = (1 - w) * text map + w * calibrated visual map (1 = visual alone; unused with none)",
+        "final map = (1 - w) * text map + w * calibrated visual map (1 = visual alone; unused with none); "
+        "image_score=instance becomes (1 - w) * best instance score + w * visual map max",
         "visual",
         minimum=0.0,
         maximum=1.0,
@@ -176,8 +178,48 @@ class ScoringSettings:
         maximum=1.0,
     )
 
+    patch_pool: int = setting(
+        DEFAULT_PATCH_POOL,
+        "visual: average the ViT patch grid over this x this windows before scoring (2: 72 x 72 -> 36 x 36, "
+        "MuSc's scale, 16x cheaper; 1: the ViT's own grid)",
+        "visual",
+        minimum=1,
+    )
+    visual_degrees: list[int] = setting(
+        list(DEFAULT_DEGREES),
+        "visual: neighbourhood window sides r (odd) on the pooled grid; the scores of all are averaged",
+        "visual",
+    )
+    mutual_partners: int | None = setting(
+        None,
+        "mutual: compare each image with this many seeded random others instead of all N - 1 (cost N x M "
+        "instead of N^2, for categories of thousands of images); null = all",
+        "visual",
+        minimum=1,
+    )
+    mutual_rescore: bool = setting(
+        True,
+        "mutual: MuSc's RsCIN image re-scoring (each image score averaged with those of the images most "
+        "like it, window sizes rescore_k)",
+        "visual",
+    )
+    rescore_k: list[int] | None = setting(
+        None,
+        "mutual_rescore window sizes; null = MuSc's per dataset: 1,8,9 for visa, else 1,2,3 (mvtec)",
+        "visual",
+    )
+    reference_rotations: bool = setting(
+        False,
+        "fewshot: add the references turned by 90, 180 and 270 degrees to the bank (AnomalyDINO's "
+        "augmentation, for parts photographed in any orientation; 4x the reference encoder passes)",
+        "visual",
+    )
+
     def __post_init__(self) -> None:
         check_settings(self)
+        check_degrees(self.visual_degrees)
+        if self.rescore_k is not None and (not self.rescore_k or min(self.rescore_k) < 1):
+            raise ValueError(f"rescore_k must be window sizes >= 1 (e.g. [1, 2, 3]), got {self.rescore_k}")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ScoringSettings:
@@ -185,52 +227,14 @@ class ScoringSettings:
         return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
 
 
-@dataclass
-class Detection:
-    """One SAM 3 instance of a defect prompt (score >= box_threshold, kept by NMS)."""
-
-    prompt: str
-    score: float
-    box: tuple[float, float, float, float]  # xyxy in original image pixels
-    # (H, W) bool at the input image's size: SAM 3's instance probability >= 0.5, bilinearly resized. Only
-    # detections carry one (H * W bytes each); None when detect was asked for no instance masks.
-    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass
-class AnomalyResult:
-    """Everything `AnomalyDetector.detect` says about one image."""
-
-    anomaly_map: np.ndarray  # (H_out, W_out) float32 in [0, 1]
-    image_score: float
-    prompt_presence: dict[str, float]  # SAM 3 presence probability per defect prompt
-    prompt_best_score: dict[str, float]  # best kept instance score per defect prompt (0 if none)
-    detections: list[Detection] = field(default_factory=list)  # score >= box_threshold, after NMS, desc
-    object_found: bool | None = None  # None: no object regularisation for this image
-    object_prompt: str | None = None  # the object noun used for regularisation (None: none used)
-    mask: np.ndarray | None = field(default=None, repr=False)  # (H_out, W_out) bool: map >= mask_threshold
-
-
-@dataclass
-class _ImageState:
-    """Per-image reductions collected while the chunks stream by."""
-
-    maps: dict[int, torch.Tensor] = field(default_factory=dict)  # prompt index -> (h, w) map
-    presence: dict[int, float] = field(default_factory=dict)
-    best: dict[int, float] = field(default_factory=dict)
-    detections: list[Detection] = field(default_factory=list)
-    instance_probs: list[torch.Tensor] = field(default_factory=list)  # (h, w) per detection, or empty
-    obj_mask: torch.Tensor | None = None  # (h, w) bool, once the object row arrived
-
-
 class AnomalyDetector:
     """Turns images + defect prompts into anomaly maps with a SAM 3 engine (see the module docstring).
 
     Args:
         engine: a `model.engine.Sam3Engine` (or anything with the same `encode_images` / `predict`).
-        settings: scoring settings; defaults are those of configs/config.yaml.
-        text_override: optional hook replacing ``engine.predict`` (e.g. to inject trained concept
-            embeddings); called as ``text_override(engine, features, prompts)``.
+        settings: scoring settings; None = the declared defaults.
+        text_override: optional source of concept outputs replacing ``engine.predict`` (e.g. trained
+            concept embeddings from a checkpoint); called as ``text_override(engine, features, prompts)``.
     """
 
     def __init__(
@@ -243,6 +247,7 @@ class AnomalyDetector:
         self.settings = settings if settings is not None else ScoringSettings()
         self.text_override = text_override
         self.references: ReferenceBank | None = None  # few-shot bank, from `set_references`
+        self._text_maps = TextMaps(self.settings)
 
     @classmethod
     def from_pretrained(
@@ -259,7 +264,7 @@ class AnomalyDetector:
             model_path: folder holding config.json, the safetensors weights and the tokenizer files.
             device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
             dtype: compute dtype, "auto" | "float32" | "float16" | "bfloat16" (or a torch dtype).
-            settings: scoring settings; None = the defaults of configs/config.yaml.
+            settings: scoring settings; None = the declared defaults.
             chunk_size: image x prompt rows per SAM 3 decoder call (memory vs speed; scores unchanged).
 
         Raises:
@@ -268,11 +273,28 @@ class AnomalyDetector:
         engine = Sam3Engine.from_pretrained(model_path, device=device, dtype=dtype, chunk_size=chunk_size)
         return cls(engine, settings)
 
-    def _predict(self, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
-        """The single place the detector asks SAM 3 for concept outputs."""
-        if self.text_override is not None:
-            return self.text_override(self.engine, features, prompts)
-        return self.engine.predict(features, prompts)
+    def set_references(self, images: Sequence[ImageInput]) -> None:
+        """Encode K >= 1 normal images of the product for ``visual="fewshot"`` (replaces earlier ones).
+
+        Args:
+            images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded in one
+                batch, so K should be small (the few-shot protocol uses 1, 2 or 4).
+
+        With ``settings.reference_rotations`` each is also encoded turned by 90, 180 and 270 degrees (4K
+        vision passes). Afterwards `detect` scores each patch by its distance to the nearest reference patch
+        (`model.visual.ReferenceBank`, calibrated on the references alone). The bank holds K x h x w x C
+        values per ViT layer used (4 layers of 36 x 36 x 1024 per real image at patch_pool 2) on the
+        model's device.
+        """
+        if len(images) == 0:
+            raise ValueError("set_references needs at least one normal image of the product")
+        arrays = [_as_array(x) for x in images]
+        sources = list(range(len(arrays)))
+        if self.settings.reference_rotations:  # AnomalyDINO: the references turned by 90, 180, 270 degrees
+            arrays += [np.ascontiguousarray(np.rot90(a, turn)) for turn in (1, 2, 3) for a in arrays]
+            sources *= 4
+        features = self.encode(arrays, with_patches=True)
+        self.references = ReferenceBank(features.patch_layers, self.settings.visual_degrees, sources=sources)
 
     def detect(
         self,
@@ -308,16 +330,16 @@ class AnomalyDetector:
 
         Raises:
             dataset.DatasetError: an unreadable file or an array that is not an image (one line).
-            ValueError: an unknown prompt strategy, no prompt, a blank prompt or a non-finite threshold.
+            ValueError: an unknown prompt strategy, no prompt, a blank prompt, a non-finite threshold, or
+                ``visual="mutual"`` (use `model.mutual.MutualScorer`: it scores a whole set).
         """
         single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
         inputs: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item]
-        arrays = [_as_array(x) for x in inputs]
         prompts = build_prompts(category, prompt_strategy) if prompts is None else given_prompts(prompts)
         if not math.isfinite(mask_threshold):
             raise ValueError(f"mask_threshold must be a finite number, got {mask_threshold}")
         noun = object_prompt(category, texture_categories)
-        results = self.detect_arrays(arrays, prompts, noun, out_size=out_size, instance_masks=instance_masks)
+        results = self.detect_arrays([_as_array(x) for x in inputs], prompts, noun, out_size, instance_masks)
         for result in results:
             result.mask = result.anomaly_map >= mask_threshold
         return results[0] if single else results
@@ -341,109 +363,33 @@ class AnomalyDetector:
             instance_masks: give each detection its (H, W) bool instance mask at the image's size.
 
         Returns:
-            One `AnomalyResult` per image, in order (``mask`` is left None; `detect` sets it).
-
-        With ``settings.visual``: "fewshot" fuses each map with the distances of its patches to the
-        references of `set_references`; "mutual" scores the N images against each other
-        (`detect_arrays_mutual` with one batch, so N >= 2).
+            One `AnomalyResult` per image, in order (``mask`` is left None; `detect` sets it). With
+            ``settings.visual == "fewshot"`` each map is fused with the distances of its patches to the
+            references of `set_references`.
         """
         s = self.settings
         if s.visual == "mutual":
-            return self.detect_arrays_mutual([images], prompts, object_noun, out_size, instance_masks)
-        results, patches = self._text_pass(images, prompts, object_noun, out_size, instance_masks)
-        if s.visual == "fewshot" and results:
-            if self.references is None:
-                raise ValueError("visual='fewshot' needs normal reference images: call set_references first")
-            self._fuse_visual(results, self.references.calibrated(patches))
-        return results
-
-    def detect_arrays_mutual(
-        self,
-        batches: Iterable[Sequence[np.ndarray]],
-        prompts: Sequence[str],
-        object_noun: str | None = None,
-        out_size: tuple[int, int] | None = None,
-        instance_masks: bool = False,
-    ) -> list[AnomalyResult]:
-        """Zero-shot mutual scoring of every image of `batches` against the others (one category).
-
-        Each batch goes through the vision encoder once (text maps and patch features from the same pass);
-        the patch features of all N images are kept on the model's device (float16 on CUDA), then
-        `model.visual.mutual_map` gives each image's (h, w) visual map, calibrated on the N images
-        themselves, which is fused with its text map. Results come in the order of the images.
-
-        Raises:
-            ValueError: fewer than two images in all (mutual scoring compares images with each other).
-        """
-        return self.fuse_mutual(*self.mutual_parts(batches, prompts, object_noun, out_size, instance_masks))
-
-    def mutual_parts(
-        self,
-        batches: Iterable[Sequence[np.ndarray]],
-        prompts: Sequence[str],
-        object_noun: str | None = None,
-        out_size: tuple[int, int] | None = None,
-        instance_masks: bool = False,
-    ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
-        """First half of `detect_arrays_mutual`: each batch's text results and patch features (one pass each).
-
-        Returns the text-only results in image order and ``{layer: (N, h, w, C)}`` patch features on the
-        model's device. Several processes can each run this on a share of a category; `fuse_mutual` on the
-        concatenation (in image order) then gives what one `detect_arrays_mutual` call gives.
-        """
-        results: list[AnomalyResult] = []
-        gathered: dict[int, list[torch.Tensor]] = {}
-        for images in batches:
-            batch_results, patches = self._text_pass(images, prompts, object_noun, out_size, instance_masks)
-            results += batch_results
-            for layer, feats in patches.items():
-                gathered.setdefault(layer, []).append(feats)
-        return results, {layer: torch.cat(parts) for layer, parts in gathered.items()}
-
-    def fuse_mutual(
-        self, results: list[AnomalyResult], features: dict[int, torch.Tensor]
-    ) -> list[AnomalyResult]:
-        """Second half of `detect_arrays_mutual`: mutual visual maps of all N images fused into `results`.
-
-        Args:
-            results: the N text-only results of `mutual_parts`, in image order.
-            features: ``{layer: (N, h, w, C)}`` patch features of the same images, same order, any device.
-
-        Raises:
-            ValueError: fewer than two images (mutual scoring compares images with each other).
-        """
-        if len(results) < 2:
             raise ValueError(
-                f"visual=mutual compares images of one product with each other and got {len(results)}: "
-                "give at least two images, or use visual=fewshot with normal reference images"
+                "visual='mutual' scores a set of images against each other: use "
+                "model.mutual.MutualScorer(detector).score(batches, prompts), or visual='none'/'fewshot' here"
             )
-        device = self.engine.device
-        features = {layer: f.to(device) for layer, f in features.items()}
-        self._fuse_visual(results, mutual_map(features, self.settings.mutual_fraction))
+        if s.visual == "fewshot" and self.references is None:
+            raise ValueError("visual='fewshot' needs normal reference images: call set_references first")
+        results, patches = self.text_results(images, prompts, object_noun, out_size, instance_masks)
+        if s.visual == "fewshot" and results:
+            assert self.references is not None
+            self.fuse_visual(results, self.references.calibrated(patches))
         return results
 
-    def set_references(self, images: Sequence[ImageInput]) -> None:
-        """Encode K >= 1 normal images of the product for ``visual="fewshot"`` (replaces earlier ones).
+    # ------------------------------------------------------------------ building blocks (MutualScorer)
+    def encode(self, images: Sequence[np.ndarray], with_patches: bool) -> Any:
+        """One vision pass; with `with_patches`, the ViT patch layers pooled by ``settings.patch_pool``."""
+        if not with_patches:
+            return self.engine.encode_images(images)
+        layers = select_layers(self.engine.num_vit_layers)
+        return self.engine.encode_images(images, patch_layers=layers, patch_pool=self.settings.patch_pool)
 
-        Args:
-            images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded in one
-                batch, so K should be small (the few-shot protocol uses 1, 2 or 4).
-
-        Afterwards `detect` scores each patch by its distance to the nearest reference patch
-        (`model.visual.ReferenceBank`, calibrated on the references alone). The bank holds K x h x w x C
-        values per ViT layer used (4 layers of 72 x 72 x 1024 per real image) on the model's device.
-        """
-        if len(images) == 0:
-            raise ValueError("set_references needs at least one normal image of the product")
-        arrays = [_as_array(x) for x in images]
-        features = self.engine.encode_images(arrays, patch_layers=self._patch_layers())
-        self.references = ReferenceBank(features.patch_layers)
-
-    def _patch_layers(self) -> list[int]:
-        """The ViT blocks whose patch features the visual scores read (`model.visual.select_layers`)."""
-        return select_layers(self.engine.num_vit_layers)
-
-    def _text_pass(
+    def text_results(
         self,
         images: Sequence[np.ndarray],
         prompts: Sequence[str],
@@ -453,7 +399,7 @@ class AnomalyDetector:
     ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
         """Text-only results for a batch, and the patch features of the same vision pass.
 
-        Returns the results (maps from the text prompts alone) and ``{layer: (B, h, w, C)}`` patch
+        Returns the results (maps from the text prompts alone) and ``{layer: (B, h, w, C)}`` unit patch
         features (empty with ``visual="none"``: the engine is then called exactly as before visual scores).
         """
         prompts = list(dict.fromkeys(prompts))
@@ -461,18 +407,15 @@ class AnomalyDetector:
             raise ValueError("detect needs at least one defect prompt (see model.prompts)")
         if len(images) == 0:
             return [], {}
-        s = self.settings
-        regularise = bool(s.object_regularisation and object_noun)
+        regularise = bool(self.settings.object_regularisation and object_noun)
         all_prompts = [object_noun, *prompts] if regularise else prompts
         offset = 1 if regularise else 0  # prompt index of the first defect prompt
 
-        if s.visual == "none":
-            features = self.engine.encode_images(images)
-        else:
-            features = self.engine.encode_images(images, patch_layers=self._patch_layers())
-        states = [_ImageState() for _ in images]
-        for chunk in self._predict(features, all_prompts):
-            self._reduce_chunk(chunk, states, prompts, offset, regularise, instance_masks)
+        features = self.encode(images, with_patches=self.settings.visual != "none")
+        states = [ImageState() for _ in images]
+        source = self.text_override or (lambda engine, feats, rows: engine.predict(feats, rows))
+        for chunk in source(self.engine, features, all_prompts):
+            self._text_maps.reduce_chunk(chunk, states, prompts, offset, regularise, instance_masks)
 
         results = []
         for i, (image, state) in enumerate(zip(images, states, strict=True)):
@@ -480,21 +423,26 @@ class AnomalyDetector:
             if missing:
                 raise RuntimeError(f"engine returned no rows for image {i}, prompts {missing}")
             size = tuple(out_size) if out_size is not None else tuple(image.shape[:2])
-            result = self._finish_image(image, state, prompts, size, regularise)
+            result = self._text_maps.finish_image(image, state, prompts, size, regularise)
             result.object_prompt = object_noun if regularise else None
             results.append(result)
-        return results, getattr(features, "patch_layers", {})
+        return results, features.patch_layers
 
-    def _fuse_visual(self, results: list[AnomalyResult], visual: torch.Tensor) -> None:
+    def fuse_visual(self, results: list[AnomalyResult], visual: torch.Tensor) -> None:
         """Fuse each result's text map with its calibrated visual map, in place, and rescore the image.
 
-        `visual`: (N, h, w) float in [0, 1] on the patch grid. Each map is resized to the result's map size
-        and smoothed exactly like the text map, then ``fuse``d with ``settings.visual_weight``; the image
-        score is read from the fused map as before.
+        `visual`: (N, h, w) float in [0, 1) on the patch grid. Each map gets the text map's object prior
+        (resized to the object mask's grid, multiplied by ``outside_weight`` outside the dilated object:
+        the result's ``object_region``), is resized to the result's map size and smoothed like the text
+        map, then ``fuse``d with ``settings.visual_weight``. The image score is read from the fused map;
+        with ``image_score="instance"`` it is ``(1 - w) * best instance score + w * max(visual map)``.
         """
         s = self.settings
-        maps = visual.float().cpu().numpy()
-        for result, vmap in zip(results, maps, strict=True):
+        for result, vmap in zip(results, visual.float().cpu().numpy(), strict=True):
+            if result.object_region is not None:
+                region = result.object_region
+                weights = np.where(region, 1.0, s.outside_weight).astype(np.float32)
+                vmap = resize_map(vmap, region.shape) * weights
             out = resize_map(vmap, result.anomaly_map.shape)
             if s.sigma > 0:
                 out = gaussian_smooth(out, s.sigma)
@@ -502,142 +450,10 @@ class AnomalyDetector:
             fused = fuse(torch.from_numpy(result.anomaly_map), torch.from_numpy(out), s.visual_weight)
             result.anomaly_map = fused.numpy().astype(np.float32)
             best = max(result.prompt_best_score.values())
-            result.image_score = image_score(
-                result.anomaly_map, s.image_score, s.topk, best_instance_score=best
-            )
-
-    def _reduce_chunk(
-        self,
-        chunk: Any,
-        states: list[_ImageState],
-        prompts: list[str],
-        offset: int,
-        regularise: bool,
-        instance_masks: bool,
-    ) -> None:
-        """Reduce one chunk of ConceptOutputs to per-row maps stored in `states`.
-
-        With regularisation, prompt 0 is the object noun; rows are image-major, so each image's object row
-        comes before its defect rows (an engine that breaks this order is an error).
-        """
-        s = self.settings
-        image_index = chunk.image_index.tolist()
-        prompt_index = chunk.prompt_index.tolist()
-        rows = list(range(len(image_index)))
-        if regularise:
-            obj_rows = [r for r in rows if prompt_index[r] == 0]
-            if obj_rows:
-                sel = torch.tensor(obj_rows, device=chunk.scores.device)
-                prob = combine_sources(
-                    instance_map(chunk.mask_logits[sel], chunk.scores[sel]),
-                    semantic_map(chunk.semantic_logits[sel], chunk.presence[sel]),
-                    s.map_source,
-                )
-                for mask, r in zip(object_mask(prob, s.object_threshold).cpu(), obj_rows, strict=True):
-                    states[image_index[r]].obj_mask = mask
-            rows = [r for r in rows if prompt_index[r] > 0]
-            if any(states[image_index[r]].obj_mask is None for r in rows):
-                raise RuntimeError("engine.predict must yield rows image-major (object-noun row first)")
-        if rows:
-            self._reduce_rows(
-                _slice_rows(chunk, rows),
-                [image_index[r] for r in rows],
-                [prompt_index[r] - offset for r in rows],
-                states,
-                prompts,
-                instance_masks,
-            )
-
-    def _reduce_rows(
-        self,
-        rows: Mapping[str, torch.Tensor],
-        images: list[int],
-        prompt_ids: list[int],
-        states: list[_ImageState],
-        prompts: list[str],
-        instance_masks: bool,
-    ) -> None:
-        """Defect rows -> one (h, w) map each, presence, best kept score and detections.
-
-        With `instance_masks`, each detection's (h, w) instance probability is kept too (only those rows
-        and queries, so memory grows with the number of detections, not of queries).
-        """
-        s = self.settings
-        mask_logits, scores = rows["mask_logits"], rows["scores"].float()
-        keep = sem_keep = None
-        obj = [states[i].obj_mask for i in images]
-        if all(m is not None for m in obj):
-            obj_masks = torch.stack(obj).to(mask_logits.device)
-            keep = object_keep(mask_logits, obj_masks, s.max_object_fraction)
-            # The semantic map is one more "instance" per row: a whole-object answer is dropped there too.
-            sem_keep = object_keep(rows["semantic_logits"][:, None], obj_masks, s.max_object_fraction)[:, 0]
-        inst = instance_map(mask_logits, scores, keep=keep)
-        sem = semantic_map(rows["semantic_logits"], rows["presence"], keep=sem_keep)
-        maps = combine_sources(inst, sem, s.map_source).cpu()
-        kept_scores = (scores * keep if keep is not None else scores).cpu()
-        boxes = rows["boxes"].float().clamp(0, 1).cpu()
-        presence = rows["presence"].float().cpu()
-        for k, (i, p) in enumerate(zip(images, prompt_ids, strict=True)):
-            state = states[i]
-            state.maps[p] = maps[k]
-            state.presence[p] = float(presence[k])
-            state.best[p] = float(kept_scores[k].max()) if kept_scores.shape[1] else 0.0
-            for q in torch.nonzero(kept_scores[k] >= s.box_threshold).flatten().tolist():
-                state.detections.append(
-                    Detection(prompts[p], float(kept_scores[k, q]), tuple(boxes[k, q].tolist()))
-                )
-                if instance_masks:
-                    state.instance_probs.append(torch.sigmoid(mask_logits[k, q].float()).cpu())
-
-    def _finish_image(
-        self,
-        image: np.ndarray,
-        state: _ImageState,
-        prompts: list[str],
-        size: tuple[int, int],
-        regularise: bool,
-    ) -> AnomalyResult:
-        """Aggregate one image's prompt maps, regularise, resize, smooth, clip, score."""
-        s = self.settings
-        amap = aggregate_prompts(
-            torch.stack([state.maps[p] for p in range(len(prompts))]), s.prompt_aggregation
-        )
-        object_found = None
-        if regularise:
-            assert state.obj_mask is not None
-            object_found = bool(state.obj_mask.any())
-            amap = amap * outside_weights(state.obj_mask, s.object_dilation, s.outside_weight)
-        out = resize_map(amap.numpy().astype(np.float32), size)
-        if s.sigma > 0:
-            out = gaussian_smooth(out, s.sigma)
-        out = np.clip(out, 0.0, 1.0).astype(np.float32)
-
-        height, width = image.shape[:2]
-        scale = (width, height, width, height)
-        found = state.detections
-        boxes, scores = torch.tensor([d.box for d in found]), torch.tensor([d.score for d in found])
-        keep = box_nms(boxes, scores, s.box_nms_iou) if found else []
-        detections = [
-            Detection(
-                found[i].prompt,
-                found[i].score,
-                tuple(float(v * f) for v, f in zip(found[i].box, scale, strict=True)),
-                mask=_instance_mask(state.instance_probs[i], (height, width))
-                if state.instance_probs
-                else None,
-            )
-            for i in keep
-        ]
-        best = {prompts[p]: state.best[p] for p in range(len(prompts))}
-        score = image_score(out, s.image_score, s.topk, best_instance_score=max(best.values()))
-        return AnomalyResult(
-            anomaly_map=out,
-            image_score=score,
-            prompt_presence={prompts[p]: state.presence[p] for p in range(len(prompts))},
-            prompt_best_score=best,
-            detections=detections,
-            object_found=object_found,
-        )
+            if s.image_score == "instance":
+                result.image_score = (1.0 - s.visual_weight) * best + s.visual_weight * float(out.max())
+            else:
+                result.image_score = image_score(result.anomaly_map, s.image_score, s.topk)
 
 
 def _as_array(image: ImageInput) -> np.ndarray:
@@ -645,15 +461,11 @@ def _as_array(image: ImageInput) -> np.ndarray:
     return read_image(image) if isinstance(image, (str, Path, os.PathLike)) else to_rgb(image)
 
 
-def _instance_mask(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) instance probability -> (H, W) bool mask: bilinear resize to `size`, then >= 0.5."""
-    return resize_map(prob.numpy(), size) >= 0.5
-
-
-def _slice_rows(chunk: Any, rows: list[int]) -> dict[str, torch.Tensor]:
-    """The per-row tensors of `chunk` at `rows` (copies, so the chunk itself can be freed)."""
-    sel = torch.tensor(rows, device=chunk.scores.device)
-    return {
-        name: getattr(chunk, name)[sel]
-        for name in ("mask_logits", "scores", "boxes", "presence", "semantic_logits")
-    }
+__all__ = [
+    "MASK_THRESHOLD",
+    "VISUAL_MODES",
+    "AnomalyDetector",
+    "AnomalyResult",
+    "Detection",
+    "ScoringSettings",
+]

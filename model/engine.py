@@ -141,10 +141,6 @@ class ConceptOutputs:
     def __len__(self) -> int:
         return int(self.image_index.shape[0])
 
-    def to(self, device: str | torch.device) -> ConceptOutputs:
-        """A copy with every tensor moved to ``device``."""
-        return ConceptOutputs(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
-
     @staticmethod
     def cat(parts: Sequence[ConceptOutputs]) -> ConceptOutputs:
         """Concatenate chunks along rows (e.g. ``ConceptOutputs.cat(list(engine.predict(...)))``)."""
@@ -306,24 +302,35 @@ class Sam3Engine:
         return (pixels - IMAGE_MEAN) / IMAGE_STD
 
     def encode_images(
-        self, images: Sequence[np.ndarray], grad: bool = False, patch_layers: Sequence[int] = ()
+        self,
+        images: Sequence[np.ndarray],
+        inference_mode: bool = True,
+        patch_layers: Sequence[int] = (),
+        patch_pool: int = 1,
     ) -> ImageFeatures:
         """Run the vision encoder once on ``images`` (B arrays (H, W, 3) uint8 RGB).
 
-        Runs under :meth:`autocast`, and ``torch.inference_mode`` unless ``grad=True``. The features can
-        still be used by :meth:`predict_text` with ``grad=True`` (gradients then flow into text embeddings
-        only). The position encodings are replaced by one float32 row per level (see the module docstring).
-        ``patch_layers`` (0-based ViT block indices) are captured in the same pass for the visual scores
-        (model/visual.py) into ``ImageFeatures.patch_layers``.
+        Runs under :meth:`autocast`, and ``torch.inference_mode`` unless ``inference_mode=False`` (then the
+        features are ordinary tensors that :meth:`predict_text` with ``grad=True`` can build a graph on:
+        gradients flow into text embeddings only; the vision pass itself records no gradients either way,
+        SAM 3's parameters being frozen). The position encodings are replaced by one float32 row per level
+        (see the module docstring). ``patch_layers`` (0-based ViT block indices) are captured in the same
+        pass for the visual scores (model/visual.py) into ``ImageFeatures.patch_layers``: unit vectors
+        averaged over ``patch_pool x patch_pool`` windows (`model.vit_layers.patch_features`).
+
+        Raises:
+            PrecisionError: the FPN outputs (fp16 compute) or the captured patch features (any dtype) hold
+                inf/NaN.
         """
         pixel_values = self.preprocess(images).to(device=self.device, dtype=self.dtype)
-        ctx = nullcontext() if grad else torch.inference_mode()
+        ctx = torch.inference_mode() if inference_mode else nullcontext()
         store = torch.float16 if self.device.type == "cuda" else None
-        with ctx, capture_vit_layers(self.model, patch_layers, dtype=store) as captured:
+        with ctx, capture_vit_layers(self.model, patch_layers, dtype=store, pool=patch_pool) as captured:
             with self.autocast():
                 vision = self.model.get_vision_features(pixel_values=pixel_values)
             vision.fpn_position_encoding = self._position_encodings(vision.fpn_hidden_states)
         self._check_finite("the vision encoder", vision.fpn_hidden_states)
+        self._check_finite("the ViT patch features", list(captured.values()), any_dtype=True)
         self.vision_calls += len(images)
         sizes = [(int(np.asarray(im).shape[0]), int(np.asarray(im).shape[1])) for im in images]
         return ImageFeatures(vision=vision, num_images=len(images), sizes=sizes, patch_layers=captured)
@@ -342,15 +349,25 @@ class Sam3Engine:
         encode = self.model.vision_encoder.neck.position_encoding
         return tuple(encode(torch.Size((1, *level.shape[1:])), level.device, self.dtype) for level in levels)
 
-    def _check_finite(self, what: str, tensors: Sequence[Tensor]) -> None:
-        """With fp16 compute, raise :class:`PrecisionError` when any of ``tensors`` has inf/NaN."""
-        if self.compute_dtype != torch.float16:
+    def _check_finite(self, what: str, tensors: Sequence[Tensor], any_dtype: bool = False) -> None:
+        """Raise :class:`PrecisionError` when any of ``tensors`` has inf/NaN.
+
+        Checked with fp16 compute only (bf16 and fp32 have fp32's range), unless `any_dtype`: the patch
+        features feed nearest-neighbour searches where one NaN silently poisons every map of a category.
+        """
+        if self.compute_dtype != torch.float16 and not any_dtype:
             return
-        if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        if all(bool(torch.isfinite(t).all()) for t in tensors):
+            return
+        if self.compute_dtype == torch.float16:
             raise PrecisionError(
                 f"{what} gave inf/NaN in fp16 (its range is too small for SAM 3 here): "
                 "use --dtype bf16 (same speed on recent GPUs) or --dtype fp32"
             )
+        raise PrecisionError(
+            f"{what} gave inf/NaN with {str(self.compute_dtype).removeprefix('torch.')} compute: the weights "
+            "or the input are broken; check the model folder (download facebook/sam3 again)"
+        )
 
     # ------------------------------------------------------------------ text
     def encode_text(self, prompts: Sequence[str]) -> TextFeatures:
@@ -416,7 +433,6 @@ class Sam3Engine:
         self,
         features: ImageFeatures,
         text: TextFeatures,
-        prompt_ids: Sequence[int] | Tensor | None = None,
         grad: bool = False,
     ) -> Iterator[ConceptOutputs]:
         """Like :meth:`predict` but with given text features (e.g. learned embeddings).
@@ -424,8 +440,6 @@ class Sam3Engine:
         Args:
             features: from :meth:`encode_images` (B images).
             text: K text rows; ``embeds`` (K, L, D) may require grad.
-            prompt_ids: which text rows to score (default all K, in order); ``prompt_index`` in the outputs
-                refers to rows of ``text``.
             grad: run with autograd enabled so a loss on the outputs backpropagates into ``text.embeds``
                 (SAM 3's parameters stay frozen); otherwise under ``torch.inference_mode``.
 
@@ -440,18 +454,12 @@ class Sam3Engine:
                 f"and {tuple(text.attention_mask.shape)}"
             )
         device = self.device
-        if prompt_ids is None:
-            pids = torch.arange(len(text), device=device)
-        else:
-            pids = torch.as_tensor(prompt_ids, dtype=torch.long, device=device)
-            if pids.ndim != 1 or (len(pids) and (pids.min() < 0 or pids.max() >= len(text))):
-                raise ValueError(f"prompt_ids must index the {len(text)} text rows")
-        num_prompts = len(pids)
+        num_prompts = len(text)
         total = features.num_images * num_prompts
         for start in range(0, total, self.chunk_size):
             rows = torch.arange(start, min(start + self.chunk_size, total), device=device)
             image_index = torch.div(rows, num_prompts, rounding_mode="floor")
-            prompt_index = pids[rows % num_prompts]
+            prompt_index = rows % num_prompts
             # Leave the grad context before yielding so it never leaks into the caller's code.
             with torch.enable_grad() if grad else torch.inference_mode(), self.autocast():
                 chunk = self._forward_rows(features, text, image_index, prompt_index)

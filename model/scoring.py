@@ -38,7 +38,6 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def instance_map(
     mask_logits: torch.Tensor,
     scores: torch.Tensor,
-    min_score: float = 0.0,
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-row instance map: max over queries of ``score_q * sigmoid(mask_logit_q)``.
@@ -46,14 +45,13 @@ def instance_map(
     Args:
         mask_logits: (R, Q, h, w) per-query mask logits.
         scores: (R, Q) instance scores in [0, 1] (``sigmoid(pred_logits) * sigmoid(presence_logits)``).
-        min_score: instances with ``score < min_score`` are ignored.
         keep: optional (R, Q) bool; False drops that instance (e.g. `object_keep`).
 
     Returns:
         (R, h, w) float32 in [0, 1]; zeros for a row without any remaining instance.
     """
     probs = torch.sigmoid(mask_logits.float())
-    weights = scores.float() * (scores >= min_score)
+    weights = scores.float()
     if keep is not None:
         weights = weights * keep
     r, _, h, w = mask_logits.shape

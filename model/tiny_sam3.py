@@ -2,7 +2,7 @@
 
 Tests, scripts and benchmarks use it to get a runnable model folder on CPU in about a second::
 
-    python model/tiny_sam3.py OUT_DIR
+    python scripts/make_tiny_sam3.py OUT_DIR     # or build_tiny_sam3(OUT_DIR) from Python
 
 The folder holds what a real download holds (minus ``sam3.pt``): a *video* ``config.json`` whose
 ``detector_config`` is the tiny detector, ``model.safetensors`` with ``detector_model.``-prefixed keys,
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -146,9 +145,3 @@ def build_tiny_sam3(out_dir: str | Path, meta_dir: Path | None = None, seed: int
         build_fallback_tokenizer(out_dir)
     (out_dir / "config.json").write_text(json.dumps(video_config, indent=2))
     return out_dir
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
-        sys.exit("usage: python model/tiny_sam3.py OUT_DIR")
-    print(f"tiny SAM 3 written to {build_tiny_sam3(sys.argv[1])}")

@@ -21,9 +21,18 @@ the comparison set:
   nearest-patch distance d_ij; the score is the mean of the smallest `fraction` of the d_ij over j, so a
   defect that recurs in a few images still finds no close match in most of them and keeps a high score.
 
-Before the nearest-neighbour search, features may be averaged over r x r patch windows for r in
-`degrees` (MuSc's local neighbourhood aggregation: r = 1 sees single patches, r = 3 and 5 larger defects);
-the scores of all degrees and layers are averaged.
+Scale. The patch vectors arrive unit-normalised and average-pooled over `patch_pool` x `patch_pool` windows
+(model/vit_layers.py: 72 x 72 -> 36 x 36 at the default 2, MuSc's 37 x 37 scale). Before the
+nearest-neighbour search they are averaged over r x r windows for r in `degrees` (MuSc's local
+neighbourhood aggregation, default r = 1, 3, 5: single patches, then larger defects); the scores of all
+degrees and layers are averaged.
+
+Calibration (`calibrate`): a strictly increasing map of raw distances to [0, 1) that keeps the order of
+every patch, weak or strong, so that the fusion with the text map can never tie two defects.
+
+Numerics. Similarities run in fp16 on CUDA (tensor cores); the few best candidates of each query are then
+re-scored in fp32, so a winning cosine is exact to fp32 rounding (fp16 steps are 4.9e-4 near 1: +-5 % of
+a distance of 0.05).
 """
 
 from __future__ import annotations
@@ -35,9 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DEFAULT_LAYER_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-DEFAULT_DEGREES: tuple[int, ...] = (1, 3)
+DEFAULT_DEGREES: tuple[int, ...] = (1, 3, 5)  # MuSc's r at the pooled 36 x 36 scale
+DEFAULT_PATCH_POOL = 2  # 72 x 72 ViT grid -> 36 x 36
 DEFAULT_MUTUAL_FRACTION = 0.3  # MuSc's interval: the smallest 30 % of the distances to other images
 CHUNK_ELEMENTS = 1 << 26  # similarity-matrix entries per chunk (256 MB in fp32): bounds peak memory
+FP32_CANDIDATES = 4  # fp16 similarity winners re-scored in fp32 per query
+QUANTILE_SAMPLE = 1 << 24  # torch.quantile's input limit: larger inputs use a seeded uniform sample
+CALIBRATION_SHARPNESS = 4.0  # softplus(4 z) / 4: a smooth max(z, 0) (see `calibrate`)
 
 
 def select_layers(num_layers: int, fractions: Sequence[float] = DEFAULT_LAYER_FRACTIONS) -> list[int]:
@@ -50,6 +63,13 @@ def select_layers(num_layers: int, fractions: Sequence[float] = DEFAULT_LAYER_FR
     if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
         raise ValueError(f"layer fractions must be in (0, 1], got {list(fractions)}")
     return sorted({max(0, round(f * num_layers) - 1) for f in fractions})
+
+
+def check_degrees(degrees: Sequence[int]) -> tuple[int, ...]:
+    """`degrees` as a tuple, or ValueError unless it is a non-empty list of odd integers >= 1."""
+    if not degrees or any(isinstance(r, bool) or int(r) != r or r < 1 or r % 2 == 0 for r in degrees):
+        raise ValueError(f"visual_degrees must be odd window sides >= 1 (e.g. [1, 3, 5]), got {degrees}")
+    return tuple(int(r) for r in degrees)
 
 
 def unit_patches(features: Tensor) -> Tensor:
@@ -82,17 +102,50 @@ def aggregate_neighbourhood(features: Tensor, degree: int) -> Tensor:
 
 
 def _matmul_dtype(device: torch.device) -> torch.dtype:
-    """fp16 similarities on CUDA (tensor cores; cosine error ~1e-3), fp32 elsewhere."""
+    """fp16 similarities on CUDA (tensor cores; winners re-scored in fp32), fp32 elsewhere."""
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def nearest_distance(query: Tensor, bank: Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
+def _best_cosines(query: Tensor, banks: Tensor, dtype: torch.dtype) -> Tensor:
+    """Largest cosine of each query vector in each bank: (Q, C), (J, M, C) unit vectors -> (J, Q) float32.
+
+    In fp32 this is the plain maximum. In half precision the `FP32_CANDIDATES` best similarities of each
+    query pick candidates that are then re-scored in fp32, so the winner's cosine carries fp32 rounding
+    only (fp16 ranks them; ties within fp16 rounding are resolved exactly).
+    """
+    sim = torch.einsum("qc,jmc->jqm", query.to(dtype), banks.to(dtype))
+    if dtype == torch.float32:
+        return sim.amax(dim=2)
+    k = min(FP32_CANDIDATES, banks.shape[1])
+    idx = sim.topk(k, dim=2).indices  # (J, Q, k)
+    rows = torch.arange(banks.shape[0], device=banks.device)[:, None, None]
+    # Renormalised in fp32: a unit vector stored in fp16 has a norm of 1 +- 1e-4, as large an error in
+    # the cosine as the fp16 similarity step it replaces.
+    candidates = F.normalize(banks[rows, idx].float(), dim=-1)  # (J, Q, k, C)
+    return torch.einsum("qc,jqkc->jqk", F.normalize(query.float(), dim=-1), candidates).amax(dim=2)
+
+
+def _distance(cosine: Tensor) -> Tensor:
+    """Euclidean distance of unit vectors from their cosine: ``sqrt(max(0, 2 - 2 cos))``, in place."""
+    return (2.0 - 2.0 * cosine).clamp_(min=0.0).sqrt_()
+
+
+def _rows_per_block(query_rows: int, bank_rows: int, channels: int, dtype: torch.dtype, budget: int) -> int:
+    """Banks per similarity block: neither the (Q, M) similarities nor the fp32 candidates exceed `budget`."""
+    per_bank = query_rows * max(bank_rows, FP32_CANDIDATES * channels if dtype != torch.float32 else 0)
+    return max(1, budget // max(1, per_bank))
+
+
+def nearest_distance(
+    query: Tensor, bank: Tensor, chunk_elements: int = CHUNK_ELEMENTS, dtype: torch.dtype | None = None
+) -> Tensor:
     """Distance from each query vector to its nearest bank vector, for unit vectors.
 
     Args:
         query: (N, C) unit vectors.
         bank: (M, C) unit vectors, same device.
         chunk_elements: the largest query-chunk x bank-chunk similarity block computed at once.
+        dtype: similarity dtype; None = fp16 on CUDA, fp32 elsewhere (winners always compared in fp32).
 
     Returns:
         (N,) float32 distances ``sqrt(max(0, 2 - 2 * max_m <q, b_m>))`` in [0, 2].
@@ -101,30 +154,29 @@ def nearest_distance(query: Tensor, bank: Tensor, chunk_elements: int = CHUNK_EL
         raise ValueError(f"need (N, C) and (M, C), got {tuple(query.shape)} and {tuple(bank.shape)}")
     if bank.shape[0] == 0:
         raise ValueError("the comparison bank is empty")
-    dtype = _matmul_dtype(query.device)
-    query, bank = query.to(dtype), bank.to(dtype)
+    dtype = dtype or _matmul_dtype(query.device)
     query_chunk = max(1, min(query.shape[0], 4096))
-    bank_chunk = max(1, chunk_elements // query_chunk)
+    extra = FP32_CANDIDATES * query_chunk * query.shape[1] if dtype != torch.float32 else 0
+    bank_chunk = max(1, (chunk_elements - min(extra, chunk_elements // 2)) // query_chunk)
     best = torch.full((query.shape[0],), -1.0, device=query.device)
     for q0 in range(0, query.shape[0], query_chunk):
         part = best[q0 : q0 + query_chunk]
         for b0 in range(0, bank.shape[0], bank_chunk):
-            sim = (query[q0 : q0 + query_chunk] @ bank[b0 : b0 + bank_chunk].T).amax(dim=1).float()
+            sim = _best_cosines(query[q0 : q0 + query_chunk], bank[None, b0 : b0 + bank_chunk], dtype)[0]
             torch.maximum(part, sim, out=part)
-    return (2.0 - 2.0 * best).clamp_(min=0.0).sqrt_()
+    return _distance(best)
 
 
-def _distances_to_images(query: Tensor, images: Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
+def _distances_to_images(
+    query: Tensor, images: Tensor, chunk_elements: int = CHUNK_ELEMENTS, dtype: torch.dtype | None = None
+) -> Tensor:
     """Nearest-patch distance of each query patch to each image: (P, C), (N, P', C) -> (N, P) float32."""
-    dtype = _matmul_dtype(query.device)
-    query = query.to(dtype)
-    n, p_img, _ = images.shape
-    per_block = max(1, chunk_elements // max(1, query.shape[0] * p_img))
+    dtype = dtype or _matmul_dtype(query.device)
+    n, p_img, channels = images.shape
+    per_block = _rows_per_block(query.shape[0], p_img, channels, dtype, chunk_elements)
     out = torch.empty(n, query.shape[0], device=query.device)
     for j0 in range(0, n, per_block):
-        block = images[j0 : j0 + per_block].to(dtype)  # (J, P', C)
-        sim = torch.einsum("pc,jqc->jpq", query, block).amax(dim=2).float()  # (J, P)
-        out[j0 : j0 + per_block] = (2.0 - 2.0 * sim).clamp_(min=0.0).sqrt_()
+        out[j0 : j0 + per_block] = _distance(_best_cosines(query, images[j0 : j0 + per_block], dtype))
     return out
 
 
@@ -155,8 +207,9 @@ def fewshot_scores(test: Tensor, reference: Tensor, degrees: Sequence[int] = DEF
 def _aggregated(features: Tensor, degree: int, images_per_step: int = 16) -> Tensor:
     """`aggregate_neighbourhood` of (N, h, w, C) features a few images at a time, kept in the matmul dtype.
 
-    A whole category at the real grid is 500 x 5184 x 1024 values per layer: 10.6 GB in float32, half in
-    fp16. Aggregating in steps keeps only one fp16 copy (on CUDA) plus a small float32 step.
+    A whole category is N x h x w x C values per layer (500 x 1296 x 1024 at the pooled real grid: 2.7 GB
+    in float32, half in fp16). Aggregating in steps keeps only one fp16 copy (on CUDA) plus a small
+    float32 step.
     """
     dtype = _matmul_dtype(features.device)
     parts = [
@@ -166,58 +219,100 @@ def _aggregated(features: Tensor, degree: int, images_per_step: int = 16) -> Ten
     return torch.cat(parts)
 
 
+def mutual_partners(n: int, image: int, partners: int | None, seed: int = 0) -> list[int]:
+    """The images image `image` is compared with: every other of the `n`, or `partners` of them at random.
+
+    The draw depends only on (n, image, partners, seed): every process of a split run draws the same.
+    """
+    others = [j for j in range(n) if j != image]
+    if partners is None or partners >= len(others):
+        return others
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + image)
+    pick = torch.randperm(len(others), generator=gen)[:partners].sort().values
+    return [others[j] for j in pick.tolist()]
+
+
 def mutual_scores(
     features: Tensor,
     fraction: float = DEFAULT_MUTUAL_FRACTION,
     degrees: Sequence[int] = DEFAULT_DEGREES,
+    partners: int | None = None,
+    images: Sequence[int] | None = None,
 ) -> Tensor:
-    """Zero-shot mutual scores (MuSc): each image's patches against the patches of every other image.
+    """Zero-shot mutual scores (MuSc): each image's patches against the patches of the other images.
 
     Args:
         features: (N, h, w, C) patch features of all N >= 2 unlabeled test images of one category.
-        fraction: for each patch, average the smallest ``max(1, floor(fraction * (N - 1)))`` of its
-            N - 1 nearest-patch distances to the other images.
+        fraction: for each patch, average the smallest ``max(1, floor(fraction * M))`` of its M
+            nearest-patch distances to the other images compared.
         degrees: neighbourhood window sides; the scores of all degrees are averaged.
+        partners: compare each image with this many seeded random others (`mutual_partners`; cost
+            N x partners instead of N x (N - 1)); None = all others.
+        images: score only these images (e.g. one process's share), still against all N; None = all.
 
     Returns:
-        (N, h, w) float32 scores in [0, 2].
+        (len(images), h, w) float32 scores in [0, 2], rows in the order of `images`.
     """
     n, h, w, _ = features.shape
     if n < 2:
-        raise ValueError("mutual scoring needs at least two images of the category")
+        raise ValueError("mutual scoring needs at least two images")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"mutual fraction must be in (0, 1], got {fraction}")
-    keep = max(1, int(fraction * (n - 1)))
-    total = torch.zeros(n, h * w, device=features.device)
+    if partners is not None and partners < 1:
+        raise ValueError(f"mutual_partners must be >= 1, got {partners}")
+    rows = list(range(n)) if images is None else list(images)
+    total = torch.zeros(len(rows), h * w, device=features.device)
     for degree in degrees:
         x = _aggregated(features, degree).flatten(1, 2)  # (N, P, C), fp16 on CUDA
-        for i in range(n):
-            dist = _distances_to_images(x[i], x)  # (N, P); row i is the image itself
-            dist[i] = float("inf")
-            total[i] += dist.topk(keep, dim=0, largest=False).values.mean(dim=0)
-    return (total / len(degrees)).view(n, h, w)
+        for k, i in enumerate(rows):
+            others = mutual_partners(n, i, partners)
+            keep = max(1, int(fraction * len(others)))
+            if len(others) == n - 1:  # all: against every image, then drop the image itself (no copy of x)
+                dist = _distances_to_images(x[i], x)
+                dist[i] = float("inf")
+            else:
+                dist = _distances_to_images(x[i], x[others])  # (M, P): a copy of M rows only
+            total[k] += dist.topk(keep, dim=0, largest=False).values.mean(dim=0)
+        del x  # one aggregate at a time
+    return (total / len(degrees)).view(len(rows), h, w)
 
 
-def normal_scale(normal_scores: Tensor, quantile: float = 0.99) -> tuple[float, float]:
+def normal_scale(normal_scores: Tensor, quantile: float = 0.99, seed: int = 0) -> tuple[float, float]:
     """Label-free scale of visual scores: (median, quantile - median) of scores believed mostly normal.
 
     `normal_scores` are, e.g., leave-one-out few-shot scores of the reference images, or the scores of all
-    test patches of a category (most patches of a test set are normal). The spread is floored at 1e-6.
+    test patches of a category (most patches of a test set are normal). The median uses every value; the
+    quantile, beyond ``QUANTILE_SAMPLE`` (2^24) values, a uniform sample of that many drawn with `seed`
+    (torch.quantile's input limit). The spread is floored at 1e-6.
     """
     values = normal_scores.flatten().float()
     if values.numel() == 0:
         raise ValueError("normal_scale needs at least one score")
     centre = float(values.median())
-    top = float(torch.quantile(values[: 1 << 24], quantile))  # torch.quantile's input limit
+    if values.numel() > QUANTILE_SAMPLE:
+        gen = torch.Generator().manual_seed(seed)
+        values = values[torch.randint(values.numel(), (QUANTILE_SAMPLE,), generator=gen).to(values.device)]
+    top = float(torch.quantile(values, quantile))
     return centre, max(top - centre, 1e-6)
 
 
 def calibrate(scores: Tensor, centre: float, spread: float) -> Tensor:
-    """Map visual scores to [0, 1]: 0 up to the normal median, 0.5 at the normal quantile, 1 from 2x beyond.
+    """Map raw visual scores to [0, 1), strictly increasing, so fusion keeps the order of every patch.
 
-    (..., h, w) -> (..., h, w) float32, ``clip(0.5 * (s - centre) / spread, 0, 1)``.
+    With ``z = (s - centre) / spread`` (0 at the normal median, 1 at the normal quantile) and
+    ``x = softplus(4 z) / 4`` (a smooth ``max(z, 0)``)::
+
+        v = x^2 / (1 + x^2)
+
+    gives v = 0.029 at the median, 0.5 at the normal quantile, 0.8 at z = 2, 0.96 at z = 5, 0.99 at z = 10
+    and reaches 1 in float32 only beyond z ~ 4000: strong defects stay apart instead of tying at 1, and
+    patches below the median keep distinct, small values (0.0045 at z = -0.5, 2e-5 at z = -1) instead of
+    all becoming 0. (..., h, w) -> (..., h, w) float32.
     """
-    return (0.5 * (scores.float() - centre) / spread).clamp_(0.0, 1.0)
+    z = (scores.float() - centre) / spread
+    x = F.softplus(CALIBRATION_SHARPNESS * z) / CALIBRATION_SHARPNESS
+    x2 = x * x
+    return x2 / (1.0 + x2)
 
 
 def fuse(text_map: Tensor, visual_map: Tensor, weight: float) -> Tensor:
@@ -229,11 +324,46 @@ def fuse(text_map: Tensor, visual_map: Tensor, weight: float) -> Tensor:
     return (1.0 - weight) * text_map.float() + weight * visual_map.float()
 
 
-def _per_layer(features: dict[int, Tensor], fn) -> Tensor:
-    """Average ``fn(layer_features)`` -> (B, h, w) over the layers of `features` ({layer: (B, h, w, C)})."""
-    if not features:
-        raise ValueError("no patch layers captured: encode the images with patch_layers=...")
-    return torch.stack([fn(feats) for feats in features.values()]).mean(dim=0)
+def image_descriptors(features: Tensor) -> Tensor:
+    """One unit vector per image: the mean of its unit patch vectors. (N, h, w, C) -> (N, C) float32.
+
+    SAM 3's ViT has no class token; the mean patch vector of a layer plays the part of MuSc's CLS token in
+    `rescore_images` (which images look alike as a whole).
+    """
+    return F.normalize(unit_patches(features).mean(dim=(1, 2)), dim=-1)
+
+
+def rescore_images(scores: Tensor, descriptors: Tensor, ks: Sequence[int]) -> Tensor:
+    """MuSc's RsCIN: each image score averaged with those of the images most like it, over window sizes k.
+
+    For each k in `ks`: W = the cosine similarities of the descriptors (the image itself included, its own
+    similarity being 1), negative ones set to 0, all but each row's k largest set to 0, rows normalised to
+    sum 1; the re-scored vector is ``W @ scores``. The result is the mean over `ks` (k = 1 keeps the score).
+    MuSc min-max normalises the scores first; rows summing to 1 make that an affine change of the output
+    only, so it is skipped and the scores keep their units.
+
+    Args:
+        scores: (N,) image scores.
+        descriptors: (N, D) unit vectors (`image_descriptors`).
+        ks: neighbourhood sizes, each >= 1 (MuSc: 1, 2, 3 for MVTec AD; 1, 8, 9 for VisA); clipped to N.
+
+    Returns:
+        (N,) float32.
+    """
+    n = scores.shape[0]
+    if descriptors.shape[0] != n:
+        raise ValueError(f"{n} scores but {descriptors.shape[0]} image descriptors")
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"rescoring window sizes must be >= 1, got {list(ks)}")
+    desc = descriptors.float()
+    sim = (desc @ desc.T).clamp_(min=0.0)
+    sim.fill_diagonal_(1.0)
+    out = torch.zeros(n, device=scores.device)
+    for k in ks:
+        top = sim.topk(min(k, n), dim=1)
+        weights = torch.zeros_like(sim).scatter_(1, top.indices, top.values)
+        out += (weights / weights.sum(dim=1, keepdim=True)) @ scores.float()
+    return out / len(ks)
 
 
 def _split_halves(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -246,41 +376,52 @@ class ReferenceBank:
     """Few-shot memory bank of K normal reference images, with its label-free calibration.
 
     Args:
-        features: ``{layer: (K, h, w, C)}`` patch features of the K >= 1 references (``ImageFeatures.
+        features: ``{layer: (R, h, w, C)}`` patch features of the R >= 1 bank images (``ImageFeatures.
             patch_layers``), any device.
         degrees: neighbourhood window sides (see `aggregate_neighbourhood`).
         quantile: the normal quantile that calibrates to 0.5 (see `calibrate`).
+        sources: (R,) which reference each bank image comes from (e.g. ``[0, 1, 0, 1]`` for two references
+            and their rotations, AnomalyDINO's augmentation); None = each is its own, K = R.
 
-    Calibration: with K >= 2 each reference is scored against the other K - 1 (leave one out), which is what
-    a normal test image meets; with K = 1 the top half of the image is scored against its bottom half and
-    the reverse, a cruder stand-in that over-estimates normal distances for parts that are not symmetric
-    (the visual map then comes out weaker, never stronger).
+    Calibration: with K >= 2 each reference (with its rotations) is scored against the images of the other
+    K - 1 (leave one out), which is what a normal test image meets; with K = 1 the top half of the image is
+    scored against its bottom half and the reverse, a cruder stand-in that over-estimates normal distances
+    for parts that are not symmetric (the visual map then comes out weaker, never stronger).
     """
 
     def __init__(
-        self, features: dict[int, Tensor], degrees: Sequence[int] = DEFAULT_DEGREES, quantile: float = 0.99
+        self,
+        features: dict[int, Tensor],
+        degrees: Sequence[int] = DEFAULT_DEGREES,
+        quantile: float = 0.99,
+        sources: Sequence[int] | None = None,
     ) -> None:
         if not features:
             raise ValueError("the reference bank needs patch features of at least one layer")
         counts = {int(f.shape[0]) for f in features.values()}
         if len(counts) != 1 or counts == {0}:
             raise ValueError(f"every layer needs the same K >= 1 reference images, got {sorted(counts)}")
+        rows = counts.pop()
+        self.sources = list(range(rows)) if sources is None else [int(k) for k in sources]
+        if len(self.sources) != rows:
+            raise ValueError(f"{len(self.sources)} reference sources for {rows} bank images")
         self.features = features
-        self.degrees = tuple(degrees)
-        self.num_references = counts.pop()
+        self.degrees = check_degrees(degrees)
+        self.num_references = len(set(self.sources))
         self.centre, self.spread = normal_scale(self._normal_scores(), quantile)
 
     def _normal_scores(self) -> Tensor:
         """Scores of normal patches for calibration: leave-one-out (K >= 2) or half against half (K = 1)."""
         if self.num_references == 1:
-            halves = {layer: _split_halves(f) for layer, f in self.features.items()}
+            halves = {layer: _split_halves(f[:1]) for layer, f in self.features.items()}
             top = {layer: h[0] for layer, h in halves.items()}
             bottom = {layer: h[1] for layer, h in halves.items()}
             return torch.cat([self._score_against(top, bottom), self._score_against(bottom, top)])
         scores = []
-        for k in range(self.num_references):
-            others = [j for j in range(self.num_references) if j != k]
-            test = {layer: f[k : k + 1] for layer, f in self.features.items()}
+        for k in dict.fromkeys(self.sources):
+            first = self.sources.index(k)  # the reference itself (its rotations follow it in the bank)
+            others = [j for j, source in enumerate(self.sources) if source != k]
+            test = {layer: f[first : first + 1] for layer, f in self.features.items()}
             bank = {layer: f[others] for layer, f in self.features.items()}
             scores.append(self._score_against(test, bank))
         return torch.cat(scores)
@@ -299,7 +440,7 @@ class ReferenceBank:
         return self._score_against({k: features[k] for k in self.features}, self.features)
 
     def calibrated(self, features: dict[int, Tensor]) -> Tensor:
-        """Few-shot scores mapped to [0, 1] with the references' own statistics: (B, h, w) float32."""
+        """Few-shot scores mapped to [0, 1) with the references' own statistics (`calibrate`): (B, h, w)."""
         return calibrate(self.score(features), self.centre, self.spread)
 
 
@@ -308,16 +449,43 @@ def mutual_map(
     fraction: float = DEFAULT_MUTUAL_FRACTION,
     degrees: Sequence[int] = DEFAULT_DEGREES,
     quantile: float = 0.99,
+    partners: int | None = None,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Zero-shot visual maps of N >= 2 test images of one category, calibrated on the test set itself.
 
     Args:
-        features: ``{layer: (N, h, w, C)}`` patch features of all test images of the category.
+        features: ``{layer: (N, h, w, C)}`` patch features of all test images of the category, any device.
+        device: where to score (None = where the features are). One layer at a time is moved there, so the
+            peak there is one layer's features plus one neighbourhood aggregate (see `mutual_scores`).
 
     Returns:
-        (N, h, w) float32 in [0, 1]: `mutual_scores` averaged over layers, then `calibrate`d with the median
+        (N, h, w) float32 in [0, 1): `mutual_scores` averaged over layers, then `calibrate`d with the median
         and quantile of all N * h * w scores (most test patches are normal: MuSc's premise; no labels used).
     """
-    raw = _per_layer(features, lambda f: mutual_scores(f, fraction, degrees))
+    raw = mutual_raw(features, fraction, degrees, partners, device=device)
     centre, spread = normal_scale(raw, quantile)
     return calibrate(raw, centre, spread)
+
+
+def mutual_raw(
+    features: dict[int, Tensor],
+    fraction: float = DEFAULT_MUTUAL_FRACTION,
+    degrees: Sequence[int] = DEFAULT_DEGREES,
+    partners: int | None = None,
+    images: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """`mutual_scores` of `images` (None = all) averaged over the layers of `features`, one layer on
+    `device` at a time: ``{layer: (N, h, w, C)}`` -> (len(images), h, w) float32 on `device`."""
+    if not features:
+        raise ValueError("no patch layers captured: encode the images with patch_layers=...")
+    degrees = check_degrees(degrees)
+    total: Tensor | None = None
+    for feats in features.values():
+        layer = feats.to(device) if device is not None else feats
+        scores = mutual_scores(layer, fraction, degrees, partners, images)
+        total = scores if total is None else total + scores
+        del layer
+    assert total is not None
+    return total / len(features)

@@ -34,6 +34,7 @@ require_torch()  # one line naming both versions when torch is too old, before t
 from dataset import DatasetError, categories_of  # noqa: E402
 from dataset.base import IMAGE_EXTENSIONS, category_bit_depth, list_images, read_image  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
+from model.mutual import MutualScorer  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.evaluation.exports import detections_json  # noqa: E402
 from utils.evaluation.thresholds import chosen_mask_threshold  # noqa: E402
@@ -212,7 +213,8 @@ def detect_and_save(
     detector, concepts = build_detector(cfg)
     if references:
         detector.set_references(references)
-    step = len(paths) if cfg["visual"] == "mutual" else cfg["batch_size"]
+    mutual = MutualScorer(detector, cfg["dataset"]) if cfg["visual"] == "mutual" else None
+    step = len(paths) if mutual is not None else cfg["batch_size"]
     prompts, noun = prompts_for(cfg, category, concepts)
     stems = output_stems(paths)
     written = 0
@@ -225,14 +227,13 @@ def detect_and_save(
             )
         if not batch:
             continue
-        results = detector.detect(
-            [image for _, image in batch],
-            category,
-            prompts,
-            mask_threshold=cfg["mask_threshold"],
-            texture_categories=cfg["texture_categories"],
-            instance_masks=True,  # for the COCO RLE of each box in the JSON
-        )
+        arrays = [image for _, image in batch]  # instance masks: for the COCO RLE of each box in the JSON
+        if mutual is not None:
+            results = mutual.score([arrays], prompts, noun, instance_masks=True)
+        else:
+            results = detector.detect_arrays(arrays, prompts, noun, instance_masks=True)
+        for result in results:
+            result.mask = result.anomaly_map >= cfg["mask_threshold"]
         for (path, image), result in zip(batch, results, strict=True):
             record = result_record(path, result, prompts, noun, (cfg["mask_threshold"], threshold_source))
             if save_outputs(out, stems[path], image, result, record):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ BIG = 20.0
 class FakeFeatures:
     num_images: int
     sizes: list[tuple[int, int]]
+    patch_layers: dict[int, torch.Tensor] = field(default_factory=dict)  # none asked for: visual none
 
 
 @dataclass
@@ -459,3 +460,44 @@ def test_overlapping_boxes_of_different_prompts_are_merged_by_nms():
         [image(16, 16)], ["a", "b"]
     )[0]
     assert [d.prompt for d in both.detections] == ["b", "a"]
+
+
+# --- visual fusion ---------------------------------------------------------------------------------
+
+
+def _text_result(region: np.ndarray | None, best: float = 0.3) -> AnomalyResult:
+    return AnomalyResult(
+        anomaly_map=np.zeros((8, 8), np.float32),
+        image_score=0.0,
+        prompt_presence={"crack": 0.5},
+        prompt_best_score={"crack": best},
+        object_region=region,
+    )
+
+
+def test_visual_map_gets_the_object_prior_of_the_text_map():
+    """Visual map all 0.8 on a 4 x 4 patch grid; object region = left half of the 8 x 8 mask grid."""
+    det = AnomalyDetector(FakeEngine(lambda i, p: nothing()), settings(visual="fewshot", outside_weight=0.25))
+    region = np.zeros((8, 8), bool)
+    region[:, :4] = True
+    inside, plain = _text_result(region), _text_result(None)
+    det.fuse_visual([inside, plain], torch.full((2, 4, 4), 0.8))
+    assert np.allclose(inside.anomaly_map[:, :4], 0.4) and np.allclose(inside.anomaly_map[:, 4:], 0.1)
+    assert np.allclose(plain.anomaly_map, 0.4)  # no object found / texture: no prior, as for text
+    assert inside.image_score == pytest.approx(0.4)
+
+
+def test_instance_image_score_includes_the_visual_map():
+    det = AnomalyDetector(
+        FakeEngine(lambda i, p: nothing()), settings(visual="fewshot", image_score="instance")
+    )
+    result = _text_result(None, best=0.3)
+    det.fuse_visual([result], torch.full((1, 4, 4), 0.9))
+    assert result.image_score == pytest.approx(0.5 * 0.3 + 0.5 * 0.9)
+
+
+def test_the_model_package_exports_the_detector_and_the_mutual_scorer():
+    import model
+    from model.mutual import MutualScorer
+
+    assert model.AnomalyDetector is AnomalyDetector and model.MutualScorer is MutualScorer

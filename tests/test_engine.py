@@ -185,16 +185,6 @@ def test_gradients_reach_learned_embeddings_only(tiny_engine: Sam3Engine, featur
     assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
 
 
-def test_predict_text_prompt_ids(tiny_engine: Sam3Engine, features: ImageFeatures) -> None:
-    text = tiny_engine.encode_text(PROMPTS)
-    sub = ConceptOutputs.cat(list(tiny_engine.predict_text(features, text, prompt_ids=[2, 0])))
-    full = _all(tiny_engine, features, PROMPTS)
-    assert sub.prompt_index.tolist() == [2, 0, 2, 0] and sub.image_index.tolist() == [0, 0, 1, 1]
-    assert_close(sub.semantic_logits, full.semantic_logits[[2, 0, 5, 3]], "semantic_logits")
-    with pytest.raises(ValueError, match="prompt_ids"):
-        next(tiny_engine.predict_text(features, text, prompt_ids=[3]))
-
-
 def test_predict_without_features_says_what_to_do(tiny_engine: Sam3Engine) -> None:
     with pytest.raises(TypeError, match="encode_images"):
         next(tiny_engine.predict(None, ["crack"]))  # type: ignore[arg-type]

@@ -40,14 +40,14 @@ def test_instance_map_is_max_of_score_times_mask():
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
-def test_instance_map_min_score_and_keep():
+def test_instance_map_keep():
     masks = torch.stack([box_logits(4, 4, 0, 2, 0, 2), box_logits(4, 4, 1, 3, 1, 3)])[None]
     scores = torch.tensor([[0.6, 0.9]])
     only_first = instance_map(masks, scores, keep=torch.tensor([[True, False]]))
     assert only_first[0, 2, 2] < 1e-6 and abs(float(only_first[0, 0, 0]) - 0.6) < 1e-6
-    only_second = instance_map(masks, scores, min_score=0.7)
+    only_second = instance_map(masks, scores, keep=torch.tensor([[False, True]]))
     assert only_second[0, 0, 0] < 1e-6 and abs(float(only_second[0, 2, 2]) - 0.9) < 1e-6
-    none_left = instance_map(masks, scores, min_score=0.95)
+    none_left = instance_map(masks, scores, keep=torch.tensor([[False, False]]))
     assert torch.count_nonzero(none_left) == 0
 
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dataset.synthetic import make_mvtec_like
 from model.detector import AnomalyDetector, ScoringSettings
+from model.mutual import MutualScorer
 from scripts import demo
 from scripts import test as test_script
 from utils.config.cli import run
@@ -56,10 +58,9 @@ def text_pixel_auroc(visual_root, tiny_sam3_dir, tmp_path_factory) -> dict[str, 
 def test_visual_scores_find_synthetic_defects_where_text_with_random_weights_does_not(
     mode, visual_root, tiny_sam3_dir, tmp_path, text_pixel_auroc
 ):
-    """The visual map alone (weight 1) finds the drawn defects; the random text decoder does not."""
-    assert (
-        run_test(visual_root, tiny_sam3_dir, tmp_path / mode, "--visual", mode, "--visual_weight", "1") == 0
-    )
+    """Fused at the default visual_weight 0.5, the visual map finds the drawn defects that the random text
+    decoder does not (its map is noise)."""
+    assert run_test(visual_root, tiny_sam3_dir, tmp_path / mode, "--visual", mode) == 0
     text, visual = text_pixel_auroc, pixel_auroc(tmp_path / mode)
     assert all(v >= 0.85 for v in visual.values()), visual
     assert all(v < 0.6 for v in text.values()), text
@@ -113,7 +114,7 @@ def test_vision_encoder_runs_once_per_test_and_reference_image(tiny_engine):
     assert tiny_engine.vision_calls - before == 7
     det = AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual"))
     before = tiny_engine.vision_calls
-    det.detect_arrays_mutual([_images(3), _images(2, seed=2)], ["scratch", "dent", "stain"])
+    MutualScorer(det).score([_images(3), _images(2, seed=2)], ["scratch", "dent", "stain"])
     assert tiny_engine.vision_calls - before == 5
 
 
@@ -134,8 +135,11 @@ def test_zero_visual_weight_gives_the_text_result_exactly(tiny_engine):
 def test_fewshot_without_references_and_mutual_with_one_image_are_errors(tiny_engine):
     with pytest.raises(ValueError, match="call set_references first"):
         AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot")).detect(_images(1), prompts=["x"])
+    mutual = AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual"))
     with pytest.raises(ValueError, match="at least two images"):
-        AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual")).detect(_images(1), prompts=["x"])
+        MutualScorer(mutual).score([_images(1)], prompts=["x"])
+    with pytest.raises(ValueError, match="use model.mutual.MutualScorer"):  # never a silent switch
+        mutual.detect(_images(3), prompts=["x"])
 
 
 def test_bad_visual_input_is_one_line(visual_root, tiny_sam3_dir, tmp_path, capsys):
@@ -180,3 +184,26 @@ def test_demo_reference_dir(tiny_sam3_dir, tmp_path, capsys):
         == 2
     )
     assert "two or more images" in capsys.readouterr().err
+
+
+def test_mutual_shares_give_the_one_process_result_and_rescoring_is_switchable(tiny_engine):
+    """Scores of two shares, concatenated in order, fuse to exactly what one `score` call gives."""
+    det = AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual"))
+    scorer = MutualScorer(det, dataset="visa")
+    assert scorer.window_sizes == (1, 8, 9)
+    batches = [_images(5)[:3], _images(5)[3:]]  # the same batches: batch size changes float rounding
+    whole = scorer.score(batches, ["scratch"])
+    results, features = scorer.parts(batches, ["scratch"])
+    raw = torch.cat(
+        [scorer.raw_scores(features, images=[0, 1, 2]), scorer.raw_scores(features, images=[3, 4])]
+    )
+    split = scorer.fuse(results, raw, features)
+    for a, b in zip(whole, split, strict=True):
+        assert np.array_equal(a.anomaly_map, b.anomaly_map) and a.image_score == b.image_score
+    off = MutualScorer(AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual", mutual_rescore=False)))
+    identity = MutualScorer(AnomalyDetector(tiny_engine, ScoringSettings(visual="mutual", rescore_k=[1])))
+    plain = off.score([_images(5)], ["scratch"])
+    assert [r.image_score for r in identity.score([_images(5)], ["scratch"])] == pytest.approx(
+        [r.image_score for r in plain]
+    )
+    assert [r.image_score for r in whole] != pytest.approx([r.image_score for r in plain])

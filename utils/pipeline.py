@@ -12,6 +12,7 @@ import torch
 from dataset import DatasetError, Sample
 from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult
+from model.mutual import Features, MutualScorer
 from model.prompts import build_prompts, object_prompt
 from utils.config.schema import Config, as_config
 from utils.evaluation.references import reference_images
@@ -27,22 +28,19 @@ def build_detector(cfg: Config | Mapping[str, Any]) -> tuple[AnomalyDetector, li
     """
     cfg = as_config(cfg)
     ckpt = load_checkpoint(cfg.model.checkpoint) if cfg.model.checkpoint else None
-    detector = AnomalyDetector.from_pretrained(
-        cfg.model.model_path,
-        device=cfg.model.device,
-        dtype=cfg.model.dtype,
-        settings=dataclasses.replace(cfg.scoring),  # the detector's own copy
-        chunk_size=cfg.model.chunk_size,
+    settings = dataclasses.replace(cfg.scoring)  # the detector's own copy
+    model = cfg.model
+    engine = Sam3Engine.from_pretrained(
+        model.model_path, device=model.device, dtype=model.dtype, chunk_size=model.chunk_size
     )
     if ckpt is None:
-        return detector, []
-    bank = apply_checkpoint(ckpt, detector.engine)
+        return AnomalyDetector(engine, settings), []
+    bank = apply_checkpoint(ckpt, engine)
 
     def learned_text(engine: Sam3Engine, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
         return engine.predict_text(features, bank.text_for_prompts(engine, prompts))
 
-    detector.text_override = learned_text
-    return detector, bank.names
+    return AnomalyDetector(engine, settings, text_override=learned_text), bank.names
 
 
 def prompts_for(
@@ -82,49 +80,56 @@ class CategoryScorer:
         self.detector, self.cfg, self.concepts = detector, cfg, concepts
         self.size = (cfg.evaluation.eval_size, cfg.evaluation.eval_size)
         self.referenced: tuple[str, ...] = ()  # the few-shot reference paths the detector holds
+        self.mutual = MutualScorer(detector, cfg.data.dataset)
 
     def __call__(
         self, samples: Sequence[Sample], category: str, references: Sequence[str] = ()
     ) -> list[tuple[np.ndarray, float]]:
         if self.cfg.scoring.visual == "mutual":
             return self.finish([self.parts(samples, category)], category)
-        prompts, _ = prompts_for(self.cfg, category, self.concepts)
+        prompts, noun = prompts_for(self.cfg, category, self.concepts)
         if self.cfg.scoring.visual == "fewshot" and self.referenced != tuple(references):
             self.detector.set_references(reference_images(self.cfg, category, references))
             self.referenced = tuple(references)
-        results = self.detector.detect(
-            [s.image for s in samples],
-            category,
-            prompts,
-            texture_categories=self.cfg.data.texture_categories,
-            out_size=self.size,
-            instance_masks=False,
-        )
+        images = [s.image for s in samples]
+        results = self.detector.detect_arrays(images, prompts, noun, out_size=self.size, instance_masks=False)
         return [(r.anomaly_map, r.image_score) for r in results]
 
-    def parts(
-        self, samples: Sequence[Sample], category: str, portable: bool = False
-    ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
-        """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring).
-
-        `portable`: features on the CPU, to travel to another process; else on the model's device.
-        """
+    def parts(self, samples: Sequence[Sample], category: str) -> tuple[list[AnomalyResult], Features]:
+        """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring),
+        the features on the CPU (`MutualScorer.parts`), ready to travel to another process."""
         prompts, noun = prompts_for(self.cfg, category, self.concepts)
         step = self.cfg.model.batch_size
         batches = ([s.image for s in samples[i : i + step]] for i in range(0, len(samples), step))
-        results, features = self.detector.mutual_parts(batches, prompts, noun, out_size=self.size)
-        if portable:
-            features = {layer: f.cpu() for layer, f in features.items()}
-        return results, features
+        return self.mutual.parts(batches, prompts, noun, out_size=self.size)
+
+    def share(
+        self, parts: Sequence[tuple[list[AnomalyResult], Features]], category: str, images: Sequence[int]
+    ) -> torch.Tensor:
+        """Raw mutual scores (n, h, w) of the images `images` of the category against all of `parts`."""
+        _need_two(sum(len(results) for results, _ in parts), category)
+        return self.mutual.raw_scores(_features(parts), images)
 
     def finish(
-        self, parts: Sequence[tuple[list[AnomalyResult], dict[int, torch.Tensor]]], category: str
+        self,
+        parts: Sequence[tuple[list[AnomalyResult], Features]],
+        category: str,
+        shares: Sequence[torch.Tensor] | None = None,
     ) -> list[tuple[np.ndarray, float]]:
-        """(map, image score) of every image of `parts` (concatenated in order) after mutual fusion."""
+        """(map, image score) of every image of `parts` (concatenated in order) after mutual fusion.
+
+        `shares`: the `share` scores of every image, in image order; None = computed here, all at once.
+        """
         results = [r for part_results, _ in parts for r in part_results]
         _need_two(len(results), category)
-        features = {k: torch.cat([feats[k] for _, feats in parts]) for k in parts[0][1]}
-        return [(r.anomaly_map, r.image_score) for r in self.detector.fuse_mutual(results, features)]
+        features = _features(parts)
+        raw = self.mutual.raw_scores(features) if shares is None else torch.cat(list(shares))
+        return [(r.anomaly_map, r.image_score) for r in self.mutual.fuse(results, raw, features)]
+
+
+def _features(parts: Sequence[tuple[list[AnomalyResult], Features]]) -> Features:
+    """The features of `parts` joined in order: ``{layer: (N, h, w, C)}``."""
+    return {k: torch.cat([feats[k] for _, feats in parts]) for k in parts[0][1]}
 
 
 def _need_two(count: int, category: str) -> None:

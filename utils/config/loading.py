@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from utils.config.schema import SETTINGS, Setting, defaults
+from utils.config.schema import SETTINGS, Config, Setting, defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASET_DIR_FILE = REPO_ROOT / "dataset_dir.txt"
@@ -130,6 +130,10 @@ def check_values(cfg: Mapping[str, Any]) -> None:
         problem = declared.info.problem(cfg[key])
         if problem:
             raise ConfigError(f"config key '{key}' {problem}")
+    try:  # the checks across keys of the sections (e.g. visual_degrees odd window sides)
+        Config.from_dict(cfg)
+    except ValueError as err:
+        raise ConfigError(f"config: {err}") from None
     check_phrases("extra_prompts", cfg["extra_prompts"], allow_empty=True)
     for category, phrases in cfg["prompt_overrides"].items():
         if not isinstance(category, str):

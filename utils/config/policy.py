@@ -107,6 +107,12 @@ POLICIES: dict[str, Policy] = {
     "visual": changes_scores(EVAL),
     "visual_weight": changes_scores(EVAL),
     "mutual_fraction": changes_scores(EVAL),
+    "patch_pool": changes_scores(EVAL),
+    "visual_degrees": changes_scores(EVAL),
+    "mutual_partners": changes_scores(EVAL),
+    "mutual_rescore": changes_scores(EVAL),
+    "rescore_k": changes_scores(EVAL),
+    "reference_rotations": changes_scores(EVAL),
     "box_threshold": keeps_scores(("demo",), BOXES_ONLY),
     "box_nms_iou": keeps_scores(("demo",), BOXES_ONLY),
     # visual few-shot references

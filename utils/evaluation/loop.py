@@ -33,16 +33,20 @@ class Scorer(Protocol):
     """What the loop calls to score a category (`utils.pipeline.CategoryScorer` is the real one).
 
     `__call__` scores one batch; `references` are the few-shot reference image paths of the category, drawn
-    once by the runner (empty unless visual is fewshot). `parts` and `finish` score a whole category
-    (visual mutual, `score_whole_category`): `parts` runs the model on some images, `finish` takes the parts
-    of every image in image order. Stubs that are only called per batch may leave them out.
+    once by the runner (empty unless visual is fewshot). `parts`, `share` and `finish` score a whole
+    category (visual mutual, `score_whole_category`): `parts` runs the model on some images (what it returns
+    travels between processes), `share` scores the images `images` (indices into the category) against the
+    parts of every image, and `finish` takes every part and every share, both in image order. Stubs that
+    are only called per batch may leave them out.
     """
 
     def __call__(self, samples: Sequence[Sample], category: str, references: Sequence[str]) -> Outputs: ...
 
-    def parts(self, samples: Sequence[Sample], category: str, portable: bool) -> Any: ...
+    def parts(self, samples: Sequence[Sample], category: str) -> Any: ...
 
-    def finish(self, parts: Sequence[Any], category: str) -> Outputs: ...
+    def share(self, parts: Sequence[Any], category: str, images: Sequence[int]) -> Any: ...
+
+    def finish(self, parts: Sequence[Any], category: str, shares: Sequence[Any]) -> Outputs: ...
 
 
 def evaluate_category(
@@ -151,19 +155,25 @@ def score_whole_category(
     batch_size: int,
     dist: Dist,
 ) -> None:
-    """A whole category (visual mutual): rank k runs ``scorer.parts`` on batches k, k + K, ... (one process:
-    on every batch), rank 0 gathers every part (features moved to the CPU when they travel between
-    processes), runs ``scorer.finish`` on them in image order and appends the images not stored yet."""
+    """A whole category (visual mutual), in three gathered steps that one process runs as a world of one.
+
+    1. Rank k runs ``scorer.parts`` on batches k, k + K, ...; every rank gathers every part (image order).
+    2. Rank k runs ``scorer.share`` on its contiguous k-th of the images, against every part: the N^2 work
+       is split K ways; every rank gathers the shares (rank order = image order).
+    3. Rank 0 runs ``scorer.finish`` on all parts and shares and appends the images not stored yet.
+    """
     starts = list(range(0, len(samples), batch_size))
 
     def my_parts() -> list[tuple[int, Any]]:
         mine = [b for rnd in round_robin(len(starts), dist) if (b := rnd[dist.rank]) is not None]
-        batches = ((b, _batch(samples, starts[b], batch_size)) for b in mine)
-        return [(b, scorer.parts(batch, category, portable=dist.enabled)) for b, batch in batches]
+        return [(b, scorer.parts(_batch(samples, starts[b], batch_size), category)) for b in mine]
 
     everyone = gather(dist, my_parts)
     ordered = [part for _, part in sorted((item for items in everyone for item in items), key=lambda x: x[0])]
-    outputs = on_main(dist, lambda: scorer.finish(ordered, category))
+    bounds = [len(samples) * k // dist.world_size for k in range(dist.world_size + 1)]
+    mine = range(bounds[dist.rank], bounds[dist.rank + 1])
+    shares = gather(dist, lambda: scorer.share(ordered, category, mine))
+    outputs = on_main(dist, lambda: scorer.finish(ordered, category, shares))
     if store is None:
         return
     if len(outputs) != len(samples):

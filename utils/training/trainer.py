@@ -90,7 +90,7 @@ def concept_maps(engine: Sam3Engine, images: Sequence[np.ndarray], bank: Concept
         semantic head when it requires grad).
     """
     with torch.no_grad():  # frozen backbone: plain tensors, no graph
-        features = engine.encode_images(images, grad=True)
+        features = engine.encode_images(images, inference_mode=False)
     per_image: list[list[Tensor]] = [[] for _ in images]
     for chunk in engine.predict_text(features, bank.text_features(), grad=True):
         rows = combine_sources(

@@ -1,0 +1,141 @@
+"""Zero-shot mutual scoring of a set of images of one product (MuSc), on an `AnomalyDetector`'s engine.
+
+Every image's patches are compared with the patches of the other images of the set (`model.visual`); the
+visual maps are calibrated on the set itself, fused with each image's text map, and with
+``settings.mutual_rescore`` each image score is re-scored from the images most like it (MuSc's RsCIN).
+
+The work comes in steps so that several processes can share it::
+
+    scorer = MutualScorer(detector, dataset="mvtec")
+    results, features = scorer.parts(batches, prompts, noun)   # SAM 3: one vision pass per image
+    raw = scorer.raw_scores(features, images=my_share)          # each process: its share, against all
+    scorer.fuse(results, torch.cat(all_shares_in_order), features)   # calibration, fusion, re-scoring
+
+`score` does all three in one process; a split run that gathers every share in image order gives the
+same numbers (the partner draw and the calibration depend only on the whole set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.detector import AnomalyDetector, AnomalyResult
+from model.visual import calibrate, image_descriptors, mutual_raw, normal_scale, rescore_images
+
+# MuSc's RsCIN window sizes per dataset (its configs); any other dataset gets MVTec AD's.
+MUSC_RESCORE_K: dict[str, tuple[int, ...]] = {"mvtec": (1, 2, 3), "visa": (1, 8, 9)}
+DEFAULT_RESCORE_K: tuple[int, ...] = MUSC_RESCORE_K["mvtec"]
+
+Features = dict[int, Tensor]  # {layer: (N, h, w, C)} unit patch vectors, in image order
+
+
+def rescore_window_sizes(rescore_k: Sequence[int] | None, dataset: str | None) -> tuple[int, ...]:
+    """The RsCIN window sizes: `rescore_k` when given, else MuSc's for `dataset` (MVTec AD's by default)."""
+    if rescore_k is not None:
+        return tuple(rescore_k)
+    return MUSC_RESCORE_K.get(dataset or "", DEFAULT_RESCORE_K)
+
+
+class MutualScorer:
+    """Mutual (zero-shot) scoring of one category's images with `detector`'s engine and settings.
+
+    Args:
+        detector: gives the engine, the text-feature source and the settings (``mutual_fraction``,
+            ``visual_degrees``, ``mutual_partners``, ``mutual_rescore``, ``rescore_k``, ``visual_weight``,
+            the object prior and smoothing); its ``settings.visual`` is not read.
+        dataset: selects MuSc's RsCIN window sizes when ``settings.rescore_k`` is None.
+    """
+
+    def __init__(self, detector: AnomalyDetector, dataset: str | None = None) -> None:
+        self.detector = detector
+        self.settings = detector.settings
+        self.window_sizes = rescore_window_sizes(self.settings.rescore_k, dataset)
+
+    def score(
+        self,
+        batches: Iterable[Sequence[np.ndarray]],
+        prompts: Sequence[str],
+        object_noun: str | None = None,
+        out_size: tuple[int, int] | None = None,
+        instance_masks: bool = False,
+    ) -> list[AnomalyResult]:
+        """Results of every image of `batches` (one category), in order: `parts`, `raw_scores`, `fuse`.
+
+        Raises:
+            ValueError: fewer than two images in all (mutual scoring compares images with each other).
+        """
+        results, features = self.parts(batches, prompts, object_noun, out_size, instance_masks)
+        _need_two(len(results))
+        return self.fuse(results, self.raw_scores(features), features)
+
+    def parts(
+        self,
+        batches: Iterable[Sequence[np.ndarray]],
+        prompts: Sequence[str],
+        object_noun: str | None = None,
+        out_size: tuple[int, int] | None = None,
+        instance_masks: bool = False,
+    ) -> tuple[list[AnomalyResult], Features]:
+        """Each batch's text-only results and unit patch features (one vision pass per image).
+
+        The features are kept on the CPU (``{layer: (N, h, w, C)}``, fp16 when computed on CUDA): the
+        scoring moves one layer at a time to the model's device (`raw_scores`).
+        """
+        results: list[AnomalyResult] = []
+        gathered: dict[int, list[Tensor]] = {}
+        detector = self.detector
+        for images in batches:
+            batch, patches = detector.text_results(images, prompts, object_noun, out_size, instance_masks)
+            results += batch
+            for layer, feats in patches.items():
+                gathered.setdefault(layer, []).append(feats.cpu())
+        return results, {layer: torch.cat(parts) for layer, parts in gathered.items()}
+
+    def raw_scores(self, features: Features, images: Sequence[int] | None = None) -> Tensor:
+        """Uncalibrated mutual scores of `images` (None = all) against every image: (n, h, w) float32 CPU.
+
+        Scored on the model's device one layer at a time (peak: one layer's features + one aggregate).
+        """
+        _need_two(next(iter(features.values())).shape[0] if features else 0)
+        s = self.settings
+        raw = mutual_raw(
+            features,
+            s.mutual_fraction,
+            s.visual_degrees,
+            s.mutual_partners,
+            images=images,
+            device=self.detector.engine.device,
+        )
+        return raw.cpu()
+
+    def fuse(self, results: list[AnomalyResult], raw: Tensor, features: Features) -> list[AnomalyResult]:
+        """Calibrate all N raw maps together, fuse them into `results` and re-score the images (in place).
+
+        Args:
+            results: the N text-only results of `parts`, in image order.
+            raw: (N, h, w) `raw_scores` of all N images, same order.
+            features: the `parts` features (their deepest layer gives the RsCIN image descriptors).
+        """
+        if raw.shape[0] != len(results):
+            raise ValueError(f"{raw.shape[0]} raw visual maps for {len(results)} results")
+        centre, spread = normal_scale(raw)
+        self.detector.fuse_visual(results, calibrate(raw, centre, spread))
+        if self.settings.mutual_rescore:
+            descriptors = image_descriptors(features[max(features)])
+            scores = torch.tensor([r.image_score for r in results])
+            new = rescore_images(scores, descriptors, self.window_sizes)
+            for result, value in zip(results, new.tolist(), strict=True):
+                result.image_score = float(value)
+        return results
+
+
+def _need_two(count: int) -> None:
+    if count < 2:
+        raise ValueError(
+            f"visual=mutual compares images of one product with each other and got {count}: "
+            "give at least two images, or use visual=fewshot with normal reference images"
+        )
