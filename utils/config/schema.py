@@ -56,7 +56,7 @@ SECTION_TITLES: dict[str, str] = {
 class DataSettings:
     dataset: str = setting(
         "mvtec",
-        "which loader reads the images and masks (folder: your own, see README)",
+        "which loader reads the images and masks (docs/datasets.md; folder: your own)",
         "data",
         choices=DATASET_NAMES,
     )
@@ -233,7 +233,7 @@ class DemoSettings:
     )
     thresholds: str | None = setting(
         None,
-        "thresholds.json from test.py: mask = map >= the category's pixel_normal_threshold (README)",
+        "thresholds.json from test.py: mask = map >= the category's pixel_normal_threshold (docs/outputs.md)",
         "demo",
     )
 

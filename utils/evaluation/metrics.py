@@ -1,4 +1,4 @@
-"""Image- and pixel-level anomaly detection metrics (definitions: README, "Metrics").
+"""Image- and pixel-level anomaly detection metrics (definitions: docs/metrics.md).
 
 Pure functions: no printing, no file I/O. One pass splits the pooled pixels into normal and anomalous
 ones; the normal scores are sorted once (float32 in place, no index arrays) and the few anomalous pixels
