@@ -12,6 +12,7 @@ from dataset import load_dataset
 from dataset.base import category_bit_depth, depth_holding, read_image, unscaled_peak
 from tests.test_images import save_png16
 from utils.config.loading import ConfigError, resolve_config
+from utils.config.schema import Config
 from utils.evaluation.references import reference_images
 
 
@@ -100,9 +101,9 @@ def test_fewshot_references_are_decoded_with_the_category_depth(tmp_path: Path) 
     for split, gray in (("train", DIM), ("test", BRIGHT)):
         save_png16(_mkdir(tmp_path / "cam" / split / "good") / f"{split}.png", gray)
     reference = str(tmp_path / "cam" / "train" / "good" / "train.png")
-    cfg = {"dataset": "folder", "dataset_path": str(tmp_path), "bit_depth": None}
+    cfg = Config.from_dict({"dataset": "folder", "dataset_path": str(tmp_path), "bit_depth": None})
     assert reference_images(cfg, "cam", [reference])[0][0, 1, 0] == 50  # 200 / 1023, like the test image
-    assert reference_images({**cfg, "bit_depth": 12}, "cam", [reference])[0][0, 1, 0] == 12
+    assert reference_images(cfg.replace(bit_depth=12), "cam", [reference])[0][0, 1, 0] == 12
     assert read_image(reference)[0, 1, 0] == 200  # alone: its own maximum fits 8 bits
     assert resolve_config(None, {"bit_depth": 12})["bit_depth"] == 12
     with pytest.raises(ConfigError, match=r"'bit_depth' must be one of 8, 10, 12, 14, 16, got 11"):

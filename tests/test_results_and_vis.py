@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from utils.config.schema import Config
 from utils.evaluation import visualization
 from utils.evaluation.metrics import METRIC_KEYS, image_curves
 from utils.evaluation.results import markdown_table, mean_metrics, write_results
@@ -135,7 +136,7 @@ def test_seed_mean_results_md_shows_mean_plus_minus_std_under_a_full_title(tmp_p
     cfg = {"dataset": "visa", "visual": "fewshot", "shots": 4, "shot_seeds": [0, 1], "shot_seed": 0}
     cfg |= {"prompt_strategy": "mixed", "visual_weight": 0.5}
     per_seed = {0: {"candle": _metrics(0.8)}, 1: {"candle": _metrics(0.9)}}
-    write_seed_mean(tmp_path, cfg, per_seed, {"images": {"candle": 12}})
+    write_seed_mean(tmp_path, Config.from_dict(cfg), per_seed, {"images": {"candle": 12}})
     lines = (tmp_path / "results.md").read_text().splitlines()
     assert lines[0] == (
         "### visa · fewshot K=4 · prompts mixed · seeds 0, 1 (mean ± std over seeds) · "

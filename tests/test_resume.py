@@ -87,6 +87,14 @@ CHANGED = {
     "model_path": "OTHER_MODEL",
     "checkpoint": "OTHER_CHECKPOINT",
     "device": "cuda",
+    "bit_depth": 12,
+    "test_split": "test_private",
+    "patch_pool": 1,
+    "visual_degrees": [1, 3],
+    "mutual_partners": 5,
+    "mutual_rescore": False,
+    "rescore_k": [1, 8, 9],
+    "reference_rotations": True,
 }
 
 

@@ -121,7 +121,7 @@ def results_title(
 
 def settings_of_test(config: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of `config` test.py uses (declared for it, or YAML-only); train/demo-only keys dropped."""
-    return {k: v for k, v in config.items() if k not in SETTINGS or _used_by_test(SETTINGS[k].info.scripts)}
+    return {k: v for k, v in config.items() if k not in SETTINGS or _used_by_test(SETTINGS[k].policy.scripts)}
 
 
 def _used_by_test(scripts: Sequence[str]) -> bool:
