@@ -7,6 +7,7 @@ batch and are compared bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -119,10 +120,27 @@ def _kill_after(command: list[str], out: Path, images: int) -> None:
     deadline = time.monotonic() + 300
     while _images_done(progress) < images and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in [proc.pid, *_descendants(proc.pid)]:  # the ranks may run in sessions of their own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
     _wait_for_lock_release(out)
     assert not (out / "categories" / "wood" / "metrics.json").exists(), "the run finished before the kill"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, grandchildren, ...), read from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def _wait_for_lock_release(out: Path) -> None:
