@@ -100,7 +100,7 @@ def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
     Downloads go to session folders the app makes inside a new folder under `temp_root` (default: the
     system's temporary folder), removed when the process ends.
     """
-    problem = missing_model_message(cfg["model_path"]) or visual_problem(cfg)
+    problem = missing_model_message(cfg["model_path"]) or visual_problem(cfg["visual"])
     detector, concepts = None, []
     if problem is None:
         try:

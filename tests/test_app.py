@@ -188,8 +188,8 @@ def test_session_picks_the_selected_image():
 
 
 def test_visual_mutual_is_refused_with_what_to_do():
-    assert visual_problem({"visual": "none"}) is None and visual_problem({"visual": "fewshot"}) is None
-    assert "--visual none" in visual_problem({"visual": "mutual"})
+    assert visual_problem("none") is None and visual_problem("fewshot") is None
+    assert "--visual none" in visual_problem("mutual")
 
 
 def test_inputs_and_missing_model(tmp_path):

@@ -465,9 +465,9 @@ def summary_rows(docs: Sequence[dict[str, Any]]) -> list[list[Any]]:
     return [[d["image"], round(d["image_score"], 4), d["mask_pixels"], len(d["boxes"])] for d in docs]
 
 
-def visual_problem(cfg: Mapping[str, Any]) -> str | None:
-    """Why the app cannot score with the config's visual mode, or None (none and fewshot work)."""
-    if cfg["visual"] != "mutual":
+def visual_problem(visual: str) -> str | None:
+    """Why the app cannot score with the visual mode `visual` (the setting), or None (none, fewshot work)."""
+    if visual != "mutual":
         return None
     return (
         "--visual mutual scores a whole category at once, the app scores images one by one: start the app "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from pycocotools import mask as coco_mask
 from dataset import Record
 from model.detector import Detection
 from model.map_ops import resize_map
+from utils.config.schema import Config
 from utils.evaluation.store import CategoryResult
 from utils.evaluation.thresholds import category_thresholds, update_thresholds
 from utils.files import atomic_write, atomic_write_text, disk_full_as_error
@@ -91,17 +92,16 @@ def instance_rle(mask: np.ndarray) -> dict[str, Any]:
 
 
 def export_category(
-    out: Path, cfg: Mapping[str, Any], category: str, records: Sequence[Record], result: CategoryResult
+    out: Path, cfg: Config, category: str, records: Sequence[Record], result: CategoryResult
 ) -> None:
     """Every per-category export of test.py: per_image.csv, the thresholds.json entry, TIFF maps if asked.
 
-    `records`: the category's test records in evaluation order (`ImageDataset.records`); cfg needs
-    "dataset", "dataset_path", "eval_size" and "save_maps".
+    `records`: the category's test records in evaluation order (`ImageDataset.records`).
     """
     cat_dir = out / "categories" / category
-    atomic_write_text(cat_dir / "per_image.csv", per_image_csv(records, result, cfg["dataset_path"]))
-    update_thresholds(out, category, category_thresholds(result), cfg["dataset"], cfg["eval_size"])
-    if cfg.get("save_maps") == "tiff":
+    atomic_write_text(cat_dir / "per_image.csv", per_image_csv(records, result, cfg.data.dataset_path))
+    update_thresholds(out, category, category_thresholds(result), cfg.data.dataset, cfg.evaluation.eval_size)
+    if cfg.evaluation.save_maps == "tiff":
         save_tiff_maps(out / "anomaly_maps", category, records, result.maps)
 
 

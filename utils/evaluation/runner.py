@@ -61,7 +61,7 @@ def evaluate(
     record = record if record is not None else RunRecord(cfg.model.device)
     out = Path(cfg.evaluation.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    flat = cfg.to_dict()  # what results.json records, the fingerprint compares and the exports read
+    flat = cfg.to_dict()  # what results.json records and the fingerprint compares
     fingerprint = fingerprint_settings(flat)
     per_category: dict[str, dict[str, float]] = {}
     extra: dict[str, dict[str, float]] = {}  # a set's own metrics (utils/evaluation/benchmark_hooks.py)
@@ -96,7 +96,7 @@ def evaluate(
         if is_unlabelled(samples.records):  # no labels: no thresholds, curves or overlays
             write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None)
             continue
-        export_category(out, flat, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
+        export_category(out, cfg, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
         (out / "curves").mkdir(exist_ok=True)
         curves = {
             "image": image_curves(result.labels, result.scores),
