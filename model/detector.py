@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,11 +220,6 @@ class ScoringSettings:
         check_degrees(self.visual_degrees)
         if self.rescore_k is not None and (not self.rescore_k or min(self.rescore_k) < 1):
             raise ValueError(f"rescore_k must be window sizes >= 1 (e.g. [1, 2, 3]), got {self.rescore_k}")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> ScoringSettings:
-        """Pick this class's keys from a resolved config (other keys ignored, missing ones default)."""
-        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
 
 
 class AnomalyDetector:

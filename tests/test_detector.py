@@ -13,7 +13,7 @@ import torch
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
 from model.tiny_sam3 import TINY_NUM_QUERIES
 from tests.tolerances import assert_close
-from utils.config.schema import defaults
+from utils.config.schema import Config, defaults
 
 H = W = 16  # mask resolution of the fake engine
 Q = 3  # queries per row
@@ -127,9 +127,9 @@ def test_settings_defaults_match_config_yaml():
         assert getattr(ScoringSettings(), f.name) == declared[f.name], f.name
 
 
-def test_settings_from_config_picks_its_keys():
+def test_config_scoring_section_picks_its_keys():
     cfg = {**defaults(), "map_source": "semantic", "topk": 7, "lr": 0.1}
-    s = ScoringSettings.from_config(cfg)
+    s = Config.from_dict(cfg).scoring
     assert s.map_source == "semantic" and s.topk == 7
 
 
