@@ -31,6 +31,7 @@ fields ``image_index (R,)``, ``prompt_index (R,)``, ``mask_logits (R, Q, h, w)``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -73,9 +74,11 @@ MASK_THRESHOLD = 0.5
 # Visual anomaly signal (model/visual.py): none = text maps only (the zero-shot default until real-weight
 # numbers justify another), fewshot = against K normal references, mutual = against the other test images.
 VISUAL_MODES: tuple[str, ...] = ("none", "fewshot", "mutual")
+# The settings a few-shot reference bank is encoded with: a detector whose values differ re-encodes them.
+REFERENCE_KEYS: tuple[str, ...] = ("visual_degrees", "reference_rotations", "patch_pool")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScoringSettings:
     """How SAM 3 outputs become maps and scores. Each field is declared once, here (see `model.settings`):
     configs/config.yaml, the CLI flags and the resume fingerprint derive from these declarations."""
@@ -242,7 +245,24 @@ class AnomalyDetector:
         self.settings = settings if settings is not None else ScoringSettings()
         self.text_override = text_override
         self.references: ReferenceBank | None = None  # few-shot bank, from `set_references`
-        self._text_maps = TextMaps(self.settings)
+        self._text_maps = TextMaps(lambda: self.settings)  # reads this detector's settings at call time
+
+    def with_settings(self, **changes: Any) -> AnomalyDetector:
+        """A detector sharing this one's loaded engine and text source, with some settings changed.
+
+        `detector.with_settings(box_threshold=0.1)`; the settings are frozen, so this is the only way to
+        change them. The few-shot references are kept when the settings they were encoded with
+        (``visual_degrees``, ``reference_rotations``, ``patch_pool``) are unchanged; otherwise call
+        `set_references` again.
+
+        Raises:
+            TypeError: a name that is no scoring setting. ValueError: a value out of its allowed range.
+        """
+        settings = dataclasses.replace(self.settings, **changes)
+        other = AnomalyDetector(self.engine, settings, self.text_override)
+        if all(getattr(settings, key) == getattr(self.settings, key) for key in REFERENCE_KEYS):
+            other.references = self.references
+        return other
 
     @classmethod
     def from_pretrained(
