@@ -32,7 +32,7 @@ from dataset.images import SENSOR_DEPTHS
 from model.engine import DEFAULT_CHUNK_SIZE
 from model.prompts import STRATEGIES
 from model.settings import MASK_THRESHOLD, ScoringSettings, SettingInfo, setting, setting_info
-from utils.config.choices import AUPRO_VARIANTS
+from utils.config.choices import AUPRO_VARIANTS, DEFAULT_OUTPUT_DIR
 from utils.config.policy import POLICIES, Policy
 
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
@@ -172,7 +172,7 @@ class EvaluationSettings:
         choices=AUPRO_VARIANTS,
     )
     output_dir: str = setting(
-        "results",
+        DEFAULT_OUTPUT_DIR,
         "where outputs go; test.py uses <this>/<dataset> unless --output_dir or the --config file sets it",
         "evaluation",
     )
