@@ -46,7 +46,7 @@ from dataset.constants import TEXTURE_CATEGORIES
 from dataset.images import read_image, to_rgb
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map
-from model.prompts import build_prompts, given_prompts, object_prompt
+from model.prompts import DEFAULT_STRATEGY, build_prompts, given_prompts, object_prompt
 from model.scoring import image_score
 from model.settings import MASK_THRESHOLD, VISUAL_MODES, ScoringSettings
 from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
@@ -156,7 +156,7 @@ class AnomalyDetector:
         prompts: Sequence[str] | None = None,
         *,
         mask_threshold: float = MASK_THRESHOLD,
-        prompt_strategy: str = "base",
+        prompt_strategy: str = DEFAULT_STRATEGY,
         texture_categories: Sequence[str] = TEXTURE_CATEGORIES,
         out_size: tuple[int, int] | None = None,
         instance_masks: bool = True,

@@ -14,6 +14,7 @@ import yaml
 from dataset import TEXTURE_CATEGORIES
 from model.detector import MASK_THRESHOLD, AnomalyDetector, ScoringSettings
 from model.engine import Sam3Engine
+from model.scoring import image_score, object_mask
 from model.settings import SettingInfo, setting_info
 from scripts import demo, download_weights, train
 from scripts import test as test_script
@@ -104,6 +105,13 @@ def test_numbers_the_model_keeps_as_parameter_defaults_are_the_declared_ones():
     assert defaults()["mask_threshold"] == MASK_THRESHOLD
     for function in (Sam3Engine.__init__, Sam3Engine.from_pretrained, AnomalyDetector.from_pretrained):
         assert inspect.signature(function).parameters["chunk_size"].default == defaults()["chunk_size"]
+    keeps = [
+        (AnomalyDetector.detect, "prompt_strategy", "prompt_strategy"),
+        (object_mask, "threshold", "object_threshold"),
+        (image_score, "topk", "topk"),
+    ]
+    for function, parameter, key in keeps:
+        assert inspect.signature(function).parameters[parameter].default == defaults()[key], function
 
 
 def test_config_holds_one_typed_section_each_and_round_trips():

@@ -37,6 +37,7 @@ from dataset import DatasetError, benchmark_categories
 from dataset.images import read_image
 from dataset.records import IMAGE_EXTENSIONS
 from model.detector import AnomalyDetector, AnomalyResult, Detection
+from model.engine import DEFAULT_BATCH_SIZE
 from model.visual import ReferenceBank
 from utils.config.schema import Config
 from utils.evaluation.exports import detections_json
@@ -143,7 +144,7 @@ class EncodeCache:
         prompts: Sequence[str],
         object_noun: str | None,
         references: References | None = None,
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> list[AnomalyResult]:
         """The detector's results for N (H, W, 3) uint8 images, in order; SAM 3 runs only for images not
         cached, `batch_size` per encoder pass (an image repeated in `images` is scored once).

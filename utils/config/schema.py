@@ -29,8 +29,8 @@ import yaml
 
 from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
 from dataset.images import SENSOR_DEPTHS
-from model.engine import DEFAULT_CHUNK_SIZE
-from model.prompts import STRATEGIES
+from model.engine import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE
+from model.prompts import DEFAULT_STRATEGY, STRATEGIES
 from model.settings import MASK_THRESHOLD, ScoringSettings, SettingInfo, setting, setting_info
 from utils.config.choices import AUPRO_VARIANTS, DEFAULT_OUTPUT_DIR
 from utils.config.policy import POLICIES, Policy
@@ -124,7 +124,7 @@ class ModelSettings:
         choices=DTYPES,
     )
     batch_size: int = setting(
-        4,
+        DEFAULT_BATCH_SIZE,
         "images per vision-encoder pass (train.py: per micro-step)",
         "model",
         minimum=1,
@@ -140,7 +140,7 @@ class ModelSettings:
 @dataclass(frozen=True)
 class PromptSettings:
     prompt_strategy: str = setting(
-        "base",
+        DEFAULT_STRATEGY,
         "base (strictly zero-shot) | category | mixed | contextual (prior knowledge)",
         "prompts",
         choices=STRATEGIES,
