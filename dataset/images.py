@@ -314,10 +314,14 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
         try:
             image.load()
             values, sbit = _read_pixels(image, filename)
-        except ValueError as err:  # PIL: "Operation on closed image"
+        except (
+            ValueError,
+            AssertionError,
+        ) as err:  # PIL: "Operation on closed image"; after verify(): assert
+            reason = str(err) or "its file is closed"
             raise DatasetError(
-                f"cannot read PIL image {filename or ''} ({err}): pass it before closing it (e.g. inside its "
-                "`with Image.open(...)` block), or pass the file path"
+                f"cannot read PIL image {filename or '(no file name)'} ({reason}): pass it before closing it "
+                "(e.g. inside its `with Image.open(...)` block, not after verify()), or pass the file path"
             ) from None
         where = filename or f"PIL image (mode {image.mode})"
         return upright(_samples_to_rgb(values, sbit, where), exif_orientation(image))

@@ -83,7 +83,8 @@ def list_images(directory: Path) -> list[Path]:
     """Image files directly inside `directory`, sorted by name (empty if the directory is missing).
 
     A symbolic link with an image extension whose target is gone is left out with a DatasetWarning
-    counting such links (a dataset copied without the files its links point to).
+    counting such links (a dataset copied without the files its links point to). Hidden files with an image
+    extension (`..png`, `.x.png`, macOS `._x.png`) are left out with a DatasetWarning naming them.
     """
     if not directory.is_dir():
         return []
@@ -95,6 +96,14 @@ def list_images(directory: Path) -> list[Path]:
         warnings.warn(
             f"{len(dangling)} link(s) in {directory} point to missing files and are skipped: "
             f"{short_list(dangling)} (copy the files they point to, or delete the links)",
+            DatasetWarning,
+            stacklevel=3,
+        )
+    hidden = [p.name for p in entries if p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if hidden:
+        warnings.warn(
+            f"{len(hidden)} hidden file(s) in {directory} are not read as images: {short_list(hidden)} "
+            "(rename them without the leading dot to score them)",
             DatasetWarning,
             stacklevel=3,
         )

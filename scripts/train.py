@@ -58,7 +58,13 @@ def main(args: argparse.Namespace) -> int:
                     f"test with --checkpoint {Path(args.resume).expanduser()}"
                 )
                 return 0
-        train(cfg, out, ckpt)
+        try:
+            train(cfg, out, ckpt)
+        except KeyboardInterrupt:  # every finished epoch is in last.safetensors
+            last = out / LAST_NAME
+            resume = f"continue with --resume {last}" if last.is_file() else "no epoch finished: rerun"
+            log.error(f"stopped by Ctrl-C: {resume}")
+            return 130
     log.info(f"done: test with --checkpoint {out / LAST_NAME}")
     return 0
 

@@ -135,3 +135,12 @@ def test_readme_example_runs_from_another_working_directory(
         assert png.mode.startswith("I")  # the example really reads a 16-bit PNG
     assert len(re.findall(r"^score \d\.\d{3}, map \((\d+), (\d+)\)", out, flags=re.M)) == 3
     assert "presence:" in out
+
+
+def test_detect_on_a_pil_image_after_verify_is_one_line(tmp_path: Path, detector: AnomalyDetector) -> None:
+    """verify() leaves PIL without a file: PIL asserts; detect() says what to do instead."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    image = Image.open(tmp_path / "a.png")
+    image.verify()
+    with pytest.raises(DatasetError, match=r"cannot read PIL image .*a\.png \(its file is closed\)"):
+        detector.detect(image, prompts=["crack"])

@@ -24,7 +24,7 @@ from dataset import (
 )
 from dataset.folder import match_mask
 from dataset.images import read_image
-from dataset.records import DatasetWarning, MaskPairingError
+from dataset.records import DatasetWarning, MaskPairingError, list_images
 from dataset.synthetic import DEFECT_COLORS, defect_kind, make_folder_like, make_mvtec_like, make_visa_like
 
 # VisA official 1cls test counts (normal, anomaly), from split_csv/1cls.csv of the VisA release.
@@ -598,3 +598,13 @@ def test_images_sharing_a_stem_are_reported(tmp_path: Path, layout: str) -> None
     category = "bottle" if layout == "mvtec" else "widget"
     with pytest.warns(DatasetWarning, match=rf"2 images in {folder} share a stem .*{first.stem}\.jpg"):
         load_dataset(layout, tmp_path, category, "test")
+
+
+def test_dot_named_images_are_named_in_a_warning(tmp_path):
+    """`..png` and `.hidden.png` are real images a listing leaves out: the warning names both."""
+    for name in ("a.png", "..png", ".hidden.png"):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / name, format="PNG")
+    with pytest.warns(
+        DatasetWarning, match=r"2 hidden file\(s\) in .*: \.\.png, \.hidden\.png \(rename them"
+    ):
+        assert list_images(tmp_path) == [tmp_path / "a.png"]

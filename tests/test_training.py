@@ -162,6 +162,27 @@ def test_resume_continues_exactly(tiny_sam3_dir, mvtec_root, tmp_path):
     assert not torch.equal(straight["concepts"]["embeds"], first_epoch)
 
 
+def test_ctrl_c_in_training_is_one_line_naming_the_checkpoint(
+    tiny_sam3_dir, mvtec_root, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C in the second epoch: exit 130, one line (no traceback) with the --resume path of epoch 1."""
+    from utils.training.trainer import Trainer
+
+    finish_epoch = Trainer.run_epoch
+
+    def interrupted_after_one(self, data, progress=True):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return finish_epoch(self, data, progress=False)
+
+    monkeypatch.setattr(Trainer, "run_epoch", interrupted_after_one)
+    out = tmp_path / "run"
+    assert _train(mvtec_root.parent, tiny_sam3_dir, out, num_epochs=3, batch_size=4) == 130
+    err = [line for line in capsys.readouterr().err.splitlines() if line and "Loading weights" not in line]
+    assert err == [f"stopped by Ctrl-C: continue with --resume {out / 'last.safetensors'}"]
+    assert load_checkpoint(out / "last.safetensors")["epoch"] == 1
+
+
 def test_resume_with_other_settings_is_a_clear_error(fresh_engine, mvtec_root, tmp_path):
     cfg = _cfg(mvtec_root.parent, tmp_path, num_epochs=1, categories=["bottle"])
     trainer = Trainer(fresh_engine, ConceptBank.from_words(fresh_engine, ["defect", "crack"]), cfg)
