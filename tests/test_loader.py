@@ -75,7 +75,7 @@ def test_missing_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("files", [(), ("config.json",)])
-def test_missing_weights_name_the_tiny_model_with_its_real_usage(tmp_path: Path, files: tuple[str, ...]) -> None:
+def test_missing_weights_name_the_tiny_model(tmp_path: Path, files: tuple[str, ...]) -> None:
     """No folder, or no weights in it: the error says how to try the pipeline with the tiny random model."""
     folder = tmp_path / "sam3"
     if files:
