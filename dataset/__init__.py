@@ -20,6 +20,7 @@ from dataset.base import (
     MaskPairingError,
     Record,
     Sample,
+    short_list,
 )
 from dataset.constants import (
     BTAD_CATEGORIES,
@@ -161,11 +162,26 @@ def select_categories(
         raise DatasetError(f"no {name} categories under {root}: expected {_spec(name).layout}")
     missing = [c for c in wanted or () if c not in found]
     if missing:
-        raise DatasetError(
-            f"unknown category {', '.join(missing)} for dataset {name} under {root}: "
-            f"found {', '.join(found) or 'none'}"
-        )
+        raise DatasetError(_missing_categories(name, root, list(wanted or ()), missing, found))
     return list(wanted or found)
+
+
+def _missing_categories(
+    name: str, root: str | os.PathLike[str], wanted: list[str], missing: list[str], found: list[str]
+) -> str:
+    """The one-line error for categories asked for but not under `root`; it suggests `--categories` with
+    the ones found (those asked for, else every one on disk)."""
+    unknown = [c for c in missing if categories_of(name) and c not in categories_of(name)]
+    runnable = ",".join([c for c in wanted if c in found] or found)
+    if unknown:
+        return (
+            f"unknown category {', '.join(unknown)} for dataset {name} under {root}: found "
+            f"{', '.join(found)}; pass --categories {runnable}"
+        )
+    return (
+        f"{len(missing)} of the {len(wanted)} {name} categories asked for are not under {root} "
+        f"({short_list(missing)}): pass --categories {runnable} to run the ones found"
+    )
 
 
 __all__ = [

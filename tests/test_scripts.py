@@ -159,6 +159,10 @@ def _cli(script, *args):
     [
         (["--dataset", "mvtec", "--dataset_path", "/nonexistent/data"], "/nonexistent/data"),
         (["--categories", "bottle,nosuchthing"], "unknown category nosuchthing"),
+        (["--categories", "bottle,nosuchthing"], "pass --categories bottle"),
+        # configs/mvtec.yaml lists all 15 categories; the generated root holds bottle and wood
+        (["--config", str(REPO / "configs" / "mvtec.yaml")], "13 of the 15 mvtec categories asked for"),
+        (["--config", str(REPO / "configs" / "mvtec.yaml")], "pass --categories bottle,wood to run the ones"),
         (["--model_path", "/nonexistent/sam3"], "/nonexistent/sam3"),
         (["--config", "BADCONFIG"], "unknown config key 'eval_sise'"),
         (["--dataset_path", "EMPTY"], "no mvtec categories under"),
