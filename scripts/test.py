@@ -29,7 +29,6 @@ from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.config.schema import Config  # noqa: E402
 from utils.distributed import Dist, everywhere, from_environment, on_main, shutdown  # noqa: E402
 from utils.evaluation.benchmark_hooks import check_benchmark_settings  # noqa: E402
-from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
 from utils.evaluation.seeds import evaluate_seeds, seed_runs  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
@@ -71,14 +70,14 @@ def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
             log_to_folder(out)
         detector, concepts = everywhere(dist, lambda: build_detector(cfg))
         if several_seeds:  # <out>/seed_<s>/ each, then the mean over seeds in <out>
-            per_category = evaluate_seeds(
+            evaluate_seeds(
                 cfg, lambda c: CategoryScorer(detector, c, concepts), cfg.data.categories, record, dist
             )
         else:
             scorer = CategoryScorer(detector, cfg, concepts)
-            per_category = evaluate(cfg, scorer, categories=cfg.data.categories, record=record, dist=dist)
-    if dist.is_main:
-        print(markdown_table(per_category, mean_metrics(per_category), cfg.data.dataset))
+            evaluate(cfg, scorer, categories=cfg.data.categories, record=record, dist=dist)
+    if dist.is_main:  # the console shows results.md itself: the same title, categories and image counts
+        print((out / "results.md").read_text(encoding="utf-8"))
         log.info(f"results written to {out / 'results.md'}")
     return 0
 

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,13 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     assert run_test_script(argv) == 0
     out = tmp_path / "a"
     doc = json.loads((out / "results.json").read_text())
-    assert doc["dataset"] == dataset and set(doc) == {"dataset", "categories", "mean", "config", "run"}
+    assert doc["dataset"] == dataset
+    assert set(doc) == {"dataset", "categories", "mean", "config", "run", "prompts"}
     categories = {"mvtec": {"bottle", "wood"}, "visa": {"candle", "pcb1"}}[dataset]
     assert set(doc["categories"]) == categories
+    for category in categories:  # the prompts each category was really scored with
+        prompts, noun = prompts_for(doc["config"], category)
+        assert doc["prompts"][category] == {"prompts": prompts, "object_prompt": noun}
     for metrics in [*doc["categories"].values(), doc["mean"]]:
         assert set(metrics) == set(METRIC_KEYS)
         assert all(v is None or 0.0 <= v <= 1.0 for v in metrics.values())
@@ -60,8 +65,12 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     assert "| **mean** |" in (out / "results.md").read_text()
     for category in categories:
         assert (out / "curves" / f"{category}_roc.png").is_file()
-        assert len(list((out / "vis" / category).glob("*.png"))) == 2
-    assert "| **mean** |" in capsys.readouterr().out  # summary table printed
+        names = [p.name for p in (out / "vis" / category).glob("*.png")]
+        assert len(names) == 2 and all(re.match(r"(fn|fp|lowest_defect|highest_good)\d\d_", n) for n in names)
+    printed = capsys.readouterr().out  # results.md itself, heading included
+    heading = (out / "results.md").read_text().splitlines()[0]
+    assert heading in printed.splitlines() and "| **mean** |" in printed
+    assert f" test images in 2 of {15 if dataset == 'mvtec' else 12} categories (%)" in heading
 
     # A fresh run into another folder equals it; a rerun into the same folder resumes (same results).
     assert (
@@ -159,6 +168,10 @@ def _cli(script, *args):
     [
         (["--dataset", "mvtec", "--dataset_path", "/nonexistent/data"], "/nonexistent/data"),
         (["--categories", "bottle,nosuchthing"], "unknown category nosuchthing"),
+        (["--categories", "bottle,nosuchthing"], "pass --categories bottle"),
+        # configs/mvtec.yaml lists all 15 categories; the generated root holds bottle and wood
+        (["--config", str(REPO / "configs" / "mvtec.yaml")], "13 of the 15 mvtec categories asked for"),
+        (["--config", str(REPO / "configs" / "mvtec.yaml")], "pass --categories bottle,wood to run the ones"),
         (["--model_path", "/nonexistent/sam3"], "/nonexistent/sam3"),
         (["--config", "BADCONFIG"], "unknown config key 'eval_sise'"),
         (["--dataset_path", "EMPTY"], "no mvtec categories under"),

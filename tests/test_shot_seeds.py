@@ -61,6 +61,7 @@ def test_two_seeds_two_runs_their_mean_and_a_resume(seeds_root, tiny_sam3_dir, t
     top = _read(out)
     assert top["visual"]["seeds"] == [0, 1] and "references" not in top["visual"]
     assert set(top["categories"]) == {"bottle", "wood"}
+    assert top["prompts"] == seeds[0]["prompts"] and set(top["prompts"]) == {"bottle", "wood"}
     for category, metrics in top["categories"].items():
         for key in METRIC_KEYS:
             per_seed = [doc["categories"][category][key] for doc in seeds.values()]

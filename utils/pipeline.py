@@ -76,12 +76,16 @@ class CategoryScorer:
         self.referenced: tuple[str, ...] = ()  # the few-shot reference paths the detector holds
         self.mutual = MutualScorer(detector, cfg.data.dataset)
 
+    def prompts_of(self, category: str) -> tuple[list[str], str | None]:
+        """The defect prompts and object noun (None = no object prior) this scorer uses for `category`."""
+        return prompts_for(self.cfg, category, self.concepts)
+
     def __call__(
         self, samples: Sequence[Sample], category: str, references: Sequence[str] = ()
     ) -> list[tuple[np.ndarray, float]]:
         if self.cfg.scoring.visual == "mutual":
             return self.finish([self.parts(samples, category)], category)
-        prompts, noun = prompts_for(self.cfg, category, self.concepts)
+        prompts, noun = self.prompts_of(category)
         if self.cfg.scoring.visual == "fewshot" and self.referenced != tuple(references):
             self.detector.set_references(reference_images(self.cfg, category, references))
             self.referenced = tuple(references)
@@ -92,7 +96,7 @@ class CategoryScorer:
     def parts(self, samples: Sequence[Sample], category: str) -> tuple[list[AnomalyResult], Features]:
         """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring),
         the features on the CPU (`MutualScorer.parts`), ready to travel to another process."""
-        prompts, noun = prompts_for(self.cfg, category, self.concepts)
+        prompts, noun = self.prompts_of(category)
         step = self.cfg.model.batch_size
         batches = ([s.image for s in samples[i : i + step]] for i in range(0, len(samples), step))
         return self.mutual.parts(batches, prompts, noun, out_size=self.size)
