@@ -15,8 +15,10 @@ model is loaded: a second demo into the same folder stops with an error naming t
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -127,6 +129,7 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
     taken: set[str] = set()
     for path in paths:
         stem = path.stem if counts[path.stem.casefold()] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}"
+        stem = fitting_stem(stem)
         unique, n = stem, 1
         while unique.casefold() in taken:
             n += 1
@@ -163,6 +166,17 @@ def result_record(
 
 
 OUTPUT_SUFFIXES: tuple[str, ...] = ("_overlay.png", "_mask.png", "_boxes.png", ".json")
+# The longest output stem: 255 bytes per file name, minus the longest suffix and room for a `_<n>` suffix.
+MAX_STEM_BYTES = 255 - max(len(s) for s in OUTPUT_SUFFIXES) - 8
+
+
+def fitting_stem(stem: str) -> str:
+    """`stem`, cut (at a character boundary) to MAX_STEM_BYTES of UTF-8 so that every output name fits."""
+    return (
+        os.fsencode(stem)[:MAX_STEM_BYTES].decode("utf-8", "ignore")
+        if len(os.fsencode(stem)) > MAX_STEM_BYTES
+        else stem
+    )
 
 
 def save_outputs(
@@ -239,7 +253,16 @@ def detect_and_save(
             result.mask = result.anomaly_map >= threshold
         for (path, image), result in zip(batch, results, strict=True):
             record = result_record(path, result, prompts, noun, (threshold, threshold_source))
-            if save_outputs(out, stems[path], image, result, record):
+            try:
+                saved = save_outputs(out, stems[path], image, result, record)
+            except OSError as err:  # a file system with shorter names than 255 bytes: the others are written
+                if err.errno != errno.ENAMETOOLONG:
+                    raise
+                log.warning(
+                    f"not written: outputs of {path} (the name is too long for {out}: rename the file)"
+                )
+                continue
+            if saved:
                 written += 1
                 n_boxes = len(result.detections)
                 log.info(f"{path.name} -> {stems[path]}: score {result.image_score:.3f}, {n_boxes} boxes")

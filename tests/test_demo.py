@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -46,6 +47,22 @@ def test_output_stems_are_distinct() -> None:
         Path("d/part_png.bmp"): "part_png_2",  # its own stem is already taken by part.png's outputs
     }
     assert demo.output_stems([Path("a/x.png")]) == {Path("a/x.png"): "x"}
+
+
+def test_an_image_whose_output_names_would_be_too_long_is_written_under_a_shorter_stem(
+    tiny_sam3_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """A 250-byte file name fits the file system, `<stem>_overlay.png` would not: every image is written."""
+    folder = tmp_path / "imgs"
+    long_name = "é" * 123 + ".png"  # 246 + 4 bytes: a two-byte character is never cut in half
+    write_images(folder, {long_name: 40, "short.png": 200})
+    out = tmp_path / "out"
+    assert run(demo.main, demo.parse_args, demo_argv(folder, tiny_sam3_dir, out)) == 0
+    assert "2 of 2 images written" in capsys.readouterr().out
+    stem = demo.output_stems([folder / long_name])[folder / long_name]
+    assert stem == "é" * (demo.MAX_STEM_BYTES // 2) and len(os.fsencode(f"{stem}_overlay.png")) <= 255
+    assert json.loads((out / f"{stem}.json").read_text())["image_path"] == str((folder / long_name).resolve())
+    assert (out / "short_overlay.png").is_file()
 
 
 def test_images_sharing_a_stem_get_their_own_outputs(tiny_sam3_dir: Path, tmp_path: Path, capsys) -> None:
