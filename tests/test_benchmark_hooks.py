@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from dataset import load_dataset
+from tests.conftest import build_config
 from tests.fixtures_benchmarks import make_mpdd, make_mvtec_ad2
-from utils.config.loading import ConfigError, resolve_config
-from utils.config.schema import Config
+from utils.config.loading import ConfigError
 from utils.evaluation.benchmark_hooks import (
     category_extras,
     check_benchmark_settings,
@@ -22,9 +22,7 @@ from utils.evaluation.benchmark_hooks import (
 )
 from utils.evaluation.store import CategoryResult
 
-
-def _cfg(tmp_path: Path, **over) -> Config:
-    return resolve_config(None, {"dataset_path": str(tmp_path), **over})
+_cfg = build_config  # _cfg(datasets root, **settings)
 
 
 def test_settings_that_cannot_apply_are_one_line_errors(tmp_path: Path) -> None:

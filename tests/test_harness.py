@@ -3,12 +3,14 @@
 import json
 import math
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
 
 from dataset import load_dataset
-from utils.config.loading import StaleOutputError, resolve_config
+from tests.conftest import build_config
+from utils.config.loading import StaleOutputError
 from utils.evaluation import runner
 from utils.evaluation.loop import prefetched_batches
 from utils.evaluation.metrics import METRIC_KEYS
@@ -24,9 +26,7 @@ def constant_scorer(samples, category, references=()):
     return [(np.full(s.mask.shape, 0.5, np.float32), 0.5) for s in samples]
 
 
-def _cfg(root, out, **kw):
-    base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3}
-    return resolve_config(None, {**base, **kw})
+_cfg = partial(build_config, dataset="mvtec", batch_size=3)
 
 
 def test_ground_truth_maps_score_one_everywhere(datasets_root, tmp_path):

@@ -4,10 +4,12 @@ import errno
 import json
 import os
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
 
+from tests.conftest import build_config
 from utils import files
 from utils.config.loading import StaleOutputError, resolve_config
 from utils.config.schema import defaults
@@ -42,9 +44,7 @@ def counting(calls):
     return score
 
 
-def _cfg(root, out, **kw):
-    base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3}
-    return resolve_config(None, {**base, "eval_size": 32, "categories": ["bottle"], **kw})
+_cfg = partial(build_config, dataset="mvtec", batch_size=3, eval_size=32, categories=["bottle"])
 
 
 def _maps(out, category="bottle"):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from model.engine import Sam3Engine
 from model.losses import dice_loss, focal_loss, image_loss
 from scripts import test as test_script
 from scripts import train as train_script
+from tests.conftest import build_config
 from utils.config.cli import run
 from utils.config.loading import resolve_config
 from utils.training.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint
@@ -52,19 +54,16 @@ def test_image_loss_is_bce():
 
 
 # ----------------------------------------------------------------------------- training
-def _cfg(root, out, **kw):
-    base = {
-        "dataset": "mvtec",
-        "dataset_path": str(root),
-        "output_dir": str(out),
-        "device": "cpu",
-        "dtype": "fp32",
-        "batch_size": 2,
-        "grad_accum": 1,
-        "num_concepts": 2,
-        "lr": 0.05,
-    }
-    return resolve_config(None, {**base, **kw})
+_cfg = partial(
+    build_config,
+    dataset="mvtec",
+    device="cpu",
+    dtype="fp32",
+    batch_size=2,
+    grad_accum=1,
+    num_concepts=2,
+    lr=0.05,
+)
 
 
 @pytest.fixture()
@@ -277,7 +276,6 @@ def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
 def test_bad_checkpoint_fails_before_the_model_loads(tmp_path, monkeypatch):
     """build_detector reads --checkpoint before SAM 3: a broken file is reported without loading weights."""
     from model import Sam3Engine
-    from utils.config.loading import resolve_config
     from utils.pipeline import build_detector
     from utils.training.checkpoint import CheckpointError
 
