@@ -52,8 +52,8 @@ from model.settings import MASK_THRESHOLD, VISUAL_MODES, ScoringSettings
 from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
 from model.visual import ReferenceBank, fuse, select_layers
 
-# (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
-# checkpoint add/replace text features here (e.g. route to `engine.predict_text`).
+# (engine, features, prompts) -> ConceptOutputs chunks: how trained concept embeddings of a fine-tuning
+# checkpoint replace or add to the text features (utils/pipeline.py build_detector routes them here).
 TextOverride = Callable[[Any, Any, Sequence[str]], Iterator[Any]]
 
 # What `AnomalyDetector.detect` reads as one image: a file path, a PIL image or a numpy array.

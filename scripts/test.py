@@ -58,7 +58,7 @@ def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
     """Check inputs, lock the output folder (rank 0), load SAM 3 on every rank, evaluate, print (rank 0)."""
     record = RunRecord(cfg.model.device)  # wall time from here: model loading included
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
-    several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked now (ConfigError), one run per seed below
+    several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked before the model loads
     cfg = cfg.replace(
         categories=select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
     )

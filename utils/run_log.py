@@ -1,4 +1,4 @@
-"""Progress messages of a script run: the console (as before) and `run.log` in the output folder.
+"""Progress messages of a script run: the console and `run.log` in the output folder.
 
 Every project module logs through `get_logger(__name__)`, a child of the "sam3ad" logger. A script run
 (`utils.config.cli.run`) calls `start_logging()` once, which replaces whatever an earlier run in the same
