@@ -72,3 +72,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def visa_tree(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A raw VisA tree (candle: 1 train, 2 normal + 2 anomalous test) and its split file's lines."""
+    root = make_visa_like(
+        tmp_path / "visa", categories=("candle",), n_normal=2, n_anomaly=2, size=32, n_train=1
+    )
+    return root, (root / "split_csv" / "1cls.csv").read_text().splitlines()
+
+
+def write_split(root: Path, lines: list[str], encoding: str = "utf-8") -> None:
+    (root / "split_csv" / "1cls.csv").write_text("\n".join(lines) + "\n", encoding=encoding)

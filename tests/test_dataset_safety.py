@@ -10,20 +10,10 @@ import pytest
 from PIL import Image
 
 from dataset import DatasetError, DatasetWarning, load_dataset
-from dataset.synthetic import make_folder_like, make_visa_like
+from dataset.synthetic import make_folder_like
 from scripts import test as test_script
+from tests.fixtures_data import visa_tree, write_split
 from utils.config.cli import run
-
-
-def _visa(tmp_path: Path) -> tuple[Path, list[str]]:
-    root = make_visa_like(
-        tmp_path / "visa", categories=("candle",), n_normal=2, n_anomaly=2, size=32, n_train=1
-    )
-    return root, (root / "split_csv" / "1cls.csv").read_text().splitlines()
-
-
-def _write(root: Path, lines: list[str]) -> None:
-    (root / "split_csv" / "1cls.csv").write_text("\n".join(lines) + "\n")
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -68,18 +58,18 @@ def _victim(tmp_path: Path) -> Path:
 def test_split_csv_cells_leaving_the_root_are_refused_with_the_line(
     tmp_path: Path, row: str, message: str
 ) -> None:
-    root, lines = _visa(tmp_path)
-    _write(root, [*lines, row])
+    root, lines = visa_tree(tmp_path)
+    write_split(root, [*lines, row])
     with pytest.raises(DatasetError, match=rf"1cls\.csv, line {len(lines) + 1}: {message}") as info:
         load_dataset("visa", root, "candle", "test")
     assert "\n" not in str(info.value) and "re-download" not in str(info.value)
 
 
 def test_an_image_in_train_and_test_is_an_error_naming_both_lines(tmp_path: Path) -> None:
-    root, lines = _visa(tmp_path)
+    root, lines = visa_tree(tmp_path)
     train = next(i for i, line in enumerate(lines) if ",train," in line)
     image = lines[train].split(",")[3]
-    _write(root, [*lines, f"candle,test,normal,{image},"])
+    write_split(root, [*lines, f"candle,test,normal,{image},"])
     with pytest.raises(
         DatasetError, match=rf"lines {train + 1} and {len(lines) + 1} list {image} in both train and test"
     ):
@@ -88,11 +78,11 @@ def test_an_image_in_train_and_test_is_an_error_naming_both_lines(tmp_path: Path
 
 def test_equivalent_spellings_of_one_image_count_as_one(tmp_path: Path) -> None:
     """`candle/./x` and `candle/sub/../x` are the file `candle/x`: a (train, test) pair of them is caught."""
-    root, lines = _visa(tmp_path)
+    root, lines = visa_tree(tmp_path)
     train = next(i for i, line in enumerate(lines) if ",train," in line)
     image = lines[train].split(",")[3]
     head, _, tail = image.partition("/")
-    _write(root, [*lines, f"candle,test,normal,{head}/./x/../{tail},"])
+    write_split(root, [*lines, f"candle,test,normal,{head}/./x/../{tail},"])
     with pytest.raises(DatasetError, match=r"in both train and test"):
         load_dataset("visa", root, "candle", "test")
 
@@ -100,13 +90,13 @@ def test_equivalent_spellings_of_one_image_count_as_one(tmp_path: Path) -> None:
 def test_crafted_split_csv_given_to_test_py_changes_nothing_outside(tmp_path, tiny_sam3_dir, capsys) -> None:
     """Before: object `../../victim` made test.py write and delete files in that folder."""
     victim = _victim(tmp_path)
-    root, lines = _visa(tmp_path / "data")
+    root, lines = visa_tree(tmp_path / "data")
     depth = len(Path(os.path.relpath(victim, root)).parts) - 1
     escape = "/".join([".."] * depth) + "/victim"
     crafted = [
         line.replace("candle,", f"{escape},", 1) if line.startswith("candle,") else line for line in lines
     ]
-    _write(root, crafted)
+    write_split(root, crafted)
     (root / escape).resolve().mkdir(exist_ok=True)  # the folder the crafted object names exists
     before = _snapshot(victim)
     out = tmp_path / "out"

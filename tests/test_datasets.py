@@ -26,6 +26,7 @@ from dataset.folder import match_mask
 from dataset.images import read_image
 from dataset.records import DatasetWarning, MaskPairingError, list_images
 from dataset.synthetic import DEFECT_COLORS, defect_kind, make_folder_like, make_mvtec_like, make_visa_like
+from tests.fixtures_data import visa_tree, write_split
 
 # VisA official 1cls test counts (normal, anomaly), from split_csv/1cls.csv of the VisA release.
 VISA_TEST_COUNTS = {
@@ -482,18 +483,6 @@ def test_read_image_accepts_path_objects(mvtec_root: Path) -> None:
 
 
 # --- dataset files: split csv robustness, duplicates, empty masks (issue 8, item 15) ----------------------
-
-
-def visa_tree(tmp_path: Path) -> tuple[Path, list[str]]:
-    """A raw VisA tree (candle: 1 train, 2 normal + 2 anomalous test) and its split file's lines."""
-    root = make_visa_like(
-        tmp_path / "visa", categories=("candle",), n_normal=2, n_anomaly=2, size=32, n_train=1
-    )
-    return root, (root / "split_csv" / "1cls.csv").read_text().splitlines()
-
-
-def write_split(root: Path, lines: list[str], encoding: str = "utf-8") -> None:
-    (root / "split_csv" / "1cls.csv").write_text("\n".join(lines) + "\n", encoding=encoding)
 
 
 def test_visa_split_csv_as_a_spreadsheet_saves_it(tmp_path: Path) -> None:
