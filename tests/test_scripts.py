@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset import DatasetError, select_categories
+from dataset import MVTEC_CATEGORIES, DatasetError, select_categories
 from model.prompts import build_prompts
 from scripts import demo
 from scripts import test as test_script
 from utils.config.cli import run
+from utils.config.schema import Config
 from utils.evaluation import runner
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.files import OutputLock
@@ -55,7 +56,7 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     categories = {"mvtec": {"bottle", "wood"}, "visa": {"candle", "pcb1"}}[dataset]
     assert set(doc["categories"]) == categories
     for category in categories:  # the prompts each category was really scored with
-        prompts, noun = prompts_for(doc["config"], category)
+        prompts, noun = prompts_for(Config.from_dict(doc["config"]), category)
         assert doc["prompts"][category] == {"prompts": prompts, "object_prompt": noun}
     for metrics in [*doc["categories"].values(), doc["mean"]]:
         assert set(metrics) == set(METRIC_KEYS)
@@ -107,9 +108,9 @@ def test_test_script_on_own_folder_data(folder_root, tiny_sam3_dir, tmp_path):
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert list(doc["categories"]) == ["widget"] and doc["dataset"] == "folder"
     assert all(v is not None for v in doc["categories"]["widget"].values())  # masks were found: all defined
-    prompts, noun = prompts_for(doc["config"], "widget")
+    prompts, noun = prompts_for(Config.from_dict(doc["config"]), "widget")
     assert prompts == build_prompts(None, "base") and noun is None
-    assert prompts_for(doc["config"], "bottle")[1] == "bottle"
+    assert prompts_for(Config.from_dict(doc["config"]), "bottle")[1] == "bottle"
 
 
 def test_demo_on_an_image_and_on_a_folder_with_a_corrupt_file(tiny_sam3_dir, tmp_path, capsys):
@@ -169,9 +170,9 @@ def _cli(script, *args):
         (["--dataset", "mvtec", "--dataset_path", "/nonexistent/data"], "/nonexistent/data"),
         (["--categories", "bottle,nosuchthing"], "unknown category nosuchthing"),
         (["--categories", "bottle,nosuchthing"], "pass --categories bottle"),
-        # configs/mvtec.yaml lists all 15 categories; the generated root holds bottle and wood
-        (["--config", str(REPO / "configs" / "mvtec.yaml")], "13 of the 15 mvtec categories asked for"),
-        (["--config", str(REPO / "configs" / "mvtec.yaml")], "pass --categories bottle,wood to run the ones"),
+        # all 15 published categories asked for; the generated root holds bottle and wood
+        (["--categories", ",".join(MVTEC_CATEGORIES)], "13 of the 15 mvtec categories asked for"),
+        (["--categories", ",".join(MVTEC_CATEGORIES)], "pass --categories bottle,wood to run the ones"),
         (["--model_path", "/nonexistent/sam3"], "/nonexistent/sam3"),
         (["--config", "BADCONFIG"], "unknown config key 'eval_sise'"),
         (["--dataset_path", "EMPTY"], "no mvtec categories under"),
@@ -245,9 +246,9 @@ def test_output_folder_given_explicitly_is_kept(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("output_dir: mine\n")
     resolved = {
-        flags: test_script.config_from_args(test_script.parse_args(flags), output_per_dataset=True)[
-            "output_dir"
-        ]
+        flags: test_script.config_from_args(
+            test_script.parse_args(flags), output_per_dataset=True
+        ).evaluation.output_dir
         for flags in [("--dataset", "visa"), ("--output_dir", "results"), ("--config", str(cfg))]
     }
     assert list(resolved.values()) == [str(Path("results") / "visa"), "results", "mine"]
