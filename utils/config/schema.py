@@ -1,18 +1,12 @@
 """Every setting, declared once: the sections of the configuration as dataclasses; `Config` holds one of each.
 
-Each field is made with `model.settings.setting(default, help, section, ...)`: its name is the YAML key and
-the flag, its annotation the type, plus default, allowed values and help. The scoring fields are declared in
-`model.settings.ScoringSettings` (model/ must not import utils/) and composed here with the rest; what the
-scripts do with each setting (flags, resume fingerprint, train.py --resume) is the table of
-utils/config/policy.py. Derived from `SETTINGS`: the defaults, the flags of scripts/ (`utils.config.cli`),
-type and value checks (`utils.config.loading`), the resume fingerprint tables
-(`utils.evaluation.fingerprint`), the settings table of docs/settings.md (`markdown_table`) and
-configs/config.yaml (`config_yaml`, generated: `python -m utils.config.schema --yaml > configs/config.yaml`).
-
-The declarations are the only source of defaults: nothing reads configs/config.yaml as defaults (it is a
-commented template to copy and pass with --config), and tests/test_schema.py fails when it is stale.
-Adding a setting = one `setting(...)` field here (or in `ScoringSettings`) + its row in
-utils/config/policy.py + its use.
+Each field is made with `model.settings.setting(default, help, section, ...)`: name = YAML key and flag,
+annotation = type, plus default, allowed values and help (scoring fields: `model.settings.ScoringSettings`,
+as model/ must not import utils/). What scripts do with each setting is the table of utils/config/policy.py.
+Derived from `SETTINGS`: defaults, flags (`utils.config.cli`), checks (`utils.config.loading`), the resume
+fingerprint (`utils.evaluation.fingerprint`), docs/settings.md's table (`markdown_table`) and the generated,
+never read configs/config.yaml (`python -m utils.config.schema --yaml > configs/config.yaml`; checked by
+tests/test_schema.py). Adding a setting = one `setting(...)` field + its row in policy.py + its use.
 """
 
 from __future__ import annotations
