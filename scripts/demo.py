@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,7 +42,7 @@ from utils.evaluation.thresholds import chosen_mask_threshold  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
 from utils.pipeline import build_detector, prompts_for  # noqa: E402
-from utils.run_log import get_logger, log_to_folder  # noqa: E402
+from utils.run_log import bar_progress, get_logger, log_to_folder  # noqa: E402
 
 log = get_logger(__name__)
 
@@ -229,7 +230,10 @@ def detect_and_save(
             continue
         arrays = [image for _, image in batch]  # instance masks: for the COCO RLE of each box in the JSON
         if mutual is not None:
-            results = mutual.score([arrays], prompts, noun, instance_masks=True)
+            with tqdm(total=len(arrays), desc="mutual: compare", unit="img") as bar:
+                results = mutual.score(
+                    [arrays], prompts, noun, instance_masks=True, progress=bar_progress(bar)
+                )
         else:
             results = detector.detect_arrays(arrays, prompts, noun, instance_masks=True)
         for result in results:
