@@ -12,16 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dataset.base import (
-    BitDepths,
-    DatasetError,
-    DatasetWarning,
-    ImageDataset,
-    MaskPairingError,
-    Record,
-    Sample,
-    short_list,
-)
+from dataset.base import BitDepths, ImageDataset
 from dataset.constants import (
     BTAD_CATEGORIES,
     KSDD2_CATEGORIES,
@@ -51,6 +42,7 @@ from dataset.mvtec_like import (
 )
 from dataset.mvtec_loco import LOCO_LAYOUT, available_loco_categories, load_mvtec_loco
 from dataset.real_iad import REAL_IAD_LAYOUT, available_real_iad_categories, load_real_iad
+from dataset.records import DatasetError, DatasetWarning, MaskPairingError, Record, Sample, short_list
 from dataset.visa import VISA_LAYOUT, available_visa_categories, load_visa
 
 Loader = Callable[[str | os.PathLike[str], str, str], ImageDataset]

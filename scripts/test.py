@@ -45,8 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = Config.from_dict(config_from_args(args, output_per_dataset=True))
-    dist, cfg.model.device = from_environment(cfg.model.device)  # torchrun: this rank's device
+    cfg = config_from_args(args, output_per_dataset=True)
+    dist, device = from_environment(cfg.model.device)  # torchrun: this rank's device
+    cfg = cfg.replace(device=device)
     try:
         return evaluate_on_ranks(cfg, dist)
     finally:
@@ -58,7 +59,9 @@ def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
     record = RunRecord(cfg.model.device)  # wall time from here: model loading included
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
     several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked now (ConfigError), one run per seed below
-    cfg.data.categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    cfg = cfg.replace(
+        categories=select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    )
     check_benchmark_settings(cfg)  # test_split, defect_type_report: for the datasets they apply to
     out = check_output_dir(cfg.evaluation.output_dir)
     with ExitStack() as stack:

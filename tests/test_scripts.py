@@ -296,3 +296,60 @@ def test_demo_missing_model_folder_is_one_line(tmp_path):
 def test_shell_scripts_parse():
     for script in ("test.sh", "train.sh"):
         assert subprocess.run(["bash", "-n", str(REPO / script)]).returncode == 0
+
+
+def _run_test_sh(
+    tmp_path: Path, env: dict[str, str], *extra: str
+) -> tuple[subprocess.CompletedProcess, list]:
+    """test.sh with a PYTHON that records each scripts/test.py command line instead of running it."""
+    tmp_path.mkdir(exist_ok=True)
+    log = tmp_path / "calls.jsonl"
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'case "$1" in\n'
+        f"  scripts/test.py) {sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "
+        f'"${{@:2}}" >> {log} ;;\n'
+        '  -m) [ "$2" = utils.evaluation.compare ] || exec ' + sys.executable + ' "$@" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    keep = {
+        k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "SHOTS", "SHOT_SEEDS", "OUTPUT_ROOT")
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "test.sh"), *extra],
+        env={**keep, "PYTHON": str(fake), "DATASETS": "visa", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    return proc, calls
+
+
+def test_test_sh_passes_only_what_the_environment_sets(tmp_path):
+    """A `shots:` key of a YAML given as an extra argument wins unless SHOTS is set; no default is repeated;
+    each mode's flags come from utils/evaluation/modes.py."""
+    proc, calls = _run_test_sh(tmp_path, {"MODES": "fewshot mutual"}, "--config", "my.yaml")
+    assert proc.returncode == 0, proc.stderr
+    fewshot, mutual = calls
+    assert fewshot == [
+        "--config", "configs/visa.yaml", "--output_dir", "results/fewshot/visa", "--visual", "fewshot",
+        "--config", "my.yaml",
+    ]  # fmt: skip
+    assert mutual[4:] == ["--visual", "mutual", "--visual_weight", "1.0", "--config", "my.yaml"]
+    env = {"MODES": "fewshot", "SHOTS": "2", "SHOT_SEEDS": "0 1", "MODEL_PATH": "/m", "OUTPUT_ROOT": "o"}
+    _, (call,) = _run_test_sh(tmp_path / "b", env)
+    assert call == [
+        "--config", "configs/visa.yaml", "--output_dir", "o/fewshot/visa", "--model_path", "/m",
+        "--visual", "fewshot", "--shots", "2", "--shot_seeds", "0,1",
+    ]  # fmt: skip
+
+
+def test_test_sh_refuses_an_unknown_mode_before_any_run(tmp_path):
+    proc, calls = _run_test_sh(tmp_path, {"MODES": "text fancy"})
+    assert proc.returncode == 2 and calls == []
+    assert (
+        proc.stderr.strip() == "error: unknown mode 'fancy' in MODES: use text, mutual, text+mutual, fewshot"
+    )

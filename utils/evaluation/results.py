@@ -15,6 +15,7 @@ import numpy as np
 from dataset import DATASET_NAMES, categories_of
 from utils.config.schema import SETTINGS
 from utils.evaluation.metrics import METRIC_KEYS
+from utils.evaluation.modes import MODE_ORDER, mode_of
 from utils.files import atomic_write_text
 
 # Column titles of the Markdown table, in METRIC_KEYS order.
@@ -71,21 +72,11 @@ def json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:
     return {k: _json_number(metrics[k]) for k in METRIC_KEYS}
 
 
-# Modes of a paper table, in the order compare.md lists them (fewshot rows then by K).
-MODE_ORDER: tuple[str, ...] = ("text", "mutual", "text+mutual", "fewshot")
-
-
 def run_label(config: Mapping[str, Any]) -> str:
-    """The mode of a run as a paper table names it: text, mutual, text+mutual or `fewshot K=<shots>`.
-
-    mutual with visual_weight 1 is the visual map alone; below 1 it is fused with the text map.
-    """
-    visual = config.get("visual", "none")
-    if visual == "mutual":
-        return "mutual" if config.get("visual_weight") == 1.0 else "text+mutual"
-    if visual == "fewshot":
-        return f"fewshot K={config.get('shots', '?')}"
-    return "text"
+    """The mode of a run as a paper table names it (`modes.TEST_MODES`): text, mutual, text+mutual or
+    `fewshot K=<shots>`."""
+    mode = mode_of(config)
+    return f"fewshot K={config.get('shots', '?')}" if mode == "fewshot" else mode
 
 
 def label_order(label: str) -> tuple[int, int, str]:
