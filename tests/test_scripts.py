@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset import DatasetError, select_categories
+from dataset import MVTEC_CATEGORIES, DatasetError, select_categories
 from model.prompts import build_prompts
 from scripts import demo
 from scripts import test as test_script
@@ -169,9 +169,9 @@ def _cli(script, *args):
         (["--dataset", "mvtec", "--dataset_path", "/nonexistent/data"], "/nonexistent/data"),
         (["--categories", "bottle,nosuchthing"], "unknown category nosuchthing"),
         (["--categories", "bottle,nosuchthing"], "pass --categories bottle"),
-        # configs/mvtec.yaml lists all 15 categories; the generated root holds bottle and wood
-        (["--config", str(REPO / "configs" / "mvtec.yaml")], "13 of the 15 mvtec categories asked for"),
-        (["--config", str(REPO / "configs" / "mvtec.yaml")], "pass --categories bottle,wood to run the ones"),
+        # a config listing all 15 MVTec AD categories; the generated root holds bottle and wood
+        (["--config", "ALL15"], "13 of the 15 mvtec categories asked for"),
+        (["--config", "ALL15"], "pass --categories bottle,wood to run the ones found"),
         (["--model_path", "/nonexistent/sam3"], "/nonexistent/sam3"),
         (["--config", "BADCONFIG"], "unknown config key 'eval_sise'"),
         (["--dataset_path", "EMPTY"], "no mvtec categories under"),
@@ -185,10 +185,12 @@ def test_bad_input_is_one_line_without_traceback(
 ):
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("eval_sise: 12\n")
+    (tmp_path / "all15.yaml").write_text(f"categories: [{', '.join(MVTEC_CATEGORIES)}]\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("not a folder")
     placeholders = {
         "BADCONFIG": str(bad_cfg),
+        "ALL15": str(tmp_path / "all15.yaml"),
         "EMPTY": str(tmp_path / "empty"),
         "FILE": str(tmp_path / "file"),
     }
