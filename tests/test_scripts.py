@@ -17,6 +17,7 @@ from model.prompts import build_prompts
 from scripts import demo
 from scripts import test as test_script
 from utils.config.cli import run
+from utils.config.schema import Config
 from utils.evaluation import runner
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.files import OutputLock
@@ -55,7 +56,7 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     categories = {"mvtec": {"bottle", "wood"}, "visa": {"candle", "pcb1"}}[dataset]
     assert set(doc["categories"]) == categories
     for category in categories:  # the prompts each category was really scored with
-        prompts, noun = prompts_for(doc["config"], category)
+        prompts, noun = prompts_for(Config.from_dict(doc["config"]), category)
         assert doc["prompts"][category] == {"prompts": prompts, "object_prompt": noun}
     for metrics in [*doc["categories"].values(), doc["mean"]]:
         assert set(metrics) == set(METRIC_KEYS)
@@ -107,9 +108,9 @@ def test_test_script_on_own_folder_data(folder_root, tiny_sam3_dir, tmp_path):
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert list(doc["categories"]) == ["widget"] and doc["dataset"] == "folder"
     assert all(v is not None for v in doc["categories"]["widget"].values())  # masks were found: all defined
-    prompts, noun = prompts_for(doc["config"], "widget")
+    prompts, noun = prompts_for(Config.from_dict(doc["config"]), "widget")
     assert prompts == build_prompts(None, "base") and noun is None
-    assert prompts_for(doc["config"], "bottle")[1] == "bottle"
+    assert prompts_for(Config.from_dict(doc["config"]), "bottle")[1] == "bottle"
 
 
 def test_demo_on_an_image_and_on_a_folder_with_a_corrupt_file(tiny_sam3_dir, tmp_path, capsys):
