@@ -17,7 +17,7 @@ same numbers (the partner draw and the calibration depend only on the whole set)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -66,15 +66,18 @@ class MutualScorer:
         object_noun: str | None = None,
         out_size: tuple[int, int] | None = None,
         instance_masks: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[AnomalyResult]:
         """Results of every image of `batches` (one category), in order: `parts`, `raw_scores`, `fuse`.
+
+        `progress(done, total)`: as in `raw_scores`, the slow N^2 step.
 
         Raises:
             ValueError: fewer than two images in all (mutual scoring compares images with each other).
         """
         results, features = self.parts(batches, prompts, object_noun, out_size, instance_masks)
         _need_two(len(results))
-        return self.fuse(results, self.raw_scores(features), features)
+        return self.fuse(results, self.raw_scores(features, progress=progress), features)
 
     def parts(
         self,
@@ -99,10 +102,16 @@ class MutualScorer:
                 gathered.setdefault(layer, []).append(feats.cpu())
         return results, {layer: torch.cat(parts) for layer, parts in gathered.items()}
 
-    def raw_scores(self, features: Features, images: Sequence[int] | None = None) -> Tensor:
+    def raw_scores(
+        self,
+        features: Features,
+        images: Sequence[int] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
         """Uncalibrated mutual scores of `images` (None = all) against every image: (n, h, w) float32 CPU.
 
         Scored on the model's device one layer at a time (peak: one layer's features + one aggregate).
+        `progress(done, total)`: images' worth of the comparisons done (`model.visual.mutual_raw`).
         """
         _need_two(next(iter(features.values())).shape[0] if features else 0)
         s = self.settings
@@ -113,6 +122,7 @@ class MutualScorer:
             s.mutual_partners,
             images=images,
             device=self.detector.engine.device,
+            progress=progress,
         )
         return raw.cpu()
 

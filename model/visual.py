@@ -37,7 +37,7 @@ a distance of 0.05).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -238,6 +238,7 @@ def mutual_scores(
     degrees: Sequence[int] = DEFAULT_DEGREES,
     partners: int | None = None,
     images: Sequence[int] | None = None,
+    step: Callable[[], None] | None = None,
 ) -> Tensor:
     """Zero-shot mutual scores (MuSc): each image's patches against the patches of the other images.
 
@@ -249,6 +250,7 @@ def mutual_scores(
         partners: compare each image with this many seeded random others (`mutual_partners`; cost
             N x partners instead of N x (N - 1)); None = all others.
         images: score only these images (e.g. one process's share), still against all N; None = all.
+        step: called after each image at each degree (len(images) * len(degrees) calls), for progress.
 
     Returns:
         (len(images), h, w) float32 scores in [0, 2], rows in the order of `images`.
@@ -273,6 +275,8 @@ def mutual_scores(
             else:
                 dist = _distances_to_images(x[i], x[others])  # (M, P): a copy of M rows only
             total[k] += dist.topk(keep, dim=0, largest=False).values.mean(dim=0)
+            if step is not None:
+                step()
         del x  # one aggregate at a time
     return (total / len(degrees)).view(len(rows), h, w)
 
@@ -475,17 +479,41 @@ def mutual_raw(
     partners: int | None = None,
     images: Sequence[int] | None = None,
     device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """`mutual_scores` of `images` (None = all) averaged over the layers of `features`, one layer on
-    `device` at a time: ``{layer: (N, h, w, C)}`` -> (len(images), h, w) float32 on `device`."""
+    `device` at a time: ``{layer: (N, h, w, C)}`` -> (len(images), h, w) float32 on `device`.
+
+    `progress(done, total)`: called as the work advances by one image's worth, total = len(images)
+    (every image is compared at every layer and degree, so `done` counts images' worth of that work)."""
     if not features:
         raise ValueError("no patch layers captured: encode the images with patch_layers=...")
     degrees = check_degrees(degrees)
+    n_rows = next(iter(features.values())).shape[0] if images is None else len(images)
+    step = _image_steps(progress, n_rows, len(features) * len(degrees))
     total: Tensor | None = None
     for feats in features.values():
         layer = feats.to(device) if device is not None else feats
-        scores = mutual_scores(layer, fraction, degrees, partners, images)
+        scores = mutual_scores(layer, fraction, degrees, partners, images, step)
         total = scores if total is None else total + scores
         del layer
     assert total is not None
     return total / len(features)
+
+
+def _image_steps(
+    progress: Callable[[int, int], None] | None, n_rows: int, passes: int
+) -> Callable[[], None] | None:
+    """A `mutual_scores` step counter that calls progress(images' worth done, n_rows) every `passes` steps
+    (each image is scored once per layer and degree: n_rows * passes steps in all); None without progress."""
+    if progress is None:
+        return None
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if done % passes == 0:
+            progress(done // passes, n_rows)
+
+    return step

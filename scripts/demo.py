@@ -8,8 +8,10 @@ Per image, in --output_dir: <stem>_overlay.png (heatmap + colour bar), <stem>_ma
 masks as COCO RLE, the mask threshold and where it came from, and the input's path). --thresholds FILE
 (thresholds.json of test.py) sets the mask threshold to the category's pixel_normal_threshold.
 <stem> is the image's file stem; images whose stems clash (part.png, part.jpg) get <stem>_<extension>
-(part_png, part_jpg), so no output replaces another. The output folder is checked and locked before the
-model is loaded: a second demo into the same folder stops with an error naming the running one.
+(part_png, part_jpg), so no output replaces another. summary.csv lists every image written (score,
+verdict, mask pixels, boxes: utils/evaluation/summary.py); files of a folder that are not images are named
+in one line. The output folder is checked and locked before the model is loaded: a second demo into the
+same folder stops with an error naming the running one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,11 +44,18 @@ from model.mutual import MutualScorer  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.config.schema import Config  # noqa: E402
 from utils.evaluation.exports import detections_json  # noqa: E402
+from utils.evaluation.summary import (  # noqa: E402
+    VerdictRule,
+    skipped_line,
+    summary_row,
+    verdict_rule,
+    write_summary,
+)
 from utils.evaluation.thresholds import chosen_mask_threshold  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
 from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
 from utils.pipeline import build_detector, prompts_for  # noqa: E402
-from utils.run_log import get_logger, log_to_folder  # noqa: E402
+from utils.run_log import bar_progress, get_logger, log_to_folder  # noqa: E402
 
 log = get_logger(__name__)
 
@@ -103,6 +113,8 @@ def input_images(path: Path) -> list[Path]:
         return [path]
     if path.is_dir():
         images = list_images(path)
+        if images and (skipped := skipped_line(path, images, sorted(IMAGE_EXTENSIONS))):
+            log.warning(skipped)
         if images:
             return images
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {path}")
@@ -221,11 +233,15 @@ def detect_and_save(
     category: str | None,
     references: Sequence[np.ndarray] = (),
     threshold_source: str = "",
-) -> int:
-    """Load the detector, score `paths` in batches, save each image's outputs; return how many were saved.
+    rule: VerdictRule | None = None,
+) -> list[dict[str, Any]]:
+    """Load the detector, score `paths` in batches, save each image's outputs; return the summary.csv row
+    of each image whose outputs were all written (verdict by `rule`; None: any mask pixel).
 
     With `references` (few-shot) they are encoded once first; visual mutual scores all images in one batch.
     """
+    rule = rule or verdict_rule(None, category, cfg.demo.mask_threshold, threshold_source)
+    rows: list[dict[str, Any]] = []
     detector, concepts = build_detector(cfg)
     if references:
         detector.set_references(references)
@@ -233,7 +249,6 @@ def detect_and_save(
     step = len(paths) if mutual is not None else cfg.model.batch_size
     prompts, noun = prompts_for(cfg, category, concepts)
     stems = output_stems(paths)
-    written = 0
     for start in range(0, len(paths), step):
         batch = read_batch(paths[start : start + step], cfg.data.bit_depth)
         if mutual is not None and len(batch) < 2:
@@ -245,7 +260,10 @@ def detect_and_save(
             continue
         arrays = [image for _, image in batch]  # instance masks: for the COCO RLE of each box in the JSON
         if mutual is not None:
-            results = mutual.score([arrays], prompts, noun, instance_masks=True)
+            with tqdm(total=len(arrays), desc="mutual: compare", unit="img") as bar:
+                results = mutual.score(
+                    [arrays], prompts, noun, instance_masks=True, progress=bar_progress(bar)
+                )
         else:
             results = detector.detect_arrays(arrays, prompts, noun, instance_masks=True)
         threshold = cfg.demo.mask_threshold
@@ -263,12 +281,12 @@ def detect_and_save(
                 )
                 continue
             if saved:
-                written += 1
+                rows.append(summary_row(path.name, result, rule))
                 n_boxes = len(result.detections)
                 log.info(f"{path.name} -> {stems[path]}: score {result.image_score:.3f}, {n_boxes} boxes")
             else:
                 log.warning(f"not written: outputs of {path} in {out} (check the folder and free space)")
-    return written
+    return rows
 
 
 def main(args: argparse.Namespace) -> int:
@@ -291,9 +309,13 @@ def main(args: argparse.Namespace) -> int:
     out = check_output_dir(cfg.evaluation.output_dir)  # before the (large) model is loaded
     with OutputLock(out):
         log_to_folder(out)
-        written = detect_and_save(paths, out, cfg, args.category, references, source)
-    log.info(f"{written} of {len(paths)} images written to {out}")
-    return 0 if written else 1
+        rule = verdict_rule(cfg.demo.thresholds, args.category, threshold, source)
+        rows = detect_and_save(paths, out, cfg, args.category, references, source, rule)
+        summary = write_summary(out, rows)
+    log.info(
+        f"{len(rows)} of {len(paths)} images written to {out} (verdicts: {summary.name}, {rule.describe()})"
+    )
+    return 0 if rows else 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from scripts import demo
 from utils.config.cli import run
+from utils.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_FILE, verdict_rule
 from utils.files import OutputLock
 
 
@@ -123,3 +125,43 @@ def test_second_demo_into_a_locked_folder_stops_before_loading(tmp_path: Path, c
     err = capsys.readouterr().err
     assert "is in use by a running process" in err and "no_model" not in err
     assert not list(out.glob("x*"))
+
+
+def test_folder_run_writes_summary_csv_and_names_what_it_skipped(
+    tiny_sam3_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """summary.csv: a row per image, equal to its JSON and mask; the verdict by the category's
+    image_f1_threshold (--thresholds); notes.txt and a sub-folder named in one warning line."""
+    folder = tmp_path / "imgs"
+    write_images(folder, {"a.png": 40, "b.png": 200})
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "old").mkdir()
+    out = tmp_path / "out"
+    # the random model's scores are what they are: checked is that each verdict follows score >= 0.5
+    thresholds = {"categories": {"bottle": {"pixel_normal_threshold": 0.5, "image_f1_threshold": 0.5}}}
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
+    argv = [*demo_argv(folder, tiny_sam3_dir, out), "--thresholds", str(tmp_path / "thresholds.json")]
+    assert run(demo.main, demo.parse_args, [*argv, "--category", "bottle"]) == 0
+    captured = capsys.readouterr()
+    skipped = [line for line in captured.err.splitlines() if "not images" in line]
+    assert len(skipped) == 1 and "skipped 2 entries" in skipped[0] and "notes.txt, old/" in skipped[0]
+    rows = list(csv.DictReader((out / SUMMARY_FILE).open()))
+    assert [r["image"] for r in rows] == ["a.png", "b.png"] and list(rows[0]) == list(SUMMARY_COLUMNS)
+    for row in rows:
+        stem = Path(row["image"]).stem
+        record = json.loads((out / f"{stem}.json").read_text())
+        mask = cv2.imread(str(out / f"{stem}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        assert float(row["score"]) == pytest.approx(record["image_score"], rel=1e-5)
+        assert int(row["mask_pixels"]) == int((mask > 0).sum()) and int(row["boxes"]) == len(record["boxes"])
+        assert row["verdict"] == ("anomalous" if record["image_score"] >= 0.5 else "normal")
+        assert row["verdict_by"].startswith("score >= 0.5 (image_f1_threshold of bottle in ")
+
+
+def test_verdict_without_an_image_threshold_is_any_mask_pixel(tmp_path: Path) -> None:
+    rule = verdict_rule(None, None, 0.5, "--mask_threshold")
+    assert (rule.verdict(0.9, 0), rule.verdict(0.1, 3)) == ("normal", "anomalous")
+    assert rule.describe() == "mask pixels > 0 (map >= 0.5, --mask_threshold)"
+    no_image = tmp_path / "t.json"  # a category without defect images has no image_f1_threshold
+    no_image.write_text(json.dumps({"categories": {"wood": {"image_f1_threshold": None}}}))
+    assert verdict_rule(str(no_image), "wood", 0.3, "file").image_threshold is None
+    assert demo.input_images(tmp_path / "t.json") == [tmp_path / "t.json"]  # one file: nothing skipped

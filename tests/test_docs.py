@@ -40,3 +40,12 @@ def test_readme_and_docs_links_point_to_files_in_the_repository() -> None:
 def test_readme_is_a_short_guide() -> None:
     """Reference material lives in docs/; the README says what it is and how to run it."""
     assert len((REPO / "README.md").read_text().splitlines()) <= 250
+
+
+def test_the_quick_starts_first_check_names_test_files_that_exist() -> None:
+    """The quick start's first check (a comment line of its bash block) runs real test files."""
+    section = (REPO / "README.md").read_text().split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    check = re.search(r"#\s+(python -m pytest -q (tests/\S+\.py ?)+)\n", section)
+    assert check, "the quick start lost its first-check command"
+    files = check.group(1).split()[4:]
+    assert files and all((REPO / f).is_file() for f in files), files

@@ -186,10 +186,12 @@ def test_bad_input_is_one_line_without_traceback(
 ):
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("eval_sise: 12\n")
+    (tmp_path / "all15.yaml").write_text(f"categories: [{', '.join(MVTEC_CATEGORIES)}]\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("not a folder")
     placeholders = {
         "BADCONFIG": str(bad_cfg),
+        "ALL15": str(tmp_path / "all15.yaml"),
         "EMPTY": str(tmp_path / "empty"),
         "FILE": str(tmp_path / "file"),
     }

@@ -333,3 +333,14 @@ def test_rotated_copies_of_a_reference_stay_out_of_its_leave_one_out():
     assert ungrouped.spread < 0.1 * plain.spread  # float rounding of distance 0 only
     with pytest.raises(ValueError, match="3 reference sources for 4 bank images"):
         ReferenceBank({0: torch.cat([a, b, a, b])}, sources=[0, 1, 0])
+
+
+def test_mutual_raw_reports_progress_in_images_without_changing_the_scores():
+    """Two layers x two degrees = 4 passes over the 3 scored images: one report per image's worth."""
+    from model.visual import mutual_raw
+
+    features = {layer: normal_images(5, seed=layer) for layer in (1, 2)}
+    reports: list[tuple[int, int]] = []
+    scores = mutual_raw(features, 0.5, (1, 3), images=[0, 2, 4], progress=lambda *r: reports.append(r))
+    assert reports == [(1, 3), (2, 3), (3, 3)]
+    assert torch.equal(scores, mutual_raw(features, 0.5, (1, 3), images=[0, 2, 4]))

@@ -56,11 +56,14 @@ def text_pixel_auroc(visual_root, tiny_sam3_dir, tmp_path_factory) -> dict[str, 
 
 @pytest.mark.parametrize("mode", ["fewshot", "mutual"])
 def test_visual_scores_find_synthetic_defects_where_text_with_random_weights_does_not(
-    mode, visual_root, tiny_sam3_dir, tmp_path, text_pixel_auroc
+    mode, visual_root, tiny_sam3_dir, tmp_path, text_pixel_auroc, capsys
 ):
     """Fused at the default visual_weight 0.5, the visual map finds the drawn defects that the random text
     decoder does not (its map is noise)."""
     assert run_test(visual_root, tiny_sam3_dir, tmp_path / mode, "--visual", mode) == 0
+    if mode == "mutual":  # progress bars of its two steps, in images: 4 good + 6 defective
+        err = capsys.readouterr().err
+        assert all(f"bottle: {step}: 100%" in err for step in ("encode", "compare")) and " 10/10 " in err
     text, visual = text_pixel_auroc, pixel_auroc(tmp_path / mode)
     assert all(v >= 0.85 for v in visual.values()), visual
     assert all(v < 0.6 for v in text.values()), text

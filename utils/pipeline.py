@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -102,11 +102,16 @@ class CategoryScorer:
         return self.mutual.parts(batches, prompts, noun, out_size=self.size)
 
     def share(
-        self, parts: Sequence[tuple[list[AnomalyResult], Features]], category: str, images: Sequence[int]
+        self,
+        parts: Sequence[tuple[list[AnomalyResult], Features]],
+        category: str,
+        images: Sequence[int],
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Raw mutual scores (n, h, w) of the images `images` of the category against all of `parts`."""
+        """Raw mutual scores (n, h, w) of the images `images` of the category against all of `parts`;
+        `progress(done, total)` as the comparisons advance by one image's worth."""
         _need_two(sum(len(results) for results, _ in parts), category)
-        return self.mutual.raw_scores(_features(parts), images)
+        return self.mutual.raw_scores(_features(parts), images, progress)
 
     def finish(
         self,

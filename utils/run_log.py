@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOGGER_NAME = "sam3ad"
 LOG_FILE = "run.log"
@@ -90,3 +92,13 @@ def log_to_folder(out: Path) -> Path:
         logger.setLevel(logging.INFO)
     get_logger(__name__).info("run started: %s", _command or "(no command line)", extra=FILE_ONLY)
     return path
+
+
+def bar_progress(bar: Any) -> Callable[[int, int], None]:
+    """A `progress(done, total)` callback (e.g. for `model.visual.mutual_raw`) that moves a tqdm `bar` to
+    `done`; the model layer reports counts and never prints."""
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    return advance

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from model.map_ops import resize_map, resize_mask
 from utils.distributed import SINGLE, Dist, broadcast, gather, on_main, round_robin
 from utils.evaluation.metrics import METRIC_KEYS, compute_metrics
 from utils.evaluation.store import UNLABELLED, CategoryResult, CategoryStore
+from utils.run_log import bar_progress
 
 # What a scorer returns per image: the anomaly map (H, W) float in [0, 1] and the image score.
 Outputs = list[tuple[np.ndarray, float]]
@@ -36,15 +37,22 @@ class Scorer(Protocol):
     once by the runner (empty unless visual is fewshot). `parts`, `share` and `finish` score a whole
     category (visual mutual, `score_whole_category`): `parts` runs the model on some images (what it returns
     travels between processes), `share` scores the images `images` (indices into the category) against the
-    parts of every image, and `finish` takes every part and every share, both in image order. Stubs that
-    are only called per batch may leave them out.
+    parts of every image (calling `progress(done, total)` as it advances by an image's worth), and `finish`
+    takes every part and every share, both in image order. Stubs that are only called per batch may leave
+    them out.
     """
 
     def __call__(self, samples: Sequence[Sample], category: str, references: Sequence[str]) -> Outputs: ...
 
     def parts(self, samples: Sequence[Sample], category: str) -> Any: ...
 
-    def share(self, parts: Sequence[Any], category: str, images: Sequence[int]) -> Any: ...
+    def share(
+        self,
+        parts: Sequence[Any],
+        category: str,
+        images: Sequence[int],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Any: ...
 
     def finish(self, parts: Sequence[Any], category: str, shares: Sequence[Any]) -> Outputs: ...
 
@@ -84,7 +92,7 @@ def evaluate_category(
         return store.result(metrics) if store is not None else None
     start = time.perf_counter()
     if n_done < len(paths) and whole_category:
-        score_whole_category(samples, scorer, category, store, batch_size, dist)
+        score_whole_category(samples, scorer, category, store, batch_size, dist, progress)
     elif n_done < len(paths):
         size = (eval_size, eval_size)
         score_batches(samples, scorer, category, references, store, n_done, size, batch_size, progress, dist)
@@ -154,6 +162,7 @@ def score_whole_category(
     store: CategoryStore | None,
     batch_size: int,
     dist: Dist,
+    progress: bool = True,
 ) -> None:
     """A whole category (visual mutual), in three gathered steps that one process runs as a world of one.
 
@@ -161,18 +170,30 @@ def score_whole_category(
     2. Rank k runs ``scorer.share`` on its contiguous k-th of the images, against every part: the N^2 work
        is split K ways; every rank gathers the shares (rank order = image order).
     3. Rank 0 runs ``scorer.finish`` on all parts and shares and appends the images not stored yet.
+    Rank 0 shows a progress bar for its images in steps 1 ("<category>: encode") and 2 ("compare").
     """
     starts = list(range(0, len(samples), batch_size))
+    shown = progress and dist.is_main
+    batches = [b for rnd in round_robin(len(starts), dist) if (b := rnd[dist.rank]) is not None]
+    n_mine = sum(min(batch_size, len(samples) - starts[b]) for b in batches)
+    encoded = tqdm(total=n_mine, desc=f"{category}: encode", unit="img", disable=not shown)
 
     def my_parts() -> list[tuple[int, Any]]:
-        mine = [b for rnd in round_robin(len(starts), dist) if (b := rnd[dist.rank]) is not None]
-        return [(b, scorer.parts(_batch(samples, starts[b], batch_size), category)) for b in mine]
+        parts = []
+        for b in batches:
+            batch = _batch(samples, starts[b], batch_size)
+            parts.append((b, scorer.parts(batch, category)))
+            encoded.update(len(batch))
+        encoded.close()
+        return parts
 
     everyone = gather(dist, my_parts)
     ordered = [part for _, part in sorted((item for items in everyone for item in items), key=lambda x: x[0])]
     bounds = [len(samples) * k // dist.world_size for k in range(dist.world_size + 1)]
     mine = range(bounds[dist.rank], bounds[dist.rank + 1])
-    shares = gather(dist, lambda: scorer.share(ordered, category, mine))
+    compared = tqdm(total=len(mine), desc=f"{category}: compare", unit="img", disable=not shown)
+    shares = gather(dist, lambda: scorer.share(ordered, category, mine, bar_progress(compared)))
+    compared.close()
     outputs = on_main(dist, lambda: scorer.finish(ordered, category, shares))
     if store is None:
         return
