@@ -235,6 +235,12 @@ class DemoSettings:
         "thresholds.json from test.py: mask = map >= the category's pixel_normal_threshold (docs/outputs.md)",
         "demo",
     )
+    max_upload_mb: int = setting(
+        50,
+        "web app (scripts/app.py): the largest file an upload may be, in MB (a larger one is refused)",
+        "demo",
+        minimum=1,
+    )
 
 
 @dataclass
