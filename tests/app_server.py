@@ -17,6 +17,7 @@ import httpx
 
 from scripts import app as app_script
 from utils.app.files import private_root
+from utils.app.handlers import AppHandlers
 from utils.config.cli import config_from_args
 from utils.config.schema import Config
 
@@ -38,7 +39,7 @@ def served(
     root = private_root(temp_root)
     before = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
-    handlers = app_script.AppHandlers.load(cfg, root)
+    handlers = AppHandlers.load(cfg, root)
     blocks = app_script.layout(handlers)
     blocks.handlers = handlers
     with socket.socket() as probe:
