@@ -1,5 +1,5 @@
-"""The web app: utils/app/ (uploads, cache, results, render, files, access, texts), its handlers called in this
-process, the app served in this process for the requests a client controls, and one subprocess stopped by
+"""The web app: utils/app/ (uploads, cache, results, render, files, access, texts), its handlers called in
+this process, the app served in this process for the requests a client controls, and main() stopped by
 SIGTERM."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
-import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -279,9 +279,10 @@ def test_login_from_a_file_or_the_environment_and_slowed_then_locked(tmp_path, m
     assert read_auth(None, str(secrets), {}) == [("ann", "s3:cret"), ("bob", "pw")]
     assert read_auth(None, None, {AUTH_ENV: "eve:x"}) == [("eve", "x")]
     assert read_auth("ann:p", None, {}) == [("ann", "p")] and read_auth(None, None, {}) is None
-    for bad, message in ((None, "no such"), ("ann", "expected USER:PASSWORD")):
-        with pytest.raises(ConfigError, match="expected USER:PASSWORD|No such file"):
-            read_auth(bad, None if bad else str(tmp_path / "missing"), {})
+    with pytest.raises(ConfigError, match=r"^--auth_file .*missing: No such file"):
+        read_auth(None, str(tmp_path / "missing"), {})
+    with pytest.raises(ConfigError, match="^--auth: expected USER:PASSWORD"):
+        read_auth("ann", None, {})
     waits = []
 
     async def no_wait(seconds):
@@ -497,43 +498,47 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_sigterm_removes_everything_the_app_wrote(tmp_path):
-    """The one subprocess: the app (no model: it starts in seconds) gets an upload, then SIGTERM; it ends
-    cleanly and its private folder, gradio's copy of the upload included, is gone."""
-    port = free_port()
-    env = {**os.environ, "TMPDIR": str(tmp_path), AUTH_ENV: "ann:pw"}
-    argv = [
-        sys.executable,
-        str(REPO / "scripts" / "app.py"),
-        "--model_path",
-        str(tmp_path / "none"),
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+def test_sigterm_removes_everything_the_app_wrote(tmp_path, monkeypatch, capsys):
+    """scripts/app.py main() in this process (no model: it starts at once; the login from the environment):
+    a client logs in and uploads, then this process gets SIGTERM; main returns 0 and the app's private
+    folder, gradio's copy of the upload included, is gone (a start under another process's SIGTERM would
+    leave it)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv(AUTH_ENV, "ann:pw")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))  # main() sets it: restored
+    port, seen = free_port(), {}
+
+    def client() -> None:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        with httpx.Client(base_url=url) as client:
-            assert client.post("/login", data={"username": "ann", "password": "pw"}).status_code in (
-                200,
-                302,
-                303,
-            )
-            with (REPO / "assets" / "demo_good.png").open("rb") as f:
-                [copy] = client.post("/gradio_api/upload", files={"files": ("good.png", f)}).json()
-        [root] = tmp_path.glob("sam3_app_*")
-        assert Path(copy).is_relative_to(root) and stat.S_IMODE(Path(copy).stat().st_mode) == 0o600
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=60)[0]
+        try:
+            for _ in range(600):
+                try:
+                    httpx.get(url, timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            with httpx.Client(base_url=url) as session:
+                seen["login"] = session.post("/login", data={"username": "ann", "password": "pw"}).status_code
+                with (REPO / "assets" / "demo_good.png").open("rb") as f:
+                    [copy] = session.post("/gradio_api/upload", files={"files": ("good.png", f)}).json()
+            seen["copy"] = Path(copy)
+            seen["mode"] = stat.S_IMODE(Path(copy).stat().st_mode)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before, umask = signal.getsignal(signal.SIGTERM), os.umask(0o022)
+    os.umask(umask)
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        argv = ["--model_path", str(tmp_path / "none"), "--port", str(port)]
+        assert run(app_script.main, app_script.parse_args, argv) == 0
     finally:
-        proc.kill()
-    print(output)
-    assert proc.returncode == 0, output
-    assert "No SAM 3 model in" in output and "--model_path" in output and "make_tiny_sam3.py" in output
-    assert "Traceback" not in output and not root.exists() and list(tmp_path.iterdir()) == []
+        thread.join()
+        signal.signal(signal.SIGTERM, before)
+        os.umask(umask)
+    assert seen["login"] in (200, 302, 303) and seen["mode"] == 0o600
+    assert seen["copy"].parent.parent.parent.name.startswith("sam3_app_")  # root/gradio/<hash>/good.png
+    assert list(tmp_path.iterdir()) == []  # nothing left: the root and the upload are gone
+    err = capsys.readouterr().err
+    assert "No SAM 3 model in" in err and "--model_path" in err and "make_tiny_sam3.py" in err
