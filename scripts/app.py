@@ -182,7 +182,7 @@ def views() -> dict[str, Any]:
         v["input"] = picture("input", "input")
         v["overlay"] = picture("overlay", "heatmap")
         v["bar"] = gr.HTML("", elem_id="colour_bar", min_width=40, scale=0)
-        v["mask"] = picture("mask", "mask (magenta)")
+        v["mask"] = picture("mask", "mask")
         v["boxes"] = picture("boxes", "boxes")
     v["summary"] = gr.Dataframe(
         headers=["image", "score", "mask pixels", "boxes"],
