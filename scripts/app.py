@@ -225,7 +225,7 @@ def launch_options(cfg: Config, users: list[tuple[str, str]] | None) -> dict[str
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = Config.from_dict(config_from_args(args, not_config=NOT_CONFIG))
+    cfg = config_from_args(args, not_config=NOT_CONFIG)
     users = read_auth(args.auth, args.auth_file)
     warning = exposure_warning(args.host, args.share, users)
     if warning:

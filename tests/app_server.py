@@ -25,7 +25,7 @@ from utils.config.schema import Config
 def app_config(model_dir: Path, *flags: str) -> Config:
     """The app's Config for the tiny model on the CPU plus `flags`."""
     argv = ["--model_path", str(model_dir), "--device", "cpu", "--dtype", "fp32", *flags]
-    return Config.from_dict(config_from_args(app_script.parse_args(argv), not_config=app_script.NOT_CONFIG))
+    return config_from_args(app_script.parse_args(argv), not_config=app_script.NOT_CONFIG)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import numpy as np
 
 from dataset import DatasetError
 from model.detector import AnomalyDetector, AnomalyResult
+from model.engine import DEFAULT_BATCH_SIZE
 from model.visual import ReferenceBank
 from utils.app.uploads import Picture, PictureCache, read_upload
 
@@ -145,7 +146,7 @@ class EncodeCache:
         prompts: Sequence[str],
         object_noun: str | None,
         references: References | None = None,
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[AnomalyResult]:
         """The detector's results for N (H, W, 3) uint8 images, in order; SAM 3 runs only for images not

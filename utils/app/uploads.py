@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from dataset import DatasetError
-from dataset.base import IMAGE_EXTENSIONS, read_image
+from dataset.images import read_image
+from dataset.records import IMAGE_EXTENSIONS
 
 DISPLAY_SIDE = 1024  # px: the long side of every picture sent to the browser
 PICTURES_KEPT = 32  # decoded uploads a session keeps (a rerun or a switch decodes nothing)
