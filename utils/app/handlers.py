@@ -173,7 +173,7 @@ class AppHandlers:
         """Every image's row and the downloads (results.json, full-size masks) at the slider values."""
         session = self.session(request)
         if self.detector is None or not session.runs:
-            return gr.skip(), gr.skip()
+            return None, None  # no images (a failed Run): no rows, no downloads
         calls, docs, masks = engine_calls(self.detector), [], []
         for item in session.runs:
             cut = rethreshold(item.result, mask_t, box_t)

@@ -236,8 +236,9 @@ class DemoSettings:
         "demo",
     )
     max_upload_mb: int = setting(
-        50,
-        "web app (scripts/app.py): the largest file an upload may be, in MB (a larger one is refused)",
+        256,
+        "web app (scripts/app.py): the largest file an upload may be, in MB (a larger one is refused; an "
+        "81-megapixel photo as PNG is up to ~250 MB)",
         "demo",
         minimum=1,
     )

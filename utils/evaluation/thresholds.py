@@ -120,7 +120,9 @@ class Thresholds:
         """
         value = self.categories[category].get(USED_BY_DEMO)
         if value is None:
-            raise ConfigError(f"{self.path}: {category} has no {USED_BY_DEMO} (no good test image): {instead}")
+            raise ConfigError(
+                f"{self.path}: {category} has no {USED_BY_DEMO} (no good test image): {instead}"
+            )
         return value
 
     def image_threshold(self, category: str) -> float | None:
@@ -149,12 +151,14 @@ def read_thresholds(path: str | Path) -> Thresholds:
         raise ConfigError(f"{path}: not a thresholds.json written by test.py ({err}): {REWRITE}") from None
     categories = doc.get("categories") if isinstance(doc, dict) else None
     if not isinstance(categories, dict):
-        what = "no \"categories\"" if categories is None else f"\"categories\" is a {type(categories).__name__}"
+        what = 'no "categories"' if categories is None else f'"categories" is a {type(categories).__name__}'
         raise ConfigError(f"{path}: {what}, not a mapping of category names to thresholds: {REWRITE}")
     checked = {}
     for name, entry in categories.items():
         if not isinstance(entry, dict):
-            raise ConfigError(f"{path}: the entry of {name} is a {type(entry).__name__}, not a mapping: {REWRITE}")
+            raise ConfigError(
+                f"{path}: the entry of {name} is a {type(entry).__name__}, not a mapping: {REWRITE}"
+            )
         checked[name] = {key: _threshold(path, name, key, value) for key, value in entry.items()}
     return Thresholds(path, checked)
 
