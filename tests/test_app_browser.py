@@ -145,7 +145,7 @@ def test_run_with_a_warning_verdict_names_with_folders_and_one_screen(tiny_sam3_
         doc = result_doc(page)  # names keep their folder: JSON, selector, downloads
         assert doc["image"] == "crack/000.png" and doc["mask_threshold"] == 0.42
         page.locator("#image_select input").click()
-        options = [text.split("\n")[-1] for text in page.get_by_role("option").all_inner_texts()]  # after a tick
+        options = [text.split("\n")[-1] for text in page.get_by_role("option").all_inner_texts()]  # no tick
         assert options == ["crack/000.png", "good/000.png"]
         page.get_by_role("option", name="good/000.png", exact=True).click()
         page.wait_for_function(
