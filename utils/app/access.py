@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from utils.config.loading import ConfigError
@@ -65,7 +65,7 @@ class LoginGuard:
     """gradio's `auth` callable: the right password, answered later and later after failures, and refused
     for everyone during a lockout. Async, so a waiting answer never holds up the server."""
 
-    def __init__(self, users: Sequence[tuple[str, str]], clock=time.monotonic) -> None:
+    def __init__(self, users: Sequence[tuple[str, str]], clock: Callable[[], float] = time.monotonic) -> None:
         self.users = dict(users)
         self.failures = 0
         self.locked_until = 0.0
