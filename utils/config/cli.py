@@ -37,8 +37,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     )
 
 
-def script_parser(script: str, description: str) -> argparse.ArgumentParser:
-    """A parser with `--config` and a flag per setting that `script` exposes (see utils/config/schema.py).
+def script_parser(script: str, description: str, *more: str) -> argparse.ArgumentParser:
+    """A parser with `--config` and a flag per setting that `script` (and the scripts `more`) exposes (see
+    utils/config/schema.py; app.py takes demo.py's flags and its own).
 
     Every flag is named like its key and defaults to None (= not given, the config decides); choices,
     types and help come from the key's declaration. Booleans get `--key` / `--no-key`, lists are
@@ -48,7 +49,7 @@ def script_parser(script: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", help="YAML file with keys of configs/config.yaml (e.g. configs/mvtec.yaml)"
     )
-    for declared in flags_of(script):
+    for declared in [s for name in (script, *more) for s in flags_of(name)]:
         parser.add_argument(f"--{declared.name}", **_flag_options(declared))
     return parser
 

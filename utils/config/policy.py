@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCRIPTS: tuple[str, ...] = ("test", "demo", "train")  # the scripts a setting can be a flag of
-ALL = SCRIPTS
+SCRIPTS: tuple[str, ...] = ("test", "demo", "train", "app")  # the scripts a setting can be a flag of
+ALL: tuple[str, ...] = ("test", "demo", "train")  # app.py takes demo.py's flags and its own
 EVAL: tuple[str, ...] = ("test", "demo")  # the scripts that score images
 FINGERPRINT_MODES: tuple[str, ...] = ("value", "identity")
 # How train.py --resume treats a setting training reads: refuse a change, or apply the new value.
@@ -136,6 +136,8 @@ POLICIES: dict[str, Policy] = {
     # demo
     "mask_threshold": keeps_scores(("demo",), DEMO_ONLY),
     "thresholds": keeps_scores(("demo",), DEMO_ONLY),
+    # web app
+    "max_upload_mb": keeps_scores(("app",), "the web app's upload limit (scripts/app.py)"),
     # training
     "num_epochs": keeps_scores(
         ("train",),

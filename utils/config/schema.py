@@ -229,6 +229,13 @@ class DemoSettings:
         "thresholds.json from test.py: mask = map >= the category's pixel_normal_threshold (docs/outputs.md)",
         "demo",
     )
+    max_upload_mb: int = setting(
+        256,
+        "web app (scripts/app.py): the largest file an upload may be, in MB (a larger one is refused; an "
+        "81-megapixel photo as PNG is up to ~250 MB)",
+        "demo",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,41 +87,104 @@ def update_thresholds(
     return path
 
 
+IMAGE_THRESHOLD = "image_f1_threshold"  # what the app's verdict compares an image score with
+REWRITE = "rerun test.py to rewrite it (it writes <output_dir>/thresholds.json)"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A checked thresholds.json: `categories` maps each category to its entry, every threshold in it a
+    finite float or None (null: undefined for that category). Read with `read_thresholds`."""
+
+    path: Path
+    categories: dict[str, dict[str, float | None]]
+
+    def category(self, category: str | None, how_to_pick: str = "pass --category") -> str:
+        """`category`, or the only category of the file when `category` is None and it holds one.
+
+        Raises:
+            ConfigError: no such category; the message lists the file's and says `how_to_pick` one.
+        """
+        if category is None and len(self.categories) == 1:
+            return next(iter(self.categories))
+        if category not in self.categories:
+            names = ", ".join(sorted(self.categories)) or "none"
+            raise ConfigError(f"{self.path} has no category {category!r}: {how_to_pick} one of {names}")
+        return category
+
+    def mask_threshold(self, category: str, instead: str = "set --mask_threshold instead") -> float:
+        """The category's binary-mask threshold (USED_BY_DEMO).
+
+        Raises:
+            ConfigError: the category has none (no good test image); the message ends with `instead`.
+        """
+        value = self.categories[category].get(USED_BY_DEMO)
+        if value is None:
+            raise ConfigError(
+                f"{self.path}: {category} has no {USED_BY_DEMO} (no good test image): {instead}"
+            )
+        return value
+
+    def image_threshold(self, category: str) -> float | None:
+        """The category's image_f1_threshold; None when it has none (no defect test image)."""
+        return self.categories[category].get(IMAGE_THRESHOLD)
+
+    def source(self, category: str, key: str = USED_BY_DEMO) -> str:
+        """Where a threshold comes from, for a person: "pixel_normal_threshold of category bottle in FILE"."""
+        return f"{key} of category {category} in {self.path}"
+
+
+def read_thresholds(path: str | Path) -> Thresholds:
+    """Read and check a thresholds.json written by test.py (the one reader of demo.py and app.py).
+
+    Raises:
+        ConfigError: one line naming the file, what is wrong and what to do: no such file, not JSON, no
+            "categories" mapping (e.g. a list), an entry that is not a mapping, or a threshold that is
+            neither null nor a finite number (NaN, a string, a list, true).
+    """
+    path = Path(path).expanduser()
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (test.py writes <output_dir>/{THRESHOLDS_FILE})") from None
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{path}: not a thresholds.json written by test.py ({err}): {REWRITE}") from None
+    categories = doc.get("categories") if isinstance(doc, dict) else None
+    if not isinstance(categories, dict):
+        what = 'no "categories"' if categories is None else f'"categories" is a {type(categories).__name__}'
+        raise ConfigError(f"{path}: {what}, not a mapping of category names to thresholds: {REWRITE}")
+    checked = {}
+    for name, entry in categories.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                f"{path}: the entry of {name} is a {type(entry).__name__}, not a mapping: {REWRITE}"
+            )
+        checked[name] = {key: _threshold(path, name, key, value) for key, value in entry.items()}
+    return Thresholds(path, checked)
+
+
+def _threshold(path: Path, category: str, key: str, value: Any) -> Any:
+    """A `*_threshold` value as a float (None kept); other keys (counts, F1 values) as they are."""
+    if not key.endswith("_threshold") or value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(
+            f"{path}: {category} has {key} {value!r}, not a finite number: {REWRITE}, "
+            "or set the threshold by hand instead"
+        )
+    return float(value)
+
+
 def mask_threshold_from(path: str | Path, category: str | None) -> float:
     """The binary-mask threshold (USED_BY_DEMO) of `category` in a thresholds.json written by test.py.
 
     Without a category, a file holding exactly one category gives that one.
 
     Raises:
-        ConfigError: unreadable file, no such category (the message lists the file's categories), a
-            null threshold (the category had no good image), or a value that is not a finite number.
+        ConfigError: see `read_thresholds`, `Thresholds.category` and `Thresholds.mask_threshold`.
     """
-    path = Path(path).expanduser()
-    try:
-        categories = json.loads(path.read_text())["categories"]
-    except FileNotFoundError:
-        raise ConfigError(
-            f"--thresholds {path}: no such file (test.py writes <output_dir>/thresholds.json)"
-        ) from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"--thresholds {path}: not a thresholds.json written by test.py ({err})") from None
-    if category is None and len(categories) == 1:
-        category = next(iter(categories))
-    if category not in categories:
-        names = ", ".join(sorted(categories)) or "none"
-        raise ConfigError(f"--thresholds {path} has no category {category!r}: pass --category one of {names}")
-    value = categories[category].get(USED_BY_DEMO) if isinstance(categories[category], dict) else "?"
-    if value is None:
-        raise ConfigError(
-            f"--thresholds {path}: {category} has no {USED_BY_DEMO} (no good test image): "
-            "set --mask_threshold instead"
-        )
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(
-            f"--thresholds {path}: {category} has {USED_BY_DEMO} {value!r}, not a finite number: "
-            "rerun test.py to rewrite the file, or set --mask_threshold instead"
-        )
-    return float(value)
+    thresholds = read_thresholds(path)
+    return thresholds.mask_threshold(thresholds.category(category))
 
 
 def chosen_mask_threshold(
@@ -132,10 +196,11 @@ def chosen_mask_threshold(
     --mask_threshold was on the command line (else the value is the config's).
 
     Raises:
-        ConfigError: see `mask_threshold_from`.
+        ConfigError: see `read_thresholds`.
     """
     if thresholds:
-        value = mask_threshold_from(thresholds, category)
+        checked = read_thresholds(thresholds)
+        name = checked.category(category)
         which = f"category {category}" if category else "its only category"
-        return value, f"{USED_BY_DEMO} of {which} in {Path(thresholds).expanduser()}"
+        return checked.mask_threshold(name), f"{USED_BY_DEMO} of {which} in {checked.path}"
     return mask_threshold, "--mask_threshold" if flag_given else "mask_threshold of the config"
