@@ -17,7 +17,7 @@ from utils.evaluation.benchmark_hooks import (
     check_benchmark_settings,
     is_unlabelled,
     per_image_csv_unlabelled,
-    score_validation,
+    score_threshold_split,
     split_to_score,
 )
 from utils.evaluation.store import CategoryResult
@@ -29,8 +29,14 @@ def _cfg(tmp_path: Path, **over) -> Config:
 
 def test_settings_that_cannot_apply_are_one_line_errors(tmp_path: Path) -> None:
     check_benchmark_settings(_cfg(tmp_path, dataset="mvtec_ad2", test_split="test_private"))
-    with pytest.raises(ConfigError, match="test_split test_private exists only for --dataset mvtec_ad2"):
+    with pytest.raises(ConfigError, match="test_split test_private does not exist for --dataset mpdd: use test$"):
         check_benchmark_settings(_cfg(tmp_path, dataset="mpdd", test_split="test_private"))
+    with pytest.raises(ConfigError, match="ad2_submission needs --dataset mvtec_ad2, got mpdd"):
+        check_benchmark_settings(_cfg(tmp_path, dataset="mpdd", ad2_submission=str(tmp_path / "s")))
+    with pytest.raises(ConfigError, match="ad2_submission scores test .* drop --test_split test_private"):
+        check_benchmark_settings(
+            _cfg(tmp_path, dataset="mvtec_ad2", test_split="test_private", ad2_submission=str(tmp_path / "s"))
+        )
     with pytest.raises(
         ConfigError, match="defect_type_report needs --dataset mvtec | mpdd | mvtec_loco .*got mpdd and base"
     ):
@@ -52,12 +58,12 @@ def test_mvtec_ad2_public_gets_aupro_005_and_segf1_from_validation(tmp_path: Pat
     samples = split_to_score(cfg, "can")
     scored = []
 
-    def score(split, cat_dir: Path):
+    def score(split, cat_dir: Path, native: bool):
         scored.append((split.split, cat_dir.relative_to(tmp_path / "out").as_posix()))
         return _fake_result(split, value=0.2)
 
-    threshold = score_validation(cfg, "can", tmp_path / "out", score)
-    assert score_validation(_cfg(tmp_path, dataset="mpdd"), "tubes", tmp_path / "out", score) != threshold
+    threshold = score_threshold_split(cfg, "can", tmp_path / "out", score)
+    assert score_threshold_split(_cfg(tmp_path, dataset="mpdd"), "tubes", tmp_path / "out", score) != threshold
     extra = category_extras(tmp_path / "out", cfg, "can", samples, _fake_result(samples), threshold)
     assert scored == [("validation", "validation/can")]  # and nothing for mpdd
     assert extra["seg_threshold"] == pytest.approx(0.2, abs=1e-3)  # validation maps are 0.2 everywhere
@@ -75,7 +81,7 @@ def test_mvtec_ad2_private_is_scored_and_exported_without_metrics(tmp_path: Path
         load_dataset("mvtec_ad2", tmp_path, "can", "test").records
     )
     out = tmp_path / "out"
-    threshold = score_validation(cfg, "can", out, lambda s, cat_dir: _fake_result(s, 0.2))
+    threshold = score_threshold_split(cfg, "can", out, lambda s, cat_dir, native: _fake_result(s, 0.2))
     extra = category_extras(out, cfg, "can", samples, _fake_result(samples), threshold)
     assert extra == {}
     rows = (out / "categories" / "can" / "per_image.csv").read_text().splitlines()

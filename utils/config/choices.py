@@ -7,3 +7,4 @@ metrics module imports this choice list from here rather than the schema importi
 from __future__ import annotations
 
 AUPRO_VARIANTS: tuple[str, ...] = ("official", "clip")
+METRICS_RESOLUTIONS: tuple[str, ...] = ("eval_size", "native")
