@@ -160,4 +160,6 @@ def test_loco_category_metrics_by_type(loco) -> None:
     assert got["structural_pixel_spro_0.3"] == pytest.approx(0.15)
     assert got["pixel_spro_0.05"] == pytest.approx(0.5 * (1.0 + 0.025))  # the official mean of the two
     assert got["pixel_spro_0.3"] == pytest.approx(0.5 * (1.0 + 0.15))
-    assert set(got) == {f"{p}pixel_spro_{limit}" for p in ("", "logical_", "structural_") for limit in (0.05, 0.3)}
+    assert set(got) == {
+        f"{p}pixel_spro_{limit}" for p in ("", "logical_", "structural_") for limit in (0.05, 0.3)
+    }

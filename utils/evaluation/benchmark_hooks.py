@@ -1,11 +1,11 @@
 """What the evaluation runner does per category beyond scoring the test split, driven by the dataset's
 `Benchmark` (utils/evaluation/benchmarks.py).
 
-The runner calls, per category: `split_to_score` (the samples to score), `score_threshold_split` (MVTec AD 2's
-validation/good), then after `evaluate_category`: `category_extras` (a set's own metrics, the server export of
-an unlabelled split, the defect-type report) and, with `--ad2_submission`, `score_submission`. Categories of an
-unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True: they have no
-metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
+The runner calls, per category: `split_to_score` (the samples to score), `score_threshold_split` (MVTec AD
+2's validation/good), then after `evaluate_category`: `category_extras` (a set's own metrics, the server
+export of an unlabelled split, the defect-type report) and, with `--ad2_submission`, `score_submission`.
+Categories of an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True:
+they have no metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
 """
 
 from __future__ import annotations
@@ -69,9 +69,8 @@ def check_benchmark_settings(cfg: Config) -> None:
     dataset, split, strategy = cfg.data.dataset, cfg.data.test_split, cfg.prompts.prompt_strategy
     benchmark = benchmark_of(dataset)
     if split not in benchmark.test_splits:
-        raise ConfigError(
-            f"test_split {split} does not exist for --dataset {dataset}: use {' | '.join(benchmark.test_splits)}"
-        )
+        splits = " | ".join(benchmark.test_splits)
+        raise ConfigError(f"test_split {split} does not exist for --dataset {dataset}: use {splits}")
     if cfg.evaluation.ad2_submission and not benchmark.submission_splits:
         raise ConfigError(f"ad2_submission needs --dataset mvtec_ad2, got {dataset}")
     if cfg.evaluation.ad2_submission and split != "test":
@@ -116,9 +115,7 @@ def score_threshold_split(cfg: Config, category: str, out: Path, score: ScoreSpl
     return math.nan if result is None else validation_threshold(result.maps)
 
 
-def score_submission(
-    cfg: Config, category: str, out: Path, score: ScoreSplit, threshold: float
-) -> None:
+def score_submission(cfg: Config, category: str, out: Path, score: ScoreSplit, threshold: float) -> None:
     """`--ad2_submission DIR`: score each submission split of `category` into `<out>/splits/<split>/` and
     write its maps into DIR in the evaluation server's layout (utils/evaluation/ad2_server.py). Every rank
     calls it; rank 0 writes."""

@@ -13,8 +13,8 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -81,7 +81,9 @@ class StoreState:
     n_done: int
 
 
-def evaluate_category(samples: Sequence[Sample], spec: EvaluationSpec, cat_dir: Path) -> CategoryResult | None:
+def evaluate_category(
+    samples: Sequence[Sample], spec: EvaluationSpec, cat_dir: Path
+) -> CategoryResult | None:
     """Score every sample of `spec.category` (resuming from `cat_dir`), then compute and store the metrics.
 
     `samples` must offer `.records` (image paths without decoding) as the dataset loaders do; a plain list of

@@ -287,7 +287,9 @@ def _check_pixels(gt_masks: Sequence[np.ndarray], anomaly_maps: Sequence[np.ndar
     """A (N, H, W) stack of each, of one shape, or two sequences of N per-image arrays (native sizes)."""
     if isinstance(gt_masks, (list, tuple)) or not isinstance(anomaly_maps, np.ndarray):
         if len(gt_masks) != len(anomaly_maps):
-            raise ValueError(f"{len(gt_masks)} masks but {len(anomaly_maps)} anomaly maps: pass one per image")
+            raise ValueError(
+                f"{len(gt_masks)} masks but {len(anomaly_maps)} anomaly maps: pass one per image"
+            )
         return
     if getattr(anomaly_maps, "ndim", 0) != 3 or getattr(gt_masks, "shape", None) != anomaly_maps.shape:
         raise ValueError(

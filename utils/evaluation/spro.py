@@ -74,7 +74,9 @@ def spro_weights(scores: np.ndarray, saturation: float) -> np.ndarray:
     return weights
 
 
-def spro_ranking(maps: Sequence[np.ndarray], images: Sequence[int], regions: Sequence[Region]) -> Ranking | None:
+def spro_ranking(
+    maps: Sequence[np.ndarray], images: Sequence[int], regions: Sequence[Region]
+) -> Ranking | None:
     """The subset's pixels ranked once: negatives outside every region of their image, region pixels
     weighted by `spro_weights` / R. None when there are no regions or no negative pixel.
 
