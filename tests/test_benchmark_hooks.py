@@ -36,6 +36,10 @@ def test_settings_that_cannot_apply_are_one_line_errors(tmp_path: Path) -> None:
         check_benchmark_settings(_cfg(tmp_path, dataset="mpdd", test_split="test_private"))
     with pytest.raises(ConfigError, match="ad2_submission needs --dataset mvtec_ad2, got mpdd"):
         check_benchmark_settings(_cfg(tmp_path, dataset="mpdd", ad2_submission=str(tmp_path / "s")))
+    with pytest.raises(ConfigError, match="ad2_submission must be a folder of its own .* e.g. .*submission"):
+        check_benchmark_settings(
+            _cfg(tmp_path, dataset="mvtec_ad2", output_dir=str(tmp_path), ad2_submission=str(tmp_path))
+        )
     with pytest.raises(ConfigError, match="ad2_submission scores test .* drop --test_split test_private"):
         check_benchmark_settings(
             _cfg(tmp_path, dataset="mvtec_ad2", test_split="test_private", ad2_submission=str(tmp_path / "s"))

@@ -73,7 +73,16 @@ def check_benchmark_settings(cfg: Config) -> None:
         raise ConfigError(f"test_split {split} does not exist for --dataset {dataset}: use {splits}")
     if cfg.evaluation.ad2_submission and not benchmark.submission_splits:
         raise ConfigError(f"ad2_submission needs --dataset mvtec_ad2, got {dataset}")
-    if cfg.evaluation.ad2_submission and split != "test":
+    target = cfg.evaluation.ad2_submission
+    if (
+        target
+        and Path(target).expanduser().resolve() == Path(cfg.evaluation.output_dir).expanduser().resolve()
+    ):
+        raise ConfigError(
+            "ad2_submission must be a folder of its own (the server rejects the run's other files): "
+            f"e.g. {Path(cfg.evaluation.output_dir) / 'submission'}"
+        )
+    if target and split != "test":
         raise ConfigError(
             f"ad2_submission scores test (test_public) and then {', '.join(benchmark.submission_splits)}: "
             f"drop --test_split {split}"

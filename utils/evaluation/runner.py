@@ -72,19 +72,7 @@ def evaluate(
         references: list[str] = []
         if cfg.scoring.visual == "fewshot":  # drawn once: recorded in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)
-        spec = EvaluationSpec(
-            scorer=scorer,
-            category=category,
-            eval_size=cfg.evaluation.eval_size,
-            batch_size=cfg.model.batch_size,
-            fingerprint=fingerprint,
-            aupro_variant=cfg.evaluation.aupro_variant,
-            references=references,
-            whole_category=cfg.scoring.visual == "mutual",
-            native=cfg.evaluation.metrics_resolution == "native",
-            progress=progress,
-            dist=dist,
-        )
+        spec = category_spec(cfg, scorer, category, fingerprint, references, progress, dist)
 
         def score(split: ImageDataset, cat_dir: Path, native: bool, spec: EvaluationSpec = spec):
             return evaluate_category(split, dataclasses.replace(spec, native=native), cat_dir)
@@ -114,6 +102,31 @@ def evaluate(
         shown = visual if cfg.scoring.visual != "none" else None
         write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra)
     return per_category
+
+
+def category_spec(
+    cfg: Config,
+    scorer: Scorer,
+    category: str,
+    fingerprint: dict[str, Any],
+    references: Sequence[str],
+    progress: bool,
+    dist: Dist,
+) -> EvaluationSpec:
+    """How every split of `category` is scored and measured under cfg (utils/evaluation/loop.py)."""
+    return EvaluationSpec(
+        scorer=scorer,
+        category=category,
+        eval_size=cfg.evaluation.eval_size,
+        batch_size=cfg.model.batch_size,
+        fingerprint=fingerprint,
+        aupro_variant=cfg.evaluation.aupro_variant,
+        references=references,
+        whole_category=cfg.scoring.visual == "mutual",
+        native=cfg.evaluation.metrics_resolution == "native",
+        progress=progress,
+        dist=dist,
+    )
 
 
 def visual_section(cfg: Config) -> dict[str, Any]:

@@ -91,22 +91,38 @@ def spro_ranking(
     by_image: dict[int, list[Region]] = {}
     for region in regions:
         by_image.setdefault(region.image, []).append(region)
-    negatives, parts, weights = [], [], []
+    inside = {i: np.logical_or.reduce([r.mask for r in rs]) for i, rs in by_image.items()}
+    n_neg = sum(_pixel_count(maps, i) - int(np.count_nonzero(inside.get(i, False))) for i in images)
+    if n_neg == 0:
+        return None
+    neg = None
+    parts, weights = [], []
+    start = 0
     for index in images:
         image_map = np.asarray(maps[index])
         image_map = image_map.astype(_value_dtype(image_map.dtype), copy=False)
-        inside = np.zeros(image_map.shape, dtype=bool)
+        if neg is None:  # filled in place: the pooled negatives are the only large allocation
+            neg = np.empty(n_neg, dtype=image_map.dtype)
         for region in by_image.get(index, []):
-            inside |= region.mask
             scores = image_map[region.mask]
             parts.append(scores)
             weights.append(spro_weights(scores, region.saturation) / len(regions))
-        negatives.append(image_map[~inside])
-    neg = np.concatenate(negatives)
-    del negatives  # the pooled copy is the only one kept: native maps are large
-    if neg.size == 0:
-        return None
+        normal = image_map[~inside[index]] if index in inside else image_map.ravel()
+        neg[start : start + normal.size] = normal
+        start += normal.size
     return _rank(neg, np.concatenate(parts), np.concatenate(weights))
+
+
+def _pixel_count(maps: Sequence[np.ndarray], index: int) -> int:
+    """Pixels of map `index`: a stack's (H, W) or a `NativeMaps` size (neither makes it), else its shape."""
+    sizes = getattr(maps, "sizes", None)
+    if sizes is not None:
+        height, width = sizes[index]
+    elif isinstance(maps, np.ndarray):
+        height, width = maps.shape[1:]
+    else:
+        height, width = np.shape(maps[index])
+    return int(height) * int(width)
 
 
 def auc_spro(
