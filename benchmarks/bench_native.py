@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         view = pixel_view(result, data.records, native=True)
         seven = compute_metrics(labels, scores, view.masks, view.maps, pixels=view.ranking)
+        view.release()  # as evaluate_category does
         middle = time.perf_counter()
         own = loco_metrics(OwnInputs(data.records, result, view, data.root / "bench"))
         end = time.perf_counter()

@@ -129,6 +129,7 @@ def evaluate_category(
             aupro_variant=spec.aupro_variant,
             pixels=view.ranking,
         )
+        view.release()  # native: the sPRO of utils/evaluation/spro.py pools its own pixels
     store.save_metrics(result.metrics, spec.aupro_variant)
     return result
 

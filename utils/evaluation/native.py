@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dataset import Record
-from dataset.base import read_sized_mask
+from dataset.images import read_sized_mask
 from model.map_ops import resize_map
 from utils.evaluation.metrics import Ranking, rank_pixels
 from utils.evaluation.store import CategoryResult
@@ -71,6 +71,12 @@ class PixelView:
     def ranking(self) -> Ranking:
         """Every pixel pooled and sorted once (`rank_pixels`)."""
         return rank_pixels(self.masks, self.maps)
+
+    def release(self) -> None:
+        """Drop the ranking of a native view (GBs for a LOCO category) once the seven metrics have it; a
+        later reader (MVTec AD 2's AU-PRO@0.05) ranks again. The stored view shares its ranking: kept."""
+        if self.native:
+            self.__dict__.pop("ranking", None)
 
 
 def native_view(records: Sequence[Record], stored_maps: np.ndarray) -> PixelView:

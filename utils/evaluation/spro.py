@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset.base import read_mask_values
+from dataset.images import read_mask_values
 from dataset.mvtec_loco import DefectConfig
 from model.map_ops import resize_mask
 from utils.evaluation.metrics import Ranking, _aupro_official, _rank, _value_dtype
