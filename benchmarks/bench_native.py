@@ -77,16 +77,16 @@ def main(args: argparse.Namespace) -> None:
             f"(written in {time.perf_counter() - t0:.1f} s)"
         )
         before = peak_rss_bytes()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         view = pixel_view(result, data.records, native=True)
         seven = compute_metrics(labels, scores, view.masks, view.maps, pixels=view.ranking)
         view.release()  # as evaluate_category does
         middle = time.perf_counter()
         own = loco_metrics(OwnInputs(data.records, result, view, data.root / "bench"))
-        end = time.perf_counter()
+        end, cpu = time.perf_counter(), time.process_time() - cpu
     print(
         f"native: seven metrics {middle - start:.1f} s, LOCO metrics {end - middle:.1f} s, "
-        f"total {end - start:.1f} s"
+        f"total {end - start:.1f} s wall, {cpu:.1f} s CPU"
     )
     print(
         f"peak resident memory: {peak_rss_bytes() / 2**30:.2f} GiB "
