@@ -25,7 +25,7 @@ from dataset.records import (
 )
 
 # Folder names under a datasets root that hold the MVTec AD categories.
-MVTEC_FOLDER_NAMES: tuple[str, ...] = ("mvtec", "mvtec_anomaly_detection", "MVTec", "mvtec_ad")
+MVTEC_FOLDER_NAMES: tuple[str, ...] = ("mvtec", "mvtec_anomaly_detection", "MVTec", "mvtec_ad", "mvtecad")
 MVTEC_LAYOUT = (
     "<root>/[mvtec/]<category>/{train/good/*.png, test/{good,<defect>}/*.png, "
     "ground_truth/<defect>/<stem>_mask.png}"

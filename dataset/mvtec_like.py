@@ -30,9 +30,15 @@ MPDD_FOLDER_NAMES: tuple[str, ...] = ("mpdd", "MPDD")
 MPDD_LAYOUT = (
     "<root>/mpdd/<category>/{train/good, test/{good,<defect>}, ground_truth/<defect>/<stem>_mask.png}"
 )
-BTAD_FOLDER_NAMES: tuple[str, ...] = ("btad", "BTech_Dataset_transformed", "BTAD")
+BTAD_FOLDER_NAMES: tuple[str, ...] = ("btad", "BTech_Dataset_transformed", "BTAD", "btech")
 BTAD_LAYOUT = "<root>/btad/<01|02|03>/{train/ok, test/{ok,ko}, ground_truth/ko/<stem>.<png|bmp>}"
-MVTEC_AD2_FOLDER_NAMES: tuple[str, ...] = ("mvtec_ad2", "mvtec_ad_2", "MVTec_AD_2", "mvtec_ad2_dataset")
+MVTEC_AD2_FOLDER_NAMES: tuple[str, ...] = (
+    "mvtec_ad2",
+    "mvtec_ad_2",
+    "MVTec_AD_2",
+    "mvtec_ad2_dataset",
+    "mvtecad2",  # anomalib's download folder, as mvtecad and btech
+)
 MVTEC_AD2_LAYOUT = (
     "<root>/mvtec_ad2/<category>/{train/good, validation/good, test_public/{good,bad,ground_truth/bad/"
     "<stem>_mask.png}, test_private/*.png, test_private_mixed/*.png}"

@@ -123,12 +123,17 @@ def available_loco_categories(root: str | os.PathLike[str]) -> list[str]:
 
 
 def load_mvtec_loco(root: str | os.PathLike[str], category: str, split: str) -> ImageDataset:
-    """Lazy MVTec LOCO AD split ("train", "validation" or "test"); see the module docstring."""
+    """Lazy MVTec LOCO AD split ("train", "validation" or "test"); see the module docstring.
+
+    The test split's defects_config.json is read here, so a category without a valid one is refused when
+    it is loaded (DatasetError), not after it was scored."""
     folder = resolve_folder(root, LOCO_FOLDER_NAMES, LOCO_LAYOUT)
     found = mvtec_like_categories(folder)
     if category not in found:
         raise unknown_category(category, folder, found, LOCO_LAYOUT)
     if split not in LOCO_SPLITS:
         raise DatasetError(f"unknown split {split!r}: expected one of {', '.join(LOCO_SPLITS)}")
+    if split == "test":  # sPRO needs it: a missing or bad file is an error before any image is scored
+        read_defects_config(folder / category)
     records = build_loco_records(folder / category, category, split)
     return ImageDataset(records, "mvtec_loco", folder, category, split)

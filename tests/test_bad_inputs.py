@@ -320,7 +320,7 @@ def test_require_torch_stops_the_script_with_one_line(monkeypatch, capsys) -> No
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
-        (lambda text: text.replace('"labels": [0, 1]', '"labels": [0, 7]'), "a label that is not 0 or 1"),
+        (lambda text: text.replace('"labels": [0, 1]', '"labels": [0, 7]'), "a label that is not 0, 1 or -1"),
         (lambda text: text.replace('"scores": [0.25,', '"scores": [null,'), "a score that is not a finite"),
     ],
 )

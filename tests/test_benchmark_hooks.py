@@ -3,6 +3,7 @@ for the scoring of a split."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from utils.evaluation.benchmark_hooks import (
     check_benchmark_settings,
     is_unlabelled,
     per_image_csv_unlabelled,
-    score_validation,
+    score_threshold_split,
     split_to_score,
 )
 from utils.evaluation.store import CategoryResult
@@ -27,8 +28,20 @@ _cfg = build_config  # _cfg(datasets root, **settings)
 
 def test_settings_that_cannot_apply_are_one_line_errors(tmp_path: Path) -> None:
     check_benchmark_settings(_cfg(tmp_path, dataset="mvtec_ad2", test_split="test_private"))
-    with pytest.raises(ConfigError, match="test_split test_private exists only for --dataset mvtec_ad2"):
+    with pytest.raises(
+        ConfigError, match="test_split test_private does not exist for --dataset mpdd: use test$"
+    ):
         check_benchmark_settings(_cfg(tmp_path, dataset="mpdd", test_split="test_private"))
+    with pytest.raises(ConfigError, match="ad2_submission needs --dataset mvtec_ad2, got mpdd"):
+        check_benchmark_settings(_cfg(tmp_path, dataset="mpdd", ad2_submission=str(tmp_path / "s")))
+    with pytest.raises(ConfigError, match="ad2_submission must be a folder of its own .* e.g. .*submission"):
+        check_benchmark_settings(
+            _cfg(tmp_path, dataset="mvtec_ad2", output_dir=str(tmp_path), ad2_submission=str(tmp_path))
+        )
+    with pytest.raises(ConfigError, match="ad2_submission scores test .* drop --test_split test_private"):
+        check_benchmark_settings(
+            _cfg(tmp_path, dataset="mvtec_ad2", test_split="test_private", ad2_submission=str(tmp_path / "s"))
+        )
     with pytest.raises(
         ConfigError, match="defect_type_report needs --dataset mvtec | mpdd | mvtec_loco .*got mpdd and base"
     ):
@@ -50,12 +63,14 @@ def test_mvtec_ad2_public_gets_aupro_005_and_segf1_from_validation(tmp_path: Pat
     samples = split_to_score(cfg, "can")
     scored = []
 
-    def score(split, cat_dir: Path):
+    def score(split, cat_dir: Path, native: bool):
         scored.append((split.split, cat_dir.relative_to(tmp_path / "out").as_posix()))
         return _fake_result(split, value=0.2)
 
-    threshold = score_validation(cfg, "can", tmp_path / "out", score)
-    assert score_validation(_cfg(tmp_path, dataset="mpdd"), "tubes", tmp_path / "out", score) != threshold
+    threshold = score_threshold_split(cfg, "can", tmp_path / "out", score)
+    assert (
+        score_threshold_split(_cfg(tmp_path, dataset="mpdd"), "tubes", tmp_path / "out", score) != threshold
+    )
     extra = category_extras(tmp_path / "out", cfg, "can", samples, _fake_result(samples), threshold)
     assert scored == [("validation", "validation/can")]  # and nothing for mpdd
     assert extra["seg_threshold"] == pytest.approx(0.2, abs=1e-3)  # validation maps are 0.2 everywhere
@@ -73,7 +88,7 @@ def test_mvtec_ad2_private_is_scored_and_exported_without_metrics(tmp_path: Path
         load_dataset("mvtec_ad2", tmp_path, "can", "test").records
     )
     out = tmp_path / "out"
-    threshold = score_validation(cfg, "can", out, lambda s, cat_dir: _fake_result(s, 0.2))
+    threshold = score_threshold_split(cfg, "can", out, lambda s, cat_dir, native: _fake_result(s, 0.2))
     extra = category_extras(out, cfg, "can", samples, _fake_result(samples), threshold)
     assert extra == {}
     rows = (out / "categories" / "can" / "per_image.csv").read_text().splitlines()
@@ -123,3 +138,53 @@ def test_unlabelled_csv_has_no_label() -> None:
 
     text = per_image_csv_unlabelled([Record("/a/1.png", None, None, "test_private", "can")], np.array([0.5]))
     assert text == "path,defect_type,label,image_score\n/a/1.png,test_private,,0.5\n"
+
+
+def test_ad2_submission_scores_every_split_into_one_folder_and_resumes(tmp_path: Path) -> None:
+    """One run: test_public measured (native), test_private and test_private_mixed stored under splits/ and
+    written to DIR in the server layout (float16 TIFFs, 0/255 PNGs, nothing else); a rerun scores nothing."""
+    import tifffile
+    from PIL import Image
+
+    from utils.evaluation.runner import evaluate
+
+    calls: list[int] = []
+
+    def scorer(samples, category, references=()):
+        calls.append(len(samples))
+        return [(np.where(s.image[..., 0] > 200, 0.9, 0.2).astype(np.float32), 0.5) for s in samples]
+
+    make_mvtec_ad2(tmp_path / "data")
+    target = tmp_path / "submission"
+    cfg = _cfg(
+        tmp_path / "data",
+        dataset="mvtec_ad2",
+        output_dir=str(tmp_path / "out"),
+        eval_size=16,
+        ad2_submission=str(target),
+        metrics_resolution="native",
+    )
+    evaluate(cfg, scorer, progress=False)
+    assert sum(calls) == 2 + 4 + 2 + 1  # validation, test_public, test_private, test_private_mixed
+    assert sorted(p.name for p in target.iterdir()) == ["anomaly_images", "anomaly_images_thresholded"]
+    files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert files == [
+        "anomaly_images/can/test_private/000.tiff",
+        "anomaly_images/can/test_private/001.tiff",
+        "anomaly_images/can/test_private_mixed/000.tiff",
+        "anomaly_images_thresholded/can/test_private/000.png",
+        "anomaly_images_thresholded/can/test_private/001.png",
+        "anomaly_images_thresholded/can/test_private_mixed/000.png",
+    ]
+    tiff, png = tifffile.imread(target / files[0]), np.asarray(Image.open(target / files[3]))
+    assert tiff.dtype == np.float16 and tiff.shape == png.shape == (24, 24)  # each image's own size
+    assert set(np.unique(png)) <= {0, 255}
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert 0.0 <= doc["benchmark_metrics"]["categories"]["can"]["pixel_aupro_0.05"] <= 1.0
+    stores = tmp_path / "out" / "splits"
+    assert sorted(p.relative_to(stores).as_posix() for p in stores.glob("*/*")) == [
+        "test_private/can",
+        "test_private_mixed/can",
+    ]
+    evaluate(cfg, scorer, progress=False)
+    assert sum(calls) == 9  # the rerun found every split finished

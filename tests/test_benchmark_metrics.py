@@ -12,18 +12,28 @@ from dataset import Record, load_dataset
 from tests.fixtures_benchmarks import make_mvtec_loco
 from tests.test_metrics import reference_aupro
 from utils.evaluation.benchmarks import (
-    benchmark_metrics,
+    OwnInputs,
+    benchmark_of,
     mvtec_ad2_metrics,
     real_iad_metrics,
     sample_scores,
     seg_f1,
     validation_threshold,
 )
+from utils.evaluation.native import pixel_view
 from utils.evaluation.store import CategoryResult
 
 
 def _result(labels, scores, masks, maps) -> CategoryResult:
     return CategoryResult({}, np.asarray(maps), np.asarray(masks), np.asarray(labels), np.asarray(scores))
+
+
+def _own(result: CategoryResult, records=(), category_dir=Path("."), threshold=float("nan")) -> OwnInputs:
+    return OwnInputs(records, result, pixel_view(result, records, False), category_dir, threshold)
+
+
+def benchmark_metrics(dataset: str, records, result: CategoryResult, category_dir: Path) -> dict[str, float]:
+    return benchmark_of(dataset).metrics(_own(result, records, category_dir))
 
 
 def test_seg_f1_hand_solved() -> None:
@@ -44,13 +54,15 @@ def test_mvtec_ad2_aupro_at_005_and_threshold_from_validation_only() -> None:
     validation = np.full((2, 16, 16), 0.25, dtype=np.float32)
     validation[0, 0, 0] = 5.0  # one pixel above the 0.995 quantile of 512 pixels: the quantile stays low
     got = mvtec_ad2_metrics(
-        _result(labels, maps.max(axis=(1, 2)), masks, maps), validation_threshold(validation)
+        _own(_result(labels, maps.max(axis=(1, 2)), masks, maps), threshold=validation_threshold(validation))
     )
     assert got["pixel_aupro_0.05"] == pytest.approx(reference_aupro(masks, maps, 0.05), abs=1e-6)
     assert got["seg_threshold"] == pytest.approx(np.quantile(validation, 0.995))
     assert got["pixel_seg_f1"] == pytest.approx(seg_f1(masks, maps, got["seg_threshold"]))
     assert np.isnan(
-        mvtec_ad2_metrics(_result(labels, labels, masks, maps), validation_threshold(None))["pixel_seg_f1"]
+        mvtec_ad2_metrics(_own(_result(labels, labels, masks, maps), threshold=validation_threshold(None)))[
+            "pixel_seg_f1"
+        ]
     )
 
 
@@ -74,7 +86,7 @@ def test_real_iad_sample_metrics_differ_from_view_metrics() -> None:
         "real_iad", records, _result(labels, scores, empty.astype(bool), empty), Path(".")
     )
     assert got["sample_image_auroc"] == pytest.approx(0.5)  # S1 (0.9) beats S2 (0.4), loses to S3 (0.95)
-    assert got == real_iad_metrics(records, _result(labels, scores, empty.astype(bool), empty))
+    assert got == real_iad_metrics(_own(_result(labels, scores, empty.astype(bool), empty), records))
     assert set(got) == {"sample_image_auroc", "sample_image_ap", "sample_image_f1_max"}
 
 
@@ -164,7 +176,7 @@ def test_mvtec_ad2_private_maps_in_the_server_layout(tmp_path: Path) -> None:
     ]
     tiff = tifffile.imread(tmp_path / "out" / "anomaly_images/can/test_private/000.tiff")
     png = np.asarray(Image.open(tmp_path / "out" / "anomaly_images_thresholded/can/test_private/000.png"))
-    assert tiff.shape == png.shape == (24, 24) and tiff.dtype == np.float32  # the image's own size
+    assert tiff.shape == png.shape == (24, 24) and tiff.dtype == np.float16  # the image's own size
     assert set(np.unique(png)) == {0, 255} and (png[:10] == 255).all() and (png[14:] == 0).all()
     with pytest.raises(ValueError, match="no validation/good maps"):
         save_server_maps(tmp_path / "out", "can", records, maps, threshold=float("nan"))

@@ -71,3 +71,9 @@ def test_mvtec_ad2_private_split_is_exported_without_metrics(
     assert len(list((tmp_path / "anomaly_images_thresholded" / "can" / "test_private").glob("*.png"))) == 2
     doc = json.loads((tmp_path / "results.json").read_text())
     assert all(v is None for v in doc["categories"]["can"].values())
+    progress = tmp_path / "categories" / "can" / "progress.json"
+    before = progress.stat().st_mtime_ns
+    argv = ("--test_split", "test_private", "--save_maps", "tiff")
+    assert run_test(bench_data, tiny_sam3_dir, tmp_path, "mvtec_ad2", *argv) == 0  # a rerun: resumed whole
+    rerun = json.loads((tmp_path / "results.json").read_text())["run"]["categories"]["can"]
+    assert (rerun["images"], rerun["scored"]) == (2, 0) and progress.stat().st_mtime_ns == before

@@ -76,6 +76,7 @@ CHANGED = {
     "object_dilation": 0.1,
     "object_threshold": 0.3,
     "eval_size": 33,
+    "metrics_resolution": "native",
     "sigma": 1.0,
     "image_score": "topk_mean",
     "topk": 10,

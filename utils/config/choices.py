@@ -9,3 +9,4 @@ from __future__ import annotations
 
 AUPRO_VARIANTS: tuple[str, ...] = ("official", "clip")
 DEFAULT_OUTPUT_DIR = "results"  # output_dir; also the root of test.sh's <mode>/<dataset> runs
+METRICS_RESOLUTIONS: tuple[str, ...] = ("eval_size", "native")

@@ -130,6 +130,10 @@ POLICIES: dict[str, Policy] = {
     "visualize": keeps_scores(("test",), OVERLAYS),
     "num_visualize": keeps_scores(("test",), OVERLAYS),
     "save_maps": keeps_scores(("test",), "written from the stored maps at every run"),
+    "metrics_resolution": changes_scores(("test",)),
+    "ad2_submission": keeps_scores(
+        ("test",), "written from the stored maps of the private splits at every run"
+    ),
     "defect_type_report": keeps_scores(
         ("test",), "a report made after the maps are stored, from a separate detection pass"
     ),

@@ -26,7 +26,7 @@ from dataset.images import SENSOR_DEPTHS
 from model.engine import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE
 from model.prompts import DEFAULT_STRATEGY, STRATEGIES
 from model.settings import MASK_THRESHOLD, ScoringSettings, SettingInfo, setting, setting_info
-from utils.config.choices import AUPRO_VARIANTS, DEFAULT_OUTPUT_DIR
+from utils.config.choices import AUPRO_VARIANTS, DEFAULT_OUTPUT_DIR, METRICS_RESOLUTIONS
 from utils.config.policy import POLICIES, Policy
 
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
@@ -191,6 +191,19 @@ class EvaluationSettings:
         "tiff: also write float32 maps as anomaly_maps/<category>/test/<defect>/<stem>.tiff (MVTec's layout)",
         "evaluation",
         choices=("tiff",),
+    )
+    metrics_resolution: str = setting(
+        "eval_size",
+        "eval_size: pixel metrics on the stored eval_size maps | native: on each map resized to its image's "
+        "ground-truth size (the TIFF export's resize), as the benchmarks' official tools compute them",
+        "evaluation",
+        choices=METRICS_RESOLUTIONS,
+    )
+    ad2_submission: str | None = setting(
+        None,
+        "mvtec_ad2: also score test_private and test_private_mixed and write the evaluation server's folder "
+        "(anomaly_images/, anomaly_images_thresholded/) here",
+        "evaluation",
     )
 
 

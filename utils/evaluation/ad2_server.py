@@ -1,13 +1,13 @@
 """MVTec AD 2's evaluation-server layout for the unlabelled splits (test_private, test_private_mixed).
 
-With `--dataset mvtec_ad2 --test_split test_private --save_maps tiff`, test.py writes under
-`<output_dir>/`:
+With `--dataset mvtec_ad2 --ad2_submission DIR`, test.py writes DIR holding only (and with
+`--test_split test_private --save_maps tiff`, the same under `<output_dir>/`):
 
-    anomaly_images/<category>/<split>/<stem>.tiff              float32 map at the image's own size
+    anomaly_images/<category>/<split>/<stem>.tiff              float16 map at the image's own size
     anomaly_images_thresholded/<category>/<split>/<stem>.png   uint8 0/255: map >= the category's threshold
 
-the two folders the benchmark server takes (as the MVTec AD 2 submission instructions describe them on the
-benchmark's website, benchmark.mvtec.com, and in the dataset's README). The threshold is
+the two folders the benchmark server takes, in the dtypes the official upload checker
+(`MVTecAD2_public_code_utils/check_and_prepare_data_for_upload.py`) accepts. The threshold is
 `pixel_normal_threshold` of the category's validation/good maps (utils/evaluation/benchmarks.py): no test
 label is used. The maps are the stored evaluation maps resized bilinearly to each image's size.
 """
@@ -54,7 +54,7 @@ def save_server_maps(
             width, height = image.size
         tiff, png = server_paths(out, category, record)
         full = resize_map(np.asarray(stored, dtype=np.float32), (height, width))
-        write_tiff(tiff, full)
+        write_tiff(tiff, full, np.float16)
         png.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(((full >= threshold) * 255).astype(np.uint8)).save(png)
         written += [tiff, png]

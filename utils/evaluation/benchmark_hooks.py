@@ -1,9 +1,11 @@
-"""What the evaluation runner does per category for the benchmarks beyond MVTec AD and VisA.
+"""What the evaluation runner does per category beyond scoring the test split, driven by the dataset's
+`Benchmark` (utils/evaluation/benchmarks.py).
 
-The runner calls, per category: `split_to_score` (the samples to score), then after `evaluate_category`:
-`category_extras` (a set's own metrics, the MVTec AD 2 server export, the defect-type report). Categories of
-an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True: they have no
-metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
+The runner calls, per category: `split_to_score` (the samples to score), `score_threshold_split` (MVTec AD
+2's validation/good), then after `evaluate_category`: `category_extras` (a set's own metrics, the server
+export of an unlabelled split, the defect-type report) and, with `--ad2_submission`, `score_submission`.
+Categories of an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True:
+they have no metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataset import ImageDataset, Record, load_dataset
 from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.evaluation.ad2_server import save_server_maps
-from utils.evaluation.benchmarks import benchmark_metrics, validation_threshold
+from utils.evaluation.benchmarks import OwnInputs, benchmark_of, validation_threshold
 from utils.evaluation.defect_types import (
     REPORTED_DATASETS,
     VOCABULARY_STRATEGIES,
@@ -30,22 +32,29 @@ from utils.evaluation.defect_types import (
     reports_defect_types,
 )
 from utils.evaluation.metrics import UndefinedMetricWarning
+from utils.evaluation.native import pixel_view
 from utils.evaluation.store import CategoryResult
 from utils.files import atomic_write_text
 
 DEFECT_TYPES_CSV = "defect_types.csv"
-VALIDATION_DIR = "validation"  # <output_dir>/validation/<category>/: MVTec AD 2's validation/good store
+VALIDATION_DIR = "validation"  # <output_dir>/validation/<category>/: the threshold split's store
+SPLITS_DIR = "splits"  # <output_dir>/splits/<split>/<category>/: the stores of a submission's splits
 
 # Scores one split of a category into a store folder and returns its result (None off rank 0): the runner's
-# evaluate_category with everything but the samples and the folder fixed, called as score(samples, cat_dir=).
-ScoreSplit = Callable[..., CategoryResult | None]
+# evaluate_category with its EvaluationSpec fixed, called as score(samples, cat_dir, native).
+ScoreSplit = Callable[[ImageDataset, Path, bool], CategoryResult | None]
 
 
-def split_to_score(cfg: Config, category: str) -> ImageDataset:
-    """The split test.py scores: cfg.data.test_split of cfg.data.dataset (Real-IAD at its resolution)."""
+def split_to_score(cfg: Config, category: str, split: str | None = None) -> ImageDataset:
+    """A split of one category: `split`, or cfg.data.test_split (Real-IAD at its resolution)."""
     data = cfg.data
     return load_dataset(
-        data.dataset, data.dataset_path, category, data.test_split, data.realiad_resolution, data.bit_depth
+        data.dataset,
+        data.dataset_path,
+        category,
+        split or data.test_split,
+        data.realiad_resolution,
+        data.bit_depth,
     )
 
 
@@ -58,8 +67,26 @@ def scorer_detector(scorer: Any) -> Any:
 def check_benchmark_settings(cfg: Config) -> None:
     """One-line ConfigErrors for settings that cannot apply to cfg.data.dataset (before any scoring)."""
     dataset, split, strategy = cfg.data.dataset, cfg.data.test_split, cfg.prompts.prompt_strategy
-    if split != "test" and dataset != "mvtec_ad2":
-        raise ConfigError(f"test_split {split} exists only for --dataset mvtec_ad2: use test")
+    benchmark = benchmark_of(dataset)
+    if split not in benchmark.test_splits:
+        splits = " | ".join(benchmark.test_splits)
+        raise ConfigError(f"test_split {split} does not exist for --dataset {dataset}: use {splits}")
+    if cfg.evaluation.ad2_submission and not benchmark.submission_splits:
+        raise ConfigError(f"ad2_submission needs --dataset mvtec_ad2, got {dataset}")
+    target = cfg.evaluation.ad2_submission
+    if (
+        target
+        and Path(target).expanduser().resolve() == Path(cfg.evaluation.output_dir).expanduser().resolve()
+    ):
+        raise ConfigError(
+            "ad2_submission must be a folder of its own (the server rejects the run's other files): "
+            f"e.g. {Path(cfg.evaluation.output_dir) / 'submission'}"
+        )
+    if target and split != "test":
+        raise ConfigError(
+            f"ad2_submission scores test (test_public) and then {', '.join(benchmark.submission_splits)}: "
+            f"drop --test_split {split}"
+        )
     if cfg.evaluation.defect_type_report and not reports_defect_types(dataset, strategy):
         raise ConfigError(
             f"defect_type_report needs --dataset {' | '.join(REPORTED_DATASETS)} (folders that name defects) "
@@ -83,21 +110,30 @@ def per_image_csv_unlabelled(records: Sequence[Record], scores: np.ndarray) -> s
     return buffer.getvalue()
 
 
-def score_validation(cfg: Config, category: str, out: Path, score: ScoreSplit) -> float:
-    """MVTec AD 2: score validation/good into `<out>/validation/<category>/` (resumable like the test
-    split) and return SegF1's threshold from it (`benchmarks.validation_threshold`). Every rank calls it;
-    NaN off rank 0 and for the other datasets (nothing scored)."""
-    if cfg.data.dataset != "mvtec_ad2":
+def score_threshold_split(cfg: Config, category: str, out: Path, score: ScoreSplit) -> float:
+    """Score the benchmark's threshold split (MVTec AD 2: validation/good) into `<out>/validation/<category>/`
+    (resumable like the test split) and return SegF1's threshold from it (`benchmarks.validation_threshold`).
+    Every rank calls it; NaN off rank 0 and for benchmarks without such a split (nothing scored)."""
+    split = benchmark_of(cfg.data.dataset).threshold_split
+    if split is None:
         return math.nan
-    samples = load_dataset(
-        "mvtec_ad2", cfg.data.dataset_path, category, "validation", None, cfg.data.bit_depth
-    )
-    with (
-        warnings.catch_warnings()
-    ):  # validation holds good images only: its image/pixel metrics are undefined
+    samples = split_to_score(cfg, category, split)
+    with warnings.catch_warnings():  # the split holds good images only: its image/pixel metrics are undefined
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        result = score(samples, cat_dir=out / VALIDATION_DIR / category)
+        result = score(samples, out / VALIDATION_DIR / category, False)
     return math.nan if result is None else validation_threshold(result.maps)
+
+
+def score_submission(cfg: Config, category: str, out: Path, score: ScoreSplit, threshold: float) -> None:
+    """`--ad2_submission DIR`: score each submission split of `category` into `<out>/splits/<split>/` and
+    write its maps into DIR in the evaluation server's layout (utils/evaluation/ad2_server.py). Every rank
+    calls it; rank 0 writes."""
+    target = cfg.evaluation.ad2_submission
+    for split in benchmark_of(cfg.data.dataset).submission_splits if target else ():
+        samples = split_to_score(cfg, category, split)
+        result = score(samples, out / SPLITS_DIR / split / category, False)
+        if result is not None:
+            save_server_maps(Path(target), category, samples.records, result.maps, threshold)
 
 
 def category_extras(
@@ -111,9 +147,9 @@ def category_extras(
 ) -> dict[str, float]:
     """A set's own metrics for one scored category, plus its exports (rank 0 only).
 
-    mvtec_ad2 (`threshold` from `score_validation`): test_public gets AU-PRO@0.05 and SegF1, the unlabelled
-    splits per_image.csv without labels and, with save_maps "tiff", their server-layout maps
-    (utils/evaluation/ad2_server.py). mvtec_loco, real_iad: utils/evaluation/benchmarks.py. With
+    Labelled splits: the `Benchmark.metrics` of cfg.data.dataset (`threshold` from `score_threshold_split`),
+    at cfg.evaluation.metrics_resolution. Unlabelled splits: per_image.csv without labels and, with
+    save_maps "tiff", their server-layout maps (utils/evaluation/ad2_server.py). With
     cfg.evaluation.defect_type_report: `categories/<category>/defect_types.csv` and "defect_type_accuracy",
     from a detection pass of `detector` over the anomalous images.
     """
@@ -124,7 +160,9 @@ def category_extras(
         if cfg.evaluation.save_maps == "tiff":
             save_server_maps(out, category, samples.records, result.maps, threshold)
         return {}
-    extra = benchmark_metrics(cfg.data.dataset, samples.records, result, samples.root / category, threshold)
+    view = pixel_view(result, samples.records, cfg.evaluation.metrics_resolution == "native")
+    own = OwnInputs(samples.records, result, view, samples.root / category, threshold)
+    extra = benchmark_of(cfg.data.dataset).metrics(own)
     if cfg.evaluation.defect_type_report:
         report = category_type_report(detector, cfg, samples, category)
         atomic_write_text(cat_dir / DEFECT_TYPES_CSV, report.csv_text())

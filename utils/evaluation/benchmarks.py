@@ -1,29 +1,53 @@
-"""The metrics a benchmark reports beyond the seven of METRIC_KEYS, from a finished category.
+"""What differs between benchmarks: one `Benchmark` per `--dataset` (BENCHMARKS), which the runner calls.
 
-- mvtec_loco: sPRO AUC at FPR 0.05 and 0.3 for logical, structural and all regions (utils/evaluation/spro.py),
-  and the image AUROC of each anomaly type against the good images.
+A benchmark says which splits test.py may score, which split gives thresholds without test labels, which
+unlabelled splits an evaluation-server submission holds, and its own metrics beyond the seven of
+METRIC_KEYS (`OwnInputs` -> {name: value}):
+
+- mvtec_loco: sPRO AUC at FPR 0.05 and 0.3, per subset and their mean (utils/evaluation/spro.py), and the
+  image AUROC of each anomaly type against the good images.
 - mvtec_ad2: AU-PRO integrated to FPR 0.05 (the official MVTec AD definition at the benchmark's limit), and
   SegF1: the pixel F1 of the maps binarised at a threshold taken from the validation/good images alone
   (their NORMAL_QUANTILE pixel quantile, as `pixel_normal_threshold` of thresholds.json), pooled over the
   category's test_public pixels.
 - real_iad: image AUROC / AP / F1-max per sample: a sample (its views share `Record.sample_id`) is anomalous
   if any view is, and scores the max over its views. The seven usual metrics are per view.
-Other datasets have none. Every function is pure: the runner passes the stored maps and records.
+Other datasets have none. Adding a benchmark means adding its loader (dataset/) and, if anything differs,
+its entry here. Every metric function is pure: the runner passes the stored maps and records.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dataset import Record
+from dataset.mvtec_loco import read_defects_config
 from utils.evaluation.metrics import compute_metrics, image_metrics
+from utils.evaluation.native import PixelView
 from utils.evaluation.spro import LOCO_TYPES, loco_spro_metrics
 from utils.evaluation.store import CategoryResult
 from utils.evaluation.thresholds import normal_pixel_threshold
+
+
+@dataclass(frozen=True)
+class OwnInputs:
+    """What a benchmark's own metrics read for one scored, labelled category.
+
+    records: in store order; view: the pixels the metrics read (eval_size or native); category_dir: the
+    category's folder in the dataset; threshold: from the benchmark's threshold split (NaN without one).
+    """
+
+    records: Sequence[Record]
+    result: CategoryResult
+    view: PixelView
+    category_dir: Path
+    threshold: float = math.nan
+
 
 AD2_FPR_LIMIT = 0.05
 
@@ -51,25 +75,28 @@ def validation_threshold(validation_maps: np.ndarray | None) -> float:
     return normal_pixel_threshold(validation_maps, np.zeros(len(validation_maps), dtype=np.int64))
 
 
-def mvtec_ad2_metrics(result: CategoryResult, threshold: float) -> dict[str, float]:
+def mvtec_ad2_metrics(own: OwnInputs) -> dict[str, float]:
     """{"pixel_aupro_0.05", "pixel_seg_f1", "seg_threshold"} of one test_public category.
 
-    threshold: from `validation_threshold` (NaN: SegF1 is NaN).
+    own.threshold: from `validation_threshold` (NaN: SegF1 is NaN).
     """
+    result, view = own.result, own.view
     aupro = compute_metrics(
-        result.labels, result.scores, result.masks, result.maps, fpr_limit=AD2_FPR_LIMIT, pixels=result.pixels
-    )  # the category's pixels are ranked once (CategoryResult.pixels), shared with the usual metrics
+        result.labels, result.scores, view.masks, view.maps, fpr_limit=AD2_FPR_LIMIT, pixels=view.ranking
+    )  # the category's pixels are ranked once (PixelView.ranking), shared with the usual metrics
     return {
         "pixel_aupro_0.05": aupro["pixel_aupro"],
-        "pixel_seg_f1": seg_f1(result.masks, result.maps, threshold),
-        "seg_threshold": threshold,
+        "pixel_seg_f1": seg_f1(view.masks, view.maps, own.threshold),
+        "seg_threshold": own.threshold,
     }
 
 
-def loco_metrics(records: Sequence[Record], result: CategoryResult, category_dir: Path) -> dict[str, float]:
-    """sPRO (logical / structural / all at FPR 0.05 and 0.3) and the image AUROC of each anomaly type."""
+def loco_metrics(own: OwnInputs) -> dict[str, float]:
+    """sPRO (logical / structural / their mean at FPR 0.05 and 0.3) and the image AUROC of each type."""
+    records, result = own.records, own.result
     types = [r.defect_type for r in records]
-    out = loco_spro_metrics(category_dir, types, [r.regions for r in records], result.maps)
+    configs = read_defects_config(own.category_dir)
+    out = loco_spro_metrics(configs, types, [r.regions for r in records], own.view.maps, own.view.native)
     for kind in LOCO_TYPES:
         keep = np.asarray([t in ("good", kind) for t in types])
         prefix = f"{kind.split('_')[0]}_image"
@@ -94,29 +121,45 @@ def sample_scores(
     return sample_labels, sample_max
 
 
-def real_iad_metrics(records: Sequence[Record], result: CategoryResult) -> dict[str, float]:
+def real_iad_metrics(own: OwnInputs) -> dict[str, float]:
     """{"sample_image_auroc", "sample_image_ap", "sample_image_f1_max"} (module docstring)."""
-    ids = [r.sample_id or r.image_path for r in records]
-    labels, scores = sample_scores(ids, result.labels, result.scores)
+    ids = [r.sample_id or r.image_path for r in own.records]
+    labels, scores = sample_scores(ids, own.result.labels, own.result.scores)
     return image_metrics(labels, scores, "sample_image")
 
 
-def benchmark_metrics(
-    dataset: str,
-    records: Sequence[Record],
-    result: CategoryResult,
-    category_dir: Path,
-    seg_threshold: float = math.nan,
-) -> dict[str, float]:
-    """The extra metrics of `dataset` for one category ({} for sets without any); see the module docstring.
-
-    records: the evaluated records in store order; category_dir: the category's folder in the dataset
-    (LOCO reads defects_config.json there); seg_threshold: MVTec AD 2's `validation_threshold`.
-    """
-    if dataset == "mvtec_loco":
-        return loco_metrics(records, result, category_dir)
-    if dataset == "mvtec_ad2":
-        return mvtec_ad2_metrics(result, seg_threshold)
-    if dataset == "real_iad":
-        return real_iad_metrics(records, result)
+def no_metrics(own: OwnInputs) -> dict[str, float]:
+    """A benchmark without metrics of its own."""
     return {}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What one `--dataset` scores and reports beyond the usual test split and seven metrics.
+
+    test_splits: the values `--test_split` may take; threshold_split: scored first, its good images give
+    thresholds without test labels (SegF1, the submission's thresholded maps); submission_splits: the
+    unlabelled splits an evaluation-server submission (`--ad2_submission`) holds; metrics: its own metrics.
+    """
+
+    metrics: Callable[[OwnInputs], dict[str, float]] = no_metrics
+    test_splits: tuple[str, ...] = ("test",)
+    threshold_split: str | None = None
+    submission_splits: tuple[str, ...] = ()
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "mvtec_loco": Benchmark(loco_metrics),
+    "mvtec_ad2": Benchmark(
+        mvtec_ad2_metrics,
+        test_splits=("test", "test_private", "test_private_mixed"),
+        threshold_split="validation",
+        submission_splits=("test_private", "test_private_mixed"),
+    ),
+    "real_iad": Benchmark(real_iad_metrics),
+}
+
+
+def benchmark_of(dataset: str) -> Benchmark:
+    """The `Benchmark` of `--dataset` (a plain one for sets without anything of their own)."""
+    return BENCHMARKS.get(dataset, Benchmark())

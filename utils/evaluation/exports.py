@@ -54,8 +54,8 @@ def tiff_path(root: Path, category: str, record: Record) -> Path:
     return root / category / "test" / record.defect_type / f"{Path(record.image_path).stem}.tiff"
 
 
-def write_tiff(path: Path, image_map: np.ndarray) -> None:
-    """Write a (H, W) map as a float32 TIFF, atomically (`utils.files.atomic_write`).
+def write_tiff(path: Path, image_map: np.ndarray, dtype: type = np.float32) -> None:
+    """Write a (H, W) map as a float32 (or `dtype`) TIFF, atomically (`utils.files.atomic_write`).
 
     Raises:
         OutputDirError: the disk is full. OSError: the folder cannot be made or written, or the name is
@@ -63,13 +63,13 @@ def write_tiff(path: Path, image_map: np.ndarray) -> None:
     """
     with disk_full_as_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda handle: handle.write(_tiff_bytes(image_map)))
+    atomic_write(path, lambda handle: handle.write(_tiff_bytes(image_map, dtype)))
 
 
-def _tiff_bytes(image_map: np.ndarray) -> bytes:
-    """A (H, W) map encoded as a float32 TIFF file."""
+def _tiff_bytes(image_map: np.ndarray, dtype: type) -> bytes:
+    """A (H, W) map encoded as a TIFF file of `dtype`."""
     encoded = io.BytesIO()
-    tifffile.imwrite(encoded, np.ascontiguousarray(image_map, dtype=np.float32))
+    tifffile.imwrite(encoded, np.ascontiguousarray(image_map, dtype=dtype))
     return encoded.getvalue()
 
 

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from dataset import Sample
 from model.map_ops import resize_map, resize_mask
 from utils.distributed import SINGLE, Dist, broadcast, gather, on_main, round_robin
 from utils.evaluation.metrics import METRIC_KEYS, compute_metrics
+from utils.evaluation.native import pixel_view
 from utils.evaluation.store import UNLABELLED, CategoryResult, CategoryStore
 from utils.run_log import bar_progress
 
@@ -57,77 +59,91 @@ class Scorer(Protocol):
     def finish(self, parts: Sequence[Any], category: str, shares: Sequence[Any]) -> Outputs: ...
 
 
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """How test.py scores and measures every split of one category (everything but samples and folder).
+
+    scorer: the `Scorer`; fingerprint: `fingerprint_settings(cfg)`; references: the few-shot reference
+    paths (empty unless visual is fewshot); whole_category: visual mutual (`score_whole_category`);
+    native: pixel metrics at each image's own size (utils/evaluation/native.py) instead of eval_size.
+    """
+
+    scorer: Scorer
+    category: str
+    eval_size: int
+    batch_size: int
+    fingerprint: dict[str, Any]
+    aupro_variant: str = "official"
+    references: Sequence[str] = ()
+    whole_category: bool = False
+    native: bool = False
+    progress: bool = True
+    dist: Dist = SINGLE
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What rank 0 found in the store and every rank needs: finished (metrics stored) and images stored."""
+
+    finished: bool
+    n_done: int
+
+
 def evaluate_category(
-    samples: Sequence[Sample],
-    scorer: Scorer,
-    category: str,
-    cat_dir: Path,
-    *,
-    eval_size: int,
-    batch_size: int,
-    fingerprint: dict[str, Any],
-    aupro_variant: str = "official",
-    references: Sequence[str] = (),
-    whole_category: bool = False,
-    progress: bool = True,
-    dist: Dist = SINGLE,
+    samples: Sequence[Sample], spec: EvaluationSpec, cat_dir: Path
 ) -> CategoryResult | None:
-    """Score every sample of `category` (resuming from `cat_dir`), then compute and store the metrics.
+    """Score every sample of `spec.category` (resuming from `cat_dir`), then compute and store the metrics.
 
     `samples` must offer `.records` (image paths without decoding) as the dataset loaders do; a plain list of
-    Sample also works. `fingerprint` is `fingerprint_settings(cfg)`. Maps are resized to eval_size x eval_size
-    with bilinear interpolation, masks with nearest neighbour, so every metric is computed at the evaluation
-    resolution. Metrics stored with another `aupro_variant` are recomputed from the stored maps.
+    Sample also works. Maps are resized to eval_size x eval_size with bilinear interpolation, masks with
+    nearest neighbour, and stored so; the pixel metrics read them there, or (spec.native) each map resized to
+    its image's size. Metrics stored with another `aupro_variant` are recomputed from the stored maps. An
+    unlabelled split (MVTec AD 2 test_private) is stored and resumed like the others, with NaN metrics.
 
     `whole_category` (visual mutual): see `score_whole_category`; an unfinished category is scored again as a
     whole and only the images not stored yet are appended (resume per category, not per batch).
 
-    Every rank calls this (`dist`); returns the result on rank 0 and None on the other ranks.
+    Every rank calls this (`spec.dist`); returns the result on rank 0 and None on the other ranks.
     """
-    paths = [str(s.image_path) for s in getattr(samples, "records", samples)]
-    store = on_main(dist, lambda: CategoryStore(cat_dir, paths, eval_size, fingerprint))  # None off rank 0
-    metrics = store.load_metrics(aupro_variant) if store is not None else None
-    n_done = broadcast(dist, -1 if metrics is not None else store.n_done if store is not None else 0)
-    if n_done < 0:
+    dist = spec.dist
+    records = getattr(samples, "records", samples)
+    paths = [str(s.image_path) for s in records]
+    store = on_main(dist, lambda: CategoryStore(cat_dir, paths, spec.eval_size, spec.fingerprint))
+    metrics = store.load_metrics(spec.aupro_variant) if store is not None else None
+    state = broadcast(
+        dist, StoreState(metrics is not None, store.n_done) if store is not None else StoreState(False, 0)
+    )
+    if state.finished:
         return store.result(metrics) if store is not None else None
     start = time.perf_counter()
-    if n_done < len(paths) and whole_category:
-        score_whole_category(samples, scorer, category, store, batch_size, dist, progress)
-    elif n_done < len(paths):
-        size = (eval_size, eval_size)
-        score_batches(samples, scorer, category, references, store, n_done, size, batch_size, progress, dist)
+    if state.n_done < len(paths) and spec.whole_category:
+        score_whole_category(samples, spec.scorer, spec.category, store, spec.batch_size, dist, spec.progress)
+    elif state.n_done < len(paths):
+        score_batches(samples, spec, store, state.n_done)
     if store is None:
         return None
     result = store.result({})
-    result.scored, result.seconds = len(paths) - n_done, time.perf_counter() - start
+    result.scored, result.seconds = len(paths) - state.n_done, time.perf_counter() - start
     if (result.labels == UNLABELLED).any():  # MVTec AD 2 test_private: scored, never measured
         result.metrics = dict.fromkeys(METRIC_KEYS, math.nan)
-        store.save_metrics(result.metrics, aupro_variant)
-        return result
-    result.metrics = compute_metrics(
-        result.labels,
-        result.scores,
-        result.masks,
-        result.maps,
-        fpr_limit=0.3,
-        aupro_variant=aupro_variant,
-        pixels=result.pixels,
-    )
-    store.save_metrics(result.metrics, aupro_variant)
+    else:
+        view = pixel_view(result, records, spec.native)
+        result.metrics = compute_metrics(
+            result.labels,
+            result.scores,
+            view.masks,
+            view.maps,
+            fpr_limit=0.3,
+            aupro_variant=spec.aupro_variant,
+            pixels=view.ranking,
+        )
+        view.release()  # native: the sPRO of utils/evaluation/spro.py pools its own pixels
+    store.save_metrics(result.metrics, spec.aupro_variant)
     return result
 
 
 def score_batches(
-    samples: Sequence[Sample],
-    scorer: Scorer,
-    category: str,
-    references: Sequence[str],
-    store: CategoryStore | None,
-    n_done: int,
-    size: tuple[int, int],
-    batch_size: int,
-    progress: bool,
-    dist: Dist,
+    samples: Sequence[Sample], spec: EvaluationSpec, store: CategoryStore | None, n_done: int
 ) -> None:
     """Score samples[n_done:] batch by batch over the ranks; rank 0 appends every batch in batch order.
 
@@ -135,10 +151,12 @@ def score_batches(
     values the store takes, so the store is the same for any number of ranks. Each rank decodes its next
     batch in a background thread while it scores the current one; rank 0 shows a progress bar.
     """
+    dist, batch_size, category = spec.dist, spec.batch_size, spec.category
+    size = (spec.eval_size, spec.eval_size)
     starts = list(range(n_done, len(samples), batch_size))
     my_batches = (rnd[dist.rank] for rnd in round_robin(len(starts), dist))  # a batch index or None per round
     mine = [None if b is None else starts[b] for b in my_batches]
-    shown = progress and dist.is_main
+    shown = spec.progress and dist.is_main
     bar = tqdm(total=len(samples), initial=n_done, desc=category, unit="img", disable=not shown)
     for decoding in prefetched_batches(samples, mine, batch_size):
 
@@ -146,7 +164,7 @@ def score_batches(
             if decoding is None:  # the batches ran out before this rank's turn in the last round
                 return None
             batch = decoding.result()
-            return prepare_batch(batch, scorer(batch, category, references), size)
+            return prepare_batch(batch, spec.scorer(batch, category, spec.references), size)
 
         for part in gather(dist, work):
             if part is not None and store is not None:

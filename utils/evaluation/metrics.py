@@ -21,6 +21,7 @@ precision_recall_curve to floating-point rounding.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -38,7 +39,6 @@ METRIC_KEYS = (
     "pixel_aupro",
 )
 CLIP_AUPRO_THRESHOLDS = 200  # evenly spaced thresholds of the CLIP-family AUPRO
-_CHUNK_PIXELS = 1 << 22  # pixels per block when splitting the pooled maps (bounds the temporaries)
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -202,40 +202,49 @@ def _value_dtype(dtype: np.dtype) -> type:
 
 
 def _split_pixels(
-    gt_masks: np.ndarray, anomaly_maps: np.ndarray
+    gt_masks: Sequence[np.ndarray], anomaly_maps: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pool the pixels: normal scores, anomalous scores and each anomalous pixel's PRO weight.
 
-    Regions are labelled per image with 8-connectivity (never across images). Works block by block, so
-    memmaps and float16 stacks are never copied whole; the outputs are the only large allocations.
+    Regions are labelled per image with 8-connectivity (never across images). Works image by image, so
+    memmaps, float16 stacks and lazily resized maps are never held whole; the outputs are the only large
+    allocations. Images may differ in size (each map matches its own mask).
 
     Returns:
         neg: (n0,) float32/float64, pos: (n1,) same dtype, weights: (n1,) float64 = 1 / (size * R).
     """
-    n, h, w = anomaly_maps.shape
-    dtype = _value_dtype(anomaly_maps.dtype)
-    n_pos = int(np.count_nonzero(gt_masks))
-    neg = np.empty(n * h * w - n_pos, dtype=dtype)
-    pos = np.empty(n_pos, dtype=dtype)
+    if isinstance(gt_masks, np.ndarray):  # a (N, H, W) stack (or memmap): counted in one call
+        n_pos, n_all = int(np.count_nonzero(gt_masks)), int(gt_masks.size)
+    else:
+        n_pos = sum(int(np.count_nonzero(m)) for m in gt_masks)
+        n_all = sum(int(np.size(m)) for m in gt_masks)
+    dtype = np.float32
+    neg = pos = None
     region = np.empty(n_pos, dtype=np.int32)  # global region index of each anomalous pixel
     sizes: list[np.ndarray] = []
     n_regions = i_neg = i_pos = 0
-    step = max(1, _CHUNK_PIXELS // max(1, h * w))
-    for start in range(0, n, step):
-        masks = np.asarray(gt_masks[start : start + step]).astype(bool, copy=False)
-        maps = np.asarray(anomaly_maps[start : start + step])
-        normal = maps[~masks]
+    for index in range(len(gt_masks)):
+        mask = np.asarray(gt_masks[index]).astype(bool, copy=False)
+        image_map = np.asarray(anomaly_maps[index])
+        if image_map.shape != mask.shape:
+            raise ValueError(f"image {index}: anomaly map {image_map.shape} but mask {mask.shape}")
+        if neg is None:  # the first map decides the dtype (float16/32 in float32, others float64)
+            dtype = _value_dtype(image_map.dtype)
+            neg, pos = np.empty(n_all - n_pos, dtype=dtype), np.empty(n_pos, dtype=dtype)
+        normal = image_map[~mask]
         neg[i_neg : i_neg + normal.size] = normal
         i_neg += normal.size
-        for i in np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1)):
-            m = np.ascontiguousarray(masks[i])
+        if n_pos and mask.any():
+            m = np.ascontiguousarray(mask)
             count, labels, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8)
             k = int(stats[1:, cv2.CC_STAT_AREA].sum())
-            pos[i_pos : i_pos + k] = maps[i][m]
+            pos[i_pos : i_pos + k] = image_map[m]
             region[i_pos : i_pos + k] = labels[m] - 1 + n_regions
             sizes.append(stats[1:, cv2.CC_STAT_AREA].astype(np.float64))
             n_regions += count - 1
             i_pos += k
+    if neg is None:
+        neg, pos = np.empty(0, dtype=dtype), np.empty(0, dtype=dtype)
     all_sizes = np.concatenate(sizes) if sizes else np.zeros(0)
     weights = 1.0 / (all_sizes[region] * max(n_regions, 1))
     return neg, pos, weights
@@ -263,9 +272,9 @@ def _check_inputs(
             f"image_labels and image_scores must be 1-D of equal length, got {labels.shape}, {scores.shape}"
         )
     _check_pixels(gt_masks, anomaly_maps)
-    if anomaly_maps.shape[0] != labels.size:
+    if len(anomaly_maps) != labels.size:
         raise ValueError(
-            f"{labels.size} image labels but {anomaly_maps.shape[0]} anomaly maps: pass one per image"
+            f"{labels.size} image labels but {len(anomaly_maps)} anomaly maps: pass one per image"
         )
     if not np.isin(labels, (0, 1)).all():
         raise ValueError(
@@ -274,7 +283,14 @@ def _check_inputs(
     return labels.astype(bool), scores
 
 
-def _check_pixels(gt_masks: np.ndarray, anomaly_maps: np.ndarray) -> None:
+def _check_pixels(gt_masks: Sequence[np.ndarray], anomaly_maps: Sequence[np.ndarray]) -> None:
+    """A (N, H, W) stack of each, of one shape, or two sequences of N per-image arrays (native sizes)."""
+    if isinstance(gt_masks, (list, tuple)) or not isinstance(anomaly_maps, np.ndarray):
+        if len(gt_masks) != len(anomaly_maps):
+            raise ValueError(
+                f"{len(gt_masks)} masks but {len(anomaly_maps)} anomaly maps: pass one per image"
+            )
+        return
     if getattr(anomaly_maps, "ndim", 0) != 3 or getattr(gt_masks, "shape", None) != anomaly_maps.shape:
         raise ValueError(
             f"gt_masks and anomaly_maps must both be (N, H, W) of the same shape, got "

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dataset import select_categories
+from dataset import ImageDataset, select_categories
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.benchmark_hooks import (
     category_extras,
     is_unlabelled,
-    score_validation,
+    score_submission,
+    score_threshold_split,
     scorer_detector,
     split_to_score,
 )
 from utils.evaluation.exports import export_category
 from utils.evaluation.fingerprint import fingerprint_settings
-from utils.evaluation.loop import Scorer, evaluate_category
+from utils.evaluation.loop import EvaluationSpec, Scorer, evaluate_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import prompt_record, write_results
@@ -61,21 +62,14 @@ def evaluate(
         references: list[str] = []
         if cfg.scoring.visual == "fewshot":  # drawn once: recorded in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)
-        score = functools.partial(  # one split of this category into a store folder (cat_dir)
-            evaluate_category,
-            scorer=scorer,
-            category=category,
-            eval_size=cfg.evaluation.eval_size,
-            batch_size=cfg.model.batch_size,
-            fingerprint=fingerprint,
-            aupro_variant=cfg.evaluation.aupro_variant,
-            references=references,
-            whole_category=cfg.scoring.visual == "mutual",
-            progress=progress,
-            dist=dist,
-        )
-        result = score(samples, cat_dir=out / "categories" / category)
-        threshold = score_validation(cfg, category, out, score)  # MVTec AD 2 only; every rank
+        spec = category_spec(cfg, scorer, category, fingerprint, references, progress, dist)
+
+        def score(split: ImageDataset, cat_dir: Path, native: bool, spec: EvaluationSpec = spec):
+            return evaluate_category(split, dataclasses.replace(spec, native=native), cat_dir)
+
+        threshold = score_threshold_split(cfg, category, out, score)  # MVTec AD 2 only; every rank
+        result = score(samples, out / "categories" / category, spec.native)
+        score_submission(cfg, category, out, score, threshold)  # --ad2_submission only; every rank
         if result is None:  # not rank 0: rank 0 writes everything
             continue
         per_category[category] = result.metrics
@@ -103,6 +97,31 @@ def evaluate(
             out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra, prompts=prompts
         )
     return per_category
+
+
+def category_spec(
+    cfg: Config,
+    scorer: Scorer,
+    category: str,
+    fingerprint: dict[str, Any],
+    references: Sequence[str],
+    progress: bool,
+    dist: Dist,
+) -> EvaluationSpec:
+    """How every split of `category` is scored and measured under cfg (utils/evaluation/loop.py)."""
+    return EvaluationSpec(
+        scorer=scorer,
+        category=category,
+        eval_size=cfg.evaluation.eval_size,
+        batch_size=cfg.model.batch_size,
+        fingerprint=fingerprint,
+        aupro_variant=cfg.evaluation.aupro_variant,
+        references=references,
+        whole_category=cfg.scoring.visual == "mutual",
+        native=cfg.evaluation.metrics_resolution == "native",
+        progress=progress,
+        dist=dist,
+    )
 
 
 def visual_section(cfg: Config) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class CategoryResult:
     scores: np.ndarray
     scored: int = 0  # images scored by this call (the others came from the store)
     seconds: float = 0.0  # time spent scoring them (metrics excluded)
+    view: Any = None  # the PixelView its pixel metrics read (utils/evaluation/native.py `pixel_view`)
 
     @functools.cached_property
     def pixels(self) -> Ranking:
@@ -95,8 +96,8 @@ def progress_problem(progress: dict[str, Any]) -> str | None:
     Resuming from it would score those images wrongly without a word, so the category is computed again.
     """
     labels, scores, paths = progress["labels"], progress["scores"], progress["image_paths"]
-    if not isinstance(labels, list) or not all(type(v) is int and v in (0, 1) for v in labels):
-        return "progress.json holds a label that is not 0 or 1"
+    if not isinstance(labels, list) or not all(type(v) is int and v in (0, 1, UNLABELLED) for v in labels):
+        return f"progress.json holds a label that is not 0, 1 or {UNLABELLED} (unlabelled)"
     if not isinstance(scores, list) or not all(_finite_number(v) for v in scores):
         return "progress.json holds a score that is not a finite number"
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
