@@ -293,11 +293,12 @@ def test_reference_bank_with_one_shot_uses_half_against_half():
     assert int(bank.score({0: test}).flatten().argmax()) == 1 * 6 + 2
 
 
-def test_mutual_map_is_calibrated_on_the_test_set():
-    from model.visual import mutual_map
+def test_mutual_scores_calibrated_on_the_test_set():
+    from model.visual import calibrate, mutual_raw, normal_scale
 
     images = plant(normal_images(6, seed=2), index=4, y=5, x=0)
-    cal = mutual_map({1: images, 3: images}, fraction=0.3, degrees=(1,))
+    raw = mutual_raw({1: images, 3: images}, fraction=0.3, degrees=(1,))
+    cal = calibrate(raw, *normal_scale(raw))
     assert cal.shape == (6, 6, 6)
     assert float(cal[4, 5, 0]) > 0.95 and int(cal.flatten().argmax()) == 4 * 36 + 5 * 6
     assert float((cal > 0.5).float().mean()) < 0.05

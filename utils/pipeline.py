@@ -14,6 +14,7 @@ from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult
 from model.mutual import Features, MutualScorer
 from model.prompts import build_prompts, object_prompt
+from model.visual import VisualMode
 from utils.config.schema import Config, as_config
 from utils.evaluation.references import reference_images
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
@@ -85,10 +86,10 @@ class CategoryScorer:
     def __call__(
         self, samples: Sequence[Sample], category: str, references: Sequence[str] = ()
     ) -> list[tuple[np.ndarray, float]]:
-        if self.cfg.scoring.visual == "mutual":
+        if self.cfg.scoring.visual is VisualMode.MUTUAL:
             return self.finish([self.parts(samples, category)], category)
         prompts, noun = prompts_for(self.cfg, category, self.concepts)
-        if self.cfg.scoring.visual == "fewshot" and self.referenced != tuple(references):
+        if self.cfg.scoring.visual is VisualMode.FEWSHOT and self.referenced != tuple(references):
             self.detector.set_references(reference_images(self.cfg, category, references))
             self.referenced = tuple(references)
         images = [s.image for s in samples]

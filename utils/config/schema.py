@@ -202,7 +202,9 @@ class EvaluationSettings:
 
 
 @dataclass
-class VisualSettings:
+class FewShotSettings:
+    """The few-shot references (``cfg.fewshot``); the visual mode itself is ``cfg.scoring.visual``."""
+
     shots: int = setting(
         4,
         "visual fewshot: normal reference images per category, drawn from its train split (train/good)",
@@ -301,7 +303,7 @@ SECTIONS: tuple[type, ...] = (
     ModelSettings,
     PromptSettings,
     ScoringSettings,
-    VisualSettings,
+    FewShotSettings,
     EvaluationSettings,
     DemoSettings,
     TrainingSettings,
@@ -463,7 +465,7 @@ class Config:
     model: ModelSettings
     prompts: PromptSettings
     scoring: ScoringSettings
-    visual: VisualSettings
+    fewshot: FewShotSettings
     evaluation: EvaluationSettings
     demo: DemoSettings
     training: TrainingSettings

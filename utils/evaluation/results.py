@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from model.visual import VisualMode
 from utils.config.schema import SETTINGS
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.files import atomic_write_text
@@ -79,10 +80,10 @@ def run_label(config: Mapping[str, Any]) -> str:
 
     mutual with visual_weight 1 is the visual map alone; below 1 it is fused with the text map.
     """
-    visual = config.get("visual", "none")
-    if visual == "mutual":
+    visual = config.get("visual", VisualMode.NONE)
+    if visual == VisualMode.MUTUAL:
         return "mutual" if config.get("visual_weight") == 1.0 else "text+mutual"
-    if visual == "fewshot":
+    if visual == VisualMode.FEWSHOT:
         return f"fewshot K={config.get('shots', '?')}"
     return "text"
 
@@ -111,7 +112,7 @@ def results_title(
         parts.append(f"prompts {config['prompt_strategy']}")
     if seeds:
         parts.append(f"seeds {', '.join(map(str, seeds))} (mean ± std over seeds)")
-    elif config.get("visual") == "fewshot" and "shot_seed" in config:
+    elif config.get("visual") == VisualMode.FEWSHOT and "shot_seed" in config:
         parts.append(f"seed {config['shot_seed']}")
     counts = image_counts(run)
     if counts:

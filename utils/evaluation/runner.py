@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ImageDataset, select_categories
+from model.visual import VisualMode
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.benchmark_hooks import (
@@ -69,7 +70,7 @@ def evaluate(
     for category in categories:
         samples = split_to_score(cfg, category)
         references: list[str] = []
-        if cfg.scoring.visual == "fewshot":  # drawn once: recorded in results.json and given to the scorer
+        if cfg.scoring.visual is VisualMode.FEWSHOT:  # drawn once: in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)
         score = functools.partial(  # one split of this category into a store folder (cat_dir)
             evaluate_category,
@@ -80,7 +81,7 @@ def evaluate(
             fingerprint=fingerprint,
             aupro_variant=cfg.evaluation.aupro_variant,
             references=references,
-            whole_category=cfg.scoring.visual == "mutual",
+            whole_category=cfg.scoring.visual is VisualMode.MUTUAL,
             progress=progress,
             dist=dist,
         )
@@ -105,7 +106,7 @@ def evaluate(
         save_curves(out / "curves" / category, curves, category, result.metrics)
         if cfg.evaluation.visualize:
             visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize)
-        shown = visual if cfg.scoring.visual != "none" else None
+        shown = visual if cfg.scoring.visual is not VisualMode.NONE else None
         write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra)
     return per_category
 
@@ -113,16 +114,17 @@ def evaluate(
 def visual_section(cfg: Config) -> dict[str, Any]:
     """results.json's "visual" section: the mode and what it saw (few-shot: shots, seed, reference paths).
 
-    With several seeds (cfg.visual.shot_seeds): shots and the seeds; each seed's folder has its references.
+    With several seeds (cfg.fewshot.shot_seeds): shots and the seeds; each seed's folder has its references.
     """
-    section: dict[str, Any] = {"mode": cfg.scoring.visual}
-    if cfg.scoring.visual != "none":
+    section: dict[str, Any] = {"mode": cfg.scoring.visual.value}
+    if cfg.scoring.visual is not VisualMode.NONE:
         section["weight"] = cfg.scoring.visual_weight
-    if cfg.scoring.visual == "fewshot" and cfg.visual.shot_seeds:  # a mean of runs: utils/evaluation/seeds.py
-        section.update(shots=cfg.visual.shots, seeds=list(cfg.visual.shot_seeds))
-    elif cfg.scoring.visual == "fewshot":
-        section.update(shots=cfg.visual.shots, seed=cfg.visual.shot_seed, references={})
-    if cfg.scoring.visual == "mutual":
+    fewshot = cfg.scoring.visual is VisualMode.FEWSHOT
+    if fewshot and cfg.fewshot.shot_seeds:  # a mean of runs: utils/evaluation/seeds.py
+        section.update(shots=cfg.fewshot.shots, seeds=list(cfg.fewshot.shot_seeds))
+    elif fewshot:
+        section.update(shots=cfg.fewshot.shots, seed=cfg.fewshot.shot_seed, references={})
+    if cfg.scoring.visual is VisualMode.MUTUAL:
         section["fraction"] = cfg.scoring.mutual_fraction
     return section
 
