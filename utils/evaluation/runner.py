@@ -24,6 +24,7 @@ from utils.evaluation.loop import Scorer, evaluate_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import write_results
+from utils.evaluation.signals import category_signal_metrics
 from utils.evaluation.store import CategoryResult
 from utils.evaluation.visualization import ranked_picks, save_curves, save_overlay, vis_name
 from utils.run_log import get_logger
@@ -66,7 +67,9 @@ def evaluate(
     fingerprint = fingerprint_settings(flat)
     per_category: dict[str, dict[str, float]] = {}
     extra: dict[str, dict[str, float]] = {}  # a set's own metrics (utils/evaluation/benchmark_hooks.py)
+    signals: dict[str, dict[str, dict[str, float]]] = {}  # {category: {"text"/"visual": metrics}}
     visual = visual_section(cfg)
+    aupro = cfg.evaluation.aupro_variant
     for category in categories:
         samples = split_to_score(cfg, category)
         references: list[str] = []
@@ -79,7 +82,7 @@ def evaluate(
             eval_size=cfg.evaluation.eval_size,
             batch_size=cfg.model.batch_size,
             fingerprint=fingerprint,
-            aupro_variant=cfg.evaluation.aupro_variant,
+            aupro_variant=aupro,
             references=references,
             whole_category=cfg.scoring.visual is VisualMode.MUTUAL,
             progress=progress,
@@ -98,6 +101,9 @@ def evaluate(
             write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None)
             continue
         export_category(out, cfg, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
+        alone = category_signal_metrics(out / "categories" / category, result.labels, result.masks, aupro)
+        if alone is not None:  # a visual mode: the text map alone and the visual map alone
+            signals[category] = alone
         (out / "curves").mkdir(exist_ok=True)
         curves = {
             "image": image_curves(result.labels, result.scores),
@@ -107,7 +113,9 @@ def evaluate(
         if cfg.evaluation.visualize:
             visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize)
         shown = visual if cfg.scoring.visual is not VisualMode.NONE else None
-        write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra)
+        write_results(
+            out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra, signals=signals
+        )
     return per_category
 
 
