@@ -31,10 +31,10 @@ fields ``image_index (R,)``, ``prompt_index (R,)``, ``mask_logits (R, Q, h, w)``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +47,13 @@ from dataset.constants import TEXTURE_CATEGORIES
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map, rotate_image
 from model.prompts import build_prompts, given_prompts, object_prompt
-from model.scoring import AGGREGATIONS, IMAGE_SCORES, MAP_SOURCES, image_score
-from model.settings import check_settings, setting
+from model.scoring import image_score
+from model.settings import MASK_THRESHOLD, ScoringSettings
 from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
 from model.visual import (
-    DEFAULT_DEGREES,
-    DEFAULT_MUTUAL_FRACTION,
-    DEFAULT_VISUAL_GRID,
     PatchReading,
     ReferenceBank,
     VisualMode,
-    check_degrees,
     check_degrees_fit,
     fuse,
     patch_reading,
@@ -72,185 +68,8 @@ TextOverride = Callable[[Any, Any, Sequence[str]], Iterator[Any]]
 # What `AnomalyDetector.detect` reads as one image: a file path, a PIL image or a numpy array.
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
-# Binary mask threshold of `detect`: written once, here; the mask_threshold setting (utils/config/schema.py)
-# takes it as its declared default.
-MASK_THRESHOLD = 0.5
-
-
-@dataclass
-class ScoringSettings:
-    """How SAM 3 outputs become maps and scores. Each field is declared once, here (see `model.settings`):
-    configs/config.yaml, the CLI flags and the resume fingerprint derive from these declarations."""
-
-    map_source: str = setting(
-        "both",
-        "instance | semantic | both (pixel-wise max of the two)",
-        "map",
-        choices=MAP_SOURCES,
-    )
-    prompt_aggregation: str = setting(
-        "max",
-        "how the maps of the prompts are combined",
-        "map",
-        choices=AGGREGATIONS,
-    )
-    object_regularisation: bool = setting(
-        True,
-        "segment the object noun and use it to suppress false positives",
-        "map",
-    )
-    max_object_fraction: float = setting(
-        0.7,
-        "drop defect instances covering more than this fraction of the object mask",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    outside_weight: float = setting(
-        0.2,
-        "multiply responses outside the dilated object mask by this",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    object_dilation: float = setting(
-        0.05,
-        "dilation of the object mask, as a fraction of the map side",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    object_threshold: float = setting(
-        0.5,
-        "object mask = object probability map >= this",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    sigma: float = setting(
-        4.0,
-        "Gaussian smoothing of the map, in pixels at the output size (0 = none)",
-        "evaluation",
-        minimum=0.0,
-    )
-    image_score: str = setting(
-        "max",
-        "how an image score is read from the map (topk_mean: mean of the topk highest pixels)",
-        "evaluation",
-        choices=IMAGE_SCORES,
-    )
-    topk: int = setting(
-        100,
-        "pixels averaged by image_score=topk_mean",
-        "evaluation",
-        minimum=1,
-    )
-    visual: str = setting(
-        "none",
-        "visual signal from SAM 3's patch features fused with the text map: none | fewshot (K normal "
-        "references) | mutual (zero-shot, the other test images of the category)",
-        "visual",
-        choices=tuple(mode.value for mode in VisualMode),
-    )
-    visual_weight: float = setting(
-        0.5,
-        "final map = (1 - w) * text map + w * calibrated visual map (1 = visual alone; unused with none); "
-        "image_score=instance becomes (1 - w) * best instance score + w * visual map max",
-        "visual",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    mutual_fraction: float = setting(
-        DEFAULT_MUTUAL_FRACTION,
-        "mutual: a patch's score averages its smallest this-fraction of distances to the other images",
-        "visual",
-        minimum=0.01,
-        maximum=1.0,
-    )
-    box_threshold: float = setting(
-        0.3,
-        "detections (drawn boxes) = instances with score >= this",
-        "demo",
-    )
-    box_nms_iou: float = setting(
-        0.5,
-        "one box per defect: drop boxes (of any prompt) overlapping a better one above this IoU",
-        "demo",
-        minimum=0.0,
-        maximum=1.0,
-    )
-
-    visual_grid: int = setting(
-        DEFAULT_VISUAL_GRID,
-        "visual: pool the ViT patch grid to the nearest size at or above this many cells a side (real "
-        "72 x 72 -> 36 x 36, MuSc's scale; a grid at or below it, e.g. the tiny 16 x 16, is not pooled)",
-        "visual",
-        minimum=1,
-    )
-    patch_pool: int | None = setting(
-        None,
-        "visual: explicit pooling factor of the ViT grid (1 = its own grid), overriding visual_grid; "
-        "null = derived from visual_grid",
-        "visual",
-        minimum=1,
-    )
-    visual_degrees: list[int] = setting(
-        list(DEFAULT_DEGREES),
-        "visual: neighbourhood window sides r (odd) in cells of the pooled grid; the scores of all are "
-        "averaged (an r over a third of the grid is warned about)",
-        "visual",
-    )
-    visual_image_score: str = setting(
-        PatchReading.PATCH_MAX.value,
-        "visual: image score = (1 - visual_weight) * text image score + visual_weight * this reading of the "
-        "visual patch map: patch_max (MuSc) | patch_top1 (mean of the top 1 % of patches, AnomalyDINO); "
-        "fused_map = image_score of the fused map",
-        "visual",
-        choices=tuple(reading.value for reading in PatchReading),
-    )
-    visual_object_prior: bool = setting(
-        True,
-        "visual: multiply the visual map by outside_weight outside the found object, like the text map "
-        "(off for parts that can be missing or misplaced: such a defect lies outside the object)",
-        "visual",
-    )
-    mutual_partners: int | None = setting(
-        None,
-        "mutual: compare each image with this many seeded random others instead of all N - 1 (cost N x M "
-        "instead of N^2, for categories of thousands of images); null = all",
-        "visual",
-        minimum=1,
-    )
-    mutual_rescore: bool = setting(
-        True,
-        "mutual: MuSc's RsCIN image re-scoring (each image score averaged with those of the images most "
-        "like it, window sizes rescore_k)",
-        "visual",
-    )
-    rescore_k: list[int] | None = setting(
-        None,
-        "mutual_rescore window sizes; null = MuSc's per dataset: 1,8,9 for visa, else 1,2,3 (mvtec)",
-        "visual",
-    )
-    reference_rotations: list[int] = setting(
-        [],
-        "fewshot: also put the references turned by these angles (degrees, counter-clockwise) in the bank: "
-        "[90, 180, 270] or AnomalyDINO's 45-degree steps; [] = none (each angle is K more encoder passes)",
-        "visual",
-    )
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        object.__setattr__(self, "visual", VisualMode(self.visual))  # a str enum: "mutual" == MUTUAL
-        check_degrees(self.visual_degrees)
-        if self.rescore_k is not None and (not self.rescore_k or min(self.rescore_k) < 1):
-            raise ValueError(f"rescore_k must be window sizes >= 1 (e.g. [1, 2, 3]), got {self.rescore_k}")
-        turns = self.reference_rotations
-        if any(a % 360 == 0 for a in turns) or len({a % 360 for a in turns}) != len(turns):
-            raise ValueError(
-                f"reference_rotations must be distinct angles that turn the image (e.g. [90, 180, 270]), "
-                f"got {turns}"
-            )
+# The settings a few-shot reference bank is encoded with: a detector whose values differ re-encodes them.
+REFERENCE_KEYS: tuple[str, ...] = ("visual_degrees", "reference_rotations", "patch_pool", "visual_grid")
 
 
 class AnomalyDetector:
@@ -273,7 +92,23 @@ class AnomalyDetector:
         self.settings = settings if settings is not None else ScoringSettings()
         self.text_override = text_override
         self.references: ReferenceBank | None = None  # few-shot bank, from `set_references`
-        self._text_maps = TextMaps(self.settings)
+        self._text_maps = TextMaps(lambda: self.settings)  # reads this detector's settings at call time
+
+    def with_settings(self, **changes: Any) -> AnomalyDetector:
+        """A detector sharing this one's loaded engine and text source, with some settings changed.
+
+        `detector.with_settings(box_threshold=0.1)`; the settings are frozen, so this is the only way to
+        change them. The few-shot references are kept when the settings they were encoded with
+        (`REFERENCE_KEYS`) are unchanged; otherwise call `set_references` again.
+
+        Raises:
+            TypeError: a name that is no scoring setting. ValueError: a value out of its allowed range.
+        """
+        settings = dataclasses.replace(self.settings, **changes)
+        other = AnomalyDetector(self.engine, settings, self.text_override)
+        if all(getattr(settings, key) == getattr(self.settings, key) for key in REFERENCE_KEYS):
+            other.references = self.references
+        return other
 
     @classmethod
     def from_pretrained(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.detector import AnomalyDetector, AnomalyResult
+from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
 from model.visual import calibrate, image_descriptors, mutual_raw, normal_scale, rescore_images
 
 # MuSc's RsCIN window sizes per dataset (its configs); any other dataset gets MVTec AD's.
@@ -52,8 +52,12 @@ class MutualScorer:
 
     def __init__(self, detector: AnomalyDetector, dataset: str | None = None) -> None:
         self.detector = detector
-        self.settings = detector.settings
         self.window_sizes = rescore_window_sizes(self.settings.rescore_k, dataset)
+
+    @property
+    def settings(self) -> ScoringSettings:
+        """The detector's scoring settings, read at each use."""
+        return self.detector.settings
 
     def score(
         self,

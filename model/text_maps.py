@@ -8,7 +8,7 @@ regularisation (see `model.scoring`), prompt aggregation, resize, Gaussian smoot
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +78,17 @@ class TextMaps:
     """Per-image text maps from streamed concept-output chunks.
 
     Args:
-        settings: a `model.detector.ScoringSettings` (typed Any: detector.py imports this module).
+        settings_of: returns the current `model.settings.ScoringSettings` (typed Any: detector.py imports
+            this module); called at each use, so the owner's settings are read, never a stale copy.
     """
 
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
+    def __init__(self, settings_of: Callable[[], Any]) -> None:
+        self._settings_of = settings_of
+
+    @property
+    def settings(self) -> Any:
+        """The owner's scoring settings, as they are now."""
+        return self._settings_of()
 
     def reduce_chunk(
         self,

@@ -105,7 +105,7 @@ def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
     if problem is None:
         try:
             detector, concepts = build_detector(cfg)
-            lower_box_threshold_to_floor(detector)
+            detector = lower_box_threshold_to_floor(detector)
         except Exception as err:  # a user error (bad weights, device) is shown in the page
             problem = user_message(err)
             if problem is None:

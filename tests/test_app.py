@@ -17,6 +17,7 @@ from dataset import DATASET_NAMES, DatasetError, categories_of
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
 from scripts import app as app_script
 from tests.app_server import call, file_data, served, upload
+from tests.test_detector import FakeEngine, Row, nothing, with_instance
 from utils.app import (
     BOX_FLOOR,
     EXAMPLES,
@@ -52,8 +53,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def floored(detector: AnomalyDetector) -> AnomalyDetector:
-    lower_box_threshold_to_floor(detector)
-    return detector
+    return lower_box_threshold_to_floor(detector)
+
+
+def test_lowered_box_floor_reaches_the_detections():
+    """A 0.1-score instance is cut at the default box_threshold 0.3 and kept once the app lowers the floor."""
+
+    def make_row(i: int, prompt: str) -> Row:
+        return with_instance(nothing(), 0, (2, 6, 2, 6), 0.1)
+
+    detector = AnomalyDetector(FakeEngine(make_row), ScoringSettings(map_source="instance", sigma=0.0))
+    frame = np.zeros((16, 16, 3), np.uint8)
+    assert detector.detect_arrays([frame], ["crack"])[0].detections == []
+    kept = floored(detector).detect_arrays([frame], ["crack"])[0].detections
+    assert [(d.prompt, round(d.score, 5)) for d in kept] == [("crack", 0.1)]
 
 
 def small_result() -> AnomalyResult:

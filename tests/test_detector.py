@@ -505,3 +505,16 @@ def test_the_model_package_exports_the_detector_and_the_mutual_scorer():
     from model.mutual import MutualScorer
 
     assert model.AnomalyDetector is AnomalyDetector and model.MutualScorer is MutualScorer
+
+
+def test_with_settings_shares_the_engine_and_keeps_settings_frozen():
+    engine = FakeEngine(lambda i, prompt: with_instance(nothing(), 0, (0, 4, 0, 4), 0.2))
+    det = AnomalyDetector(engine, settings())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        det.settings.box_threshold = 0.1  # type: ignore[misc]
+    low = det.with_settings(box_threshold=0.1)
+    assert low.engine is engine and det.settings.box_threshold == 0.3
+    assert [d.score for d in low.detect_arrays([image()], ["a"])[0].detections] == pytest.approx([0.2])
+    assert det.detect_arrays([image()], ["a"])[0].detections == []
+    with pytest.raises(TypeError):
+        det.with_settings(no_such_setting=1)

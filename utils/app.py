@@ -26,7 +26,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,7 @@ def session_detector(detector: AnomalyDetector, references: References | None) -
 
 def fewshot_view(detector: AnomalyDetector) -> AnomalyDetector:
     """A detector on the same engine and hook with visual="fewshot" (no references yet)."""
-    settings = replace(detector.settings, visual="fewshot")
-    return AnomalyDetector(detector.engine, settings, detector.text_override)
+    return detector.with_settings(visual="fewshot")
 
 
 class EncodeCache:
@@ -486,12 +485,10 @@ def missing_model_message(model_path: str | Path) -> str | None:
     )
 
 
-def lower_box_threshold_to_floor(detector: AnomalyDetector) -> None:
-    """Change `detector` in place to keep detections down to BOX_FLOOR (its box_threshold, when higher, is
-    lowered), so the box slider can go that low from the cached results."""
-    detector.settings = replace(
-        detector.settings, box_threshold=min(BOX_FLOOR, detector.settings.box_threshold)
-    )
+def lower_box_threshold_to_floor(detector: AnomalyDetector) -> AnomalyDetector:
+    """`detector` keeping detections down to BOX_FLOOR (its box_threshold, when higher, is lowered), so the
+    box slider can go that low from the cached results."""
+    return detector.with_settings(box_threshold=min(BOX_FLOOR, detector.settings.box_threshold))
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
