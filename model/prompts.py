@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataset.constants import OBJECT_NOUNS, REAL_IAD_CATEGORIES, TEXTURE_CATEGORIES, object_noun
 
 STRATEGIES: tuple[str, ...] = ("base", "category", "mixed", "contextual")
+DEFAULT_STRATEGY = "base"  # strictly zero-shot: the prompt_strategy setting's declared default
 
 # Generic defect words, valid for any manufactured part or material.
 BASE_DEFECTS: tuple[str, ...] = (
