@@ -194,7 +194,7 @@ def test_normal_quantile_samples_uniformly_beyond_the_limit(monkeypatch: pytest.
 
 def test_image_rescoring_hand_case():
     """Three images: 0 and 1 alike (cos 0.8), 2 apart (cos 0 with both). k = 2: 0 <- (1 s0 + .8 s1) / 1.8."""
-    from model.visual import rescore_images
+    from model.mutual import rescore_images
 
     desc = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])
     scores = torch.tensor([0.9, 0.0, 0.5])
