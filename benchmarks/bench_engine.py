@@ -27,6 +27,7 @@ from model import ModelLoadError, Sam3Engine  # noqa: E402
 from model.detector import AnomalyDetector, ScoringSettings  # noqa: E402
 from model.mutual import MutualScorer  # noqa: E402
 from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
+from model.visual import VisualMode  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,11 +107,11 @@ def visual_passes(
     rng = np.random.default_rng(1)
     references = [rng.integers(0, 256, (256, 320, 3), dtype=np.uint8) for _ in range(args.shots)]
     batches = [images[b : b + args.image_batch] for b in range(0, len(images), args.image_batch)]
-    for mode in ("fewshot", "mutual"):
+    for mode in (VisualMode.FEWSHOT, VisualMode.MUTUAL):
         detector = AnomalyDetector(engine, ScoringSettings(visual=mode))
         before = calls["vision_images"]
         start = time.perf_counter()
-        if mode == "fewshot":
+        if mode is VisualMode.FEWSHOT:
             detector.set_references(references)
             for batch in batches:
                 detector.detect_arrays(batch, prompts)
@@ -121,7 +122,7 @@ def visual_passes(
         elapsed = time.perf_counter() - start
         seen = calls["vision_images"] - before
         assert seen == expected, (mode, seen, expected)
-        what = "test images + references" if mode == "fewshot" else "test images"
+        what = "test images + references" if mode is VisualMode.FEWSHOT else "test images"
         print(
             f"visual {mode:7s}: {seen} images through the vision encoder (expected {expected}: {what}, "
             f"once each) OK; {len(images) / elapsed:.2f} images/s"

@@ -1,26 +1,36 @@
-"""Speed and memory of the visual scores (model/visual.py): few-shot and mutual scoring as a category grows.
+"""Speed, memory and accuracy of the visual scores (model/visual.py) on both grid sizes.
 
-    python benchmarks/bench_visual.py [--sizes 16,64,256 --shots 4 --device cpu --real_pairs 2 --partners 5]
+    python benchmarks/bench_visual.py [--sections tiny,real,partners,planted --sizes 16,64,256 --shots 4
+                                       --device cpu --real_pairs 2 --partners 5 --planted_tests 24,12]
 
-1. Tiny SAM 3 (random weights, built in a temporary folder): N synthetic images are encoded once with the
-   patch layers captured; then few-shot scoring (K = --shots references) and mutual scoring of the N images
-   are timed, with the peak memory (CUDA: max allocated; CPU: growth of the process's peak RSS).
-2. The real grid, for the old default (72 x 72 patches, r in {1, 3}) and the new one (patch_pool 2: 36 x 36,
-   r in {1, 3, 5}): random unit features of the real shape (1024 channels: the scoring cost depends on
-   shapes only) time one image-vs-image nearest-patch pass, the unit of both modes. From it the script
-   projects the scoring time of a category of N images:
+1. `tiny`: tiny SAM 3 (random weights, built in a temporary folder): N synthetic images are encoded once with
+   the patch layers captured; then few-shot scoring (K = --shots references) and mutual scoring of the N
+   images are timed, with the peak memory (CUDA: max allocated; CPU: growth of the process's peak RSS).
+2. `real`: the real grid, for the old scale (72 x 72 patches, r in {1, 3}) and the default one (visual_grid
+   36: 36 x 36, r in {1, 3, 5}): random unit features of the real shape (1024 channels: the scoring cost
+   depends on shapes only) time one image-vs-image nearest-patch pass, the unit of both modes. From it the
+   script projects the scoring time of a category of N images:
    few-shot: N * K * layers * degrees pair passes; mutual: N * (N - 1) * layers * degrees pair passes,
    and the memory mutual scoring holds on the device: one layer's features of the N images plus one
    neighbourhood aggregate, fp16 (the old code held all 4 layers plus one aggregate).
    One pair pass is 2 * P^2 * C flops: 55 GFLOP at 72 x 72, 3.4 GFLOP at 36 x 36.
-3. `--partners`: mutual_partners M on synthetic features (a texture of 4 prototype vectors plus noise,
+3. `partners`: mutual_partners M on synthetic features (a texture of 4 prototype vectors plus noise,
    N = 60 images of 12 x 12 patches, every fifth with a planted 2 x 2 defect): pixel AUROC and time with
    each image compared with M random others, against all N - 1.
+4. `planted`: accuracy at two ViT grid sizes, 16 x 16 (the tiny model, 224 px input) and 72 x 72 (the same
+   tiny widths at the real 1008 px input, random weights), on the planted set of benchmarks/planted_data.py
+   (real hazelnut images when ../shared/data has them; thin strokes and discs of 3 sizes). Per pooling
+   factor and mode (few-shot K = --shots, mutual): pixel AUROC of the fused map, the visual map alone and
+   the text map alone, and image AUROC of the fused score for each `visual_image_score` reading; then, for
+   the default settings, pixel AUROC per defect kind. The text path and the vision pass run once per grid.
+   `--real_arch` also encodes one image with the REAL SAM 3 architecture (random weights, needs
+   ../shared/data/sam3_hf_meta) and prints the pooled grid the detector scores on.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import sys
 import tempfile
@@ -34,27 +44,41 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
+from transformers import Sam3Model  # noqa: E402
 
+from benchmarks.bench_full_size import DEFAULT_META_DIR  # noqa: E402
+from benchmarks.planted_data import HAZELNUT_GOOD, SIDE, PlantedSet, planted_set  # noqa: E402
 from model import Sam3Engine  # noqa: E402
-from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
+from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings  # noqa: E402
+from model.mutual import MutualScorer  # noqa: E402
+from model.prompts import build_prompts  # noqa: E402
+from model.tiny_sam3 import build_tiny_sam3, tiny_sam3_config  # noqa: E402
 from model.visual import (  # noqa: E402
     DEFAULT_DEGREES,
     DEFAULT_LAYER_FRACTIONS,
-    DEFAULT_PATCH_POOL,
+    DEFAULT_VISUAL_GRID,
+    PatchReading,
     ReferenceBank,
-    mutual_map,
+    VisualMode,
+    calibrate,
+    mutual_raw,
     mutual_scores,
     nearest_distance,
+    normal_scale,
     select_layers,
 )
+from model.vit_layers import patch_features, pool_factor  # noqa: E402
+from utils.config.loading import parse_list  # noqa: E402
 
 REAL_GRID, REAL_CHANNELS = 72, 1024
 # (name, patch grid side, degrees) of the settings compared at the real grid.
+DEFAULT_POOLED = -(-REAL_GRID // pool_factor(REAL_GRID, DEFAULT_VISUAL_GRID))  # 36
 REAL_SETTINGS = (
     ("old: 72x72, r 1,3", REAL_GRID, (1, 3)),
     (
-        f"new: 36x36, r {','.join(map(str, DEFAULT_DEGREES))}",
-        REAL_GRID // DEFAULT_PATCH_POOL,
+        f"new: {DEFAULT_POOLED}x{DEFAULT_POOLED}, r {','.join(map(str, DEFAULT_DEGREES))}",
+        DEFAULT_POOLED,
         DEFAULT_DEGREES,
     ),
 )
@@ -68,6 +92,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--real_pairs", type=int, default=2, help="image pairs timed at the real grid")
     p.add_argument("--project", default="100,500", help="category sizes for the real-grid projection")
     p.add_argument("--partners", default="5,10,20", help="mutual_partners M to compare on synthetic features")
+    p.add_argument("--sections", default="tiny,real,partners,planted", help="which parts to run (see above)")
+    p.add_argument("--planted_tests", default="24,12", help="planted test images at the 16 and 72 grids")
+    p.add_argument(
+        "--prompts_72", type=int, default=2, help="base prompts scored at the 72 grid (slow on CPU)"
+    )
+    p.add_argument("--real_arch", action="store_true", help="encode one image with the real architecture")
+    p.add_argument("--normal_dir", type=Path, default=HAZELNUT_GOOD, help="normal PNGs to plant defects in")
+    p.add_argument("--meta_dir", type=Path, default=DEFAULT_META_DIR, help="facebook/sam3 config + tokenizer")
     return p.parse_args(argv)
 
 
@@ -96,7 +128,7 @@ def tiny_runs(args: argparse.Namespace, device: torch.device) -> None:
     engine = Sam3Engine.from_pretrained(folder, device=str(device), dtype="fp32")
     layers = select_layers(engine.num_vit_layers, DEFAULT_LAYER_FRACTIONS)
     print(f"tiny SAM 3: ViT layers {layers} of {engine.num_vit_layers}, degrees {DEFAULT_DEGREES}")
-    pool = DEFAULT_PATCH_POOL
+    pool = pool_factor(engine.vit_grid, DEFAULT_VISUAL_GRID)
     refs = engine.encode_images(synthetic_images(args.shots, seed=99), patch_layers=layers, patch_pool=pool)
     refs = refs.patch_layers
     bank = ReferenceBank(refs)
@@ -116,7 +148,8 @@ def tiny_runs(args: argparse.Namespace, device: torch.device) -> None:
         bank.calibrated(stacked)
         t_few = time.perf_counter() - t0
         t0 = time.perf_counter()
-        mutual_map(stacked)
+        raw = mutual_raw(stacked)
+        calibrate(raw, *normal_scale(raw))
         t_mutual = time.perf_counter() - t0
         print(
             f"  N={n:4d} grid {grid}: few-shot (K={args.shots}) {1e3 * t_few / n:7.2f} ms/image, "
@@ -204,12 +237,163 @@ def partner_runs(args: argparse.Namespace) -> None:
         print(f"  {name:>12}: pixel AUROC {auroc(scores, labels):.4f}, {took:.2f} s")
 
 
+NOUN = "hazelnut"
+
+
+def mann_whitney_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC = P(score of a positive > score of a negative), ties counting half (ranks averaged)."""
+    labels, scores = np.asarray(labels).ravel().astype(bool), np.asarray(scores, np.float64).ravel()
+    ranks = rankdata(scores)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def engine_at(grid: int, tiny: Sam3Engine) -> Sam3Engine:
+    """`tiny` itself for 16 (224 px input); for 72 the same tiny widths at the real 1008 px input (seed 0)."""
+    if grid == tiny.vit_grid:
+        return tiny
+    side = grid * 14
+    config = tiny_sam3_config(image_size=side)
+    config.vision_config.backbone_feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
+    torch.manual_seed(0)
+    model = Sam3Model(config).eval().to(tiny.device)
+    return Sam3Engine(model, tiny.tokenizer, chunk_size=8, compute_dtype="fp32")
+
+
+def fused(
+    engine: Sam3Engine,
+    mode: VisualMode,
+    pool: int,
+    reading: PatchReading,
+    text: list[AnomalyResult],
+    visual: dict,
+) -> list[AnomalyResult]:
+    """Copies of the text results fused with the visual maps as a detector with these settings does."""
+    settings = ScoringSettings(visual=mode, patch_pool=pool, visual_image_score=reading)
+    detector, results = AnomalyDetector(engine, settings), copy.deepcopy(text)
+    if mode is VisualMode.FEWSHOT:
+        detector.fuse_visual(results, visual["calibrated"])
+    else:
+        MutualScorer(detector, "mvtec").fuse(results, visual["raw"], visual["features"])
+    return results
+
+
+def visual_maps(engine: Sam3Engine, mode: VisualMode, refs: dict, tests: dict) -> dict:
+    """Few-shot: the calibrated maps against the references; mutual: the raw maps and the features."""
+    detector = AnomalyDetector(engine, ScoringSettings(visual=mode))
+    if mode is VisualMode.FEWSHOT:
+        return {"calibrated": ReferenceBank(refs, detector.settings.visual_degrees).calibrated(tests)}
+    return {"raw": MutualScorer(detector, "mvtec").raw_scores(tests), "features": tests}
+
+
+def planted_grid(engine: Sam3Engine, data: PlantedSet, prompts: list[str], pools: list[int]) -> None:
+    """One markdown table of pixel and image AUROC per pooling factor and mode at this engine's grid."""
+    grid = engine.vit_grid
+    default = pool_factor(grid, DEFAULT_VISUAL_GRID)
+    first = AnomalyDetector(engine, ScoringSettings(visual=VisualMode.FEWSHOT, patch_pool=1))
+    start = time.perf_counter()
+    text, tests = first.text_results(data.images, prompts, NOUN, (SIDE, SIDE), False)
+    refs = first.encode(data.references, with_patches=True).patch_layers
+    masks, labels = np.stack(data.masks), data.labels
+    print(
+        f"\n{grid} x {grid} ViT grid: {len(data.images)} test images ({int(labels.sum())} planted), "
+        f"K = {len(data.references)}, prompts {prompts}; SAM 3 passes {time.perf_counter() - start:.0f} s"
+    )
+    readings = list(PatchReading)
+    print(
+        "| pool -> grid | mode | P-AUROC fused | P visual only | P text only | "
+        + " | ".join(f"I-AUROC {r.value}" for r in readings)
+        + " | I visual only (max) | I text only |"
+    )
+    print("|---|---|---|---|---|" + "---|" * len(readings) + "---|---|")
+    kinds: dict[str, list[AnomalyResult]] = {}
+    for pool in pools:
+        pooled = [{k: patch_features(v, pool) for k, v in f.items()} for f in (refs, tests)]
+        side = pooled[1][next(iter(pooled[1]))].shape[1]
+        for mode in (VisualMode.FEWSHOT, VisualMode.MUTUAL):
+            maps = visual_maps(engine, mode, *pooled)
+            runs = {r: fused(engine, mode, pool, r, text, maps) for r in readings}
+            one = runs[PatchReading.PATCH_MAX]
+            pixel = {
+                name: mann_whitney_auroc(masks, np.stack([signal(r) for r in one]))
+                for name, signal in (
+                    ("fused", lambda r: r.anomaly_map),
+                    ("visual", lambda r: r.signals["visual"][0]),
+                    ("text", lambda r: r.signals["text"][0]),
+                )
+            }
+            image = [
+                mann_whitney_auroc(labels, [r.image_score for r in runs[reading]]) for reading in readings
+            ]
+            alone = [mann_whitney_auroc(labels, [r.signals[s][1] for r in one]) for s in ("visual", "text")]
+            mark = " (default)" if pool == default else ""
+            print(
+                f"| {pool} -> {side} x {side}{mark} | {mode.value} | {pixel['fused']:.4f} | "
+                f"{pixel['visual']:.4f} | {pixel['text']:.4f} | "
+                + " | ".join(f"{v:.4f}" for v in image)
+                + f" | {alone[0]:.4f} | {alone[1]:.4f} |"
+            )
+            if pool == default:
+                kinds[mode.value] = one
+    print(f"\npixel AUROC of the fused map per defect kind, defaults ({grid} x {grid} grid):")
+    print("| mode | " + " | ".join(sorted(set(data.kinds) - {"good"})) + " |")
+    print("|---|" + "---|" * len(set(data.kinds) - {"good"}))
+    for mode, results in kinds.items():
+        cells = []
+        for kind in sorted(set(data.kinds) - {"good"}):
+            keep = [i for i, k in enumerate(data.kinds) if k in (kind, "good")]
+            cells.append(mann_whitney_auroc(masks[keep], np.stack([results[i].anomaly_map for i in keep])))
+        print(f"| {mode} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+
+
+def planted_runs(args: argparse.Namespace, device: torch.device) -> None:
+    tiny = Sam3Engine.from_pretrained(
+        build_tiny_sam3(Path(tempfile.mkdtemp()) / "tiny", seed=0), device=str(device), dtype="fp32"
+    )
+    prompts = build_prompts(NOUN, "base")
+    counts = [int(v) for v in parse_list(args.planted_tests)]
+    for grid, tests, pools, used in (
+        (16, counts[0], [1, 2, 4], prompts),
+        (72, counts[1], [1, 2, 4], prompts[: args.prompts_72]),
+    ):
+        if tests < 2:
+            continue
+        data = planted_set(args.shots, tests, seed=0, folder=args.normal_dir)
+        if grid == 16:
+            print(f"planted set: normal images from {data.source}")
+        planted_grid(engine_at(grid, tiny), data, used, pools)
+    if args.real_arch:
+        real_architecture_grid(args.meta_dir)
+
+
+def real_architecture_grid(meta_dir: Path) -> None:
+    """Encode one image with the real SAM 3 architecture (random weights) through the detector's path."""
+    from benchmarks.bench_full_size import build_random_model, real_config_and_tokenizer
+
+    config, tokenizer = real_config_and_tokenizer(meta_dir, None)
+    engine = Sam3Engine(build_random_model(config, torch.float32, 0), tokenizer, compute_dtype="fp32")
+    detector = AnomalyDetector(engine, ScoringSettings(visual=VisualMode.FEWSHOT))
+    start = time.perf_counter()
+    features = detector.encode([np.zeros((SIDE, SIDE, 3), np.uint8)], with_patches=True).patch_layers
+    shapes = {k: tuple(v.shape[1:3]) for k, v in features.items()}
+    print(
+        f"\nreal SAM 3 architecture (random weights): ViT grid {engine.vit_grid} x {engine.vit_grid}, "
+        f"pool {detector.patch_pool()}, scored grid per layer {shapes} ({time.perf_counter() - start:.0f} s)"
+    )
+
+
 def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.set_grad_enabled(False)
-    tiny_runs(args, device)
-    real_grid_runs(args, device)
-    partner_runs(args)
+    sections = set(parse_list(args.sections))
+    if "tiny" in sections:
+        tiny_runs(args, device)
+    if "real" in sections:
+        real_grid_runs(args, device)
+    if "partners" in sections:
+        partner_runs(args)
+    if "planted" in sections:
+        planted_runs(args, device)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
 from model.engine import ConceptOutputs, ImageFeatures, Sam3Engine, TextFeatures
 from model.loader import ModelLoadError, load_sam3, resolve_device, resolve_dtype
 from model.mutual import MutualScorer
+from model.visual import VisualMode
 
 __all__ = [
     "AnomalyDetector",
@@ -15,6 +16,7 @@ __all__ = [
     "Sam3Engine",
     "ScoringSettings",
     "TextFeatures",
+    "VisualMode",
     "load_sam3",
     "resolve_device",
     "resolve_dtype",

@@ -45,12 +45,21 @@ from PIL import Image
 from dataset.constants import TEXTURE_CATEGORIES
 from dataset.images import read_image, to_rgb
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
-from model.map_ops import gaussian_smooth, resize_map
+from model.map_ops import gaussian_smooth, resize_map, rotate_image
 from model.prompts import DEFAULT_STRATEGY, build_prompts, given_prompts, object_prompt
 from model.scoring import image_score
-from model.settings import MASK_THRESHOLD, VISUAL_MODES, ScoringSettings
+from model.settings import MASK_THRESHOLD, ScoringSettings
 from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
-from model.visual import ReferenceBank, fuse, select_layers
+from model.visual import (
+    PatchReading,
+    ReferenceBank,
+    VisualMode,
+    check_degrees_fit,
+    fuse,
+    patch_reading,
+    select_layers,
+)
+from model.vit_layers import pool_factor
 
 # (engine, features, prompts) -> ConceptOutputs chunks: how trained concept embeddings of a fine-tuning
 # checkpoint replace or add to the text features (utils/pipeline.py build_detector routes them here).
@@ -60,7 +69,7 @@ TextOverride = Callable[[Any, Any, Sequence[str]], Iterator[Any]]
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
 # The settings a few-shot reference bank is encoded with: a detector whose values differ re-encodes them.
-REFERENCE_KEYS: tuple[str, ...] = ("visual_degrees", "reference_rotations", "patch_pool")
+REFERENCE_KEYS: tuple[str, ...] = ("visual_degrees", "reference_rotations", "patch_pool", "visual_grid")
 
 
 class AnomalyDetector:
@@ -90,8 +99,7 @@ class AnomalyDetector:
 
         `detector.with_settings(box_threshold=0.1)`; the settings are frozen, so this is the only way to
         change them. The few-shot references are kept when the settings they were encoded with
-        (``visual_degrees``, ``reference_rotations``, ``patch_pool``) are unchanged; otherwise call
-        `set_references` again.
+        (`REFERENCE_KEYS`) are unchanged; otherwise call `set_references` again.
 
         Raises:
             TypeError: a name that is no scoring setting. ValueError: a value out of its allowed range.
@@ -133,19 +141,19 @@ class AnomalyDetector:
             images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded in one
                 batch, so K should be small (the few-shot protocol uses 1, 2 or 4).
 
-        With ``settings.reference_rotations`` each is also encoded turned by 90, 180 and 270 degrees (4K
-        vision passes). Afterwards `detect` scores each patch by its distance to the nearest reference patch
-        (`model.visual.ReferenceBank`, calibrated on the references alone). The bank holds K x h x w x C
-        values per ViT layer used (4 layers of 36 x 36 x 1024 per real image at patch_pool 2) on the
-        model's device.
+        With ``settings.reference_rotations`` (angles) each is also encoded turned by every angle
+        (`model.map_ops.rotate_image`; K more vision passes per angle). Afterwards `detect` scores each patch
+        by its distance to the nearest reference patch (`model.visual.ReferenceBank`, calibrated on the
+        references alone). The bank holds K x h x w x C values per ViT layer used (4 layers of 36 x 36 x
+        1024 per real image at the default visual_grid) on the model's device.
         """
         if len(images) == 0:
             raise ValueError("set_references needs at least one normal image of the product")
         arrays = [_as_array(x) for x in images]
         sources = list(range(len(arrays)))
-        if self.settings.reference_rotations:  # AnomalyDINO: the references turned by 90, 180, 270 degrees
-            arrays += [np.ascontiguousarray(np.rot90(a, turn)) for turn in (1, 2, 3) for a in arrays]
-            sources *= 4
+        angles = self.settings.reference_rotations  # AnomalyDINO's augmentation
+        arrays += [rotate_image(a, angle) for angle in angles for a in arrays]
+        sources *= 1 + len(angles)
         features = self.encode(arrays, with_patches=True)
         self.references = ReferenceBank(features.patch_layers, self.settings.visual_degrees, sources=sources)
 
@@ -217,30 +225,41 @@ class AnomalyDetector:
 
         Returns:
             One `AnomalyResult` per image, in order (``mask`` is left None; `detect` sets it). With
-            ``settings.visual == "fewshot"`` each map is fused with the distances of its patches to the
+            ``settings.visual`` fewshot each map is fused with the distances of its patches to the
             references of `set_references`.
         """
         s = self.settings
-        if s.visual == "mutual":
+        if s.visual is VisualMode.MUTUAL:
             raise ValueError(
                 "visual='mutual' scores a set of images against each other: use "
                 "model.mutual.MutualScorer(detector).score(batches, prompts), or visual='none'/'fewshot' here"
             )
-        if s.visual == "fewshot" and self.references is None:
+        if s.visual is VisualMode.FEWSHOT and self.references is None:
             raise ValueError("visual='fewshot' needs normal reference images: call set_references first")
         results, patches = self.text_results(images, prompts, object_noun, out_size, instance_masks)
-        if s.visual == "fewshot" and results:
+        if s.visual is VisualMode.FEWSHOT and results:
             assert self.references is not None
             self.fuse_visual(results, self.references.calibrated(patches))
         return results
 
     # ------------------------------------------------------------------ building blocks (MutualScorer)
+    def patch_pool(self) -> int:
+        """The pooling factor of the ViT grid: ``settings.patch_pool``, else derived from ``visual_grid``."""
+        s = self.settings
+        return s.patch_pool if s.patch_pool is not None else pool_factor(self.engine.vit_grid, s.visual_grid)
+
     def encode(self, images: Sequence[np.ndarray], with_patches: bool) -> Any:
-        """One vision pass; with `with_patches`, the ViT patch layers pooled by ``settings.patch_pool``."""
+        """One vision pass; with `with_patches`, the ViT patch layers pooled by `patch_pool`.
+
+        Warns once per call site when a ``visual_degrees`` window covers more than a third of the pooled grid.
+        """
         if not with_patches:
             return self.engine.encode_images(images)
         layers = select_layers(self.engine.num_vit_layers)
-        return self.engine.encode_images(images, patch_layers=layers, patch_pool=self.settings.patch_pool)
+        features = self.engine.encode_images(images, patch_layers=layers, patch_pool=self.patch_pool())
+        grid = next(iter(features.patch_layers.values())).shape[1:3]
+        check_degrees_fit(self.settings.visual_degrees, (int(grid[0]), int(grid[1])))
+        return features
 
     def text_results(
         self,
@@ -253,7 +272,7 @@ class AnomalyDetector:
         """Text-only results for a batch, and the patch features of the same vision pass.
 
         Returns the results (maps from the text prompts alone) and ``{layer: (B, h, w, C)}`` unit patch
-        features (empty with ``visual="none"``: the engine is then called exactly as before visual scores).
+        features (empty with ``visual="none"``: the engine is then called without patch layers).
         """
         prompts = list(dict.fromkeys(prompts))
         if not prompts:
@@ -264,7 +283,7 @@ class AnomalyDetector:
         all_prompts = [object_noun, *prompts] if regularise else prompts
         offset = 1 if regularise else 0  # prompt index of the first defect prompt
 
-        features = self.encode(images, with_patches=self.settings.visual != "none")
+        features = self.encode(images, with_patches=self.settings.visual is not VisualMode.NONE)
         states = [ImageState() for _ in images]
         source = self.text_override or (lambda engine, feats, rows: engine.predict(feats, rows))
         for chunk in source(self.engine, features, all_prompts):
@@ -284,29 +303,45 @@ class AnomalyDetector:
     def fuse_visual(self, results: list[AnomalyResult], visual: torch.Tensor) -> None:
         """Fuse each result's text map with its calibrated visual map, in place, and rescore the image.
 
-        `visual`: (N, h, w) float in [0, 1) on the patch grid. Each map gets the text map's object prior
-        (resized to the object mask's grid, multiplied by ``outside_weight`` outside the dilated object:
-        the result's ``object_region``), is resized to the result's map size and smoothed like the text
-        map, then ``fuse``d with ``settings.visual_weight``. The image score is read from the fused map;
-        with ``image_score="instance"`` it is ``(1 - w) * best instance score + w * max(visual map)``.
+        `visual`: (N, h, w) float in [0, 1) on the patch grid. Each map gets, with
+        ``settings.visual_object_prior``, the text map's object prior (multiplied by ``outside_weight``
+        outside the dilated object: the result's ``object_region``), is resized to the result's map size
+        and smoothed like the text map, then ``fuse``d with ``settings.visual_weight`` w. The image score is
+        ``(1 - w) * text image score + w * visual reading``, the reading taken from the patch map itself
+        (``visual_image_score``: patch_max or patch_top1, `model.visual.patch_reading`); with fused_map it
+        is read from the fused map (``image_score="instance"``: ``(1 - w) * best instance score + w *
+        max(visual map)``). ``result.signals`` keeps the text-only and visual-only (map, image score).
         """
-        s = self.settings
-        for result, vmap in zip(results, visual.float().cpu().numpy(), strict=True):
-            if result.object_region is not None:
-                region = result.object_region
-                weights = np.where(region, 1.0, s.outside_weight).astype(np.float32)
-                vmap = resize_map(vmap, region.shape) * weights
-            out = resize_map(vmap, result.anomaly_map.shape)
-            if s.sigma > 0:
-                out = gaussian_smooth(out, s.sigma)
-            out = np.clip(out, 0.0, 1.0)
-            fused = fuse(torch.from_numpy(result.anomaly_map), torch.from_numpy(out), s.visual_weight)
-            result.anomaly_map = fused.numpy().astype(np.float32)
-            best = max(result.prompt_best_score.values())
-            if s.image_score == "instance":
-                result.image_score = (1.0 - s.visual_weight) * best + s.visual_weight * float(out.max())
+        s, w = self.settings, self.settings.visual_weight
+        reading = PatchReading(s.visual_image_score)
+        readings = None if reading is PatchReading.FUSED_MAP else patch_reading(visual, reading).tolist()
+        for i, (result, vmap) in enumerate(zip(results, visual.float().cpu().numpy(), strict=True)):
+            out = self._visual_map(result, vmap)
+            if readings is not None:
+                visual_score = float(readings[i])
+            elif s.image_score == "instance":
+                visual_score = float(out.max())
+            else:
+                visual_score = image_score(out, s.image_score, s.topk)
+            text_map, text_score = result.anomaly_map, result.image_score
+            result.signals = {"text": (text_map, text_score), "visual": (out, visual_score)}
+            result.anomaly_map = fuse(torch.from_numpy(text_map), torch.from_numpy(out), w).numpy()
+            if readings is not None or s.image_score == "instance":
+                result.image_score = (1.0 - w) * text_score + w * visual_score
             else:
                 result.image_score = image_score(result.anomaly_map, s.image_score, s.topk)
+
+    def _visual_map(self, result: AnomalyResult, patch_map: np.ndarray) -> np.ndarray:
+        """One calibrated (h, w) patch map -> the result's map size: object prior, resize, smoothing, clip."""
+        s = self.settings
+        if s.visual_object_prior and result.object_region is not None:
+            region = result.object_region
+            weights = np.where(region, 1.0, s.outside_weight).astype(np.float32)
+            patch_map = resize_map(patch_map, region.shape) * weights
+        out = resize_map(patch_map, result.anomaly_map.shape)
+        if s.sigma > 0:
+            out = gaussian_smooth(out, s.sigma)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def _as_array(image: ImageInput) -> np.ndarray:
@@ -316,7 +351,7 @@ def _as_array(image: ImageInput) -> np.ndarray:
 
 __all__ = [
     "MASK_THRESHOLD",
-    "VISUAL_MODES",
+    "VisualMode",
     "AnomalyDetector",
     "AnomalyResult",
     "Detection",

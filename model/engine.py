@@ -341,6 +341,12 @@ class Sam3Engine:
         """Depth of the ViT (32 real, 2 tiny): valid ``patch_layers`` are 0..num_vit_layers - 1."""
         return len(vit_layers(self.model))
 
+    @property
+    def vit_grid(self) -> int:
+        """Side of the ViT patch grid, image_size / patch_size (72 real, 16 tiny)."""
+        backbone = self.model.config.vision_config.backbone_config
+        return int(backbone.image_size) // int(backbone.patch_size)
+
     def _position_encodings(self, levels: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """One (1, C, h, w) sine position encoding per FPN level (B, C, h, w): image-independent.
 

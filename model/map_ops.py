@@ -90,3 +90,29 @@ def gaussian_smooth(anomaly_map: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(
         anomaly_map, (ksize, ksize), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
     )
+
+
+def rotate_image(image: np.ndarray, degrees: float) -> np.ndarray:
+    """An image turned counter-clockwise by `degrees` about its centre.
+
+    Multiples of 90 degrees are exact (``np.rot90``: no resampling; a (H, W) image becomes (W, H) for 90
+    and 270). Other angles keep the (H, W) canvas, resample bilinearly and fill the corners the turn
+    uncovers by mirroring the image at its border (``BORDER_REFLECT_101``): the corners then continue the
+    background instead of showing black wedges that no test image has.
+
+    Args:
+        image: (H, W) or (H, W, C) array (uint8 RGB for references).
+        degrees: angle; positive turns counter-clockwise.
+    Returns:
+        The turned image, same dtype, C-contiguous.
+    """
+    if not math.isfinite(degrees):
+        raise ValueError(f"rotation angle must be a finite number of degrees, got {degrees}")
+    image = np.asarray(image)
+    if degrees % 90 == 0:
+        return np.ascontiguousarray(np.rot90(image, int(degrees // 90) % 4))
+    height, width = image.shape[:2]
+    turn = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), float(degrees), 1.0)
+    return cv2.warpAffine(
+        image, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    )

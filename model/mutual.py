@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
-from model.visual import calibrate, image_descriptors, mutual_raw, normal_scale, rescore_images
+from model.visual import calibrate, mutual_raw, normal_scale, unit_patches
 
 # MuSc's RsCIN window sizes per dataset (its configs); any other dataset gets MVTec AD's.
 MUSC_RESCORE_K: dict[str, tuple[int, ...]] = {"mvtec": (1, 2, 3), "visa": (1, 8, 9)}
@@ -145,6 +146,48 @@ class MutualScorer:
             for result, value in zip(results, new.tolist(), strict=True):
                 result.image_score = float(value)
         return results
+
+
+def image_descriptors(features: Tensor) -> Tensor:
+    """One unit vector per image: the mean of its unit patch vectors. (N, h, w, C) -> (N, C) float32.
+
+    SAM 3's ViT has no class token; the mean patch vector of a layer plays the part of MuSc's CLS token in
+    `rescore_images` (which images look alike as a whole).
+    """
+    return F.normalize(unit_patches(features).mean(dim=(1, 2)), dim=-1)
+
+
+def rescore_images(scores: Tensor, descriptors: Tensor, ks: Sequence[int]) -> Tensor:
+    """MuSc's RsCIN: each image score averaged with those of the images most like it, over window sizes k.
+
+    For each k in `ks`: W = the cosine similarities of the descriptors (the image itself included, its own
+    similarity being 1), negative ones set to 0, all but each row's k largest set to 0, rows normalised to
+    sum 1; the re-scored vector is ``W @ scores``. The result is the mean over `ks` (k = 1 keeps the score).
+    MuSc min-max normalises the scores first; rows summing to 1 make that an affine change of the output
+    only, so it is skipped and the scores keep their units.
+
+    Args:
+        scores: (N,) image scores.
+        descriptors: (N, D) unit vectors (`image_descriptors`).
+        ks: neighbourhood sizes, each >= 1 (MuSc: 1, 2, 3 for MVTec AD; 1, 8, 9 for VisA); clipped to N.
+
+    Returns:
+        (N,) float32.
+    """
+    n = scores.shape[0]
+    if descriptors.shape[0] != n:
+        raise ValueError(f"{n} scores but {descriptors.shape[0]} image descriptors")
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"rescoring window sizes must be >= 1, got {list(ks)}")
+    desc = descriptors.float()
+    sim = (desc @ desc.T).clamp_(min=0.0)
+    sim.fill_diagonal_(1.0)
+    out = torch.zeros(n, device=scores.device)
+    for k in ks:
+        top = sim.topk(min(k, n), dim=1)
+        weights = torch.zeros_like(sim).scatter_(1, top.indices, top.values)
+        out += (weights / weights.sum(dim=1, keepdim=True)) @ scores.float()
+    return out / len(ks)
 
 
 def _need_two(count: int) -> None:

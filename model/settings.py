@@ -17,7 +17,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from model.scoring import AGGREGATIONS, DEFAULT_OBJECT_THRESHOLD, DEFAULT_TOPK, IMAGE_SCORES, MAP_SOURCES
-from model.visual import DEFAULT_DEGREES, DEFAULT_MUTUAL_FRACTION, DEFAULT_PATCH_POOL, check_degrees
+from model.visual import (
+    DEFAULT_DEGREES,
+    DEFAULT_MUTUAL_FRACTION,
+    DEFAULT_VISUAL_GRID,
+    PatchReading,
+    VisualMode,
+    check_degrees,
+)
 
 METADATA_KEY = "setting"
 
@@ -88,9 +95,6 @@ def check_settings(instance: Any) -> None:
 # Binary mask threshold of `detect`: written once, here; the mask_threshold setting (utils/config/schema.py)
 # takes it as its declared default.
 MASK_THRESHOLD = 0.5
-# Visual anomaly signal (model/visual.py): none = text maps only (the zero-shot default until real-weight
-# numbers justify another), fewshot = against K normal references, mutual = against the other test images.
-VISUAL_MODES: tuple[str, ...] = ("none", "fewshot", "mutual")
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ class ScoringSettings:
         "visual signal from SAM 3's patch features fused with the text map: none | fewshot (K normal "
         "references) | mutual (zero-shot, the other test images of the category)",
         "visual",
-        choices=VISUAL_MODES,
+        choices=tuple(mode.value for mode in VisualMode),
     )
     visual_weight: float = setting(
         0.5,
@@ -196,16 +200,38 @@ class ScoringSettings:
         maximum=1.0,
     )
 
-    patch_pool: int = setting(
-        DEFAULT_PATCH_POOL,
-        "visual: average the ViT patch grid over this x this windows before scoring (2: 72 x 72 -> 36 x 36, "
-        "MuSc's scale, 16x cheaper; 1: the ViT's own grid)",
+    visual_grid: int = setting(
+        DEFAULT_VISUAL_GRID,
+        "visual: pool the ViT patch grid to the nearest size at or above this many cells a side (real "
+        "72 x 72 -> 36 x 36, MuSc's scale; a grid at or below it, e.g. the tiny 16 x 16, is not pooled)",
+        "visual",
+        minimum=1,
+    )
+    patch_pool: int | None = setting(
+        None,
+        "visual: explicit pooling factor of the ViT grid (1 = its own grid), overriding visual_grid; "
+        "null = derived from visual_grid",
         "visual",
         minimum=1,
     )
     visual_degrees: list[int] = setting(
         list(DEFAULT_DEGREES),
-        "visual: neighbourhood window sides r (odd) on the pooled grid; the scores of all are averaged",
+        "visual: neighbourhood window sides r (odd) in cells of the pooled grid; the scores of all are "
+        "averaged (an r over a third of the grid is warned about)",
+        "visual",
+    )
+    visual_image_score: str = setting(
+        PatchReading.PATCH_MAX.value,
+        "visual: image score = (1 - visual_weight) * text image score + visual_weight * this reading of the "
+        "visual patch map: patch_max (MuSc) | patch_top1 (mean of the top 1 % of patches, AnomalyDINO); "
+        "fused_map = image_score of the fused map",
+        "visual",
+        choices=tuple(reading.value for reading in PatchReading),
+    )
+    visual_object_prior: bool = setting(
+        True,
+        "visual: multiply the visual map by outside_weight outside the found object, like the text map "
+        "(off for parts that can be missing or misplaced: such a defect lies outside the object)",
         "visual",
     )
     mutual_partners: int | None = setting(
@@ -226,15 +252,22 @@ class ScoringSettings:
         "mutual_rescore window sizes; null = MuSc's per dataset: 1,8,9 for visa, else 1,2,3 (mvtec)",
         "visual",
     )
-    reference_rotations: bool = setting(
-        False,
-        "fewshot: add the references turned by 90, 180 and 270 degrees to the bank (AnomalyDINO's "
-        "augmentation, for parts photographed in any orientation; 4x the reference encoder passes)",
+    reference_rotations: list[int] = setting(
+        [],
+        "fewshot: also put the references turned by these angles (degrees, counter-clockwise) in the bank: "
+        "[90, 180, 270] or AnomalyDINO's 45-degree steps; [] = none (each angle is K more encoder passes)",
         "visual",
     )
 
     def __post_init__(self) -> None:
         check_settings(self)
+        object.__setattr__(self, "visual", VisualMode(self.visual))  # a str enum: "mutual" == MUTUAL
         check_degrees(self.visual_degrees)
         if self.rescore_k is not None and (not self.rescore_k or min(self.rescore_k) < 1):
             raise ValueError(f"rescore_k must be window sizes >= 1 (e.g. [1, 2, 3]), got {self.rescore_k}")
+        turns = self.reference_rotations
+        if any(a % 360 == 0 for a in turns) or len({a % 360 for a in turns}) != len(turns):
+            raise ValueError(
+                f"reference_rotations must be distinct angles that turn the image (e.g. [90, 180, 270]), "
+                f"got {turns}"
+            )

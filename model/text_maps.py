@@ -57,6 +57,9 @@ class AnomalyResult:
     # (h, w) bool on SAM 3's mask grid: the dilated object mask whose outside is multiplied by outside_weight
     # (the visual map gets the same prior); None when no object regularisation applied or no object found.
     object_region: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # With a visual mode: the text-only and the visual-only (map (H_out, W_out), image score) before fusion,
+    # keyed "text" and "visual" (results.json's per-signal metrics); empty without one.
+    signals: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass

@@ -21,11 +21,15 @@ the comparison set:
   nearest-patch distance d_ij; the score is the mean of the smallest `fraction` of the d_ij over j, so a
   defect that recurs in a few images still finds no close match in most of them and keeps a high score.
 
-Scale. The patch vectors arrive unit-normalised and average-pooled over `patch_pool` x `patch_pool` windows
-(model/vit_layers.py: 72 x 72 -> 36 x 36 at the default 2, MuSc's 37 x 37 scale). Before the
-nearest-neighbour search they are averaged over r x r windows for r in `degrees` (MuSc's local
-neighbourhood aggregation, default r = 1, 3, 5: single patches, then larger defects); the scores of all
-degrees and layers are averaged.
+Scale. The patch vectors arrive unit-normalised and average-pooled to about `visual_grid` cells a side
+(model/vit_layers.py `pool_factor`: the real 72 x 72 grid -> 36 x 36 at the default 36, MuSc's 37 x 37
+scale; the tiny model's 16 x 16 is not pooled). Before the nearest-neighbour search they are averaged
+over r x r windows for r in `degrees` (MuSc's local neighbourhood aggregation, default r = 1, 3, 5 cells
+of the pooled grid: single patches, then larger defects); the scores of all degrees and layers are
+averaged.
+
+Image score (`patch_reading`): MuSc reads an image's score as the max of its patch map, AnomalyDINO as the
+mean of its top 1 % of patches; both read the patch grid, before upsampling and smoothing.
 
 Calibration (`calibrate`): a strictly increasing map of raw distances to [0, 1) that keeps the order of
 every patch, weak or strong, so that the fusion with the text map can never tie two defects.
@@ -37,15 +41,44 @@ a distance of 0.05).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+
+class SettingChoice(str, Enum):
+    """A setting value that is an enum and its string at once: ``"mutual" == VisualMode.MUTUAL``, and
+    ``str()``, f-strings and JSON give the plain value (a `StrEnum` on Python 3.11+)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class VisualMode(SettingChoice):
+    """Which visual signal is fused with the text map (a str: "fewshot" == VisualMode.FEWSHOT)."""
+
+    NONE = "none"  # text maps only
+    FEWSHOT = "fewshot"  # each patch against the patches of K normal reference images
+    MUTUAL = "mutual"  # zero-shot: each patch against the patches of the other test images (MuSc)
+
+
+class PatchReading(SettingChoice):
+    """How a visual mode reads an image score (`patch_reading`, `AnomalyDetector.fuse_visual`)."""
+
+    PATCH_MAX = "patch_max"  # MuSc: the max of the calibrated patch map
+    PATCH_TOP1 = "patch_top1"  # AnomalyDINO: the mean of the top 1 % of patches
+    FUSED_MAP = "fused_map"  # `image_score` of the fused, upsampled, smoothed map
+
+
 DEFAULT_LAYER_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 DEFAULT_DEGREES: tuple[int, ...] = (1, 3, 5)  # MuSc's r at the pooled 36 x 36 scale
-DEFAULT_PATCH_POOL = 2  # 72 x 72 ViT grid -> 36 x 36
+DEFAULT_VISUAL_GRID = 36  # patch-grid side the ViT grid is pooled to (at least): real 72 x 72 -> 36 x 36
+TOP_PATCH_FRACTION = 0.01  # AnomalyDINO's image score: the mean of the top 1 % of patches
+DEGREE_GRID_LIMIT = 1 / 3  # a window r wider than this fraction of the pooled grid's side is warned about
 DEFAULT_MUTUAL_FRACTION = 0.3  # MuSc's interval: the smallest 30 % of the distances to other images
 CHUNK_ELEMENTS = 1 << 26  # similarity-matrix entries per chunk (256 MB in fp32): bounds peak memory
 FP32_CANDIDATES = 4  # fp16 similarity winners re-scored in fp32 per query
@@ -70,6 +103,36 @@ def check_degrees(degrees: Sequence[int]) -> tuple[int, ...]:
     if not degrees or any(isinstance(r, bool) or int(r) != r or r < 1 or r % 2 == 0 for r in degrees):
         raise ValueError(f"visual_degrees must be odd window sides >= 1 (e.g. [1, 3, 5]), got {degrees}")
     return tuple(int(r) for r in degrees)
+
+
+def check_degrees_fit(degrees: Sequence[int], grid: tuple[int, int]) -> None:
+    """Warn (one line) when a window r covers more than a third of the pooled patch grid `grid` (h, w).
+
+    Such a window averages most of the image into every patch: a small defect then vanishes.
+    """
+    side = min(grid)
+    wide = [r for r in degrees if r > DEGREE_GRID_LIMIT * side]
+    if wide:
+        warnings.warn(
+            f"visual_degrees {wide} cover more than a third of the {grid[0]} x {grid[1]} patch grid: "
+            f"use windows <= {max(1, int(DEGREE_GRID_LIMIT * side))} cells (or a larger visual_grid)",
+            stacklevel=3,
+        )
+
+
+def patch_reading(patch_map: Tensor, reading: str) -> Tensor:
+    """Image scores read from patch maps: (B, h, w) -> (B,) float32.
+
+    "patch_max" (MuSc): the largest patch; "patch_top1" (AnomalyDINO): the mean of the
+    ``max(1, round(0.01 * h * w))`` largest patches (13 of 1296 at 36 x 36, 3 of 256 at 16 x 16).
+    """
+    flat = patch_map.float().flatten(1)
+    if reading == PatchReading.PATCH_MAX:
+        return flat.amax(dim=1)
+    if reading == PatchReading.PATCH_TOP1:
+        keep = max(1, round(TOP_PATCH_FRACTION * flat.shape[1]))
+        return flat.topk(keep, dim=1).values.mean(dim=1)
+    raise ValueError(f"no patch reading {reading!r}: use patch_max or patch_top1")
 
 
 def unit_patches(features: Tensor) -> Tensor:
@@ -328,48 +391,6 @@ def fuse(text_map: Tensor, visual_map: Tensor, weight: float) -> Tensor:
     return (1.0 - weight) * text_map.float() + weight * visual_map.float()
 
 
-def image_descriptors(features: Tensor) -> Tensor:
-    """One unit vector per image: the mean of its unit patch vectors. (N, h, w, C) -> (N, C) float32.
-
-    SAM 3's ViT has no class token; the mean patch vector of a layer plays the part of MuSc's CLS token in
-    `rescore_images` (which images look alike as a whole).
-    """
-    return F.normalize(unit_patches(features).mean(dim=(1, 2)), dim=-1)
-
-
-def rescore_images(scores: Tensor, descriptors: Tensor, ks: Sequence[int]) -> Tensor:
-    """MuSc's RsCIN: each image score averaged with those of the images most like it, over window sizes k.
-
-    For each k in `ks`: W = the cosine similarities of the descriptors (the image itself included, its own
-    similarity being 1), negative ones set to 0, all but each row's k largest set to 0, rows normalised to
-    sum 1; the re-scored vector is ``W @ scores``. The result is the mean over `ks` (k = 1 keeps the score).
-    MuSc min-max normalises the scores first; rows summing to 1 make that an affine change of the output
-    only, so it is skipped and the scores keep their units.
-
-    Args:
-        scores: (N,) image scores.
-        descriptors: (N, D) unit vectors (`image_descriptors`).
-        ks: neighbourhood sizes, each >= 1 (MuSc: 1, 2, 3 for MVTec AD; 1, 8, 9 for VisA); clipped to N.
-
-    Returns:
-        (N,) float32.
-    """
-    n = scores.shape[0]
-    if descriptors.shape[0] != n:
-        raise ValueError(f"{n} scores but {descriptors.shape[0]} image descriptors")
-    if not ks or any(k < 1 for k in ks):
-        raise ValueError(f"rescoring window sizes must be >= 1, got {list(ks)}")
-    desc = descriptors.float()
-    sim = (desc @ desc.T).clamp_(min=0.0)
-    sim.fill_diagonal_(1.0)
-    out = torch.zeros(n, device=scores.device)
-    for k in ks:
-        top = sim.topk(min(k, n), dim=1)
-        weights = torch.zeros_like(sim).scatter_(1, top.indices, top.values)
-        out += (weights / weights.sum(dim=1, keepdim=True)) @ scores.float()
-    return out / len(ks)
-
-
 def _split_halves(features: Tensor) -> tuple[Tensor, Tensor]:
     """(1, h, w, C) -> its top and bottom halves as two 'images' (1, h//2, w, C) each (h even, cropped)."""
     half = features.shape[1] // 2
@@ -446,30 +467,6 @@ class ReferenceBank:
     def calibrated(self, features: dict[int, Tensor]) -> Tensor:
         """Few-shot scores mapped to [0, 1) with the references' own statistics (`calibrate`): (B, h, w)."""
         return calibrate(self.score(features), self.centre, self.spread)
-
-
-def mutual_map(
-    features: dict[int, Tensor],
-    fraction: float = DEFAULT_MUTUAL_FRACTION,
-    degrees: Sequence[int] = DEFAULT_DEGREES,
-    quantile: float = 0.99,
-    partners: int | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Zero-shot visual maps of N >= 2 test images of one category, calibrated on the test set itself.
-
-    Args:
-        features: ``{layer: (N, h, w, C)}`` patch features of all test images of the category, any device.
-        device: where to score (None = where the features are). One layer at a time is moved there, so the
-            peak there is one layer's features plus one neighbourhood aggregate (see `mutual_scores`).
-
-    Returns:
-        (N, h, w) float32 in [0, 1): `mutual_scores` averaged over layers, then `calibrate`d with the median
-        and quantile of all N * h * w scores (most test patches are normal: MuSc's premise; no labels used).
-    """
-    raw = mutual_raw(features, fraction, degrees, partners, device=device)
-    centre, spread = normal_scale(raw, quantile)
-    return calibrate(raw, centre, spread)
 
 
 def mutual_raw(

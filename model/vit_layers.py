@@ -13,8 +13,9 @@ The hook turns each block output into what the visual scores compare, before any
 
 1. L2-normalised in float32. SAM 3's ViT has no final norm: its residual stream can exceed fp16's range
    (65504), so a raw output cast to fp16 becomes inf and every map NaN; a unit vector fits in any dtype.
-2. Average-pooled over ``pool x pool`` patch windows and normalised again (MuSc's scale: 72 x 72 -> 36 x 36
-   at pool 2, 4x less memory and 16x fewer similarity products).
+2. Average-pooled over ``pool x pool`` patch windows and normalised again. The factor is derived from a
+   size in grid cells (`pool_factor`: the real 72 x 72 grid -> 36 x 36 for visual_grid 36, MuSc's scale,
+   4x less memory and 16x fewer similarity products; the tiny model's 16 x 16 stays 16 x 16).
 3. Cast to the storage dtype (e.g. float16 on CUDA to halve memory).
 """
 
@@ -32,6 +33,20 @@ from torch import Tensor, nn
 def vit_layers(model: nn.Module) -> nn.ModuleList:
     """The ViT blocks of a ``Sam3Model`` (``vision_encoder.backbone.layers``)."""
     return model.vision_encoder.backbone.layers
+
+
+def pool_factor(side: int, visual_grid: int) -> int:
+    """The pooling factor that brings a ViT grid of `side` cells to the nearest size >= `visual_grid`.
+
+    The largest p >= 1 with ``ceil(side / p) >= visual_grid``: 72 -> 2 (36 cells) for 36; 16 -> 1 for 36
+    (a grid at or below `visual_grid` is not pooled); 100 -> 2 (50 cells; 3 would give 34 < 36).
+    """
+    if side < 1 or visual_grid < 1:
+        raise ValueError(f"grid sides must be >= 1, got side {side} and visual_grid {visual_grid}")
+    pool = max(1, side // visual_grid)
+    while pool > 1 and math.ceil(side / pool) < visual_grid:
+        pool -= 1
+    return pool
 
 
 def patch_features(output: Tensor, pool: int = 1, dtype: torch.dtype | None = None) -> Tensor:

@@ -41,6 +41,7 @@ from dataset.images import category_bit_depth, read_image  # noqa: E402
 from dataset.records import IMAGE_EXTENSIONS, list_images  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from model.mutual import MutualScorer  # noqa: E402
+from model.visual import VisualMode  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.config.schema import Config  # noqa: E402
 from utils.evaluation.exports import detections_json  # noqa: E402
@@ -85,15 +86,15 @@ def visual_inputs(cfg: Config, reference_dir: str | None, n_images: int) -> list
     """
     visual = cfg.scoring.visual
     if reference_dir is None:
-        if visual == "fewshot":
+        if visual is VisualMode.FEWSHOT:
             raise DatasetError("--visual fewshot needs --reference_dir DIR (a few good images of the part)")
-        if visual == "mutual" and n_images < 2:
+        if visual is VisualMode.MUTUAL and n_images < 2:
             raise DatasetError(
                 "--visual mutual compares the demo images with each other: pass a folder of two or more "
                 "images, or --reference_dir DIR with good images for few-shot scoring"
             )
         return []
-    if visual == "mutual":
+    if visual is VisualMode.MUTUAL:
         raise DatasetError("--reference_dir is for few-shot scoring: drop --visual mutual or --reference_dir")
     folder = Path(reference_dir).expanduser()
     if not folder.is_dir():
@@ -245,7 +246,7 @@ def detect_and_save(
     detector, concepts = build_detector(cfg)
     if references:
         detector.set_references(references)
-    mutual = MutualScorer(detector, cfg.data.dataset) if cfg.scoring.visual == "mutual" else None
+    mutual = MutualScorer(detector, cfg.data.dataset) if cfg.scoring.visual is VisualMode.MUTUAL else None
     step = len(paths) if mutual is not None else cfg.model.batch_size
     prompts, noun = prompts_for(cfg, category, concepts)
     stems = output_stems(paths)
@@ -305,7 +306,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = cfg.replace(mask_threshold=threshold, bit_depth=bit_depth)
     references = visual_inputs(cfg, args.reference_dir, len(paths))
     if references:  # --reference_dir: few-shot scoring against them
-        cfg = cfg.replace(visual="fewshot")
+        cfg = cfg.replace(visual=VisualMode.FEWSHOT.value)
     out = check_output_dir(cfg.evaluation.output_dir)  # before the (large) model is loaded
     with OutputLock(out):
         log_to_folder(out)

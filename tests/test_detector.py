@@ -468,7 +468,7 @@ def test_overlapping_boxes_of_different_prompts_are_merged_by_nms():
 def _text_result(region: np.ndarray | None, best: float = 0.3) -> AnomalyResult:
     return AnomalyResult(
         anomaly_map=np.zeros((8, 8), np.float32),
-        image_score=0.0,
+        image_score=best,  # what TextMaps gives with image_score="instance"
         prompt_presence={"crack": 0.5},
         prompt_best_score={"crack": best},
         object_region=region,
@@ -477,7 +477,10 @@ def _text_result(region: np.ndarray | None, best: float = 0.3) -> AnomalyResult:
 
 def test_visual_map_gets_the_object_prior_of_the_text_map():
     """Visual map all 0.8 on a 4 x 4 patch grid; object region = left half of the 8 x 8 mask grid."""
-    det = AnomalyDetector(FakeEngine(lambda i, p: nothing()), settings(visual="fewshot", outside_weight=0.25))
+    det = AnomalyDetector(
+        FakeEngine(lambda i, p: nothing()),
+        settings(visual="fewshot", outside_weight=0.25, visual_image_score="fused_map"),
+    )
     region = np.zeros((8, 8), bool)
     region[:, :4] = True
     inside, plain = _text_result(region), _text_result(None)
@@ -489,7 +492,8 @@ def test_visual_map_gets_the_object_prior_of_the_text_map():
 
 def test_instance_image_score_includes_the_visual_map():
     det = AnomalyDetector(
-        FakeEngine(lambda i, p: nothing()), settings(visual="fewshot", image_score="instance")
+        FakeEngine(lambda i, p: nothing()),
+        settings(visual="fewshot", image_score="instance", visual_image_score="fused_map"),
     )
     result = _text_result(None, best=0.3)
     det.fuse_visual([result], torch.full((1, 4, 4), 0.9))

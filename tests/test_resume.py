@@ -95,7 +95,10 @@ CHANGED = {
     "mutual_partners": 5,
     "mutual_rescore": False,
     "rescore_k": [1, 8, 9],
-    "reference_rotations": True,
+    "reference_rotations": [90],
+    "visual_grid": 8,
+    "visual_image_score": "fused_map",
+    "visual_object_prior": False,
 }
 
 

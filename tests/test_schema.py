@@ -116,10 +116,10 @@ def test_numbers_the_model_keeps_as_parameter_defaults_are_the_declared_ones():
 
 def test_config_holds_one_typed_section_each_and_round_trips():
     cfg = resolve_config(None, {"batch_size": 2, "visual": "fewshot", "shots": 3})
-    assert cfg.model.batch_size == 2 and cfg.scoring.visual == "fewshot" and cfg.visual.shots == 3
+    assert cfg.model.batch_size == 2 and cfg.scoring.visual == "fewshot" and cfg.fewshot.shots == 3
     assert Config.from_dict(cfg.to_dict()) == cfg and list(cfg.to_dict()) == list(SETTINGS)
     seed = cfg.replace(shot_seed=5)
-    assert seed.visual.shot_seed == 5 and cfg.visual.shot_seed == 0  # a new Config, the old one unchanged
+    assert seed.fewshot.shot_seed == 5 and cfg.fewshot.shot_seed == 0  # a new Config, the old one unchanged
     assert {type(getattr(cfg, f.name)) for f in dataclasses.fields(Config)} == set(SECTIONS)
     with pytest.raises(KeyError, match="eval_sise"):
         Config.from_dict({"eval_sise": 3})

@@ -100,6 +100,6 @@ def test_shot_seeds_is_a_list_of_ints_from_flags_and_yaml():
     assert test_script.parse_args(["--shot_seeds", "0, 2"]).shot_seeds == [0, 2]
     with pytest.raises(SystemExit):
         test_script.parse_args(["--shot_seeds", "0,a"])
-    assert resolve_config(None, {"shot_seeds": [3]}).visual.shot_seeds == [3]
+    assert resolve_config(None, {"shot_seeds": [3]}).fewshot.shot_seeds == [3]
     with pytest.raises(ConfigError, match="'shot_seeds' must be a list of int"):
         resolve_config(None, {"shot_seeds": ["a"]})

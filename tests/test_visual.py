@@ -194,7 +194,7 @@ def test_normal_quantile_samples_uniformly_beyond_the_limit(monkeypatch: pytest.
 
 def test_image_rescoring_hand_case():
     """Three images: 0 and 1 alike (cos 0.8), 2 apart (cos 0 with both). k = 2: 0 <- (1 s0 + .8 s1) / 1.8."""
-    from model.visual import rescore_images
+    from model.mutual import rescore_images
 
     desc = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])
     scores = torch.tensor([0.9, 0.0, 0.5])
@@ -293,11 +293,12 @@ def test_reference_bank_with_one_shot_uses_half_against_half():
     assert int(bank.score({0: test}).flatten().argmax()) == 1 * 6 + 2
 
 
-def test_mutual_map_is_calibrated_on_the_test_set():
-    from model.visual import mutual_map
+def test_mutual_scores_calibrated_on_the_test_set():
+    from model.visual import calibrate, mutual_raw, normal_scale
 
     images = plant(normal_images(6, seed=2), index=4, y=5, x=0)
-    cal = mutual_map({1: images, 3: images}, fraction=0.3, degrees=(1,))
+    raw = mutual_raw({1: images, 3: images}, fraction=0.3, degrees=(1,))
+    cal = calibrate(raw, *normal_scale(raw))
     assert cal.shape == (6, 6, 6)
     assert float(cal[4, 5, 0]) > 0.95 and int(cal.flatten().argmax()) == 4 * 36 + 5 * 6
     assert float((cal > 0.5).float().mean()) < 0.05

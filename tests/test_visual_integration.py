@@ -69,6 +69,11 @@ def test_visual_scores_find_synthetic_defects_where_text_with_random_weights_doe
     assert all(v < 0.6 for v in text.values()), text
     doc = json.loads((tmp_path / mode / "results.json").read_text())
     assert doc["visual"]["mode"] == mode
+    # The maps it was fused from, measured alone: the text map alone is the text run's map.
+    text_alone = {c: m["pixel_auroc"] for c, m in doc["text_only"]["categories"].items()}
+    assert text_alone == pytest.approx(text, abs=1e-6)
+    assert all(m["pixel_auroc"] >= 0.85 for m in doc["visual_only"]["categories"].values())
+    assert "fused map, visual map alone, text map alone" in (tmp_path / mode / "results.md").read_text()
     if mode == "fewshot":
         refs = doc["visual"]["references"]["bottle"]
         assert doc["visual"]["shots"] == 4 and doc["visual"]["seed"] == 0 and len(refs) == 4
@@ -80,7 +85,8 @@ def test_resume_in_each_mode_and_other_seed_or_mode_refused(mode, visual_root, t
     out = tmp_path / "out"
     args = ("--visual", mode, "--categories", "bottle")
     assert run_test(visual_root, tiny_sam3_dir, out, *args) == 0
-    first = json.loads((out / "results.json").read_text())["categories"]
+    first_doc = json.loads((out / "results.json").read_text())
+    first = first_doc["categories"]
     # Interrupted after the first batch: only 4 images stored, no metrics.
     store = out / "categories" / "bottle"
     progress = json.loads((store / "progress.json").read_text())
@@ -88,7 +94,11 @@ def test_resume_in_each_mode_and_other_seed_or_mode_refused(mode, visual_root, t
     (store / "progress.json").write_text(json.dumps(progress))
     (store / "metrics.json").unlink()
     assert run_test(visual_root, tiny_sam3_dir, out, *args) == 0
-    assert json.loads((out / "results.json").read_text())["categories"] == first
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["categories"] == first
+    assert (
+        resumed["visual_only"] == first_doc["visual_only"] and resumed["text_only"] == first_doc["text_only"]
+    )
     other = ("--visual", "mutual" if mode == "fewshot" else "fewshot", "--categories", "bottle")
     with pytest.raises(StaleOutputError, match="visual"):
         test_script.main(test_script.parse_args(_argv(visual_root, tiny_sam3_dir, out, *other)))

@@ -13,6 +13,7 @@ from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult
 from model.mutual import Features, MutualScorer
 from model.prompts import build_prompts, object_prompt
+from model.visual import VisualMode
 from utils.config.schema import Config
 from utils.evaluation.references import reference_images
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
@@ -82,16 +83,17 @@ class CategoryScorer:
 
     def __call__(
         self, samples: Sequence[Sample], category: str, references: Sequence[str] = ()
-    ) -> list[tuple[np.ndarray, float]]:
-        if self.cfg.scoring.visual == "mutual":
+    ) -> list[tuple[np.ndarray, float, dict]]:
+        """(map, image score, text-only and visual-only signals: empty with visual none) per sample."""
+        if self.cfg.scoring.visual is VisualMode.MUTUAL:
             return self.finish([self.parts(samples, category)], category)
         prompts, noun = self.prompts_of(category)
-        if self.cfg.scoring.visual == "fewshot" and self.referenced != tuple(references):
+        if self.cfg.scoring.visual is VisualMode.FEWSHOT and self.referenced != tuple(references):
             self.detector.set_references(reference_images(self.cfg, category, references))
             self.referenced = tuple(references)
         images = [s.image for s in samples]
         results = self.detector.detect_arrays(images, prompts, noun, out_size=self.size, instance_masks=False)
-        return [(r.anomaly_map, r.image_score) for r in results]
+        return [(r.anomaly_map, r.image_score, r.signals) for r in results]
 
     def parts(self, samples: Sequence[Sample], category: str) -> tuple[list[AnomalyResult], Features]:
         """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring),
@@ -118,8 +120,8 @@ class CategoryScorer:
         parts: Sequence[tuple[list[AnomalyResult], Features]],
         category: str,
         shares: Sequence[torch.Tensor] | None = None,
-    ) -> list[tuple[np.ndarray, float]]:
-        """(map, image score) of every image of `parts` (concatenated in order) after mutual fusion.
+    ) -> list[tuple[np.ndarray, float, dict]]:
+        """(map, image score, signals) of every image of `parts` (concatenated in order) after mutual fusion.
 
         `shares`: the `share` scores of every image, in image order; None = computed here, all at once.
         """
@@ -127,7 +129,7 @@ class CategoryScorer:
         _need_two(len(results), category)
         features = _features(parts)
         raw = self.mutual.raw_scores(features) if shares is None else torch.cat(list(shares))
-        return [(r.anomaly_map, r.image_score) for r in self.mutual.fuse(results, raw, features)]
+        return [(r.anomaly_map, r.image_score, r.signals) for r in self.mutual.fuse(results, raw, features)]
 
 
 def _features(parts: Sequence[tuple[list[AnomalyResult], Features]]) -> Features:

@@ -208,7 +208,9 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
-class VisualSettings:
+class FewShotSettings:
+    """The few-shot references (``cfg.fewshot``); the visual mode itself is ``cfg.scoring.visual``."""
+
     shots: int = setting(
         4,
         "visual fewshot: normal reference images per category, drawn from its train split (train/good)",
@@ -314,7 +316,7 @@ SECTIONS: tuple[type, ...] = (
     ModelSettings,
     PromptSettings,
     ScoringSettings,
-    VisualSettings,
+    FewShotSettings,
     EvaluationSettings,
     DemoSettings,
     TrainingSettings,
@@ -475,7 +477,7 @@ class Config:
     model: ModelSettings
     prompts: PromptSettings
     scoring: ScoringSettings
-    visual: VisualSettings
+    fewshot: FewShotSettings
     evaluation: EvaluationSettings
     demo: DemoSettings
     training: TrainingSettings

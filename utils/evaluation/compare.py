@@ -10,7 +10,9 @@ are averaged metric by metric, ignoring undefined (null) values, with ± the sta
 (ddof = 0) when there are several, and the number of runs is shown, with the categories and test images
 each row covers (a run of 1 of 15 categories says so). Rows come in a fixed order: text,
 mutual, text+mutual, fewshot by K, then any other folder; datasets by name within a mode. A results.json
-that cannot be read (truncated, half-written) is skipped with a warning.
+that cannot be read (truncated, half-written) is skipped with a warning. Runs of a visual mode add a block
+per dataset: the fused map beside the visual map alone and the text map alone (results.json "visual_only",
+"text_only"; `signal_table`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataset import DATASET_NAMES, categories_of
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.results import (
     COLUMN_TITLES,
+    SIGNAL_SECTIONS,
     image_counts,
     label_order,
     mean_metrics_of,
@@ -165,13 +168,52 @@ def compare_table(
     return "\n".join(blocks)
 
 
+def collect_signals(root: Path) -> dict[tuple[str, str], dict[str, list[dict[str, float]]]]:
+    """{(mode, dataset): {"fused"/"visual_only"/"text_only": [mean of each run]}} of the visual-mode runs
+    under `root` (each results.json with a "visual_only" section, one per few-shot seed), in table order."""
+    found: dict[tuple[str, str], dict[str, list[dict[str, float]]]] = {}
+    for path in sorted(root.glob("*/**/results.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            means = {"fused": doc["mean"], **{k: doc[k]["mean"] for k in SIGNAL_SECTIONS.values()}}
+            folder = path.relative_to(root).parts[0]
+            key = (row_name(folder, run_label(doc["config"])), doc["dataset"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # no signals (visual none), or unreadable: collect_runs has warned
+        rows = found.setdefault(key, {})
+        for name, mean in means.items():
+            rows.setdefault(name, []).append(_numbers(mean))
+    return dict(sorted(found.items(), key=lambda item: (row_order(item[0][0]), item[0][1])))
+
+
+def signal_table(signals: dict[tuple[str, str], dict[str, list[dict[str, float]]]]) -> str:
+    """Markdown in percent, a block per dataset: per visual-mode row, the fused map, the visual map alone and
+    the text map alone (mean over runs ± std), so whether fusion helps is read off at once."""
+    blocks = []
+    for name in dict.fromkeys(dataset for _, dataset in signals):
+        header = "| mode | map | runs | " + " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS) + " |"
+        lines = [f"### {name}: fused map, visual map alone, text map alone (%)", "", header]
+        lines.append("|" + "---|" * (len(METRIC_KEYS) + 3))
+        for (mode, dataset), maps in signals.items():
+            for kind, means in maps.items() if dataset == name else ():
+                mean = mean_metrics_of(means, METRIC_KEYS)
+                std = std_metrics_of(means, METRIC_KEYS) if len(means) > 1 else {}
+                cells = [percent_cell(mean[key], std.get(key)) for key in METRIC_KEYS]
+                lines.append(
+                    f"| {mode} | {kind.replace('_', ' ')} | {len(means)} | " + " | ".join(cells) + " |"
+                )
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
 def main(root: str) -> int:
     docs = counted_docs(Path(root))
     runs = runs_of(docs)
     if not runs:
         print(f"error: no <mode>/<dataset>/results.json under {root}: run test.sh first", file=sys.stderr)
         return 2
-    table = compare_table(runs, scopes_of(docs))
+    signals = collect_signals(Path(root))
+    table = compare_table(runs, scopes_of(docs)) + ("\n" + signal_table(signals) if signals else "")
     atomic_write_text(Path(root) / "compare.md", table)
     print(table, end="")
     return 0

@@ -25,11 +25,13 @@ from model.map_ops import resize_map, resize_mask
 from utils.distributed import SINGLE, Dist, broadcast, gather, on_main, round_robin
 from utils.evaluation.metrics import METRIC_KEYS, compute_metrics
 from utils.evaluation.native import pixel_view
+from utils.evaluation.signals import Signals, signal_batch, store_signals
 from utils.evaluation.store import UNLABELLED, CategoryResult, CategoryStore
 from utils.run_log import bar_progress
 
-# What a scorer returns per image: the anomaly map (H, W) float in [0, 1] and the image score.
-Outputs = list[tuple[np.ndarray, float]]
+# What a scorer returns per image: the anomaly map (H, W) float in [0, 1] and the image score, and with a
+# visual mode the text-only and visual-only {signal: (map, score)} (utils/evaluation/signals.py).
+Outputs = list[tuple[np.ndarray, float] | tuple[np.ndarray, float, Signals]]
 
 
 class Scorer(Protocol):
@@ -164,12 +166,16 @@ def score_batches(
             if decoding is None:  # the batches ran out before this rank's turn in the last round
                 return None
             batch = decoding.result()
-            return prepare_batch(batch, spec.scorer(batch, category, spec.references), size)
+            outputs = spec.scorer(batch, category, spec.references)
+            return prepare_batch(batch, outputs, size), signal_batch(outputs, size)
 
         for part in gather(dist, work):
             if part is not None and store is not None:
-                store.append(*part)
-                bar.update(len(part[2]))
+                store_signals(
+                    store.cat_dir, store.shape, store.n_done, part[1]
+                )  # before the store counts them
+                store.append(*part[0])
+                bar.update(len(part[0][2]))
     bar.close()
 
 
@@ -218,8 +224,9 @@ def score_whole_category(
     if len(outputs) != len(samples):
         raise RuntimeError(f"the scorer returned {len(outputs)} results for {len(samples)} images")
     for start in range(store.n_done, len(samples), batch_size):
-        batch = _batch(samples, start, batch_size)
-        store.append(*prepare_batch(batch, outputs[start : start + len(batch)], store.shape[1:]))
+        batch, done = _batch(samples, start, batch_size), outputs[start : start + batch_size]
+        store_signals(store.cat_dir, store.shape, start, signal_batch(done, store.shape[1:]))
+        store.append(*prepare_batch(batch, done, store.shape[1:]))
 
 
 def prepare_batch(
@@ -228,11 +235,11 @@ def prepare_batch(
     """A batch as the store takes it: (S, S) float16 maps (bilinear), (S, S) bool masks, labels, scores."""
     maps = [
         (resize_map(m, size) if m.shape != size else m.astype(np.float32)).astype(np.float16)
-        for m, _ in outputs
+        for m, *_ in outputs
     ]
     masks = [resize_mask(s.mask, size) for s in batch]
     labels = [UNLABELLED if s.label is None else int(s.label) for s in batch]
-    return maps, masks, labels, [float(score) for _, score in outputs]
+    return maps, masks, labels, [float(score) for _, score, *_ in outputs]
 
 
 def prefetched_batches(

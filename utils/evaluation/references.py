@@ -17,7 +17,7 @@ class NotEnoughReferencesError(DatasetError):
 
 
 def draw_references(cfg: Config, category: str) -> list[str]:
-    """Paths of cfg.visual.shots normal images of `category`'s train split, drawn with cfg.visual.shot_seed.
+    """Paths of cfg.fewshot.shots normal images of `category`'s train split, drawn with cfg.fewshot.shot_seed.
 
     The runner (utils/evaluation/runner.py) draws once per category, records the paths in results.json and
     passes them to the scorer, which encodes them.
@@ -33,7 +33,7 @@ def draw_references(cfg: Config, category: str) -> list[str]:
         DatasetError: no train split at all (from the loader).
     """
     dataset, dataset_path = cfg.data.dataset, cfg.data.dataset_path
-    shots, seed = cfg.visual.shots, cfg.visual.shot_seed
+    shots, seed = cfg.fewshot.shots, cfg.fewshot.shot_seed
     train = load_dataset(
         dataset, dataset_path, category, "train", cfg.data.realiad_resolution, cfg.data.bit_depth
     )

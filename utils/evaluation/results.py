@@ -103,7 +103,7 @@ def results_title(
         parts.append(f"prompts {config['prompt_strategy']}")
     if seeds:
         parts.append(f"seeds {', '.join(map(str, seeds))} (mean ± std over seeds)")
-    elif config.get("visual") == "fewshot" and "shot_seed" in config:
+    elif mode_of(config) == "fewshot" and "shot_seed" in config:
         parts.append(f"seed {config['shot_seed']}")
     counts = image_counts(run)
     if counts:
@@ -143,6 +143,7 @@ def write_results(
     visual: Mapping[str, Any] | None = None,
     seeds: Mapping[str, Any] | None = None,
     extra: Mapping[str, Mapping[str, float]] | None = None,
+    signals: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
     prompts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write results.json, results.csv and results.md into `out_dir`; return the JSON document.
@@ -155,7 +156,9 @@ def write_results(
     "benchmark_metrics" ({"categories", "mean"} of a set's own metrics: utils/evaluation/benchmarks.py, and
     the defect-type accuracy) only when `extra` has any, also as a second table in results.md; "prompts"
     ({category: {"prompts": [...], "object_prompt": noun or null}}: what each category was scored with,
-    `prompt_record`) only when `prompts` is given.
+    `prompt_record`) only when `prompts` is given; "visual_only" and "text_only" (`signal_sections`) when
+    `signals` ({category: {"text"/"visual": metrics}}, a visual mode) has any, also as a fused / visual
+    only / text only block in results.md.
     CSV and Markdown hold one row per category and a mean row; results.md is titled by `results_title` and,
     with `seeds`, shows each value as mean ± std over seeds. "config" keeps the settings test.py uses
     (`settings_of_test`).
@@ -182,6 +185,7 @@ def write_results(
             "categories": {c: {k: _json_number(v) for k, v in m.items()} for c, m in (extra or {}).items()},
             "mean": {k: _json_number(v) for k, v in extra_mean.items()},
         }
+    doc.update(signal_sections(signals or {}))
     atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2))
     rows = [(c, m) for c, m in per_category.items()] + [("mean", mean)]
     table = io.StringIO(newline="")
@@ -195,8 +199,47 @@ def write_results(
     if extra_keys:
         own = f"{dataset}: its own metrics (%)"
         markdown += "\n" + markdown_table(extra or {}, extra_mean, dataset, own, keys=extra_keys)
+    if signals:
+        markdown += "\n" + signals_table(dataset, {"fused": mean, **_signal_means(signals)})
     atomic_write_text(out_dir / "results.md", markdown)
     return doc
+
+
+# results.json section of each signal a visual mode is fused from (utils/evaluation/signals.py).
+SIGNAL_SECTIONS: dict[str, str] = {"visual": "visual_only", "text": "text_only"}
+
+
+def _signal_means(signals: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """{"visual_only"/"text_only": mean over categories} of {category: {"text"/"visual": metrics}}."""
+    return {
+        key: mean_metrics({c: m[name] for c, m in signals.items()}) for name, key in SIGNAL_SECTIONS.items()
+    }
+
+
+def signal_sections(signals: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, Any]:
+    """results.json's "visual_only" and "text_only" ({"categories": {category: metrics}, "mean": metrics}):
+    the metrics of the visual map alone and of the text map alone; {} without signals (visual none)."""
+    if not signals:
+        return {}
+    means = _signal_means(signals)
+    return {
+        key: {
+            "categories": {c: json_metrics(m[name]) for c, m in signals.items()},
+            "mean": json_metrics(means[key]),
+        }
+        for name, key in SIGNAL_SECTIONS.items()
+    }
+
+
+def signals_table(title: str, rows: Mapping[str, Mapping[str, float]]) -> str:
+    """A Markdown block in percent: one row per map (fused, visual_only, text_only), means over categories."""
+    header = "| map | " + " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS) + " |"
+    lines = [f"### {title}: fused map, visual map alone, text map alone (%)", "", header]
+    lines.append("|" + "---|" * (len(METRIC_KEYS) + 1))
+    for name, metrics in rows.items():
+        cells = [percent_cell(metrics.get(k, math.nan)) for k in METRIC_KEYS]
+        lines.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _from_json(metrics: Mapping[str, float | None]) -> dict[str, float]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ImageDataset, select_categories
+from model.visual import VisualMode
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.benchmark_hooks import (
@@ -24,6 +25,7 @@ from utils.evaluation.loop import EvaluationSpec, Scorer, evaluate_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import prompt_record, write_results
+from utils.evaluation.signals import category_signal_metrics
 from utils.evaluation.visualization import save_curves, visualize_category
 from utils.run_log import get_logger
 from utils.run_record import RunRecord
@@ -55,12 +57,14 @@ def evaluate(
     fingerprint = fingerprint_settings(flat)
     per_category: dict[str, dict[str, float]] = {}
     extra: dict[str, dict[str, float]] = {}  # a set's own metrics (utils/evaluation/benchmark_hooks.py)
+    signals: dict[str, dict[str, dict[str, float]]] = {}  # {category: {"text"/"visual": metrics}}
     visual = visual_section(cfg)
+    aupro = cfg.evaluation.aupro_variant
     prompts: dict[str, dict[str, Any]] = {}  # results.json "prompts": what each category was scored with
     for category in categories:
         samples = split_to_score(cfg, category)
         references: list[str] = []
-        if cfg.scoring.visual == "fewshot":  # drawn once: recorded in results.json and given to the scorer
+        if cfg.scoring.visual is VisualMode.FEWSHOT:  # drawn once: in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)
         spec = category_spec(cfg, scorer, category, fingerprint, references, progress, dist)
 
@@ -83,6 +87,9 @@ def evaluate(
             write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None, prompts=prompts)
             continue
         thresholds = export_category(out, cfg, category, samples.records, result)  # per_image.csv, TIFFs
+        alone = category_signal_metrics(out / "categories" / category, result.labels, result.masks, aupro)
+        if alone is not None:  # a visual mode: the text map alone and the visual map alone
+            signals[category] = alone
         (out / "curves").mkdir(exist_ok=True)
         curves = {
             "image": image_curves(result.labels, result.scores),
@@ -92,9 +99,17 @@ def evaluate(
         if cfg.evaluation.visualize:
             decided = thresholds["image_f1_threshold"]  # fn/fp in vis/ names: misclassified at this one
             visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize, decided)
-        shown = visual if cfg.scoring.visual != "none" else None
+        shown = visual if cfg.scoring.visual is not VisualMode.NONE else None
         write_results(
-            out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra, prompts=prompts
+            out,
+            cfg.data.dataset,
+            per_category,
+            flat,
+            record.to_json(),
+            shown,
+            extra=extra,
+            prompts=prompts,
+            signals=signals,
         )
     return per_category
 
@@ -127,16 +142,17 @@ def category_spec(
 def visual_section(cfg: Config) -> dict[str, Any]:
     """results.json's "visual" section: the mode and what it saw (few-shot: shots, seed, reference paths).
 
-    With several seeds (cfg.visual.shot_seeds): shots and the seeds; each seed's folder has its references.
+    With several seeds (cfg.fewshot.shot_seeds): shots and the seeds; each seed's folder has its references.
     """
-    section: dict[str, Any] = {"mode": cfg.scoring.visual}
-    if cfg.scoring.visual != "none":
+    section: dict[str, Any] = {"mode": cfg.scoring.visual.value}
+    if cfg.scoring.visual is not VisualMode.NONE:
         section["weight"] = cfg.scoring.visual_weight
-    if cfg.scoring.visual == "fewshot" and cfg.visual.shot_seeds:  # a mean of runs: utils/evaluation/seeds.py
-        section.update(shots=cfg.visual.shots, seeds=list(cfg.visual.shot_seeds))
-    elif cfg.scoring.visual == "fewshot":
-        section.update(shots=cfg.visual.shots, seed=cfg.visual.shot_seed, references={})
-    if cfg.scoring.visual == "mutual":
+    fewshot = cfg.scoring.visual is VisualMode.FEWSHOT
+    if fewshot and cfg.fewshot.shot_seeds:  # a mean of runs: utils/evaluation/seeds.py
+        section.update(shots=cfg.fewshot.shots, seeds=list(cfg.fewshot.shot_seeds))
+    elif fewshot:
+        section.update(shots=cfg.fewshot.shots, seed=cfg.fewshot.shot_seed, references={})
+    if cfg.scoring.visual is VisualMode.MUTUAL:
         section["fraction"] = cfg.scoring.mutual_fraction
     return section
 

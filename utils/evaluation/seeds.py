@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from model.visual import VisualMode
 from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist, on_main
@@ -30,17 +31,17 @@ Metrics = dict[str, dict[str, float]]  # {category: {metric: value}}
 
 
 def seed_runs(cfg: Config) -> list[tuple[int, Config]]:
-    """(seed, that seed's config) for every seed of cfg.visual.shot_seeds; [] when it is null or empty.
+    """(seed, that seed's config) for every seed of cfg.fewshot.shot_seeds; [] when it is null or empty.
 
     A seed's config: cfg with shot_seed = the seed, shot_seeds = null, output_dir = `<output_dir>/seed_<s>`.
 
     Raises:
         ConfigError: shot_seeds without --visual fewshot, a seed given twice or a negative seed.
     """
-    seeds = cfg.visual.shot_seeds
+    seeds = cfg.fewshot.shot_seeds
     if not seeds:
         return []
-    if cfg.scoring.visual != "fewshot":
+    if cfg.scoring.visual is not VisualMode.FEWSHOT:
         raise ConfigError(
             f"--shot_seeds draws few-shot references but --visual is {cfg.scoring.visual}: "
             "add --visual fewshot or drop --shot_seeds"
