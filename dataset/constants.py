@@ -104,6 +104,38 @@ REAL_IAD_CATEGORIES: tuple[str, ...] = (
     "zipper",
 )
 
+# The classes of the meta.json sets of the CLIP-based zero-shot papers (AnomalyCLIP's generate_dataset_json)
+# beyond the benchmarks above: SDD (KolektorSDD), DAGM, DTD-Synthetic, and the medical sets (BrainMRI, HeadCT
+# and Br35H: brain; COVID-19: chest; ISIC: skin; CVC-ColonDB, CVC-ClinicDB, Kvasir, Endo: colon; TN3K:
+# thyroid).
+SDD_CATEGORIES: tuple[str, ...] = ("electrical commutators",)
+DAGM_CATEGORIES: tuple[str, ...] = tuple(f"Class{i}" for i in range(1, 11))
+DTD_CATEGORIES: tuple[str, ...] = (
+    "Blotchy_099",
+    "Fibrous_183",
+    "Marbled_078",
+    "Matted_069",
+    "Mesh_114",
+    "Perforated_037",
+    "Stratified_154",
+    "Woven_001",
+    "Woven_068",
+    "Woven_104",
+    "Woven_125",
+    "Woven_127",
+)
+MEDICAL_CATEGORIES: tuple[str, ...] = ("brain", "chest", "colon", "skin", "thyroid")
+META_JSON_CATEGORIES: tuple[str, ...] = (
+    *MVTEC_CATEGORIES,
+    *VISA_CATEGORIES,
+    *MPDD_CATEGORIES,
+    *BTAD_CATEGORIES,
+    *SDD_CATEGORIES,
+    *DAGM_CATEGORIES,
+    *DTD_CATEGORIES,
+    *MEDICAL_CATEGORIES,
+)
+
 # MVTec AD texture categories: the whole image is the "object", so no object mask is needed.
 TEXTURE_CATEGORIES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 
@@ -195,9 +227,32 @@ OBJECT_NOUNS: dict[str, str] = {
     "vcpill": "pill",
     "wooden_beads": "wooden beads",
     "woodstick": "wooden stick",
+    # medical sets whose images show the organ as an object on a background (MRI / CT slices, X-rays)
+    "brain": "brain",
+    "chest": "chest",
+}
+
+# Nouns of categories whose image is all surface: used in contextual prompts, never as an object prior
+# (`model.prompts.object_prompt` skips categories missing from OBJECT_NOUNS).
+SURFACE_NOUNS: dict[str, str] = {
+    "electrical commutators": "electrical commutator surface",
+    **dict.fromkeys(DAGM_CATEGORIES, "textured surface"),
+    "Blotchy_099": "blotchy texture",
+    "Fibrous_183": "fibrous texture",
+    "Marbled_078": "marbled texture",
+    "Matted_069": "matted texture",
+    "Mesh_114": "mesh texture",
+    "Perforated_037": "perforated texture",
+    "Stratified_154": "stratified texture",
+    **dict.fromkeys(("Woven_001", "Woven_068", "Woven_104", "Woven_125", "Woven_127"), "woven texture"),
+    # endoscopy, dermoscopy and ultrasound views fill the frame with the organ's surface
+    "colon": "colon",
+    "skin": "skin",
+    "thyroid": "thyroid",
 }
 
 
 def object_noun(category: str) -> str:
-    """The prompt noun of `category`; an unknown category gives its name with `_` replaced by spaces."""
-    return OBJECT_NOUNS.get(category, category.replace("_", " "))
+    """The prompt noun of `category` (OBJECT_NOUNS, then SURFACE_NOUNS); an unknown category gives its name
+    with `_` replaced by spaces."""
+    return OBJECT_NOUNS.get(category) or SURFACE_NOUNS.get(category) or category.replace("_", " ")

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from dataset import DatasetError
+from dataset import DatasetError, set_name
 from model import ModelLoadError
 from utils.config.loading import ConfigError, StaleOutputError, parse_int_list, parse_list, resolve_config
 from utils.config.schema import Setting, flags_of, yaml_value
@@ -79,13 +79,14 @@ def config_from_args(
 
     `not_config` names flags that are not config keys (e.g. the demo's --image_path). With
     `output_per_dataset`, an output_dir set neither by --output_dir nor by the --config file becomes
-    `<default output_dir>/<dataset>` (results/mvtec, results/visa), so two datasets never share a folder.
+    `<default output_dir>/<dataset>` (results/mvtec, results/visa; a meta.json set: the name of its folder,
+    `dataset.set_name`), so two datasets never share a folder.
     """
     skip = {"config", *not_config}
     cli = {key: value for key, value in vars(args).items() if key not in skip}
     cfg = resolve_config(args.config, cli)
     if output_per_dataset and cli.get("output_dir") is None and not _file_sets(args.config, "output_dir"):
-        cfg["output_dir"] = str(Path(cfg["output_dir"]) / cfg["dataset"])
+        cfg["output_dir"] = str(Path(cfg["output_dir"]) / set_name(cfg["dataset"], cfg["dataset_path"]))
     return cfg
 
 

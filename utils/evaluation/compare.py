@@ -1,5 +1,6 @@
-"""One comparison of several runs (results/compare.md): a block per dataset, a row per mode, the 7 metrics
-and the dataset's own ones (results.json "benchmark_metrics", e.g. sPRO).
+"""One comparison of several runs (results/compare.md): a block per dataset (per meta.json folder for
+`--dataset meta_json`), a row per mode, the 7 metrics and the dataset's own ones (results.json
+"benchmark_metrics", e.g. sPRO).
 
     python -m utils.evaluation.compare results     # reads results/<mode>/<dataset>[/seed_<s>]/results.json
 
@@ -21,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from dataset import set_name
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.results import (
     COLUMN_TITLES,
@@ -47,9 +49,11 @@ def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
             continue  # one seed of a mean over seeds: counted through that mean's "seeds" section
         means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
         folder = path.relative_to(root).parts[0]
-        label = run_label(doc["config"]) if isinstance(doc.get("config"), dict) else folder
+        config = doc["config"] if isinstance(doc.get("config"), dict) else None
+        label = run_label(config) if config is not None else folder
         extra = doc.get("benchmark_metrics", {}).get("mean", {})
-        rows = runs.setdefault((row_name(folder, label), doc["dataset"]), [])
+        dataset = set_name(doc["dataset"], (config or {}).get("dataset_path"))  # meta_json: its folder
+        rows = runs.setdefault((row_name(folder, label), dataset), [])
         rows.extend(_numbers({**mean, **extra}) for mean in means)
     return dict(sorted(runs.items(), key=lambda item: (row_order(item[0][0]), item[0][1])))
 
