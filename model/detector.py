@@ -35,7 +35,6 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +47,10 @@ from dataset.constants import TEXTURE_CATEGORIES
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map
 from model.prompts import build_prompts, given_prompts, object_prompt
-from model.scoring import AGGREGATIONS, IMAGE_SCORES, MAP_SOURCES, image_score
-from model.settings import check_settings, setting
+from model.scoring import image_score
+from model.settings import MASK_THRESHOLD, VISUAL_MODES, ScoringSettings
 from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
-from model.visual import (
-    DEFAULT_DEGREES,
-    DEFAULT_MUTUAL_FRACTION,
-    DEFAULT_PATCH_POOL,
-    ReferenceBank,
-    check_degrees,
-    fuse,
-    select_layers,
-)
+from model.visual import ReferenceBank, fuse, select_layers
 
 # (engine, features, prompts) -> ConceptOutputs chunks. Later: trained concept embeddings from a fine-tuning
 # checkpoint add/replace text features here (e.g. route to `engine.predict_text`).
@@ -68,161 +59,8 @@ TextOverride = Callable[[Any, Any, Sequence[str]], Iterator[Any]]
 # What `AnomalyDetector.detect` reads as one image: a file path, a PIL image or a numpy array.
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
-# Binary mask threshold of `detect`: written once, here; the mask_threshold setting (utils/config/schema.py)
-# takes it as its declared default.
-MASK_THRESHOLD = 0.5
-# Visual anomaly signal (model/visual.py): none = text maps only (the zero-shot default until real-weight
-# numbers justify another), fewshot = against K normal references, mutual = against the other test images.
-VISUAL_MODES: tuple[str, ...] = ("none", "fewshot", "mutual")
 # The settings a few-shot reference bank is encoded with: a detector whose values differ re-encodes them.
 REFERENCE_KEYS: tuple[str, ...] = ("visual_degrees", "reference_rotations", "patch_pool")
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    """How SAM 3 outputs become maps and scores. Each field is declared once, here (see `model.settings`):
-    configs/config.yaml, the CLI flags and the resume fingerprint derive from these declarations."""
-
-    map_source: str = setting(
-        "both",
-        "instance | semantic | both (pixel-wise max of the two)",
-        "map",
-        choices=MAP_SOURCES,
-    )
-    prompt_aggregation: str = setting(
-        "max",
-        "how the maps of the prompts are combined",
-        "map",
-        choices=AGGREGATIONS,
-    )
-    object_regularisation: bool = setting(
-        True,
-        "segment the object noun and use it to suppress false positives",
-        "map",
-    )
-    max_object_fraction: float = setting(
-        0.7,
-        "drop defect instances covering more than this fraction of the object mask",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    outside_weight: float = setting(
-        0.2,
-        "multiply responses outside the dilated object mask by this",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    object_dilation: float = setting(
-        0.05,
-        "dilation of the object mask, as a fraction of the map side",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    object_threshold: float = setting(
-        0.5,
-        "object mask = object probability map >= this",
-        "map",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    sigma: float = setting(
-        4.0,
-        "Gaussian smoothing of the map, in pixels at the output size (0 = none)",
-        "evaluation",
-        minimum=0.0,
-    )
-    image_score: str = setting(
-        "max",
-        "how an image score is read from the map (topk_mean: mean of the topk highest pixels)",
-        "evaluation",
-        choices=IMAGE_SCORES,
-    )
-    topk: int = setting(
-        100,
-        "pixels averaged by image_score=topk_mean",
-        "evaluation",
-        minimum=1,
-    )
-    visual: str = setting(
-        "none",
-        "visual signal from SAM 3's patch features fused with the text map: none | fewshot (K normal "
-        "references) | mutual (zero-shot, the other test images of the category)",
-        "visual",
-        choices=VISUAL_MODES,
-    )
-    visual_weight: float = setting(
-        0.5,
-        "final map = (1 - w) * text map + w * calibrated visual map (1 = visual alone; unused with none); "
-        "image_score=instance becomes (1 - w) * best instance score + w * visual map max",
-        "visual",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    mutual_fraction: float = setting(
-        DEFAULT_MUTUAL_FRACTION,
-        "mutual: a patch's score averages its smallest this-fraction of distances to the other images",
-        "visual",
-        minimum=0.01,
-        maximum=1.0,
-    )
-    box_threshold: float = setting(
-        0.3,
-        "detections (drawn boxes) = instances with score >= this",
-        "demo",
-    )
-    box_nms_iou: float = setting(
-        0.5,
-        "one box per defect: drop boxes (of any prompt) overlapping a better one above this IoU",
-        "demo",
-        minimum=0.0,
-        maximum=1.0,
-    )
-
-    patch_pool: int = setting(
-        DEFAULT_PATCH_POOL,
-        "visual: average the ViT patch grid over this x this windows before scoring (2: 72 x 72 -> 36 x 36, "
-        "MuSc's scale, 16x cheaper; 1: the ViT's own grid)",
-        "visual",
-        minimum=1,
-    )
-    visual_degrees: list[int] = setting(
-        list(DEFAULT_DEGREES),
-        "visual: neighbourhood window sides r (odd) on the pooled grid; the scores of all are averaged",
-        "visual",
-    )
-    mutual_partners: int | None = setting(
-        None,
-        "mutual: compare each image with this many seeded random others instead of all N - 1 (cost N x M "
-        "instead of N^2, for categories of thousands of images); null = all",
-        "visual",
-        minimum=1,
-    )
-    mutual_rescore: bool = setting(
-        True,
-        "mutual: MuSc's RsCIN image re-scoring (each image score averaged with those of the images most "
-        "like it, window sizes rescore_k)",
-        "visual",
-    )
-    rescore_k: list[int] | None = setting(
-        None,
-        "mutual_rescore window sizes; null = MuSc's per dataset: 1,8,9 for visa, else 1,2,3 (mvtec)",
-        "visual",
-    )
-    reference_rotations: bool = setting(
-        False,
-        "fewshot: add the references turned by 90, 180 and 270 degrees to the bank (AnomalyDINO's "
-        "augmentation, for parts photographed in any orientation; 4x the reference encoder passes)",
-        "visual",
-    )
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        check_degrees(self.visual_degrees)
-        if self.rescore_k is not None and (not self.rescore_k or min(self.rescore_k) < 1):
-            raise ValueError(f"rescore_k must be window sizes >= 1 (e.g. [1, 2, 3]), got {self.rescore_k}")
 
 
 class AnomalyDetector:

@@ -75,7 +75,7 @@ class TextMaps:
     """Per-image text maps from streamed concept-output chunks.
 
     Args:
-        settings_of: returns the current `model.detector.ScoringSettings` (typed Any: detector.py imports
+        settings_of: returns the current `model.settings.ScoringSettings` (typed Any: detector.py imports
             this module); called at each use, so the owner's settings are read, never a stale copy.
     """
 

@@ -93,7 +93,7 @@ POLICIES: dict[str, Policy] = {
     "prompt_strategy": changes_scores(ALL, resume="fixed"),
     "extra_prompts": changes_scores(EVAL),
     "prompt_overrides": changes_scores(()),
-    # from SAM 3 outputs to an anomaly map (model/detector.py ScoringSettings)
+    # from SAM 3 outputs to an anomaly map (model/settings.py ScoringSettings)
     "map_source": changes_scores(EVAL, resume="fixed"),
     "prompt_aggregation": changes_scores(EVAL, resume="fixed"),
     "object_regularisation": changes_scores(EVAL),

@@ -2,7 +2,7 @@
 
 Each field is made with `model.settings.setting(default, help, section, ...)`: its name is the YAML key and
 the flag, its annotation the type, plus default, allowed values and help. The scoring fields are declared in
-`model.detector.ScoringSettings` (model/ must not import utils/) and composed here with the rest; what the
+`model.settings.ScoringSettings` (model/ must not import utils/) and composed here with the rest; what the
 scripts do with each setting (flags, resume fingerprint, train.py --resume) is the table of
 utils/config/policy.py. Derived from `SETTINGS`: the defaults, the flags of scripts/ (`utils.config.cli`),
 type and value checks (`utils.config.loading`), the resume fingerprint tables
@@ -29,10 +29,9 @@ import yaml
 
 from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
 from dataset.base import SENSOR_DEPTHS
-from model.detector import MASK_THRESHOLD, ScoringSettings
 from model.engine import DEFAULT_CHUNK_SIZE
 from model.prompts import STRATEGIES
-from model.settings import SettingInfo, setting, setting_info
+from model.settings import MASK_THRESHOLD, ScoringSettings, SettingInfo, setting, setting_info
 from utils.config.choices import AUPRO_VARIANTS
 from utils.config.policy import POLICIES, Policy
 
@@ -430,7 +429,7 @@ def _range_text(s: Setting) -> str:
 
 
 CONFIG_YAML_HEADER = """\
-# GENERATED from the declarations (utils/config/schema.py, model/detector.py ScoringSettings): do not edit.
+# GENERATED from the declarations (utils/config/schema.py, model/settings.py ScoringSettings): do not edit.
 # Regenerate: python -m utils.config.schema --yaml > configs/config.yaml   (tests/test_schema.py checks it)
 # Every key with its default. No script reads this file: the declarations are the defaults. Copy the keys
 # you change into your own YAML (like configs/mvtec.yaml) and pass it with --config; CLI flags (same names)
