@@ -104,11 +104,11 @@ REAL_IAD_CATEGORIES: tuple[str, ...] = (
     "zipper",
 )
 
-# The classes of the meta.json sets of the CLIP-based zero-shot papers (AnomalyCLIP's generate_dataset_json)
-# beyond the benchmarks above: SDD (KolektorSDD), DAGM, DTD-Synthetic, and the medical sets (BrainMRI, HeadCT
-# and Br35H: brain; COVID-19: chest; ISIC: skin; CVC-ColonDB, CVC-ClinicDB, Kvasir, Endo: colon; TN3K:
-# thyroid).
-SDD_CATEGORIES: tuple[str, ...] = ("electrical commutators",)
+# The classes of the meta.json sets of the CLIP-based zero-shot papers beyond the benchmarks above: SDD
+# (KolektorSDD), DAGM, DTD-Synthetic and the medical sets. AnomalyCLIP's generate_dataset_json names the
+# medical classes by organ (BrainMRI, HeadCT, Br35H: brain; COVID-19: chest; ISIC: skin; CVC-ColonDB,
+# CVC-ClinicDB, Kvasir, Endo: colon; TN3K: thyroid), AdaCLIP's preprocessed copies by set (brain_mri, ...).
+SDD_CATEGORIES: tuple[str, ...] = ("electrical commutators", "SDD")
 DAGM_CATEGORIES: tuple[str, ...] = tuple(f"Class{i}" for i in range(1, 11))
 DTD_CATEGORIES: tuple[str, ...] = (
     "Blotchy_099",
@@ -124,7 +124,22 @@ DTD_CATEGORIES: tuple[str, ...] = (
     "Woven_125",
     "Woven_127",
 )
-MEDICAL_CATEGORIES: tuple[str, ...] = ("brain", "chest", "colon", "skin", "thyroid")
+# medical class -> the organ its images show
+MEDICAL_ORGANS: dict[str, str] = {
+    "brain": "brain",
+    "brain_mri": "brain",
+    "br35h": "brain",
+    "headct": "brain",
+    "chest": "chest",
+    "colon": "colon",
+    "ColonDB": "colon",
+    "ClinicDB": "colon",
+    "skin": "skin",
+    "isic": "skin",
+    "thyroid": "thyroid",
+    "tn3k": "thyroid",
+}
+MEDICAL_CATEGORIES: tuple[str, ...] = tuple(MEDICAL_ORGANS)
 META_JSON_CATEGORIES: tuple[str, ...] = (
     *MVTEC_CATEGORIES,
     *VISA_CATEGORIES,
@@ -227,15 +242,14 @@ OBJECT_NOUNS: dict[str, str] = {
     "vcpill": "pill",
     "wooden_beads": "wooden beads",
     "woodstick": "wooden stick",
-    # medical sets whose images show the organ as an object on a background (MRI / CT slices, X-rays)
-    "brain": "brain",
-    "chest": "chest",
+    # medical classes whose images show the organ as an object on a background (MRI / CT slices, X-rays)
+    **{c: organ for c, organ in MEDICAL_ORGANS.items() if organ in ("brain", "chest")},
 }
 
 # Nouns of categories whose image is all surface: used in contextual prompts, never as an object prior
 # (`model.prompts.object_prompt` skips categories missing from OBJECT_NOUNS).
 SURFACE_NOUNS: dict[str, str] = {
-    "electrical commutators": "electrical commutator surface",
+    **dict.fromkeys(SDD_CATEGORIES, "electrical commutator surface"),
     **dict.fromkeys(DAGM_CATEGORIES, "textured surface"),
     "Blotchy_099": "blotchy texture",
     "Fibrous_183": "fibrous texture",
@@ -246,9 +260,7 @@ SURFACE_NOUNS: dict[str, str] = {
     "Stratified_154": "stratified texture",
     **dict.fromkeys(("Woven_001", "Woven_068", "Woven_104", "Woven_125", "Woven_127"), "woven texture"),
     # endoscopy, dermoscopy and ultrasound views fill the frame with the organ's surface
-    "colon": "colon",
-    "skin": "skin",
-    "thyroid": "thyroid",
+    **{c: organ for c, organ in MEDICAL_ORGANS.items() if organ in ("colon", "skin", "thyroid")},
 }
 
 

@@ -32,8 +32,10 @@ from dataset.constants import (
     DAGM_CATEGORIES,
     DTD_CATEGORIES,
     MEDICAL_CATEGORIES,
+    MEDICAL_ORGANS,
     OBJECT_NOUNS,
     REAL_IAD_CATEGORIES,
+    SDD_CATEGORIES,
     TEXTURE_CATEGORIES,
     object_noun,
 )
@@ -128,16 +130,19 @@ CATEGORY_DEFECTS: dict[str, tuple[str, ...]] = {
     "03": ("scratch", "crack", "stain", "dent"),
     "ksdd2": ("scratch", "crack", "spot", "stain", "dent"),
     # --- meta.json sets: KolektorSDD, DAGM, DTD-Synthetic ---------------------------------------
-    "electrical commutators": ("scratch", "crack", "spot", "stain", "dent"),
+    **dict.fromkeys(SDD_CATEGORIES, ("scratch", "crack", "spot", "stain", "dent")),
     **dict.fromkeys(DAGM_CATEGORIES, ("scratch", "spot", "stain", "streak", "smudge")),
     **dict.fromkeys(DTD_CATEGORIES, ("irregular patch", "stain", "spot", "hole", "discoloration")),
-    # --- meta.json sets: medical (the findings each organ's sets annotate) ----------------------
+}
+# Medical classes: the findings their organ's sets annotate (see the module docstring's disclosure).
+ORGAN_FINDINGS: dict[str, tuple[str, ...]] = {
     "brain": ("brain tumor", "hemorrhage", "glioma", "meningioma", "lesion"),
     "chest": ("lung opacity", "ground-glass opacity", "consolidation", "infiltrate"),
     "colon": ("polyp", "adenoma", "colorectal lesion", "bleeding"),
     "skin": ("skin lesion", "melanoma", "mole", "pigmented lesion"),
     "thyroid": ("thyroid nodule", "cyst", "hypoechoic mass", "calcification"),
 }
+CATEGORY_DEFECTS.update({c: ORGAN_FINDINGS[organ] for c, organ in MEDICAL_ORGANS.items()})
 # Real-IAD: the eight defect classes of the set, shared by its 30 categories (toothbrush and zipper, also
 # MVTec AD categories, keep their MVTec AD vocabulary: prompts are keyed by category name only).
 REAL_IAD_DEFECTS: tuple[str, ...] = (

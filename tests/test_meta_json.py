@@ -365,6 +365,7 @@ def test_medical_classes_get_the_medical_base_and_surfaces_no_object_prior() -> 
     assert "polyp on the colon" in build_prompts("colon", "contextual")
     assert object_noun("Woven_104") == "woven texture" and object_prompt("Woven_104") is None
     assert object_prompt("colon") is None and object_prompt("brain") == "brain"
+    assert object_prompt("headct") == "brain" and object_noun("isic") == "skin"  # AdaCLIP's class names
     assert object_prompt("Class3") is None and object_noun("electrical commutators").startswith("electrical")
 
 
