@@ -16,7 +16,8 @@
 # OUTPUT_ROOT (default results; runs land in $OUTPUT_ROOT/<mode>/<dataset>/results.md, few-shot seeds in
 # its seed_<s>/, and the comparison, a block per dataset, in $OUTPUT_ROOT/compare.md), DATASETS (default
 # "mvtec visa"; any names that have a configs/<name>.yaml), META_JSON_DIRS (for DATASETS meta_json: the folders
-# holding a meta.json, one run each into $OUTPUT_ROOT/<mode>/<folder name>; default DATASET_PATH),
+# holding a meta.json, one run each into $OUTPUT_ROOT/<mode>/<folder name>, <folder name>_meta_json for a folder
+# named like a dataset; default DATASET_PATH),
 # MODES (default "text"), SHOTS (default 4), SHOT_SEEDS (default "0"), NPROC (processes, one per GPU, under torchrun; default 1),
 # CHECKPOINT (trained embeddings from train.sh; empty = zero-shot), PYTHON (default python). Extra arguments are passed to scripts/test.py. Reruns resume.
 set -euo pipefail
@@ -75,6 +76,7 @@ for mode in $MODES; do
     if [ "$dataset" = meta_json ]; then  # one run per meta.json folder, named after the folder
       for dir in ${META_JSON_DIRS:-$DATASET_PATH}; do
         name="$(basename "${dir%/meta.json}")"
+        [ -f "configs/$name.yaml" ] && name="${name}_meta_json"  # never the folder of a native run
         DATASET_PATH="$dir" run_mode "$mode" meta_json "$OUTPUT_ROOT/$mode/$name" "$@"
       done
     else

@@ -152,8 +152,12 @@ def benchmark_categories() -> tuple[str, ...]:
 
 def set_name(name: str, root: str | os.PathLike[str] | None) -> str:
     """The name of one evaluated set: `name`, or for "meta_json" the folder holding its meta.json (each
-    meta.json is a set of its own: its output folder and its block in compare.md)."""
-    return meta_json_name(root) if name == "meta_json" and root else name
+    meta.json is a set of its own: its output folder and its block in compare.md); a folder named like a
+    dataset gets `_meta_json` appended (`mvtec_meta_json`), so it never mixes with that loader's runs."""
+    if name != "meta_json" or not root:
+        return name
+    folder = meta_json_name(root)
+    return f"{folder}_meta_json" if folder in DATASETS else folder
 
 
 def select_categories(

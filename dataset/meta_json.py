@@ -105,7 +105,8 @@ def _read_cached(file: str, mtime_ns: int, size: int) -> MetaInfo:
 
 
 def _items(file: str, split: str, cls: str, items: Any) -> list[dict[str, Any]]:
-    """The items of one class, each checked (img_path a non-empty string, anomaly 0 or 1)."""
+    """The items of one class, each checked (img_path a non-empty string, anomaly 0 or 1, specie_name a
+    plain name)."""
     if not isinstance(items, list):
         raise DatasetError(f"{file}: {split}/{cls} must be a list of items (layout {META_JSON_LAYOUT})")
     for i, item in enumerate(items):
@@ -118,6 +119,8 @@ def _items(file: str, split: str, cls: str, items: Any) -> list[dict[str, Any]]:
             raise DatasetError(f"{where}: anomaly {item['anomaly']!r}; expected 0 or 1")
         if not isinstance(item.get("mask_path") or "", str):
             raise DatasetError(f"{where}: mask_path {item['mask_path']!r} is not a path: fix the entry")
+        if item.get("specie_name"):  # the defect type: a folder name of --save_maps outputs
+            plain_name(str(item["specie_name"]).strip(), where, "specie_name")
     return items
 
 

@@ -217,6 +217,10 @@ def test_a_missing_file_names_its_entry(medical: Path, tmp_path: Path) -> None:
         ('{"test": {"c": [{"img_path": "a.png", "anomaly": 2}]}}', r"c\[0\]: anomaly 2; expected 0 or 1"),
         ('{"test": {"c": [{"mask_path": ""}]}}', r"test/c\[0\] is not an item with img_path and anomaly"),
         ('{"test": {"../c": []}}', "class '../c' is not a plain name"),
+        (
+            '{"test": {"c": [{"img_path": "a.png", "anomaly": 1, "specie_name": "../x"}]}}',
+            r"c\[0\]: specie_name '../x' is not a plain name",
+        ),
     ],
 )
 def test_a_bad_meta_json_is_a_one_line_error(tmp_path: Path, content: str, message: str) -> None:
@@ -326,6 +330,7 @@ def test_default_output_folder_is_named_after_the_meta_json_folder(medical: Path
         ["--config", str(REPO / "configs" / "meta_json.yaml"), "--dataset_path", str(medical / "meta.json")]
     )
     assert Path(config_from_args(args, output_per_dataset=True)["output_dir"]).name == "CVC-ColonDB"
+    assert set_name("meta_json", "/data/mvtec") == "mvtec_meta_json" and set_name("mvtec", "/x") == "mvtec"
     cfg = resolve_config(str(REPO / "configs" / "meta_json.yaml"), {})
     assert cfg["dataset"] == "meta_json" and cfg["categories"] is None  # every class of the file
 
@@ -340,14 +345,15 @@ def test_test_sh_runs_each_meta_json_folder_into_its_own_folder(tmp_path: Path) 
         "PYTHON": str(python),
         "DATASETS": "meta_json",
         "OUTPUT_ROOT": "out",
-        "META_JSON_DIRS": "/data/CVC-ColonDB /data/ISIC/meta.json",
+        "META_JSON_DIRS": "/data/CVC-ColonDB /data/ISIC/meta.json /data/mvtec/",
     }
     proc = subprocess.run(["bash", REPO / "test.sh"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text().splitlines()
     assert "--output_dir out/text/CVC-ColonDB --dataset_path /data/CVC-ColonDB" in calls[0]
     assert "--output_dir out/text/ISIC --dataset_path /data/ISIC/meta.json" in calls[1]
-    assert calls[2] == "-m utils.evaluation.compare out"
+    assert "--output_dir out/text/mvtec_meta_json --dataset_path /data/mvtec/" in calls[2]  # not mvtec's
+    assert calls[3] == "-m utils.evaluation.compare out"
     env.pop("META_JSON_DIRS")
     env.pop("DATASET_PATH", None)
     proc = subprocess.run(["bash", REPO / "test.sh"], env=env, capture_output=True, text=True, timeout=60)
