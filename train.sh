@@ -5,17 +5,16 @@
 #   bash train.sh
 #   MODEL_PATH=/data/sam3 DATASET_PATH=/data/datasets DIRECTIONS="mvtec:visa" TRAIN_ARGS="--num_epochs 3" bash train.sh
 #
-# Environment: MODEL_PATH (default ~/autodl-tmp/download/sam3), DATASET_PATH (default: dataset_dir.txt),
-# RUN_ROOT (checkpoints, default runs), OUTPUT_ROOT (test results, default results), DIRECTIONS (default
-# "mvtec:visa visa:mvtec"), TRAIN_ARGS / TEST_ARGS (extra flags for scripts/train.py / scripts/test.py),
-# PYTHON (default python). Reruns resume from $RUN_ROOT/<dataset>/last.safetensors and from finished test
-# categories.
+# Environment: RUN_ROOT (checkpoints, default runs), OUTPUT_ROOT (test results, default: the declared
+# output_dir), DIRECTIONS (default "mvtec:visa visa:mvtec"), TRAIN_ARGS / TEST_ARGS (extra flags for
+# scripts/train.py / scripts/test.py), PYTHON (default python); MODEL_PATH and DATASET_PATH are passed only when
+# set (else the config decides). Reruns resume from $RUN_ROOT/<dataset>/last.safetensors and from finished
+# test categories.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"
-MODEL_PATH="${MODEL_PATH:-$HOME/autodl-tmp/download/sam3}"
 RUN_ROOT="${RUN_ROOT:-runs}"
-OUTPUT_ROOT="${OUTPUT_ROOT:-results}"
+OUTPUT_ROOT="${OUTPUT_ROOT:-$("$PYTHON" -m utils.evaluation.modes root)}"
 DIRECTIONS="${DIRECTIONS:-mvtec:visa visa:mvtec}"
 for direction in $DIRECTIONS; do
   source_set="${direction%%:*}"
@@ -30,11 +29,11 @@ for direction in $DIRECTIONS; do
   [ -f "$run_dir/last.safetensors" ] && resume=(--resume "$run_dir/last.safetensors")
   echo "== train on $source_set =="
   # shellcheck disable=SC2086  # TRAIN_ARGS / TEST_ARGS are word lists on purpose
-  "$PYTHON" scripts/train.py --config "configs/$source_set.yaml" --model_path "$MODEL_PATH" \
+  "$PYTHON" scripts/train.py --config "configs/$source_set.yaml" ${MODEL_PATH:+--model_path "$MODEL_PATH"} \
     --output_dir "$run_dir" ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} "${resume[@]}" ${TRAIN_ARGS:-}
   echo "== test on $target_set with the $source_set checkpoint =="
   # shellcheck disable=SC2086
-  "$PYTHON" scripts/test.py --config "configs/$target_set.yaml" --model_path "$MODEL_PATH" \
+  "$PYTHON" scripts/test.py --config "configs/$target_set.yaml" ${MODEL_PATH:+--model_path "$MODEL_PATH"} \
     --checkpoint "$run_dir/last.safetensors" --output_dir "$OUTPUT_ROOT/${source_set}_to_${target_set}" \
     ${DATASET_PATH:+--dataset_path "$DATASET_PATH"} ${TEST_ARGS:-}
 done

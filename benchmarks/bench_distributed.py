@@ -28,7 +28,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from dataset.base import Sample  # noqa: E402
+from dataset.records import Sample  # noqa: E402
 from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
 from utils.evaluation.loop import prepare_batch  # noqa: E402
 

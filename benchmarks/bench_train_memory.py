@@ -59,7 +59,6 @@ from model.concepts import ConceptBank  # noqa: E402
 from model.engine import Sam3Engine  # noqa: E402
 from model.prompts import build_prompts  # noqa: E402
 from utils.config.loading import resolve_config  # noqa: E402
-from utils.config.schema import Config  # noqa: E402
 from utils.training.trainer import Trainer, batch_loss  # noqa: E402
 
 
@@ -107,9 +106,7 @@ def main(args: argparse.Namespace) -> None:
     if args.num_concepts > len(base):
         sys.exit(f"error: --num_concepts {args.num_concepts} > the {len(base)} base prompts")
     flags = {"batch_size": args.batch_size, "num_concepts": args.num_concepts, "train_head": args.train_head}
-    cfg = Config.from_dict(
-        resolve_config(None, {**flags, "seed": args.seed, "device": "cpu", "dtype": "fp32"})
-    )
+    cfg = resolve_config(None, {**flags, "seed": args.seed, "device": "cpu", "dtype": "fp32"})
     print(
         f"SAM 3 full-size detector, RANDOM weights (seed {args.seed}), fp32 on CPU, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; losses meaningless"

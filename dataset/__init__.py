@@ -12,15 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dataset.base import (
-    BitDepths,
-    DatasetError,
-    DatasetWarning,
-    ImageDataset,
-    MaskPairingError,
-    Record,
-    Sample,
-)
+from dataset.base import BitDepths, ImageDataset
 from dataset.constants import (
     BTAD_CATEGORIES,
     KSDD2_CATEGORIES,
@@ -52,6 +44,7 @@ from dataset.mvtec_like import (
 )
 from dataset.mvtec_loco import LOCO_LAYOUT, available_loco_categories, load_mvtec_loco
 from dataset.real_iad import REAL_IAD_LAYOUT, available_real_iad_categories, load_real_iad
+from dataset.records import DatasetError, DatasetWarning, MaskPairingError, Record, Sample, short_list
 from dataset.visa import VISA_LAYOUT, available_visa_categories, load_visa
 
 Loader = Callable[[str | os.PathLike[str], str, str], ImageDataset]
@@ -176,11 +169,26 @@ def select_categories(
         raise DatasetError(f"no {name} categories under {root}: expected {_spec(name).layout}")
     missing = [c for c in wanted or () if c not in found]
     if missing:
-        raise DatasetError(
-            f"unknown category {', '.join(missing)} for dataset {name} under {root}: "
-            f"found {', '.join(found) or 'none'}"
-        )
+        raise DatasetError(_missing_categories(name, root, list(wanted or ()), missing, found))
     return list(wanted or found)
+
+
+def _missing_categories(
+    name: str, root: str | os.PathLike[str], wanted: list[str], missing: list[str], found: list[str]
+) -> str:
+    """The one-line error for categories asked for but not under `root`; it suggests `--categories` with
+    the ones found (those asked for, else every one on disk)."""
+    unknown = [c for c in missing if categories_of(name) and c not in categories_of(name)]
+    runnable = ",".join([c for c in wanted if c in found] or found)
+    if unknown:
+        return (
+            f"unknown category {', '.join(unknown)} for dataset {name} under {root}: found "
+            f"{', '.join(found)}; pass --categories {runnable}"
+        )
+    return (
+        f"{len(missing)} of the {len(wanted)} {name} categories asked for are not under {root} "
+        f"({short_list(missing)}): pass --categories {runnable} to run the ones found"
+    )
 
 
 __all__ = [

@@ -19,10 +19,10 @@ import os
 import warnings
 from pathlib import Path
 
-from dataset.base import (
+from dataset.base import ImageDataset
+from dataset.records import (
     DatasetError,
     DatasetWarning,
-    ImageDataset,
     MaskPairingError,
     Record,
     as_root,

@@ -11,18 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dataset.base import (
-    DatasetError,
-    ImageDataset,
-    Record,
-    check_split,
-    list_images,
-    read_mask,
-    resolve_folder,
-    unknown_category,
-)
+from dataset.base import ImageDataset
 from dataset.constants import KSDD2_CATEGORIES
+from dataset.images import read_mask
 from dataset.mvtec import check_pairs, mask_key
+from dataset.records import DatasetError, Record, check_split, list_images, resolve_folder, unknown_category
 
 KSDD2_FOLDER_NAMES: tuple[str, ...] = ("ksdd2", "KolektorSDD2", "kolektorsdd2")
 KSDD2_LAYOUT = "<root>/ksdd2/{train,test}/{<id>.png, <id>_GT.png}"

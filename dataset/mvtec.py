@@ -10,9 +10,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dataset.base import (
+from dataset.base import ImageDataset
+from dataset.records import (
     DatasetError,
-    ImageDataset,
     MaskPairingError,
     Record,
     as_root,

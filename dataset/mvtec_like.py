@@ -15,16 +15,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dataset.base import (
+from dataset.base import ImageDataset
+from dataset.mvtec import build_tree_records, mvtec_like_categories
+from dataset.records import (
     DatasetError,
-    ImageDataset,
     Record,
     list_images,
     resolve_folder,
     unknown_category,
     warn_shared_stems,
 )
-from dataset.mvtec import build_tree_records, mvtec_like_categories
 
 MPDD_FOLDER_NAMES: tuple[str, ...] = ("mpdd", "MPDD")
 MPDD_LAYOUT = (

@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.base import (
+from dataset.base import ImageDataset
+from dataset.mvtec import mvtec_like_categories
+from dataset.records import (
     DatasetError,
-    ImageDataset,
     MaskPairingError,
     Record,
     list_images,
@@ -25,7 +26,6 @@ from dataset.base import (
     unknown_category,
     warn_shared_stems,
 )
-from dataset.mvtec import mvtec_like_categories
 
 LOCO_FOLDER_NAMES: tuple[str, ...] = ("mvtec_loco", "mvtec_loco_anomaly_detection", "mvtec_loco_ad")
 LOCO_LAYOUT = (

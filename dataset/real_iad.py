@@ -21,9 +21,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dataset.base import (
+from dataset.base import ImageDataset
+from dataset.records import (
     DatasetError,
-    ImageDataset,
     MaskPairingError,
     Record,
     check_split,

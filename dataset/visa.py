@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from dataset.base import (
+from dataset.base import ImageDataset
+from dataset.mvtec import build_mvtec_records, mvtec_like_categories
+from dataset.records import (
     DatasetError,
     DatasetWarning,
-    ImageDataset,
     MaskPairingError,
     Record,
     as_root,
@@ -31,7 +32,6 @@ from dataset.base import (
     short_list,
     unknown_category,
 )
-from dataset.mvtec import build_mvtec_records, mvtec_like_categories
 
 VISA_FOLDER_NAMES: tuple[str, ...] = ("visa", "VisA", "VisA_20220922")
 VISA_CONVERTED_NAMES: tuple[str, ...] = ("visa_pytorch",)

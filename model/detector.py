@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dataset.base import read_image, to_rgb
 from dataset.constants import TEXTURE_CATEGORIES
+from dataset.images import read_image, to_rgb
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.map_ops import gaussian_smooth, resize_map
-from model.prompts import build_prompts, given_prompts, object_prompt
+from model.prompts import DEFAULT_STRATEGY, build_prompts, given_prompts, object_prompt
 from model.scoring import image_score
 from model.settings import MASK_THRESHOLD, VISUAL_MODES, ScoringSettings
 from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
@@ -156,7 +156,7 @@ class AnomalyDetector:
         prompts: Sequence[str] | None = None,
         *,
         mask_threshold: float = MASK_THRESHOLD,
-        prompt_strategy: str = "base",
+        prompt_strategy: str = DEFAULT_STRATEGY,
         texture_categories: Sequence[str] = TEXTURE_CATEGORIES,
         out_size: tuple[int, int] | None = None,
         instance_masks: bool = True,
@@ -164,8 +164,8 @@ class AnomalyDetector:
         """Anomaly map, score, binary mask, detections and prompt presence for one image or a list.
 
         Args:
-            images: one image or a list; each a file path (decoded by `dataset.base.read_image`), a PIL
-                image or a numpy array ((H, W) or (H, W, 1|2|3|4), any bit depth: `dataset.base.to_rgb`).
+            images: one image or a list; each a file path (decoded by `dataset.images.read_image`), a PIL
+                image or a numpy array ((H, W) or (H, W, 1|2|3|4), any bit depth: `dataset.images.to_rgb`).
                 A list is encoded in one batch: split long lists into batches that fit in memory.
             category: e.g. "bottle"; gives the defect prompts (with `prompt_strategy`) when `prompts` is
                 None, and the object noun for object regularisation (not for `texture_categories`, nor

@@ -66,6 +66,7 @@ TEXT_MAX_LENGTH = 32  # SAM 3's CLIP text encoder has 32 position embeddings
 # (image, prompt) rows per decoder pass unless told otherwise: written once, here; the chunk_size setting
 # (utils/config/schema.py) takes it as its declared default.
 DEFAULT_CHUNK_SIZE = 8
+DEFAULT_BATCH_SIZE = 4  # images per vision-encoder pass: the batch_size setting's declared default
 IMAGE_MEAN = 0.5
 IMAGE_STD = 0.5
 

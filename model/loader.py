@@ -21,6 +21,11 @@ DOWNLOAD_HINT = (
     "download it with `python scripts/download_weights.py --model_dir {dir}` "
     "or `modelscope download --model facebook/sam3 --local-dir {dir} --exclude sam3.pt`"
 )
+# Added where the weights are missing altogether: a way to try the pipeline before the 3.4 GB download.
+TINY_HINT = (
+    "; to try the pipeline without them, `python scripts/make_tiny_sam3.py /tmp/tiny_sam3` writes a tiny "
+    "random SAM 3 for --model_path /tmp/tiny_sam3 (meaningless maps)"
+)
 SAM3_MODEL_TYPES = ("sam3", "sam3_video")
 
 _DTYPES = {
@@ -95,7 +100,7 @@ def check_model_dir(model_path: str | Path) -> Path:
     folder = Path(model_path).expanduser().resolve()
     hint = DOWNLOAD_HINT.format(dir=folder)
     if not folder.is_dir():
-        raise ModelLoadError(f"SAM 3 model folder {folder} does not exist: {hint}")
+        raise ModelLoadError(f"SAM 3 model folder {folder} does not exist: {hint}{TINY_HINT}")
     config_file = folder / "config.json"
     if not (folder / "model.safetensors").is_file():
         if (folder / "sam3.pt").is_file():
@@ -104,8 +109,8 @@ def check_model_dir(model_path: str | Path) -> Path:
                 f"(with config.json and tokenizer files) from the same facebook/sam3 repo: {hint}"
             )
         if not config_file.is_file():
-            raise ModelLoadError(f"no config.json and no model.safetensors in {folder}: {hint}")
-        raise ModelLoadError(f"no model.safetensors in {folder}: {hint}")
+            raise ModelLoadError(f"no config.json and no model.safetensors in {folder}: {hint}{TINY_HINT}")
+        raise ModelLoadError(f"no model.safetensors in {folder}: {hint}{TINY_HINT}")
     if not config_file.is_file():
         raise ModelLoadError(f"no config.json in {folder}: {hint}")
     try:

@@ -41,6 +41,7 @@ from dataset.constants import (
 )
 
 STRATEGIES: tuple[str, ...] = ("base", "category", "mixed", "contextual")
+DEFAULT_STRATEGY = "base"  # strictly zero-shot: the prompt_strategy setting's declared default
 
 # Generic defect words, valid for any manufactured part or material.
 BASE_DEFECTS: tuple[str, ...] = (

@@ -28,6 +28,9 @@ import torch.nn.functional as F
 MAP_SOURCES: tuple[str, ...] = ("instance", "semantic", "both")
 AGGREGATIONS: tuple[str, ...] = ("max", "mean")
 IMAGE_SCORES: tuple[str, ...] = ("max", "topk_mean", "instance")
+# The declared defaults of the object_threshold and topk settings (model/settings.py takes them from here).
+DEFAULT_OBJECT_THRESHOLD = 0.5
+DEFAULT_TOPK = 100
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -96,7 +99,7 @@ def aggregate_prompts(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
     return maps.amax(dim=0) if how == "max" else maps.mean(dim=0)
 
 
-def object_mask(object_prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def object_mask(object_prob: torch.Tensor, threshold: float = DEFAULT_OBJECT_THRESHOLD) -> torch.Tensor:
     """Object mask = object probability >= threshold. (..., h, w) float -> (..., h, w) bool."""
     return object_prob >= threshold
 
@@ -156,7 +159,7 @@ def outside_weights(obj_mask: torch.Tensor, dilation: float, outside_weight: flo
 def image_score(
     anomaly_map: np.ndarray | torch.Tensor,
     how: str = "max",
-    topk: int = 100,
+    topk: int = DEFAULT_TOPK,
     best_instance_score: float | None = None,
 ) -> float:
     """Image-level anomaly score.

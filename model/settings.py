@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from model.scoring import AGGREGATIONS, IMAGE_SCORES, MAP_SOURCES
+from model.scoring import AGGREGATIONS, DEFAULT_OBJECT_THRESHOLD, DEFAULT_TOPK, IMAGE_SCORES, MAP_SOURCES
 from model.visual import DEFAULT_DEGREES, DEFAULT_MUTUAL_FRACTION, DEFAULT_PATCH_POOL, check_degrees
 
 METADATA_KEY = "setting"
@@ -137,7 +137,7 @@ class ScoringSettings:
         maximum=1.0,
     )
     object_threshold: float = setting(
-        0.5,
+        DEFAULT_OBJECT_THRESHOLD,
         "object mask = object probability map >= this",
         "map",
         minimum=0.0,
@@ -156,7 +156,7 @@ class ScoringSettings:
         choices=IMAGE_SCORES,
     )
     topk: int = setting(
-        100,
+        DEFAULT_TOPK,
         "pixels averaged by image_score=topk_mean",
         "evaluation",
         minimum=1,

@@ -57,6 +57,7 @@ from utils.app import (  # noqa: E402
     write_downloads,
 )
 from utils.config.cli import config_from_args, run, script_parser, user_message  # noqa: E402
+from utils.config.schema import Config  # noqa: E402
 from utils.evaluation.thresholds import mask_threshold_from  # noqa: E402
 from utils.pipeline import build_detector  # noqa: E402
 from utils.run_log import get_logger  # noqa: E402
@@ -94,13 +95,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
+def build_app(cfg: Config, temp_root: Path | None = None) -> gr.Blocks:
     """The gradio page; the detector is loaded here, once (None with a message when it cannot be).
 
     Downloads go to session folders the app makes inside a new folder under `temp_root` (default: the
     system's temporary folder), removed when the process ends.
     """
-    problem = missing_model_message(cfg["model_path"]) or visual_problem(cfg["visual"])
+    problem = missing_model_message(cfg.model.model_path) or visual_problem(cfg.scoring.visual)
     detector, concepts = None, []
     if problem is None:
         try:
@@ -179,14 +180,14 @@ def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
             paths = upload_paths(files, folder)
             category = (category or "").strip() or None
             session.image_threshold = None
-            if cfg["thresholds"] and category:
-                mask_t = mask_threshold_from(cfg["thresholds"], category)
-                session.image_threshold = image_threshold_from(cfg["thresholds"], category)
+            if cfg.demo.thresholds and category:
+                mask_t = mask_threshold_from(cfg.demo.thresholds, category)
+                session.image_threshold = image_threshold_from(cfg.demo.thresholds, category)
             session.references = load_references(detector, refs, session.references)
             prompts, noun = resolve_prompts(cfg, category, strategy, prompts_text, concepts)
             images, errors = read_uploads(paths)
             results = session.cache.results(
-                detector, [im for _, im in images], prompts, noun, session.references, cfg["batch_size"]
+                detector, [im for _, im in images], prompts, noun, session.references, cfg.model.batch_size
             )
         except Exception as err:
             message = problem if detector is None else user_message(err)
@@ -240,7 +241,7 @@ def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
                 mask_t = gr.Slider(
                     0.0,
                     1.0,
-                    value=cfg["mask_threshold"],
+                    value=cfg.demo.mask_threshold,
                     step=0.01,
                     label="mask threshold",
                     elem_id="mask_slider",
@@ -248,7 +249,7 @@ def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
                 box_t = gr.Slider(
                     BOX_FLOOR,
                     1.0,
-                    value=max(cfg["box_threshold"], BOX_FLOOR),
+                    value=max(cfg.scoring.box_threshold, BOX_FLOOR),
                     step=0.01,
                     label="box threshold",
                     elem_id="box_slider",
@@ -256,7 +257,7 @@ def build_app(cfg: dict[str, Any], temp_root: Path | None = None) -> gr.Blocks:
                 with gr.Accordion("more: prompts, references, folder", open=False):
                     strategy = gr.Radio(
                         list(STRATEGIES),
-                        value=cfg["prompt_strategy"],
+                        value=cfg.prompts.prompt_strategy,
                         label="prompt strategy (base: strictly zero-shot; others: category vocabularies)",
                         elem_id="strategy",
                     )

@@ -32,10 +32,12 @@ from utils.versions import require_torch  # noqa: E402
 require_torch()  # one line naming both versions when torch is too old, before torch is imported
 
 from dataset import DatasetError, categories_of  # noqa: E402
-from dataset.base import IMAGE_EXTENSIONS, category_bit_depth, list_images, read_image  # noqa: E402
+from dataset.images import category_bit_depth, read_image  # noqa: E402
+from dataset.records import IMAGE_EXTENSIONS, list_images  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from model.mutual import MutualScorer  # noqa: E402
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
+from utils.config.schema import Config  # noqa: E402
 from utils.evaluation.exports import detections_json  # noqa: E402
 from utils.evaluation.thresholds import chosen_mask_threshold  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
@@ -63,24 +65,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def visual_inputs(cfg: dict[str, Any], reference_dir: str | None, n_images: int) -> list[np.ndarray]:
+def visual_inputs(cfg: Config, reference_dir: str | None, n_images: int) -> list[np.ndarray]:
     """Check the visual mode against the inputs and read the reference images (before the model loads).
 
-    --reference_dir turns --visual none into fewshot; fewshot needs it, mutual (the demo images against
-    each other, encoded in one batch) needs two images or more and no references.
+    Fewshot needs --reference_dir (which turns --visual none into fewshot: `main`), mutual (the demo images
+    against each other, encoded in one batch) needs two images or more and no references.
     """
+    visual = cfg.scoring.visual
     if reference_dir is None:
-        if cfg["visual"] == "fewshot":
+        if visual == "fewshot":
             raise DatasetError("--visual fewshot needs --reference_dir DIR (a few good images of the part)")
-        if cfg["visual"] == "mutual" and n_images < 2:
+        if visual == "mutual" and n_images < 2:
             raise DatasetError(
                 "--visual mutual compares the demo images with each other: pass a folder of two or more "
                 "images, or --reference_dir DIR with good images for few-shot scoring"
             )
         return []
-    if cfg["visual"] == "mutual":
+    if visual == "mutual":
         raise DatasetError("--reference_dir is for few-shot scoring: drop --visual mutual or --reference_dir")
-    cfg["visual"] = "fewshot"
     folder = Path(reference_dir).expanduser()
     if not folder.is_dir():
         raise DatasetError(f"--reference_dir {folder} is not a folder: pass a folder of good images")
@@ -90,7 +92,7 @@ def visual_inputs(cfg: dict[str, Any], reference_dir: str | None, n_images: int)
             f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in --reference_dir {folder}: "
             "put a few good images of the product there"
         )
-    return [read_image(p, cfg["bit_depth"]) for p in paths]  # unreadable: a one-line DatasetError naming it
+    return [read_image(p, cfg.data.bit_depth) for p in paths]  # unreadable: a one-line DatasetError naming it
 
 
 def input_images(path: Path) -> list[Path]:
@@ -201,7 +203,7 @@ def read_batch(paths: Sequence[Path], bit_depth: int | None = None) -> list[tupl
 def detect_and_save(
     paths: Sequence[Path],
     out: Path,
-    cfg: dict[str, Any],
+    cfg: Config,
     category: str | None,
     references: Sequence[np.ndarray] = (),
     threshold_source: str = "",
@@ -213,14 +215,14 @@ def detect_and_save(
     detector, concepts = build_detector(cfg)
     if references:
         detector.set_references(references)
-    mutual = MutualScorer(detector, cfg["dataset"]) if cfg["visual"] == "mutual" else None
-    step = len(paths) if mutual is not None else cfg["batch_size"]
+    mutual = MutualScorer(detector, cfg.data.dataset) if cfg.scoring.visual == "mutual" else None
+    step = len(paths) if mutual is not None else cfg.model.batch_size
     prompts, noun = prompts_for(cfg, category, concepts)
     stems = output_stems(paths)
     written = 0
     for start in range(0, len(paths), step):
-        batch = read_batch(paths[start : start + step], cfg["bit_depth"])
-        if cfg["visual"] == "mutual" and len(batch) < 2:
+        batch = read_batch(paths[start : start + step], cfg.data.bit_depth)
+        if mutual is not None and len(batch) < 2:
             raise DatasetError(
                 f"--visual mutual compares the images with each other, but only {len(batch)} of "
                 f"{len(paths)} could be read: fix the unreadable files or add images"
@@ -232,10 +234,11 @@ def detect_and_save(
             results = mutual.score([arrays], prompts, noun, instance_masks=True)
         else:
             results = detector.detect_arrays(arrays, prompts, noun, instance_masks=True)
+        threshold = cfg.demo.mask_threshold
         for result in results:
-            result.mask = result.anomaly_map >= cfg["mask_threshold"]
+            result.mask = result.anomaly_map >= threshold
         for (path, image), result in zip(batch, results, strict=True):
-            record = result_record(path, result, prompts, noun, (cfg["mask_threshold"], threshold_source))
+            record = result_record(path, result, prompts, noun, (threshold, threshold_source))
             if save_outputs(out, stems[path], image, result, record):
                 written += 1
                 n_boxes = len(result.detections)
@@ -247,18 +250,22 @@ def detect_and_save(
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, not_config=("image_path", "category", "reference_dir"))
-    check_category(cfg["dataset"] if args.dataset else None, args.category)
+    check_category(cfg.data.dataset if args.dataset else None, args.category)
     # the category's threshold from test.py (--thresholds) replaces mask_threshold
-    cfg["mask_threshold"], source = chosen_mask_threshold(
-        cfg["thresholds"], cfg["mask_threshold"], args.category, args.mask_threshold is not None
+    threshold, source = chosen_mask_threshold(
+        cfg.demo.thresholds, cfg.demo.mask_threshold, args.category, args.mask_threshold is not None
     )
-    log.info(f"mask threshold {cfg['mask_threshold']:.4g}: {source}")
+    log.info(f"mask threshold {threshold:.4g}: {source}")
     paths = input_images(Path(args.image_path).expanduser())
-    if cfg["bit_depth"] is None:  # the images (and references) as one category: one depth for all of them
+    bit_depth = cfg.data.bit_depth
+    if bit_depth is None:  # the images (and references) as one category: one depth for all of them
         folder = Path(args.reference_dir).expanduser() if args.reference_dir else None
-        cfg["bit_depth"] = category_bit_depth([*paths, *(list_images(folder) if folder else [])])
+        bit_depth = category_bit_depth([*paths, *(list_images(folder) if folder else [])])
+    cfg = cfg.replace(mask_threshold=threshold, bit_depth=bit_depth)
     references = visual_inputs(cfg, args.reference_dir, len(paths))
-    out = check_output_dir(cfg["output_dir"])  # before the (large) model is loaded
+    if references:  # --reference_dir: few-shot scoring against them
+        cfg = cfg.replace(visual="fewshot")
+    out = check_output_dir(cfg.evaluation.output_dir)  # before the (large) model is loaded
     with OutputLock(out):
         log_to_folder(out)
         written = detect_and_save(paths, out, cfg, args.category, references, source)

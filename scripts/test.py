@@ -29,7 +29,6 @@ from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
 from utils.config.schema import Config  # noqa: E402
 from utils.distributed import Dist, everywhere, from_environment, on_main, shutdown  # noqa: E402
 from utils.evaluation.benchmark_hooks import check_benchmark_settings  # noqa: E402
-from utils.evaluation.results import markdown_table, mean_metrics  # noqa: E402
 from utils.evaluation.runner import evaluate  # noqa: E402
 from utils.evaluation.seeds import evaluate_seeds, seed_runs  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
@@ -46,8 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = Config.from_dict(config_from_args(args, output_per_dataset=True))
-    dist, cfg.model.device = from_environment(cfg.model.device)  # torchrun: this rank's device
+    cfg = config_from_args(args, output_per_dataset=True)
+    dist, device = from_environment(cfg.model.device)  # torchrun: this rank's device
+    cfg = cfg.replace(device=device)
     try:
         return evaluate_on_ranks(cfg, dist)
     finally:
@@ -59,7 +59,9 @@ def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
     record = RunRecord(cfg.model.device)  # wall time from here: model loading included
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
     several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked now (ConfigError), one run per seed below
-    cfg.data.categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    cfg = cfg.replace(
+        categories=select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
+    )
     check_benchmark_settings(cfg)  # test_split, defect_type_report: for the datasets they apply to
     out = check_output_dir(cfg.evaluation.output_dir)
     with ExitStack() as stack:
@@ -68,14 +70,14 @@ def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
             log_to_folder(out)
         detector, concepts = everywhere(dist, lambda: build_detector(cfg))
         if several_seeds:  # <out>/seed_<s>/ each, then the mean over seeds in <out>
-            per_category = evaluate_seeds(
+            evaluate_seeds(
                 cfg, lambda c: CategoryScorer(detector, c, concepts), cfg.data.categories, record, dist
             )
         else:
             scorer = CategoryScorer(detector, cfg, concepts)
-            per_category = evaluate(cfg, scorer, categories=cfg.data.categories, record=record, dist=dist)
-    if dist.is_main:
-        print(markdown_table(per_category, mean_metrics(per_category), cfg.data.dataset))
+            evaluate(cfg, scorer, categories=cfg.data.categories, record=record, dist=dist)
+    if dist.is_main:  # the console shows results.md itself: the same title, categories and image counts
+        print((out / "results.md").read_text(encoding="utf-8"))
         log.info(f"results written to {out / 'results.md'}")
     return 0
 

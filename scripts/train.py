@@ -25,7 +25,6 @@ from utils.versions import require_torch  # noqa: E402
 require_torch()  # one line naming both versions when torch is too old, before torch is imported
 
 from utils.config.cli import config_from_args, run, script_parser  # noqa: E402
-from utils.config.schema import Config  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
 from utils.run_log import get_logger, log_to_folder  # noqa: E402
 from utils.training.checkpoint import LAST_NAME, load_checkpoint  # noqa: E402
@@ -43,7 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = Config.from_dict(config_from_args(args, not_config=("resume",)))
+    cfg = config_from_args(args, not_config=("resume",))
     out = check_output_dir(cfg.evaluation.output_dir)  # before a 3 GB model is loaded
     with OutputLock(out):
         log_to_folder(out)

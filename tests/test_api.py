@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from dataset import DatasetError
-from dataset.base import read_image, to_rgb
+from dataset.images import read_image, to_rgb
 from model.detector import MASK_THRESHOLD, AnomalyDetector, ScoringSettings
 from model.prompts import build_prompts
 from tests.tolerances import assert_close

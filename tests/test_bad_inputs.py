@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dataset import DatasetError
-from dataset.base import read_image, to_rgb
+from dataset.images import read_image, to_rgb
 from model.detector import AnomalyDetector
 from scripts import demo, train
 from scripts import test as test_script
@@ -327,7 +327,7 @@ def test_require_torch_stops_the_script_with_one_line(monkeypatch, capsys) -> No
 def test_damaged_progress_json_of_the_right_length_warns_and_recomputes(
     tmp_path: Path, damage, problem
 ) -> None:
-    settings = fingerprint_settings(resolve_config(None, {}))
+    settings = fingerprint_settings(resolve_config(None, {}).to_dict())
     store = CategoryStore(tmp_path / "store", ["a.png", "b.png", "c.png"], 4, settings)
     store.append([np.ones((4, 4))] * 2, [np.zeros((4, 4), bool)] * 2, [0, 1], [0.25, 0.75])
     path = tmp_path / "store" / "progress.json"

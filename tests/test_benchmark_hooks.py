@@ -24,7 +24,7 @@ from utils.evaluation.store import CategoryResult
 
 
 def _cfg(tmp_path: Path, **over) -> Config:
-    return Config.from_dict(resolve_config(None, {"dataset_path": str(tmp_path), **over}))
+    return resolve_config(None, {"dataset_path": str(tmp_path), **over})
 
 
 def test_settings_that_cannot_apply_are_one_line_errors(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from dataset import (
     load_dataset,
     select_categories,
 )
-from dataset.base import read_image
+from dataset.images import read_image
 from tests.fixtures_benchmarks import (
     make_btad,
     make_ksdd2,
@@ -124,7 +124,7 @@ def test_loco_keeps_each_region_and_the_union_is_the_mask(bench_root: Path) -> N
     assert record.defect_type == "logical_anomalies"
     assert [Path(p).name for p in record.regions] == ["000.png", "001.png"]
     union = data[two].mask
-    from dataset.base import read_mask
+    from dataset.images import read_mask
 
     parts = [read_mask(p) for p in record.regions]
     np.testing.assert_array_equal(union, parts[0] | parts[1])
@@ -247,13 +247,6 @@ def test_mask_of_another_size_is_one_line(tmp_path: Path, name: str) -> None:
     index = next(i for i, r in enumerate(data.records) if r.image_path == str(image))
     with pytest.raises(DatasetError, match=r"mask .* is 10x12 but image .* is 24x24"):
         data[index]
-
-
-@pytest.mark.parametrize("name", [n for n in DATASET_NAMES if n not in ("folder", "meta_json")])
-def test_shipped_config_of_every_benchmark(name: str) -> None:
-    cfg = resolve_config(str(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"), {})
-    assert cfg["dataset"] == name
-    assert tuple(cfg["categories"]) == categories_of(name)
 
 
 def test_counts_table(bench_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

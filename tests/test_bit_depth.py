@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dataset import load_dataset
-from dataset.base import category_bit_depth, depth_holding, read_image, unscaled_peak
+from dataset.images import category_bit_depth, depth_holding, read_image, unscaled_peak
 from tests.test_images import save_png16
 from utils.config.loading import ConfigError, resolve_config
 from utils.config.schema import Config
@@ -105,6 +105,6 @@ def test_fewshot_references_are_decoded_with_the_category_depth(tmp_path: Path) 
     assert reference_images(cfg, "cam", [reference])[0][0, 1, 0] == 50  # 200 / 1023, like the test image
     assert reference_images(cfg.replace(bit_depth=12), "cam", [reference])[0][0, 1, 0] == 12
     assert read_image(reference)[0, 1, 0] == 200  # alone: its own maximum fits 8 bits
-    assert resolve_config(None, {"bit_depth": 12})["bit_depth"] == 12
+    assert resolve_config(None, {"bit_depth": 12}).data.bit_depth == 12
     with pytest.raises(ConfigError, match=r"'bit_depth' must be one of 8, 10, 12, 14, 16, got 11"):
         resolve_config(None, {"bit_depth": 11})

@@ -19,7 +19,6 @@ from model.engine import Sam3Engine
 from scripts import convert_checkpoint
 from utils.config.cli import run
 from utils.config.loading import resolve_config
-from utils.config.schema import Config
 from utils.training.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint, save_checkpoint
 from utils.training.trainer import Trainer, batch_loss
 
@@ -50,7 +49,7 @@ def trained(tiny_sam3_dir, mvtec_root, tmp_path_factory) -> Trainer:
     out = tmp_path_factory.mktemp("ckpt")
     flags = {"dataset_path": str(mvtec_root.parent), "output_dir": str(out), "device": "cpu", "dtype": "fp32"}
     flags |= {"num_concepts": 2, "train_head": True, "lr": 0.05, "categories": ["bottle"]}
-    cfg = Config.from_dict(resolve_config(None, flags))
+    cfg = resolve_config(None, flags)
     trainer = Trainer(engine, ConceptBank.from_words(engine, ["defect", "crack"]), cfg)
     data = load_dataset("mvtec", mvtec_root, "bottle", "test")
     for _ in range(3):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dataset import DATASET_NAMES
 from utils.config.loading import ConfigError, parse_list, read_dataset_dir, resolve_config
 from utils.config.schema import defaults
 
@@ -16,10 +17,12 @@ def test_yaml_overrides_defaults_and_cli_overrides_yaml(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("eval_size: 128\nsigma: 2\nprompt_strategy: base\n")
     cfg = resolve_config(str(cfg_file), {"sigma": 1.5, "batch_size": None})
-    assert cfg["eval_size"] == 128  # from YAML
-    assert cfg["sigma"] == 1.5  # CLI wins
-    assert cfg["batch_size"] == defaults()["batch_size"]  # None = flag not given
-    assert isinstance(resolve_config(str(cfg_file), {})["sigma"], float)  # int widened to the float default
+    assert cfg.evaluation.eval_size == 128  # from YAML
+    assert cfg.scoring.sigma == 1.5  # CLI wins
+    assert cfg.model.batch_size == defaults()["batch_size"]  # None = flag not given
+    assert isinstance(
+        resolve_config(str(cfg_file), {}).scoring.sigma, float
+    )  # int widened to the float default
 
 
 def test_unknown_key_is_an_error_naming_it(tmp_path):
@@ -67,20 +70,35 @@ def test_dataset_dir_file_and_home_expansion(tmp_path):
     assert read_dataset_dir(f) == "~/data/sets"
     assert read_dataset_dir(tmp_path / "missing.txt") is None
     cfg = resolve_config(None, {"dataset_path": "~/x", "model_path": "~/m"})
-    assert cfg["dataset_path"] == str(Path.home() / "x") and cfg["model_path"] == str(Path.home() / "m")
+    assert cfg.data.dataset_path == str(Path.home() / "x") and cfg.model.model_path == str(Path.home() / "m")
     # With no --dataset_path, the repository's dataset_dir.txt gives the root.
-    assert resolve_config(None, {})["dataset_path"] == str(Path(read_dataset_dir()).expanduser())
+    assert resolve_config(None, {}).data.dataset_path == str(Path(read_dataset_dir()).expanduser())
 
 
-def test_shipped_configs_are_valid_and_use_known_keys():
+SHIPPED = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "config.yaml")
+
+
+def repeated_defaults(data: dict) -> list[str]:
+    """The keys of a YAML mapping whose value equals the declared default."""
     declared = defaults()
-    for name in ("mvtec.yaml", "visa.yaml"):
-        data = yaml.safe_load((REPO / "configs" / name).read_text())
-        assert set(data) <= set(declared)
-        cfg = resolve_config(str(REPO / "configs" / name), {})
-        assert cfg["dataset"] == name.split(".")[0]
-    assert len(resolve_config(str(REPO / "configs" / "mvtec.yaml"), {})["categories"]) == 15
-    assert len(resolve_config(str(REPO / "configs" / "visa.yaml"), {})["categories"]) == 12
+    return sorted(key for key, value in data.items() if key in declared and value == declared[key])
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_configs_hold_only_true_overrides(path):
+    """Every configs/<set>.yaml is valid, is for its dataset, and holds no key equal to its declared default
+    (a copy of a default goes stale when the declaration changes)."""
+    repeated = repeated_defaults(yaml.safe_load(path.read_text()) or {})
+    assert not repeated, f"{path.name} repeats the declared default of {repeated}: remove them"
+    assert resolve_config(str(path), {}).data.dataset == path.stem
+
+
+def test_every_benchmark_has_a_shipped_config_and_repeats_are_found():
+    assert {p.stem for p in SHIPPED} == set(DATASET_NAMES) - {"folder"}
+    assert repeated_defaults({"eval_size": 256, "dataset": "visa", "prompt_strategy": "base"}) == [
+        "eval_size",
+        "prompt_strategy",
+    ]
 
 
 def test_parse_list():
@@ -94,8 +112,8 @@ def test_docs_yaml_example_is_a_valid_config(tmp_path):
     example = tmp_path / "my.yaml"
     example.write_text(block.group(1))
     cfg = resolve_config(str(example), {})
-    assert cfg["prompt_overrides"] == {"screw": ["damaged thread", "bent tip"]}
-    assert cfg["image_score"] == "topk_mean"
+    assert cfg.prompts.prompt_overrides == {"screw": ["damaged thread", "bent tip"]}
+    assert cfg.scoring.image_score == "topk_mean"
 
 
 @pytest.mark.parametrize(
@@ -124,4 +142,4 @@ def test_bad_prompt_lists_are_caught_when_the_config_is_read(tmp_path, yaml_text
 def test_valid_prompt_lists_are_accepted(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("extra_prompts: []\nprompt_overrides: {bottle: [broken rim, ' crack ']}\n")
-    assert resolve_config(str(path), {})["prompt_overrides"] == {"bottle": ["broken rim", " crack "]}
+    assert resolve_config(str(path), {}).prompts.prompt_overrides == {"bottle": ["broken rim", " crack "]}

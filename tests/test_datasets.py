@@ -22,8 +22,9 @@ from dataset import (
     load_dataset,
     object_noun,
 )
-from dataset.base import DatasetWarning, MaskPairingError, read_image
 from dataset.folder import match_mask
+from dataset.images import read_image
+from dataset.records import DatasetWarning, MaskPairingError
 from dataset.synthetic import DEFECT_COLORS, defect_kind, make_folder_like, make_mvtec_like, make_visa_like
 
 # VisA official 1cls test counts (normal, anomaly), from split_csv/1cls.csv of the VisA release.
@@ -318,7 +319,7 @@ def test_construction_decodes_nothing(mvtec_root: Path, monkeypatch: pytest.Monk
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("an image was decoded while building the index")
 
-    monkeypatch.setattr(dataset.base.Image, "open", refuse)
+    monkeypatch.setattr(dataset.images.Image, "open", refuse)
     for name in ("bottle", "wood"):
         assert len(load_dataset("mvtec", mvtec_root, name, "test").records) == 7
     with pytest.raises(AssertionError, match="decoded"):
@@ -457,7 +458,11 @@ def test_constants() -> None:
     assert len(MVTEC_CATEGORIES) == 15 and len(VISA_CATEGORIES) == 12
     assert set(TEXTURE_CATEGORIES) <= set(MVTEC_CATEGORIES) and len(TEXTURE_CATEGORIES) == 5
     benchmarks = (name for name in dataset.DATASET_NAMES if name != "folder")
-    assert set(OBJECT_NOUNS) == {c for name in benchmarks for c in dataset.categories_of(name)}
+    nouns = {
+        *OBJECT_NOUNS,
+        *dataset.constants.SURFACE_NOUNS,
+    }  # surfaces: nouns without an object prior (meta.json sets)
+    assert nouns == {c for name in benchmarks for c in dataset.categories_of(name)}
     assert object_noun("metal_nut") == "metal nut" and object_noun("pcb3") == "printed circuit board"
     assert object_noun("pipe_fryum") == "pipe-shaped fryum snack"
     assert object_noun("capsules") == "green capsules"

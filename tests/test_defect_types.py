@@ -13,7 +13,6 @@ from model.detector import Detection
 from model.prompts import CATEGORY_DEFECTS, DEFECT_FOLDERS, build_prompts, prompt_defect_folders
 from tests.fixtures_benchmarks import make_mpdd
 from utils.config.loading import resolve_config
-from utils.config.schema import Config
 from utils.evaluation.defect_types import (
     NONE,
     TypeReport,
@@ -100,13 +99,13 @@ def test_category_report_detects_anomalous_images_with_instance_masks(tmp_path: 
             for image in images
         ]
 
-    flat = resolve_config(None, {"prompt_strategy": "category", "batch_size": 2, "dataset": "mpdd"})
-    cfg = Config.from_dict({**flat, "prompt_overrides": {"metal_plate": ["hole", "rust"]}})
+    base = resolve_config(None, {"prompt_strategy": "category", "batch_size": 2, "dataset": "mpdd"})
+    cfg = base.replace(prompt_overrides={"metal_plate": ["hole", "rust"]})
     report = category_type_report(SimpleNamespace(detect=detect), cfg, samples, "metal_plate")
     assert calls == [(2, "metal_plate", True), (1, "metal_plate", True)]  # the 3 anomalous images only
     assert report.true == ["hole", "hole", "scratches"]
     assert report.predicted == [NONE, NONE, NONE]  # "hole" names no metal_plate folder
-    cfg = Config.from_dict({**flat, "prompt_overrides": {"metal_plate": ["rust spot"]}})
+    cfg = base.replace(prompt_overrides={"metal_plate": ["rust spot"]})
     calls.clear()
     detect_rust = lambda images, *a, **k: [  # noqa: E731
         SimpleNamespace(detections=[Detection("rust spot", 0.9, (0, 0, 1, 1), image[..., 0] > 200)])

@@ -9,7 +9,6 @@ import pytest
 
 from dataset import load_dataset
 from utils.config.loading import StaleOutputError, resolve_config
-from utils.config.schema import Config
 from utils.evaluation import runner
 from utils.evaluation.loop import prefetched_batches
 from utils.evaluation.metrics import METRIC_KEYS
@@ -27,7 +26,7 @@ def constant_scorer(samples, category, references=()):
 
 def _cfg(root, out, **kw):
     base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3}
-    return Config.from_dict(resolve_config(None, {**base, **kw}))
+    return resolve_config(None, {**base, **kw})
 
 
 def test_ground_truth_maps_score_one_everywhere(datasets_root, tmp_path):

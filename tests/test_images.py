@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageOps, PngImagePlugin
 
 from dataset import DatasetError, load_dataset
-from dataset.base import read_image, read_mask
+from dataset.images import read_image, read_mask
 
 
 def scaled(values: np.ndarray, full_scale: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import torch
 from model import ModelLoadError, Sam3Engine, load_sam3, resolve_device, resolve_dtype
 from model.loader import check_model_dir
 from model.tiny_sam3 import build_tiny_sam3
+from scripts import make_tiny_sam3
+
+REPO = Path(__file__).resolve().parents[1]
 
 DOWNLOAD_FIX = "scripts/download_weights.py --model_dir"
 
@@ -68,6 +72,22 @@ def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist") as info:
         load_sam3(folder)
     _assert_one_line_fix(info.value, folder)
+
+
+@pytest.mark.parametrize("files", [(), ("config.json",)])
+def test_missing_weights_name_the_tiny_model(tmp_path: Path, files: tuple[str, ...]) -> None:
+    """No folder, or no weights in it: the error says how to try the pipeline with the tiny random model."""
+    folder = tmp_path / "sam3"
+    if files:
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError) as info:
+        load_sam3(folder)
+    command = re.search(r"`python (scripts/make_tiny_sam3\.py) ([^`]+)`", str(info.value))
+    assert command, str(info.value)
+    assert (REPO / command.group(1)).is_file()
+    assert make_tiny_sam3.parse_args(command.group(2).split()).out_dir == "/tmp/tiny_sam3"
+    assert "--model_path /tmp/tiny_sam3" in str(info.value)
 
 
 def test_tilde_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

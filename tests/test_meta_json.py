@@ -27,7 +27,6 @@ from model.prompts import BASE_DEFECTS, MEDICAL_BASE_DEFECTS, build_prompts, obj
 from scripts import test as test_script
 from utils.config.cli import config_from_args, run
 from utils.config.loading import resolve_config
-from utils.config.schema import Config
 from utils.evaluation.metrics import UndefinedMetricWarning
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,10 +255,8 @@ def test_image_level_class_has_no_masks_and_no_train(medical: Path) -> None:
     assert not data[3].mask.any()
     with pytest.raises(DatasetError, match="class 'brain' has no normal train items, so no few-shot"):
         load_meta_json(medical, "brain", "train")
-    cfg = Config.from_dict(
-        resolve_config(
-            None, {"dataset": "meta_json", "dataset_path": str(medical), "visual": "fewshot", "shots": 1}
-        )
+    cfg = resolve_config(
+        None, {"dataset": "meta_json", "dataset_path": str(medical), "visual": "fewshot", "shots": 1}
     )
     from utils.evaluation.references import draw_references
 
@@ -329,10 +326,10 @@ def test_default_output_folder_is_named_after_the_meta_json_folder(medical: Path
     args = test_script.parse_args(
         ["--config", str(REPO / "configs" / "meta_json.yaml"), "--dataset_path", str(medical / "meta.json")]
     )
-    assert Path(config_from_args(args, output_per_dataset=True)["output_dir"]).name == "CVC-ColonDB"
+    assert Path(config_from_args(args, output_per_dataset=True).evaluation.output_dir).name == "CVC-ColonDB"
     assert set_name("meta_json", "/data/mvtec") == "mvtec_meta_json" and set_name("mvtec", "/x") == "mvtec"
     cfg = resolve_config(str(REPO / "configs" / "meta_json.yaml"), {})
-    assert cfg["dataset"] == "meta_json" and cfg["categories"] is None  # every class of the file
+    assert cfg.data.dataset == "meta_json" and cfg.data.categories is None  # every class of the file
 
 
 def test_test_sh_runs_each_meta_json_folder_into_its_own_folder(tmp_path: Path) -> None:
@@ -349,10 +346,18 @@ def test_test_sh_runs_each_meta_json_folder_into_its_own_folder(tmp_path: Path) 
     }
     proc = subprocess.run(["bash", REPO / "test.sh"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    calls = log.read_text().splitlines()
-    assert "--output_dir out/text/CVC-ColonDB --dataset_path /data/CVC-ColonDB" in calls[0]
-    assert "--output_dir out/text/ISIC --dataset_path /data/ISIC/meta.json" in calls[1]
-    assert "--output_dir out/text/mvtec_meta_json --dataset_path /data/mvtec/" in calls[2]  # not mvtec's
+    calls = [c for c in log.read_text().splitlines() if "utils.evaluation.modes" not in c]
+    flags = [dict(zip(c.split()[1::2], c.split()[2::2], strict=False)) for c in calls[:3]]  # flag -> value
+    assert [f["--output_dir"] for f in flags] == [
+        "out/text/CVC-ColonDB",
+        "out/text/ISIC",
+        "out/text/mvtec_meta_json",
+    ]
+    assert [f["--dataset_path"] for f in flags] == [
+        "/data/CVC-ColonDB",
+        "/data/ISIC/meta.json",
+        "/data/mvtec/",
+    ]
     assert calls[3] == "-m utils.evaluation.compare out"
     env.pop("META_JSON_DIRS")
     env.pop("DATASET_PATH", None)

@@ -14,7 +14,6 @@ from model import ConceptOutputs, Sam3Engine
 from model.concepts import ConceptBank
 from model.engine import PrecisionError
 from utils.config.loading import resolve_config
-from utils.config.schema import Config
 from utils.training.trainer import Trainer, batch_loss, semantic_head
 
 PROMPTS = ["crack", "hole"]
@@ -123,10 +122,8 @@ def test_training_with_bf16_compute_updates_fp32_head(
     """Issue 8.4: bf16 head weights lost most AdamW updates at lr 1e-5 (6 % changed over 100 steps)."""
     engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="bf16", chunk_size=4)
     overrides = {"dataset_path": str(mvtec_root.parent), "output_dir": str(tmp_path), "device": "cpu"}
-    cfg = Config.from_dict(
-        resolve_config(
-            None, {**overrides, "dtype": "bf16", "train_head": True, "lr": 1e-5, "num_concepts": 2}
-        )
+    cfg = resolve_config(
+        None, {**overrides, "dtype": "bf16", "train_head": True, "lr": 1e-5, "num_concepts": 2}
     )
     data = load_dataset("mvtec", mvtec_root, "bottle", "test")
     bank = ConceptBank.from_words(engine, ["defect", "scratch"])
@@ -149,10 +146,8 @@ def test_training_with_bf16_compute_updates_fp32_head(
 def test_trainer_refuses_half_precision_trainable_tensors(tiny_sam3_dir: Path, tmp_path: Path) -> None:
     engine = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32")
     engine.model.to(torch.bfloat16)  # a model cast by hand: its head would lose AdamW updates
-    cfg = Config.from_dict(
-        resolve_config(
-            None, {"output_dir": str(tmp_path), "device": "cpu", "train_head": True, "num_concepts": 1}
-        )
+    cfg = resolve_config(
+        None, {"output_dir": str(tmp_path), "device": "cpu", "train_head": True, "num_concepts": 1}
     )
     bank = ConceptBank.from_words(engine, ["defect"])
     with pytest.raises(ValueError, match="trainable tensors are torch.bfloat16, not float32"):

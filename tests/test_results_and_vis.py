@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from dataset import MVTEC_CATEGORIES, Sample
 from utils.config.schema import Config
 from utils.evaluation import visualization
 from utils.evaluation.metrics import METRIC_KEYS, image_curves
-from utils.evaluation.results import markdown_table, mean_metrics, write_results
+from utils.evaluation.results import markdown_table, mean_metrics, prompt_record, results_title, write_results
 from utils.evaluation.seeds import write_seed_mean
+from utils.evaluation.store import CategoryResult
 from utils.evaluation.thresholds import chosen_mask_threshold, update_thresholds
 from utils.evaluation.visualization import (
     draw_boxes,
@@ -140,7 +142,7 @@ def test_seed_mean_results_md_shows_mean_plus_minus_std_under_a_full_title(tmp_p
     lines = (tmp_path / "results.md").read_text().splitlines()
     assert lines[0] == (
         "### visa · fewshot K=4 · prompts mixed · seeds 0, 1 (mean ± std over seeds) · "
-        "12 test images in 1 category (%)"
+        "12 test images in 1 of 12 categories (%)"
     )
     assert lines[4].startswith("| candle | 85.0 ± 5.0 | 85.0 ± 5.0 |")
     assert lines[5].startswith("| **mean** | **85.0 ± 5.0** |")
@@ -165,11 +167,97 @@ def test_curve_legends_carry_the_area_and_pr_is_a_step_curve(tmp_path, monkeypat
     assert pr.get_lines()[0].get_drawstyle() == "steps-pre"
 
 
-def test_vis_names_carry_the_rank_of_their_kind():
+def test_vis_names_say_what_they_show_and_fn_fp_only_at_a_decided_threshold():
     labels = np.array([1, 1, 0, 0, 1])
     scores = np.array([0.9, 0.1, 0.8, 0.2, 0.5])
-    assert ranked_picks(labels, scores, 4) == [(1, "fn01"), (2, "fp01"), (4, "fn02"), (3, "fp02")]
+    without = [(1, "lowest_defect01"), (2, "highest_good01"), (4, "lowest_defect02"), (3, "highest_good02")]
+    assert ranked_picks(labels, scores, 4) == without
+    assert ranked_picks(labels, scores, 4, math.nan) == without  # an undefined threshold decides nothing
+    # at 0.6: 0.1 and 0.5 (defects) are missed, 0.8 (good) is a false alarm, 0.2 (good) passes
+    assert ranked_picks(labels, scores, 4, 0.6) == [
+        (1, "fn01"),
+        (2, "fp01"),
+        (4, "fn02"),
+        (3, "highest_good02"),
+    ]
+    # a threshold that separates the classes (100 % I-AUROC): no fn, no fp
+    separable = np.array([0.9, 0.7, 0.3, 0.2, 0.8])
+    assert not [n for _, n in ranked_picks(labels, separable, 5, 0.5) if n.startswith(("fn", "fp"))]
     assert vis_name("fn01", "crack", "/d/bottle/test/crack/003.png") == "fn01_crack_003.png"
+    assert visualization.vis_title("crack", 1, 0.412, 0.5) == "crack  score 0.412 < 0.500: missed"
+    assert visualization.vis_title("good", 0, 0.5, 0.5) == "good  score 0.500 ≥ 0.500: false alarm"
+    assert visualization.vis_title("good", 0, 0.5, None) == "good  score 0.500"
+
+
+@pytest.mark.parametrize("shape", [(30, 50), (80, 20)])
+def test_overlay_panels_are_one_size_with_the_colour_bar_beside(tmp_path, monkeypatch, shape):
+    """The input and the heatmap panels are equally large and level; the colour bar is outside the
+    heatmap panel, exactly as tall; the panels take the image's aspect (no letterbox)."""
+    figures = []
+    monkeypatch.setattr(visualization.plt, "close", figures.append)
+    image = np.zeros((*shape, 3), np.uint8)
+    visualization.save_overlay(tmp_path / "o.png", image, np.ones((8, 8)), "t", np.ones(shape, bool))
+    assert (tmp_path / "o.png").stat().st_size > 1000
+    left, right, bar = (ax.get_position() for ax in figures[0].axes)
+    fig_w, fig_h = figures[0].get_size_inches()
+    assert (left.width, left.height, left.y0) == pytest.approx((right.width, right.height, right.y0))
+    assert bar.x0 > right.x1 and (bar.y0, bar.height) == pytest.approx((right.y0, right.height))
+    assert (right.width * fig_w) / (right.height * fig_h) == pytest.approx(shape[1] / shape[0])
+
+
+def test_visualize_category_writes_the_named_pictures(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(visualization, "save_overlay", lambda path, *args: drawn.update({path.name: args[2]}))
+    kinds = [(0, "good"), (1, "crack"), (0, "good")]
+    samples = [
+        Sample(
+            np.zeros((16, 16, 3), np.uint8),
+            label,
+            np.zeros((16, 16), bool),
+            "bottle",
+            kind,
+            f"/d/{i:03d}.png",
+        )
+        for i, (label, kind) in enumerate(kinds)
+    ]
+    maps = np.zeros((3, 8, 8), np.float16)
+    result = CategoryResult(
+        {}, maps, np.zeros((3, 8, 8), bool), np.array([0, 1, 0]), np.array([0.2, 0.9, 0.4])
+    )
+    written = visualization.visualize_category(samples, result, tmp_path / "vis", 3, threshold=0.3)
+    assert [p.parent for p in written] == [tmp_path / "vis"] * 3 and (tmp_path / "vis").is_dir()
+    assert drawn == {  # file name -> heatmap title
+        "lowest_defect01_crack_001.png": "crack  score 0.900 ≥ 0.300: detected",
+        "fp01_good_002.png": "good  score 0.400 ≥ 0.300: false alarm",
+        "highest_good02_good_000.png": "good  score 0.200 < 0.300: passed",
+    }
+    assert [p.name for p in written] == list(drawn)
+
+
+def test_results_title_names_a_partial_run(tmp_path):
+    run = {"categories": {"bottle": {"images": 83}}}
+    assert results_title("mvtec", {}, run).endswith("83 test images in 1 of 15 categories (%)")
+    every = {"categories": {c: {"images": 1} for c in MVTEC_CATEGORIES}}
+    assert results_title("mvtec", {}, every).endswith("15 test images in 15 categories (%)")
+    assert results_title("folder", {}, run).endswith("83 test images in 1 category (%)")  # no published list
+
+
+def test_results_json_records_the_prompts_of_each_category(tmp_path):
+    prompts = {
+        "bottle": prompt_record(["crack", "scratch"], "bottle"),
+        "wood": prompt_record(["stain"], None),
+    }
+    doc = write_results(
+        tmp_path, "mvtec", {"bottle": _metrics(0.9), "wood": _metrics(0.8)}, {}, prompts=prompts
+    )
+    assert (
+        json.loads((tmp_path / "results.json").read_text())["prompts"]
+        == doc["prompts"]
+        == {
+            "bottle": {"prompts": ["crack", "scratch"], "object_prompt": "bottle"},
+            "wood": {"prompts": ["stain"], "object_prompt": None},
+        }
+    )
 
 
 def test_results_json_config_holds_only_what_test_py_uses(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from utils import files
 from utils.config.loading import StaleOutputError, resolve_config
-from utils.config.schema import Config, defaults
+from utils.config.schema import defaults
 from utils.evaluation.fingerprint import (
     FINGERPRINT_KEYS,
     IDENTITY_KEYS,
@@ -44,7 +44,7 @@ def counting(calls):
 
 def _cfg(root, out, **kw):
     base = {"dataset": "mvtec", "dataset_path": str(root), "output_dir": str(out), "batch_size": 3}
-    return Config.from_dict(resolve_config(None, {**base, "eval_size": 32, "categories": ["bottle"], **kw}))
+    return resolve_config(None, {**base, "eval_size": 32, "categories": ["bottle"], **kw})
 
 
 def _maps(out, category="bottle"):
@@ -116,9 +116,9 @@ def test_each_score_changing_key_changed_is_refused(key, tmp_path):
         "OTHER_CHECKPOINT": str(tmp_path / "b.safetensors"),
     }
     base = {"model_path": str(_fake_model(tmp_path / "m1")), "checkpoint": str(ckpt), "device": "cpu"}
-    before = resolve_config(None, base)
+    before = resolve_config(None, base).to_dict()
     value = placeholders.get(CHANGED[key], CHANGED[key]) if isinstance(CHANGED[key], str) else CHANGED[key]
-    after = resolve_config(None, {**base, key: value})
+    after = resolve_config(None, {**base, key: value}).to_dict()
     paths = ["a.png", "b.png"]
     CategoryStore(tmp_path / "store", paths, 8, fingerprint_settings(before))
     CategoryStore(tmp_path / "store", paths, 8, fingerprint_settings(before))  # same settings: resumes
@@ -129,7 +129,7 @@ def test_each_score_changing_key_changed_is_refused(key, tmp_path):
 def test_model_identity_is_its_content_not_its_path(tmp_path):
     """A replaced weights file is refused; the same folder copied elsewhere (mtime kept) resumes."""
     model = _fake_model(tmp_path / "sam3")
-    settings = fingerprint_settings(resolve_config(None, {"model_path": str(model)}))
+    settings = fingerprint_settings(resolve_config(None, {"model_path": str(model)}).to_dict())
     CategoryStore(tmp_path / "store", ["a.png"], 8, settings)
     moved = tmp_path / "elsewhere" / "sam3"
     shutil.copytree(model, moved)  # copy2 keeps modification times
@@ -137,7 +137,7 @@ def test_model_identity_is_its_content_not_its_path(tmp_path):
         tmp_path / "store",
         ["a.png"],
         8,
-        fingerprint_settings(resolve_config(None, {"model_path": str(moved)})),
+        fingerprint_settings(resolve_config(None, {"model_path": str(moved)}).to_dict()),
     )
     os.utime(model / "model.safetensors", (1, 1))  # e.g. a new download over the old one
     with pytest.raises(StaleOutputError, match="model_path"):
@@ -145,14 +145,14 @@ def test_model_identity_is_its_content_not_its_path(tmp_path):
             tmp_path / "store",
             ["a.png"],
             8,
-            fingerprint_settings(resolve_config(None, {"model_path": str(model)})),
+            fingerprint_settings(resolve_config(None, {"model_path": str(model)}).to_dict()),
         )
 
 
 def test_checkpoint_bytes_are_fingerprinted_whatever_the_extension(tmp_path):
     ckpt = tmp_path / "last.safetensors"
     ckpt.write_bytes(b"epoch 1")
-    settings = fingerprint_settings(resolve_config(None, {"checkpoint": str(ckpt)}))
+    settings = fingerprint_settings(resolve_config(None, {"checkpoint": str(ckpt)}).to_dict())
     CategoryStore(tmp_path / "store", ["a.png"], 8, settings)
     ckpt.write_bytes(b"epoch 2")  # same path, trained further
     with pytest.raises(StaleOutputError, match="checkpoint"):
@@ -160,7 +160,7 @@ def test_checkpoint_bytes_are_fingerprinted_whatever_the_extension(tmp_path):
             tmp_path / "store",
             ["a.png"],
             8,
-            fingerprint_settings(resolve_config(None, {"checkpoint": str(ckpt)})),
+            fingerprint_settings(resolve_config(None, {"checkpoint": str(ckpt)}).to_dict()),
         )
 
 

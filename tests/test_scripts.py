@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,13 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     assert run_test_script(argv) == 0
     out = tmp_path / "a"
     doc = json.loads((out / "results.json").read_text())
-    assert doc["dataset"] == dataset and set(doc) == {"dataset", "categories", "mean", "config", "run"}
+    assert doc["dataset"] == dataset
+    assert set(doc) == {"dataset", "categories", "mean", "config", "run", "prompts"}
     categories = {"mvtec": {"bottle", "wood"}, "visa": {"candle", "pcb1"}}[dataset]
     assert set(doc["categories"]) == categories
+    for category in categories:  # the prompts each category was really scored with
+        prompts, noun = prompts_for(doc["config"], category)
+        assert doc["prompts"][category] == {"prompts": prompts, "object_prompt": noun}
     for metrics in [*doc["categories"].values(), doc["mean"]]:
         assert set(metrics) == set(METRIC_KEYS)
         assert all(v is None or 0.0 <= v <= 1.0 for v in metrics.values())
@@ -60,8 +65,12 @@ def test_test_script_end_to_end_and_resume(dataset, datasets_root, tiny_sam3_dir
     assert "| **mean** |" in (out / "results.md").read_text()
     for category in categories:
         assert (out / "curves" / f"{category}_roc.png").is_file()
-        assert len(list((out / "vis" / category).glob("*.png"))) == 2
-    assert "| **mean** |" in capsys.readouterr().out  # summary table printed
+        names = [p.name for p in (out / "vis" / category).glob("*.png")]
+        assert len(names) == 2 and all(re.match(r"(fn|fp|lowest_defect|highest_good)\d\d_", n) for n in names)
+    printed = capsys.readouterr().out  # results.md itself, heading included
+    heading = (out / "results.md").read_text().splitlines()[0]
+    assert heading in printed.splitlines() and "| **mean** |" in printed
+    assert f" test images in 2 of {15 if dataset == 'mvtec' else 12} categories (%)" in heading
 
     # A fresh run into another folder equals it; a rerun into the same folder resumes (same results).
     assert (
@@ -159,6 +168,10 @@ def _cli(script, *args):
     [
         (["--dataset", "mvtec", "--dataset_path", "/nonexistent/data"], "/nonexistent/data"),
         (["--categories", "bottle,nosuchthing"], "unknown category nosuchthing"),
+        (["--categories", "bottle,nosuchthing"], "pass --categories bottle"),
+        # configs/mvtec.yaml lists all 15 categories; the generated root holds bottle and wood
+        (["--config", str(REPO / "configs" / "mvtec.yaml")], "13 of the 15 mvtec categories asked for"),
+        (["--config", str(REPO / "configs" / "mvtec.yaml")], "pass --categories bottle,wood to run the ones"),
         (["--model_path", "/nonexistent/sam3"], "/nonexistent/sam3"),
         (["--config", "BADCONFIG"], "unknown config key 'eval_sise'"),
         (["--dataset_path", "EMPTY"], "no mvtec categories under"),
@@ -283,3 +296,60 @@ def test_demo_missing_model_folder_is_one_line(tmp_path):
 def test_shell_scripts_parse():
     for script in ("test.sh", "train.sh"):
         assert subprocess.run(["bash", "-n", str(REPO / script)]).returncode == 0
+
+
+def _run_test_sh(
+    tmp_path: Path, env: dict[str, str], *extra: str
+) -> tuple[subprocess.CompletedProcess, list]:
+    """test.sh with a PYTHON that records each scripts/test.py command line instead of running it."""
+    tmp_path.mkdir(exist_ok=True)
+    log = tmp_path / "calls.jsonl"
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'case "$1" in\n'
+        f"  scripts/test.py) {sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "
+        f'"${{@:2}}" >> {log} ;;\n'
+        '  -m) [ "$2" = utils.evaluation.compare ] || exec ' + sys.executable + ' "$@" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    keep = {
+        k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "SHOTS", "SHOT_SEEDS", "OUTPUT_ROOT")
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "test.sh"), *extra],
+        env={**keep, "PYTHON": str(fake), "DATASETS": "visa", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    return proc, calls
+
+
+def test_test_sh_passes_only_what_the_environment_sets(tmp_path):
+    """A `shots:` key of a YAML given as an extra argument wins unless SHOTS is set; no default is repeated;
+    each mode's flags come from utils/evaluation/modes.py."""
+    proc, calls = _run_test_sh(tmp_path, {"MODES": "fewshot mutual"}, "--config", "my.yaml")
+    assert proc.returncode == 0, proc.stderr
+    fewshot, mutual = calls
+    assert fewshot == [
+        "--config", "configs/visa.yaml", "--output_dir", "results/fewshot/visa", "--visual", "fewshot",
+        "--config", "my.yaml",
+    ]  # fmt: skip
+    assert mutual[4:] == ["--visual", "mutual", "--visual_weight", "1.0", "--config", "my.yaml"]
+    env = {"MODES": "fewshot", "SHOTS": "2", "SHOT_SEEDS": "0 1", "MODEL_PATH": "/m", "OUTPUT_ROOT": "o"}
+    _, (call,) = _run_test_sh(tmp_path / "b", env)
+    assert call == [
+        "--config", "configs/visa.yaml", "--output_dir", "o/fewshot/visa", "--model_path", "/m",
+        "--visual", "fewshot", "--shots", "2", "--shot_seeds", "0,1",
+    ]  # fmt: skip
+
+
+def test_test_sh_refuses_an_unknown_mode_before_any_run(tmp_path):
+    proc, calls = _run_test_sh(tmp_path, {"MODES": "text fancy"})
+    assert proc.returncode == 2 and calls == []
+    assert (
+        proc.stderr.strip() == "error: unknown mode 'fancy' in MODES: use text, mutual, text+mutual, fewshot"
+    )

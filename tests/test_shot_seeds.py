@@ -61,6 +61,7 @@ def test_two_seeds_two_runs_their_mean_and_a_resume(seeds_root, tiny_sam3_dir, t
     top = _read(out)
     assert top["visual"]["seeds"] == [0, 1] and "references" not in top["visual"]
     assert set(top["categories"]) == {"bottle", "wood"}
+    assert top["prompts"] == seeds[0]["prompts"] and set(top["prompts"]) == {"bottle", "wood"}
     for category, metrics in top["categories"].items():
         for key in METRIC_KEYS:
             per_seed = [doc["categories"][category][key] for doc in seeds.values()]
@@ -99,6 +100,6 @@ def test_shot_seeds_is_a_list_of_ints_from_flags_and_yaml():
     assert test_script.parse_args(["--shot_seeds", "0, 2"]).shot_seeds == [0, 2]
     with pytest.raises(SystemExit):
         test_script.parse_args(["--shot_seeds", "0,a"])
-    assert resolve_config(None, {"shot_seeds": [3]})["shot_seeds"] == [3]
+    assert resolve_config(None, {"shot_seeds": [3]}).visual.shot_seeds == [3]
     with pytest.raises(ConfigError, match="'shot_seeds' must be a list of int"):
         resolve_config(None, {"shot_seeds": ["a"]})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+from dataset import MVTEC_CATEGORIES
+from utils.evaluation import compare
 from utils.evaluation.compare import collect_runs, compare_table
 from utils.evaluation.metrics import METRIC_KEYS
 
@@ -49,3 +51,20 @@ def test_modes_are_named_from_the_settings_in_a_fixed_order(tmp_path):
     assert list(collect_runs(tmp_path)) == [
         (mode, dataset) for mode in modes for dataset in ("mvtec", "visa")
     ]
+
+
+def test_rows_name_their_categories_and_test_images(tmp_path):
+    """A run of 1 of 15 MVTec AD categories does not read as "mvtec": compare.md names it and counts."""
+    _write(tmp_path / "text" / "mvtec", "mvtec", 0.5)
+    _write(tmp_path / "mutual" / "mvtec", "mvtec", 0.6)
+    for mode, categories in (("text", ["bottle"]), ("mutual", list(MVTEC_CATEGORIES))):
+        path = tmp_path / mode / "mvtec" / "results.json"
+        doc = json.loads(path.read_text())
+        doc["categories"] = {c: doc["mean"] for c in categories}
+        doc["run"] = {"categories": {c: {"images": 10} for c in categories}}
+        path.write_text(json.dumps(doc))
+    assert compare.main(str(tmp_path)) == 0
+    table = (tmp_path / "compare.md").read_text()
+    assert "| I-AUROC |" in table and table.splitlines()[2].endswith("| AUPRO | categories | test images |")
+    assert "| text | mvtec | 1 | 50.0 |" in table and table.count("| 1 of 15: bottle | 10 |") == 1
+    assert "| mutual | mvtec | 1 | 60.0 |" in table and "| all 15 | 150 |" in table

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,12 @@ import cv2
 import numpy as np
 
 from dataset import DatasetError, benchmark_categories
-from dataset.base import IMAGE_EXTENSIONS, read_image
+from dataset.images import read_image
+from dataset.records import IMAGE_EXTENSIONS
 from model.detector import AnomalyDetector, AnomalyResult, Detection
+from model.engine import DEFAULT_BATCH_SIZE
 from model.visual import ReferenceBank
+from utils.config.schema import Config
 from utils.evaluation.exports import detections_json
 from utils.evaluation.visualization import draw_boxes, heatmap_overlay, save_mask
 from utils.pipeline import prompts_for
@@ -141,7 +144,7 @@ class EncodeCache:
         prompts: Sequence[str],
         object_noun: str | None,
         references: References | None = None,
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> list[AnomalyResult]:
         """The detector's results for N (H, W, 3) uint8 images, in order; SAM 3 runs only for images not
         cached, `batch_size` per encoder pass (an image repeated in `images` is scored once).
@@ -296,7 +299,7 @@ def parse_prompts(text: str) -> list[str] | None:
 
 
 def resolve_prompts(
-    cfg: Mapping[str, Any],
+    cfg: Config,
     category: str | None,
     strategy: str,
     typed: str,
@@ -304,7 +307,7 @@ def resolve_prompts(
 ) -> tuple[list[str], str | None]:
     """(defect prompts, object noun) of one Run: the typed prompts if any, else the category's prompts built
     with `strategy` (config extra_prompts / prompt_overrides / learned concepts applied, as in demo.py)."""
-    built, noun = prompts_for({**cfg, "prompt_strategy": strategy}, category, concepts)
+    built, noun = prompts_for(cfg.replace(prompt_strategy=strategy), category, concepts)
     return parse_prompts(typed) or built, noun
 
 

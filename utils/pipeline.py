@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,47 +13,42 @@ from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult
 from model.mutual import Features, MutualScorer
 from model.prompts import build_prompts, object_prompt
-from utils.config.schema import Config, as_config
+from utils.config.schema import Config
 from utils.evaluation.references import reference_images
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
 
 
-def build_detector(cfg: Config | Mapping[str, Any]) -> tuple[AnomalyDetector, list[str]]:
+def build_detector(cfg: Config) -> tuple[AnomalyDetector, list[str]]:
     """Load SAM 3 from cfg.model.model_path (and cfg.model.checkpoint if set) with cfg.scoring.
 
     Returns the detector and the names of the learned concepts it can score (empty when zero-shot). The
-    checkpoint is read first, so a bad one fails in seconds, not after loading a 3 GB model. A flat dict
-    is accepted too (`as_config`: scripts/demo.py and scripts/app.py still pass one).
+    checkpoint is read first, so a bad one fails in seconds, not after loading a 3 GB model.
     """
-    cfg = as_config(cfg)
     ckpt = load_checkpoint(cfg.model.checkpoint) if cfg.model.checkpoint else None
-    settings = dataclasses.replace(cfg.scoring)  # the detector's own copy
     model = cfg.model
     engine = Sam3Engine.from_pretrained(
         model.model_path, device=model.device, dtype=model.dtype, chunk_size=model.chunk_size
     )
     if ckpt is None:
-        return AnomalyDetector(engine, settings), []
+        return AnomalyDetector(engine, cfg.scoring), []
     bank = apply_checkpoint(ckpt, engine)
 
     def learned_text(engine: Sam3Engine, features: Any, prompts: Sequence[str]) -> Iterator[Any]:
         return engine.predict_text(features, bank.text_for_prompts(engine, prompts))
 
-    return AnomalyDetector(engine, settings, text_override=learned_text), bank.names
+    return AnomalyDetector(engine, cfg.scoring, text_override=learned_text), bank.names
 
 
 def prompts_for(
-    cfg: Config | Mapping[str, Any], category: str | None, concepts: Sequence[str] = ()
+    cfg: Config, category: str | None, concepts: Sequence[str] = ()
 ) -> tuple[list[str], str | None]:
     """The defect prompts of `category` and the object noun used for regularisation (None = skip it).
 
     With learned `concepts` (from a checkpoint), cfg.model.concept_mode "replace" scores only them and "add"
     scores them after the text prompts. Regularisation needs a known object: it is skipped for texture
     categories, for categories without an object noun (own folders) and when
-    cfg.scoring.object_regularisation is off. A flat dict is accepted too (`as_config`: utils/app.py and
-    scripts/demo.py still pass one).
+    cfg.scoring.object_regularisation is off.
     """
-    cfg = as_config(cfg)
     text = cfg.prompts
     prompts = build_prompts(category, text.prompt_strategy, text.extra_prompts, text.prompt_overrides)
     if concepts:
@@ -82,12 +76,16 @@ class CategoryScorer:
         self.referenced: tuple[str, ...] = ()  # the few-shot reference paths the detector holds
         self.mutual = MutualScorer(detector, cfg.data.dataset)
 
+    def prompts_of(self, category: str) -> tuple[list[str], str | None]:
+        """The defect prompts and object noun (None = no object prior) this scorer uses for `category`."""
+        return prompts_for(self.cfg, category, self.concepts)
+
     def __call__(
         self, samples: Sequence[Sample], category: str, references: Sequence[str] = ()
     ) -> list[tuple[np.ndarray, float]]:
         if self.cfg.scoring.visual == "mutual":
             return self.finish([self.parts(samples, category)], category)
-        prompts, noun = prompts_for(self.cfg, category, self.concepts)
+        prompts, noun = self.prompts_of(category)
         if self.cfg.scoring.visual == "fewshot" and self.referenced != tuple(references):
             self.detector.set_references(reference_images(self.cfg, category, references))
             self.referenced = tuple(references)
@@ -98,7 +96,7 @@ class CategoryScorer:
     def parts(self, samples: Sequence[Sample], category: str) -> tuple[list[AnomalyResult], Features]:
         """Text-only results and ``{layer: (n, h, w, C)}`` patch features of `samples` (mutual scoring),
         the features on the CPU (`MutualScorer.parts`), ready to travel to another process."""
-        prompts, noun = prompts_for(self.cfg, category, self.concepts)
+        prompts, noun = self.prompts_of(category)
         step = self.cfg.model.batch_size
         batches = ([s.image for s in samples[i : i + step]] for i in range(0, len(samples), step))
         return self.mutual.parts(batches, prompts, noun, out_size=self.size)

@@ -11,12 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dataset import DatasetError, set_name
+from dataset import DatasetError
 from model import ModelLoadError
 from utils.config.loading import ConfigError, StaleOutputError, parse_int_list, parse_list, resolve_config
-from utils.config.schema import Setting, flags_of, yaml_value
+from utils.config.schema import Config, Setting, flags_of, yaml_value
 from utils.distributed import RankError
 from utils.files import OutputDirError, disk_full_message
 from utils.run_log import FILE_ONLY, get_logger, start_logging, stop_logging
@@ -74,25 +72,16 @@ def _flag_options(declared: Setting) -> dict[str, Any]:
 
 def config_from_args(
     args: argparse.Namespace, not_config: Sequence[str] = (), output_per_dataset: bool = False
-) -> dict[str, Any]:
-    """Resolve defaults <- --config YAML <- the flags given on the command line.
+) -> Config:
+    """The run's Config: defaults <- --config YAML <- the flags given on the command line (`resolve_config`).
 
     `not_config` names flags that are not config keys (e.g. the demo's --image_path). With
     `output_per_dataset`, an output_dir set neither by --output_dir nor by the --config file becomes
-    `<default output_dir>/<dataset>` (results/mvtec, results/visa; a meta.json set: the name of its folder,
-    `dataset.set_name`), so two datasets never share a folder.
+    `<default output_dir>/<dataset>` (results/mvtec, results/visa), so two datasets never share a folder.
     """
     skip = {"config", *not_config}
     cli = {key: value for key, value in vars(args).items() if key not in skip}
-    cfg = resolve_config(args.config, cli)
-    if output_per_dataset and cli.get("output_dir") is None and not _file_sets(args.config, "output_dir"):
-        cfg["output_dir"] = str(Path(cfg["output_dir"]) / set_name(cfg["dataset"], cfg["dataset_path"]))
-    return cfg
-
-
-def _file_sets(config_path: str | None, key: str) -> bool:
-    """Whether the YAML file `config_path` (already read and checked by resolve_config) sets `key`."""
-    return bool(config_path) and key in (yaml.safe_load(Path(config_path).expanduser().read_text()) or {})
+    return resolve_config(args.config, cli, output_per_dataset)
 
 
 def run(

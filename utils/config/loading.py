@@ -3,8 +3,8 @@
 Every key, its type, default and allowed values are declared once in `utils.config.schema`; the defaults
 come from those declarations only (configs/config.yaml is generated from them for reading, never read
 here). A key that is not declared, a value of the wrong type or out of its declared bounds is a
-`ConfigError` that names the key. `resolve_config` gives the flat {key: value}; scripts/ turn it into the
-typed `utils.config.schema.Config` that the code below them reads.
+`ConfigError` that names the key. `resolve_config` gives the typed `utils.config.schema.Config` that every
+script builds once and the code below them reads; a per-run change is `cfg.replace(key=value)`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from dataset import set_name
 from utils.config.schema import SETTINGS, Config, Setting, defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,40 +103,52 @@ def read_dataset_dir(path: Path = DATASET_DIR_FILE) -> str | None:
     return None
 
 
-def resolve_config(config_path: str | None, cli: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_config(
+    config_path: str | None, cli: Mapping[str, Any], output_per_dataset: bool = False
+) -> Config:
     """Defaults <- YAML file <- CLI values that are not None; then fill `dataset_path` and expand `~`.
 
-    Returns a plain dict with every declared key (the order of configs/config.yaml).
+    With `output_per_dataset`, an output_dir set neither by the CLI nor by the file becomes
+    `<default output_dir>/<dataset>` (results/mvtec, results/visa; a meta.json set: the name of its folder,
+    `dataset.set_name`), so two datasets never share a folder.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, a value out of its declared range or choices, or values
+            that do not go together; the message names the key.
     """
-    cfg = defaults()
-    if config_path:
-        cfg = merge(cfg, _read_yaml(Path(config_path).expanduser()), str(config_path))
-    cfg = merge(cfg, {k: v for k, v in cli.items() if v is not None}, "command line")
-    if not cfg["dataset_path"]:
-        cfg["dataset_path"] = read_dataset_dir()
+    from_file = _read_yaml(Path(config_path).expanduser()) if config_path else {}
+    given = {k: v for k, v in cli.items() if v is not None}
+    values = merge(defaults(), from_file, str(config_path))
+    values = merge(values, given, "command line")
+    if not values["dataset_path"]:
+        values["dataset_path"] = read_dataset_dir()
+    if output_per_dataset and "output_dir" not in from_file and "output_dir" not in given:
+        values["output_dir"] = str(
+            Path(values["output_dir"]) / set_name(values["dataset"], values["dataset_path"])
+        )
     for key in ("dataset_path", "model_path", "output_dir", "checkpoint"):
-        if cfg.get(key):
-            cfg[key] = str(Path(cfg[key]).expanduser())
-    check_values(cfg)
-    return cfg
+        if values.get(key):
+            values[key] = str(Path(values[key]).expanduser())
+    check_values(values)
+    try:  # the checks across keys of the sections (e.g. visual_degrees odd window sides)
+        return Config.from_dict(values)
+    except ValueError as err:
+        raise ConfigError(f"config: {err}") from None
 
 
-def check_values(cfg: Mapping[str, Any]) -> None:
-    """Check every key against its declared choices or range, and the prompt lists, now, not hours into a run.
+def check_values(values: Mapping[str, Any]) -> None:
+    """Check every key of the flat `values` against its declared choices or range, and the prompt lists,
+    now, not hours into a run.
 
     Raises:
         ConfigError: naming the key, the value and what is allowed.
     """
     for key, declared in SETTINGS.items():
-        problem = declared.info.problem(cfg[key])
+        problem = declared.info.problem(values[key])
         if problem:
             raise ConfigError(f"config key '{key}' {problem}")
-    try:  # the checks across keys of the sections (e.g. visual_degrees odd window sides)
-        Config.from_dict(cfg)
-    except ValueError as err:
-        raise ConfigError(f"config: {err}") from None
-    check_phrases("extra_prompts", cfg["extra_prompts"], allow_empty=True)
-    for category, phrases in cfg["prompt_overrides"].items():
+    check_phrases("extra_prompts", values["extra_prompts"], allow_empty=True)
+    for category, phrases in values["prompt_overrides"].items():
         if not isinstance(category, str):
             raise ConfigError(f"config key 'prompt_overrides' has key {category!r}: use a category name")
         check_phrases(f"prompt_overrides: {category}", phrases, allow_empty=False)

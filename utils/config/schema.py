@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from dataset import DATASET_NAMES, TEXTURE_CATEGORIES
-from dataset.base import SENSOR_DEPTHS
-from model.engine import DEFAULT_CHUNK_SIZE
-from model.prompts import STRATEGIES
+from dataset.images import SENSOR_DEPTHS
+from model.engine import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE
+from model.prompts import DEFAULT_STRATEGY, STRATEGIES
 from model.settings import MASK_THRESHOLD, ScoringSettings, SettingInfo, setting, setting_info
-from utils.config.choices import AUPRO_VARIANTS
+from utils.config.choices import AUPRO_VARIANTS, DEFAULT_OUTPUT_DIR
 from utils.config.policy import POLICIES, Policy
 
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
@@ -51,7 +51,7 @@ SECTION_TITLES: dict[str, str] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataSettings:
     dataset: str = setting(
         "mvtec",
@@ -94,7 +94,7 @@ class DataSettings:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSettings:
     model_path: str = setting(
         DEFAULT_MODEL_PATH,
@@ -124,7 +124,7 @@ class ModelSettings:
         choices=DTYPES,
     )
     batch_size: int = setting(
-        4,
+        DEFAULT_BATCH_SIZE,
         "images per vision-encoder pass (train.py: per micro-step)",
         "model",
         minimum=1,
@@ -137,10 +137,10 @@ class ModelSettings:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PromptSettings:
     prompt_strategy: str = setting(
-        "base",
+        DEFAULT_STRATEGY,
         "base (strictly zero-shot) | category | mixed | contextual (prior knowledge)",
         "prompts",
         choices=STRATEGIES,
@@ -157,7 +157,7 @@ class PromptSettings:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluationSettings:
     eval_size: int = setting(
         256,
@@ -172,7 +172,7 @@ class EvaluationSettings:
         choices=AUPRO_VARIANTS,
     )
     output_dir: str = setting(
-        "results",
+        DEFAULT_OUTPUT_DIR,
         "where outputs go; test.py uses <this>/<dataset> unless --output_dir or the --config file sets it",
         "evaluation",
     )
@@ -200,7 +200,7 @@ class EvaluationSettings:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class VisualSettings:
     shots: int = setting(
         4,
@@ -223,7 +223,7 @@ class VisualSettings:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoSettings:
     mask_threshold: float = setting(
         MASK_THRESHOLD,
@@ -237,7 +237,7 @@ class DemoSettings:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingSettings:
     num_epochs: int = setting(
         5,
@@ -448,14 +448,13 @@ def config_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """A resolved configuration: one instance of each section, read as `cfg.model.batch_size`.
 
-    Built by `Config.from_dict` from the flat {key: value} that utils/config/loading.py merges (defaults <-
-    YAML <- flags); code below scripts/ reads typed attributes, never string keys. `to_dict()` gives the flat
-    form back (results.json, the resume fingerprint, code that still takes a dict: scripts/demo.py,
-    scripts/app.py, utils/app.py).
+    Built once per run by `utils.config.loading.resolve_config` (defaults <- YAML <- flags); frozen, so a
+    per-run change is a new Config (`replace`). Code reads typed attributes, never string keys; `to_dict()`
+    gives the flat form for what is written to files (results.json, checkpoints, the resume fingerprint).
     """
 
     data: DataSettings
@@ -498,12 +497,6 @@ class Config:
 _SECTION_OF: dict[str, type] = dict(typing.get_type_hints(Config))  # attribute -> section class
 if sorted(map(id, _SECTION_OF.values())) != sorted(map(id, SECTIONS)):
     raise TypeError("Config must hold exactly one attribute per section of SECTIONS")
-
-
-def as_config(cfg: Config | Mapping[str, Any]) -> Config:
-    """`cfg` as a Config: the compatibility path for callers that still pass the flat dict (scripts/demo.py,
-    scripts/app.py, utils/app.py)."""
-    return cfg if isinstance(cfg, Config) else Config.from_dict(cfg)
 
 
 if __name__ == "__main__":  # python -m utils.config.schema [--yaml]: the settings table, or config.yaml

@@ -8,7 +8,8 @@ Each results.json gives its dataset, its mean row and its settings, which name i
 (`results.run_label`: text, mutual, text+mutual, fewshot K=<shots>; the folder name when it has no
 settings). Runs of one mode and dataset (one per few-shot seed, also when a `--shot_seeds` run holds them)
 are averaged metric by metric, ignoring undefined (null) values, with ± the standard deviation over runs
-(ddof = 0) when there are several, and the number of runs is shown. Rows come in a fixed order: text,
+(ddof = 0) when there are several, and the number of runs is shown, with the categories and test images
+each row covers (a run of 1 of 15 categories says so). Rows come in a fixed order: text,
 mutual, text+mutual, fewshot by K, then any other folder; datasets by name within a mode. A results.json
 that cannot be read (truncated, half-written) is skipped with a warning.
 """
@@ -22,10 +23,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dataset import set_name
+from dataset import DATASET_NAMES, categories_of, set_name
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.results import (
     COLUMN_TITLES,
+    image_counts,
     label_order,
     mean_metrics_of,
     percent_cell,
@@ -41,21 +43,67 @@ def collect_runs(root: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
     A results.json of several seeds (`--shot_seeds`, with a "seeds" section) counts as its seeds' runs, whose
     means it holds; the seed_<s>/results.json below it are then not read a second time.
     """
+    return runs_of(counted_docs(root))
+
+
+Docs = list[tuple[tuple[str, str], dict[str, Any]]]  # ((row name, dataset), results.json) per counted run
+
+
+def runs_of(docs: Docs) -> dict[tuple[str, str], list[dict[str, float]]]:
+    """`collect_runs` of the runs `counted_docs` found."""
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for key, doc in docs:
+        means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
+        extra = doc.get("benchmark_metrics", {}).get("mean", {})
+        runs.setdefault(key, []).extend(_numbers({**mean, **extra}) for mean in means)
+    return dict(sorted(runs.items(), key=lambda item: (row_order(item[0][0]), item[0][1])))
+
+
+def counted_docs(root: Path) -> Docs:
+    """((row name, dataset), results.json) of every run `collect_runs` counts, by path; the seed_<s> folders
+    of a mean over seeds are left out (that mean's "seeds" section holds them)."""
     docs = {path: doc for path in sorted(root.glob("*/**/results.json")) if (doc := read_run(path))}
     averaged = [path.parent for path, doc in docs.items() if "seeds" in doc]
+    counted = []
     for path, doc in docs.items():
         if any(folder in path.parent.parents for folder in averaged):
-            continue  # one seed of a mean over seeds: counted through that mean's "seeds" section
-        means = [run["mean"] for run in doc["seeds"]["runs"].values()] if "seeds" in doc else [doc["mean"]]
+            continue
         folder = path.relative_to(root).parts[0]
         config = doc["config"] if isinstance(doc.get("config"), dict) else None
         label = run_label(config) if config is not None else folder
-        extra = doc.get("benchmark_metrics", {}).get("mean", {})
         dataset = set_name(doc["dataset"], (config or {}).get("dataset_path"))  # meta_json: its folder
-        rows = runs.setdefault((row_name(folder, label), dataset), [])
-        rows.extend(_numbers({**mean, **extra}) for mean in means)
-    return dict(sorted(runs.items(), key=lambda item: (row_order(item[0][0]), item[0][1])))
+        counted.append(((row_name(folder, label), dataset), doc))
+    return counted
+
+
+def scopes_of(docs: Docs) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(mode, dataset): (categories, test images)} of the rows of `runs_of(docs)`, as table cells.
+
+    Categories: `all 15` when a run covers every published category of its benchmark, else `1 of 15:
+    bottle` (own folders: the names); test images from the "run" section ("–" when it has none). Runs of
+    one row that differ are joined with " / ".
+    """
+    cells: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key, doc in docs:
+        cell = scope_cells(doc["dataset"], list(doc.get("categories", {})), image_counts(doc.get("run")))
+        if cell not in cells.setdefault(key, []):
+            cells[key].append(cell)
+    return {key: (" / ".join(c for c, _ in v), " / ".join(n for _, n in v)) for key, v in cells.items()}
+
+
+def scope_cells(dataset: str, categories: list[str], counts: tuple[int, int] | None) -> tuple[str, str]:
+    """(categories cell, test images cell) of one run; see `scopes_of`."""
+    # a meta.json's classes are its own: it is named after the 17 sets' classes, not held to all of them
+    published = categories_of(dataset) if dataset in DATASET_NAMES and dataset != "meta_json" else ()
+    if not categories:
+        names = "–"
+    elif published and set(published) <= set(categories):
+        names = f"all {len(published)}"
+    elif published:
+        names = f"{len(categories)} of {len(published)}: {', '.join(categories)}"
+    else:
+        names = ", ".join(categories)
+    return names, str(counts[0]) if counts else "–"
 
 
 def row_name(folder: str, label: str) -> str:
@@ -96,31 +144,40 @@ def _numbers(mean: dict[str, float | None]) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in mean.items()}
 
 
-def compare_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> str:
+def compare_table(
+    runs: dict[tuple[str, str], list[dict[str, float]]],
+    scopes: dict[tuple[str, str], tuple[str, str]] | None = None,
+) -> str:
     """Markdown in percent: a block per dataset (in order of appearance), one row per mode in table order:
-    the mean over its runs ± their std ("–" = undefined) of METRIC_KEYS and of the dataset's own metrics."""
+    the mean over its runs ± their std ("–" = undefined) of METRIC_KEYS and of the dataset's own metrics,
+    then (with `scopes`, from `scopes_of`) the categories and test images the row covers."""
     blocks = []
+    scope_titles = ["categories", "test images"] if scopes is not None else []
     for name in dict.fromkeys(dataset for _, dataset in runs):
         rows = {mode: means for (mode, dataset), means in runs.items() if dataset == name}
         keys = list(dict.fromkeys([*METRIC_KEYS, *(k for ms in rows.values() for m in ms for k in m)]))
-        header = "| mode | dataset | runs | " + " | ".join(COLUMN_TITLES.get(k, k) for k in keys) + " |"
-        lines = [f"### {name}: mode comparison (%)", "", header, "|" + "---|" * (len(keys) + 3)]
+        titles = [COLUMN_TITLES.get(k, k) for k in keys] + scope_titles
+        header = "| mode | dataset | runs | " + " | ".join(titles) + " |"
+        lines = [f"### {name}: mode comparison (%)", "", header, "|" + "---|" * (len(titles) + 3)]
         for mode, means in rows.items():
             mean = mean_metrics_of(means, keys)
             std = std_metrics_of(means, keys) if len(means) > 1 else {}
             cells = [percent_cell(mean[key], std.get(key)) for key in keys]
+            cells += list((scopes or {}).get((mode, name), ("–", "–")))[: len(scope_titles)]
             lines.append(f"| {mode} | {name} | {len(means)} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
 
 
 def main(root: str) -> int:
-    runs = collect_runs(Path(root))
+    docs = counted_docs(Path(root))
+    runs = runs_of(docs)
     if not runs:
         print(f"error: no <mode>/<dataset>/results.json under {root}: run test.sh first", file=sys.stderr)
         return 2
-    atomic_write_text(Path(root) / "compare.md", compare_table(runs))
-    print(compare_table(runs), end="")
+    table = compare_table(runs, scopes_of(docs))
+    atomic_write_text(Path(root) / "compare.md", table)
+    print(table, end="")
     return 0
 
 

@@ -93,16 +93,19 @@ def instance_rle(mask: np.ndarray) -> dict[str, Any]:
 
 def export_category(
     out: Path, cfg: Config, category: str, records: Sequence[Record], result: CategoryResult
-) -> None:
+) -> dict[str, Any]:
     """Every per-category export of test.py: per_image.csv, the thresholds.json entry, TIFF maps if asked.
 
-    `records`: the category's test records in evaluation order (`ImageDataset.records`).
+    `records`: the category's test records in evaluation order (`ImageDataset.records`). Returns the
+    category's thresholds (`category_thresholds`, NaN where undefined).
     """
     cat_dir = out / "categories" / category
     atomic_write_text(cat_dir / "per_image.csv", per_image_csv(records, result, cfg.data.dataset_path))
-    update_thresholds(out, category, category_thresholds(result), cfg.data.dataset, cfg.evaluation.eval_size)
+    thresholds = category_thresholds(result)
+    update_thresholds(out, category, thresholds, cfg.data.dataset, cfg.evaluation.eval_size)
     if cfg.evaluation.save_maps == "tiff":
         save_tiff_maps(out / "anomaly_maps", category, records, result.maps)
+    return thresholds
 
 
 def detections_json(detections: Sequence[Detection]) -> list[dict[str, Any]]:

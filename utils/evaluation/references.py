@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dataset import DatasetError, DatasetWarning, load_dataset
-from dataset.base import read_image
+from dataset.images import read_image
 from utils.config.schema import Config
 
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from dataset import DATASET_NAMES, categories_of
 from utils.config.schema import SETTINGS
 from utils.evaluation.metrics import METRIC_KEYS
+from utils.evaluation.modes import MODE_ORDER, mode_of
 from utils.files import atomic_write_text
 
 # Column titles of the Markdown table, in METRIC_KEYS order.
@@ -70,21 +72,11 @@ def json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:
     return {k: _json_number(metrics[k]) for k in METRIC_KEYS}
 
 
-# Modes of a paper table, in the order compare.md lists them (fewshot rows then by K).
-MODE_ORDER: tuple[str, ...] = ("text", "mutual", "text+mutual", "fewshot")
-
-
 def run_label(config: Mapping[str, Any]) -> str:
-    """The mode of a run as a paper table names it: text, mutual, text+mutual or `fewshot K=<shots>`.
-
-    mutual with visual_weight 1 is the visual map alone; below 1 it is fused with the text map.
-    """
-    visual = config.get("visual", "none")
-    if visual == "mutual":
-        return "mutual" if config.get("visual_weight") == 1.0 else "text+mutual"
-    if visual == "fewshot":
-        return f"fewshot K={config.get('shots', '?')}"
-    return "text"
+    """The mode of a run as a paper table names it (`modes.TEST_MODES`): text, mutual, text+mutual or
+    `fewshot K=<shots>`."""
+    mode = mode_of(config)
+    return f"fewshot K={config.get('shots', '?')}" if mode == "fewshot" else mode
 
 
 def label_order(label: str) -> tuple[int, int, str]:
@@ -115,8 +107,22 @@ def results_title(
         parts.append(f"seed {config['shot_seed']}")
     counts = image_counts(run)
     if counts:
-        parts.append(f"{counts[0]} test images in {counts[1]} categor{'y' if counts[1] == 1 else 'ies'}")
+        parts.append(f"{counts[0]} test images in {categories_phrase(dataset, counts[1])}")
     return " · ".join(parts) + " (%)"
+
+
+def categories_phrase(dataset: str, count: int) -> str:
+    """`1 of 15 categories` when a benchmark run covers only some of its published categories, else
+    `15 categories` (own folders and unknown names have no published list)."""
+    published = len(categories_of(dataset)) if dataset in DATASET_NAMES else 0
+    of = f" of {published}" if 0 < count < published else ""
+    return f"{count}{of} categor{'y' if count == 1 and not of else 'ies'}"
+
+
+def prompt_record(prompts: Sequence[str], object_prompt: str | None) -> dict[str, Any]:
+    """One category's entry of results.json "prompts": the resolved defect prompts (strategy, extra
+    prompts, overrides and learned concepts applied) and the object noun of the object prior (None: none)."""
+    return {"prompts": list(prompts), "object_prompt": object_prompt}
 
 
 def settings_of_test(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,6 +143,7 @@ def write_results(
     visual: Mapping[str, Any] | None = None,
     seeds: Mapping[str, Any] | None = None,
     extra: Mapping[str, Mapping[str, float]] | None = None,
+    prompts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write results.json, results.csv and results.md into `out_dir`; return the JSON document.
 
@@ -146,7 +153,9 @@ def write_results(
     reference image paths per category: utils/evaluation/runner.py) only when `visual` is given; "seeds"
     (each few-shot seed's run, the spread over seeds: utils/evaluation/seeds.py) only when `seeds` is given;
     "benchmark_metrics" ({"categories", "mean"} of a set's own metrics: utils/evaluation/benchmarks.py, and
-    the defect-type accuracy) only when `extra` has any, also as a second table in results.md.
+    the defect-type accuracy) only when `extra` has any, also as a second table in results.md; "prompts"
+    ({category: {"prompts": [...], "object_prompt": noun or null}}: what each category was scored with,
+    `prompt_record`) only when `prompts` is given.
     CSV and Markdown hold one row per category and a mean row; results.md is titled by `results_title` and,
     with `seeds`, shows each value as mean ± std over seeds. "config" keeps the settings test.py uses
     (`settings_of_test`).
@@ -164,6 +173,8 @@ def write_results(
         doc["visual"] = dict(visual)
     if seeds is not None:
         doc["seeds"] = dict(seeds)
+    if prompts is not None:
+        doc["prompts"] = {c: dict(p) for c, p in prompts.items()}
     extra_keys = list(dict.fromkeys(k for m in (extra or {}).values() for k in m))
     if extra_keys:
         extra_mean = _reduce(extra or {}, np.mean, extra_keys)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dataset import ImageDataset, select_categories
+from dataset import select_categories
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.benchmark_hooks import (
@@ -22,23 +22,12 @@ from utils.evaluation.fingerprint import fingerprint_settings
 from utils.evaluation.loop import Scorer, evaluate_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
-from utils.evaluation.results import write_results
-from utils.evaluation.store import CategoryResult
-from utils.evaluation.visualization import ranked_picks, save_curves, save_overlay, vis_name
+from utils.evaluation.results import prompt_record, write_results
+from utils.evaluation.visualization import save_curves, visualize_category
 from utils.run_log import get_logger
 from utils.run_record import RunRecord
 
 log = get_logger(__name__)
-
-
-def visualize_category(samples: ImageDataset, result: CategoryResult, vis_dir: Path, count: int) -> None:
-    """Overlays for the worst false negatives and false positives of one category."""
-    vis_dir.mkdir(parents=True, exist_ok=True)
-    for index, rank in ranked_picks(result.labels, result.scores, count):
-        sample = samples[index]
-        name = vis_name(rank, sample.defect_type, sample.image_path)
-        title = f"{sample.defect_type}  score {result.scores[index]:.3f}"
-        save_overlay(vis_dir / name, sample.image, result.maps[index].astype("float32"), title, sample.mask)
 
 
 def evaluate(
@@ -66,6 +55,7 @@ def evaluate(
     per_category: dict[str, dict[str, float]] = {}
     extra: dict[str, dict[str, float]] = {}  # a set's own metrics (utils/evaluation/benchmark_hooks.py)
     visual = visual_section(cfg)
+    prompts: dict[str, dict[str, Any]] = {}  # results.json "prompts": what each category was scored with
     for category in categories:
         samples = split_to_score(cfg, category)
         references: list[str] = []
@@ -89,14 +79,16 @@ def evaluate(
         if result is None:  # not rank 0: rank 0 writes everything
             continue
         per_category[category] = result.metrics
+        if hasattr(scorer, "prompts_of"):  # utils.pipeline.CategoryScorer; test stubs may have none
+            prompts[category] = prompt_record(*scorer.prompts_of(category))
         log_category(category, record.add_category(category, len(samples), result.scored, result.seconds))
         extra[category] = category_extras(
             out, cfg, category, samples, result, threshold, scorer_detector(scorer)
         )
         if is_unlabelled(samples.records):  # no labels: no thresholds, curves or overlays
-            write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None)
+            write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None, prompts=prompts)
             continue
-        export_category(out, cfg, category, samples.records, result)  # per_image.csv, thresholds, TIFFs
+        thresholds = export_category(out, cfg, category, samples.records, result)  # per_image.csv, TIFFs
         (out / "curves").mkdir(exist_ok=True)
         curves = {
             "image": image_curves(result.labels, result.scores),
@@ -104,9 +96,12 @@ def evaluate(
         }
         save_curves(out / "curves" / category, curves, category, result.metrics)
         if cfg.evaluation.visualize:
-            visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize)
+            decided = thresholds["image_f1_threshold"]  # fn/fp in vis/ names: misclassified at this one
+            visualize_category(samples, result, out / "vis" / category, cfg.evaluation.num_visualize, decided)
         shown = visual if cfg.scoring.visual != "none" else None
-        write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra)
+        write_results(
+            out, cfg.data.dataset, per_category, flat, record.to_json(), shown, extra=extra, prompts=prompts
+        )
     return per_category
 
 

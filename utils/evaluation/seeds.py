@@ -19,7 +19,7 @@ from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist, on_main
 from utils.evaluation.loop import Scorer
-from utils.evaluation.results import json_metrics, mean_metrics, std_metrics, write_results
+from utils.evaluation.results import json_metrics, mean_metrics, prompt_record, std_metrics, write_results
 from utils.evaluation.runner import evaluate, visual_section
 from utils.files import OutputLock, check_output_dir
 from utils.run_log import get_logger
@@ -69,29 +69,36 @@ def evaluate_seeds(
     """
     per_seed: dict[int, Metrics] = {}
     images: dict[str, int] = {}  # test images per category (the same for every seed), for the title
+    prompts: dict[str, Any] | None = None  # the same for every seed: results.json "prompts"
     for seed, seed_cfg in seed_runs(cfg):
         log.info(f"shot_seed {seed}: {seed_cfg.evaluation.output_dir}")
         with ExitStack() as stack:
             folder = seed_cfg.evaluation.output_dir
             on_main(dist, lambda f=folder: stack.enter_context(OutputLock(check_output_dir(f))))
             seed_record = RunRecord(cfg.model.device)
-            per_seed[seed] = evaluate(
-                seed_cfg, scorer_for(seed_cfg), categories=categories, record=seed_record, dist=dist
-            )
+            scorer = scorer_for(seed_cfg)
+            per_seed[seed] = evaluate(seed_cfg, scorer, categories=categories, record=seed_record, dist=dist)
             images = {c: entry["images"] for c, entry in seed_record.categories.items()}
+            if hasattr(scorer, "prompts_of"):
+                prompts = {c: prompt_record(*scorer.prompts_of(c)) for c in categories}
     if not dist.is_main:
         return {}
     run = {k: v for k, v in record.to_json().items() if k != "categories"}  # per category: in each seed's run
     run["images"] = images
-    return write_seed_mean(Path(cfg.evaluation.output_dir), cfg, per_seed, run)
+    return write_seed_mean(Path(cfg.evaluation.output_dir), cfg, per_seed, run, prompts)
 
 
 def write_seed_mean(
-    out: Path, cfg: Config, per_seed: Mapping[int, Metrics], run: Mapping[str, Any] | None = None
+    out: Path,
+    cfg: Config,
+    per_seed: Mapping[int, Metrics],
+    run: Mapping[str, Any] | None = None,
+    prompts: Mapping[str, Any] | None = None,
 ) -> Metrics:
     """Write results.json/.csv/.md of the mean over seeds into `out`; return {category: {metric: mean}}.
 
-    `per_seed`: {seed: {category: {metric: value}}}, every seed with the same categories.
+    `per_seed`: {seed: {category: {metric: value}}}, every seed with the same categories; `prompts`: the
+    "prompts" section (`write_results`).
     """
     categories = list(next(iter(per_seed.values())))
     per_category = {c: mean_metrics({s: r[c] for s, r in per_seed.items()}) for c in categories}
@@ -105,5 +112,6 @@ def write_seed_mean(
         "std": {c: json_metrics(std_metrics({s: r[c] for s, r in per_seed.items()})) for c in categories}
         | {"mean": json_metrics(std_metrics({s: mean_metrics(r) for s, r in per_seed.items()}))},
     }
-    write_results(out, cfg.data.dataset, per_category, cfg.to_dict(), run, visual_section(cfg), section)
+    visual = visual_section(cfg)
+    write_results(out, cfg.data.dataset, per_category, cfg.to_dict(), run, visual, section, prompts=prompts)
     return per_category

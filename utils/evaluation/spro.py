@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.base import read_mask_values
+from dataset.images import read_mask_values
 from dataset.mvtec_loco import DefectConfig, read_defects_config
 from utils.evaluation.metrics import _aupro_official, _rank
 

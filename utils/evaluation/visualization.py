@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -12,7 +13,9 @@ matplotlib.use("Agg")  # files only, no screen on GPU boxes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dataset import Sample  # noqa: E402
 from model.map_ops import resize_map  # noqa: E402
+from utils.evaluation.store import CategoryResult  # noqa: E402
 from utils.files import atomic_write  # noqa: E402
 
 
@@ -35,25 +38,47 @@ def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0
 def save_overlay(
     path: Path, image: np.ndarray, anomaly_map: np.ndarray, title: str = "", gt_mask: np.ndarray | None = None
 ) -> None:
-    """Save a figure: the image, and the heatmap over it with a colour bar (and the ground-truth outline).
+    """Save a figure: the image, the heatmap over it (same size, side by side) and a colour bar beside it.
 
-    Shapes as in `heatmap_overlay`; gt_mask (H, W) bool is drawn as a white contour when given.
+    Shapes as in `heatmap_overlay`; gt_mask (H, W) bool is drawn as a white contour when given. The colour
+    scale is fixed to [0, 1], the range of every anomaly map, so figures can be compared.
     """
     anomaly_map = resize_map(anomaly_map, image.shape[:2])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
-    axes[0].imshow(image)
-    axes[0].set_title("image")
-    axes[1].imshow(image)
-    shown = axes[1].imshow(np.clip(anomaly_map, 0, 1), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+    fig, (left, right, bar) = panel_figure(image.shape[:2])
+    left.imshow(image)
+    left.set_title("image")
+    right.imshow(image)
+    shown = right.imshow(np.clip(anomaly_map, 0, 1), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
     if gt_mask is not None and gt_mask.any():
-        axes[1].contour(gt_mask.astype(np.uint8), levels=[0.5], colors="white", linewidths=1)
-    axes[1].set_title(title or "anomaly map")
-    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
-    for ax in axes:
+        right.contour(gt_mask.astype(np.uint8), levels=[0.5], colors="white", linewidths=1)
+    right.set_title(title or "anomaly map")
+    fig.colorbar(shown, cax=bar)
+    for ax in (left, right):
         ax.axis("off")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def panel_figure(shape: tuple[int, int], side: float = 4.0) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure of two equal image panels and a colour-bar axis beside the second, exactly as tall.
+
+    The panels take the image's aspect (`shape` = (H, W); clamped to 1:4 .. 4:1) with the long side
+    `side` inches, so an image fills each panel and both show it at one size; the axes are placed in
+    inches (no tight_layout, which shrinks one panel to fit the colour bar inside it).
+    Returns the figure and [left panel, right panel, colour-bar axis].
+    """
+    aspect = min(max(shape[1] / shape[0], 0.25), 4.0)  # width / height
+    width, height = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+    top, bottom, margin, gap, pad, bar, ticks = 0.45, 0.1, 0.1, 0.2, 0.1, 0.18, 0.5
+    fig_w = margin + 2 * width + gap + pad + bar + ticks
+    fig_h = top + height + bottom
+    fig = plt.figure(figsize=(fig_w, fig_h))
+
+    def axes_at(x: float, w: float) -> plt.Axes:
+        return fig.add_axes((x / fig_w, bottom / fig_h, w / fig_w, height / fig_h))
+
+    x_right = margin + width + gap
+    return fig, [axes_at(margin, width), axes_at(x_right, width), axes_at(x_right + width + pad, bar)]
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -172,23 +197,64 @@ def curve_area(
     return name, float(np.sum(np.diff(recall) * precision[1:]))
 
 
-def ranked_picks(labels: np.ndarray, scores: np.ndarray, count: int) -> list[tuple[int, str]]:
-    """`pick_for_visualization` with each pick's rank among its kind: (index, "fn01"), (index, "fp01"), ...
+def ranked_picks(
+    labels: np.ndarray, scores: np.ndarray, count: int, threshold: float | None = None
+) -> list[tuple[int, str]]:
+    """`pick_for_visualization` with each pick named by what it shows and its rank among its kind.
 
-    "fn" = anomalous image ranked by lowest score (the worst missed), "fp" = good image ranked by highest.
+    Anomalous images, lowest score first, are `lowest_defect01`, `lowest_defect02`, ... (the defects the
+    map hides best); good images, highest score first, are `highest_good01`, ... Only at a decided image
+    `threshold` (anomalous = score >= threshold) do the misclassified ones become `fn<rank>` (a defect
+    scored below it) and `fp<rank>` (a good image at or above it); None or NaN: no threshold.
     """
-    ranks = {"fn": 0, "fp": 0}
+    decided = threshold is not None and not math.isnan(threshold)
+    ranks = {0: 0, 1: 0}
     picked = []
     for index in pick_for_visualization(labels, scores, count):
-        kind = "fn" if labels[index] == 1 else "fp"
-        ranks[kind] += 1
-        picked.append((index, f"{kind}{ranks[kind]:02d}"))
+        label = int(labels[index])
+        ranks[label] += 1
+        wrong = decided and (scores[index] < threshold if label else scores[index] >= threshold)
+        kind = ("fn" if label else "fp") if wrong else ("lowest_defect" if label else "highest_good")
+        picked.append((index, f"{kind}{ranks[label]:02d}"))
     return picked
 
 
 def vis_name(rank: str, defect_type: str, image_path: str) -> str:
-    """The file name of a vis/ picture: `<rank>_<defect type>_<image stem>.png` (e.g. fn01_crack_003.png)."""
+    """The file name of a vis/ picture: `<rank>_<defect type>_<image stem>.png`
+    (e.g. lowest_defect01_crack_003.png, fp01_good_007.png)."""
     return f"{rank}_{defect_type}_{Path(image_path).stem}.png"
+
+
+def vis_title(defect_type: str, label: int, score: float, threshold: float | None) -> str:
+    """The heatmap panel's title: the defect type and score and, at a decided image threshold, the score
+    against it and the outcome (detected / missed for a defect, passed / false alarm for a good image)."""
+    title = f"{defect_type}  score {score:.3f}"
+    if threshold is None or math.isnan(threshold):
+        return title
+    flagged = score >= threshold
+    outcome = ("detected" if flagged else "missed") if label else ("false alarm" if flagged else "passed")
+    return f"{title} {'≥' if flagged else '<'} {threshold:.3f}: {outcome}"
+
+
+def visualize_category(
+    samples: Sequence[Sample], result: CategoryResult, vis_dir: Path, count: int, threshold: float | None
+) -> list[Path]:
+    """`save_overlay` pictures of one category's most instructive images (`ranked_picks`) into `vis_dir`.
+
+    `samples`: the category's test samples in evaluation order (indexable, decoded on access);
+    `threshold`: the decided image threshold (e.g. the image F1-max threshold of thresholds.json) or None.
+    Returns the files written.
+    """
+    vis_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, rank in ranked_picks(result.labels, result.scores, count, threshold):
+        sample = samples[index]
+        path = vis_dir / vis_name(rank, sample.defect_type, str(sample.image_path))
+        score = float(result.scores[index])
+        title = vis_title(sample.defect_type, int(result.labels[index]), score, threshold)
+        save_overlay(path, sample.image, result.maps[index].astype("float32"), title, sample.mask)
+        written.append(path)
+    return written
 
 
 def pick_for_visualization(labels: np.ndarray, scores: np.ndarray, count: int) -> list[int]:
