@@ -6,6 +6,7 @@
 #   MODES="text mutual text+mutual fewshot" SHOT_SEEDS="0 1 2" bash test.sh
 #   MODEL_PATH=/data/sam3 DATASET_PATH=/data/datasets DATASETS=visa bash test.sh --visualize
 #   DATASETS="mvtec_loco mpdd btad" bash test.sh
+#   DATASETS=meta_json META_JSON_DIRS="/data/CVC-ColonDB /data/ISIC /data/mvtec" bash test.sh
 #
 # Modes (utils/evaluation/modes.py, the table results.md and compare.md name them by): text (text prompts only,
 # --visual none), mutual (visual map alone, zero-shot: the other test images of the category), text+mutual (the
@@ -14,7 +15,9 @@
 # Environment: DATASETS (default "mvtec visa"; any names that have a configs/<name>.yaml), MODES (default
 # "text"), OUTPUT_ROOT (default: the declared output_dir; runs land in $OUTPUT_ROOT/<mode>/<dataset>/results.md,
 # few-shot seeds in its seed_<s>/, the comparison, a block per dataset, in $OUTPUT_ROOT/compare.md), NPROC
-# (processes, one per GPU, under torchrun; default 1), PYTHON (default python). Passed to scripts/test.py only
+# (processes, one per GPU, under torchrun; default 1), PYTHON (default python), META_JSON_DIRS (for DATASETS
+# meta_json: the folders holding a meta.json, one run each into $OUTPUT_ROOT/<mode>/<folder name>, or
+# <folder name>_meta_json for a folder named like a dataset; default DATASET_PATH). Passed to scripts/test.py only
 # when set (else the config decides): MODEL_PATH, DATASET_PATH, CHECKPOINT (trained embeddings from train.sh),
 # SHOTS, SHOT_SEEDS ("0 1 2"). Extra arguments are passed to scripts/test.py. Reruns resume.
 set -euo pipefail
@@ -45,6 +48,10 @@ for dataset in $DATASETS; do  # every name checked before the first (long) run s
     echo "error: unknown dataset '$dataset' in DATASETS: use any of ${known% }" >&2
     exit 2
   fi
+  if [ "$dataset" = meta_json ] && [ -z "${META_JSON_DIRS:-${DATASET_PATH:-}}" ]; then
+    echo "error: DATASETS meta_json needs META_JSON_DIRS (folders holding a meta.json) or DATASET_PATH" >&2
+    exit 2
+  fi
 done
 # shellcheck disable=SC2086  # MODES is a word list on purpose
 "$PYTHON" -m utils.evaluation.modes flags $MODES >/dev/null  # an unknown mode: one line, exit 2
@@ -55,6 +62,15 @@ for mode in $MODES; do
     flags+=(${SHOTS:+--shots "$SHOTS"} ${seeds:+--shot_seeds "$seeds"})
   fi
   for dataset in $DATASETS; do
+    if [ "$dataset" = meta_json ]; then  # one run per meta.json folder, named after the folder
+      for dir in ${META_JSON_DIRS:-$DATASET_PATH}; do
+        name="$(basename "${dir%/meta.json}")"
+        [ -f "configs/$name.yaml" ] && name="${name}_meta_json"  # never the folder of a native run
+        echo "== $mode on $name =="
+        DATASET_PATH="$dir" evaluate meta_json "$OUTPUT_ROOT/$mode/$name" "${flags[@]}" "$@"
+      done
+      continue
+    fi
     echo "== $mode on $dataset =="
     evaluate "$dataset" "$OUTPUT_ROOT/$mode/$dataset" "${flags[@]}" "$@"
   done

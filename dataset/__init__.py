@@ -16,6 +16,7 @@ from dataset.base import BitDepths, ImageDataset
 from dataset.constants import (
     BTAD_CATEGORIES,
     KSDD2_CATEGORIES,
+    META_JSON_CATEGORIES,
     MPDD_CATEGORIES,
     MVTEC_AD2_CATEGORIES,
     MVTEC_CATEGORIES,
@@ -28,6 +29,7 @@ from dataset.constants import (
 )
 from dataset.folder import FOLDER_LAYOUT, available_folder_categories, load_folder
 from dataset.ksdd2 import KSDD2_LAYOUT, available_ksdd2_categories, load_ksdd2
+from dataset.meta_json import META_JSON_LAYOUT, available_meta_json_categories, load_meta_json, meta_json_name
 from dataset.mvtec import MVTEC_LAYOUT, available_mvtec_categories, load_mvtec
 from dataset.mvtec_like import (
     BTAD_LAYOUT,
@@ -71,6 +73,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "ksdd2": DatasetSpec(load_ksdd2, available_ksdd2_categories, KSDD2_LAYOUT, KSDD2_CATEGORIES),
     "real_iad": DatasetSpec(
         load_real_iad, available_real_iad_categories, REAL_IAD_LAYOUT, REAL_IAD_CATEGORIES
+    ),
+    "meta_json": DatasetSpec(
+        load_meta_json, available_meta_json_categories, META_JSON_LAYOUT, META_JSON_CATEGORIES
     ),
     "folder": DatasetSpec(load_folder, available_folder_categories, FOLDER_LAYOUT, ()),
 }
@@ -138,6 +143,16 @@ def benchmark_categories() -> tuple[str, ...]:
     return tuple(dict.fromkeys(c for spec in DATASETS.values() for c in spec.categories))
 
 
+def set_name(name: str, root: str | os.PathLike[str] | None) -> str:
+    """The name of one evaluated set: `name`, or for "meta_json" the folder holding its meta.json (each
+    meta.json is a set of its own: its output folder and its block in compare.md); a folder named like a
+    dataset gets `_meta_json` appended (`mvtec_meta_json`), so it never mixes with that loader's runs."""
+    if name != "meta_json" or not root:
+        return name
+    folder = meta_json_name(root)
+    return f"{folder}_meta_json" if folder in DATASETS else folder
+
+
 def select_categories(
     name: str, root: str | os.PathLike[str] | None, wanted: Sequence[str] | None
 ) -> list[str]:
@@ -202,4 +217,5 @@ __all__ = [
     "load_dataset",
     "object_noun",
     "select_categories",
+    "set_name",
 ]

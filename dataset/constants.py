@@ -104,6 +104,53 @@ REAL_IAD_CATEGORIES: tuple[str, ...] = (
     "zipper",
 )
 
+# The classes of the meta.json sets of the CLIP-based zero-shot papers beyond the benchmarks above: SDD
+# (KolektorSDD), DAGM, DTD-Synthetic and the medical sets. AnomalyCLIP's generate_dataset_json names the
+# medical classes by organ (BrainMRI, HeadCT, Br35H: brain; COVID-19: chest; ISIC: skin; CVC-ColonDB,
+# CVC-ClinicDB, Kvasir, Endo: colon; TN3K: thyroid), AdaCLIP's preprocessed copies by set (brain_mri, ...).
+SDD_CATEGORIES: tuple[str, ...] = ("electrical commutators", "SDD")
+DAGM_CATEGORIES: tuple[str, ...] = tuple(f"Class{i}" for i in range(1, 11))
+DTD_CATEGORIES: tuple[str, ...] = (
+    "Blotchy_099",
+    "Fibrous_183",
+    "Marbled_078",
+    "Matted_069",
+    "Mesh_114",
+    "Perforated_037",
+    "Stratified_154",
+    "Woven_001",
+    "Woven_068",
+    "Woven_104",
+    "Woven_125",
+    "Woven_127",
+)
+# medical class -> the organ its images show
+MEDICAL_ORGANS: dict[str, str] = {
+    "brain": "brain",
+    "brain_mri": "brain",
+    "br35h": "brain",
+    "headct": "brain",
+    "chest": "chest",
+    "colon": "colon",
+    "ColonDB": "colon",
+    "ClinicDB": "colon",
+    "skin": "skin",
+    "isic": "skin",
+    "thyroid": "thyroid",
+    "tn3k": "thyroid",
+}
+MEDICAL_CATEGORIES: tuple[str, ...] = tuple(MEDICAL_ORGANS)
+META_JSON_CATEGORIES: tuple[str, ...] = (
+    *MVTEC_CATEGORIES,
+    *VISA_CATEGORIES,
+    *MPDD_CATEGORIES,
+    *BTAD_CATEGORIES,
+    *SDD_CATEGORIES,
+    *DAGM_CATEGORIES,
+    *DTD_CATEGORIES,
+    *MEDICAL_CATEGORIES,
+)
+
 # MVTec AD texture categories: the whole image is the "object", so no object mask is needed.
 TEXTURE_CATEGORIES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 
@@ -195,9 +242,29 @@ OBJECT_NOUNS: dict[str, str] = {
     "vcpill": "pill",
     "wooden_beads": "wooden beads",
     "woodstick": "wooden stick",
+    # medical classes whose images show the organ as an object on a background (MRI / CT slices, X-rays)
+    **{c: organ for c, organ in MEDICAL_ORGANS.items() if organ in ("brain", "chest")},
+}
+
+# Nouns of categories whose image is all surface: used in contextual prompts, never as an object prior
+# (`model.prompts.object_prompt` skips categories missing from OBJECT_NOUNS).
+SURFACE_NOUNS: dict[str, str] = {
+    **dict.fromkeys(SDD_CATEGORIES, "electrical commutator surface"),
+    **dict.fromkeys(DAGM_CATEGORIES, "textured surface"),
+    "Blotchy_099": "blotchy texture",
+    "Fibrous_183": "fibrous texture",
+    "Marbled_078": "marbled texture",
+    "Matted_069": "matted texture",
+    "Mesh_114": "mesh texture",
+    "Perforated_037": "perforated texture",
+    "Stratified_154": "stratified texture",
+    **dict.fromkeys(("Woven_001", "Woven_068", "Woven_104", "Woven_125", "Woven_127"), "woven texture"),
+    # endoscopy, dermoscopy and ultrasound views fill the frame with the organ's surface
+    **{c: organ for c, organ in MEDICAL_ORGANS.items() if organ in ("colon", "skin", "thyroid")},
 }
 
 
 def object_noun(category: str) -> str:
-    """The prompt noun of `category`; an unknown category gives its name with `_` replaced by spaces."""
-    return OBJECT_NOUNS.get(category, category.replace("_", " "))
+    """The prompt noun of `category` (OBJECT_NOUNS, then SURFACE_NOUNS); an unknown category gives its name
+    with `_` replaced by spaces."""
+    return OBJECT_NOUNS.get(category) or SURFACE_NOUNS.get(category) or category.replace("_", " ")

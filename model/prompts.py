@@ -2,8 +2,10 @@
 
 Strategies (`STRATEGIES`):
 
-- ``base``: generic defect words (`BASE_DEFECTS`), the same for every category. This is the only strictly
-  zero-shot strategy: it uses no knowledge of any benchmark.
+- ``base``: generic defect words (`BASE_DEFECTS`), the same for every category; for the medical classes of
+  the meta.json sets (`MEDICAL_CATEGORIES`) generic medical finding words (`MEDICAL_BASE_DEFECTS`), the same
+  for every medical class. This is the only strictly zero-shot strategy: it uses no knowledge of any
+  benchmark beyond whether its images are medical.
 - ``category``: a defect vocabulary per category (`CATEGORY_DEFECTS`); an unknown category falls back to
   ``base``.
 - ``mixed``: ``base`` followed by ``category``, duplicates removed, order kept.
@@ -15,7 +17,9 @@ physically suffer (a capsule can be cracked or dented, a PCB can miss a componen
 knows MVTec AD and VisA. Several entries coincide with, or paraphrase, the datasets' defect folder names /
 defect class names (e.g. "crack", "hole", "scratch", "bent lead", "broken teeth", "faulty imprint",
 "missing wire", "glue"). ``category``, ``mixed`` and ``contextual`` therefore carry disclosed prior knowledge
-and are not strictly zero-shot; report ``base`` when claiming zero-shot results.
+and are not strictly zero-shot; report ``base`` when claiming zero-shot results. The medical classes'
+vocabularies name the findings their sets annotate (polyps, brain tumours, skin lesions, thyroid nodules,
+COVID-19 opacities): disclosed prior knowledge too.
 
 Prompts stay short (at most 8 words) because SAM 3's text encoder reads at most 32 tokens.
 """
@@ -24,7 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from dataset.constants import OBJECT_NOUNS, REAL_IAD_CATEGORIES, TEXTURE_CATEGORIES, object_noun
+from dataset.constants import (
+    DAGM_CATEGORIES,
+    DTD_CATEGORIES,
+    MEDICAL_CATEGORIES,
+    MEDICAL_ORGANS,
+    OBJECT_NOUNS,
+    REAL_IAD_CATEGORIES,
+    SDD_CATEGORIES,
+    TEXTURE_CATEGORIES,
+    object_noun,
+)
 
 STRATEGIES: tuple[str, ...] = ("base", "category", "mixed", "contextual")
 DEFAULT_STRATEGY = "base"  # strictly zero-shot: the prompt_strategy setting's declared default
@@ -41,6 +55,19 @@ BASE_DEFECTS: tuple[str, ...] = (
     "dent",
     "break",
     "missing part",
+)
+
+# Generic medical finding words: the ``base`` vocabulary of every medical class (industrial defect words
+# name nothing in a scan). Written for medical images in general, not for any set's annotations.
+MEDICAL_BASE_DEFECTS: tuple[str, ...] = (
+    "lesion",
+    "tumor",
+    "polyp",
+    "nodule",
+    "mass",
+    "abnormal tissue",
+    "opacity",
+    "inflammation",
 )
 
 # Per-category defect vocabulary (at most 3 words per entry so contextual prompts stay <= 8 words).
@@ -103,7 +130,20 @@ CATEGORY_DEFECTS: dict[str, tuple[str, ...]] = {
     "02": ("scratch", "crack", "stain", "hole"),
     "03": ("scratch", "crack", "stain", "dent"),
     "ksdd2": ("scratch", "crack", "spot", "stain", "dent"),
+    # --- meta.json sets: KolektorSDD, DAGM, DTD-Synthetic ---------------------------------------
+    **dict.fromkeys(SDD_CATEGORIES, ("scratch", "crack", "spot", "stain", "dent")),
+    **dict.fromkeys(DAGM_CATEGORIES, ("scratch", "spot", "stain", "streak", "smudge")),
+    **dict.fromkeys(DTD_CATEGORIES, ("irregular patch", "stain", "spot", "hole", "discoloration")),
 }
+# Medical classes: the findings their organ's sets annotate (see the module docstring's disclosure).
+ORGAN_FINDINGS: dict[str, tuple[str, ...]] = {
+    "brain": ("brain tumor", "hemorrhage", "glioma", "meningioma", "lesion"),
+    "chest": ("lung opacity", "ground-glass opacity", "consolidation", "infiltrate"),
+    "colon": ("polyp", "adenoma", "colorectal lesion", "bleeding"),
+    "skin": ("skin lesion", "melanoma", "mole", "pigmented lesion"),
+    "thyroid": ("thyroid nodule", "cyst", "hypoechoic mass", "calcification"),
+}
+CATEGORY_DEFECTS.update({c: ORGAN_FINDINGS[organ] for c, organ in MEDICAL_ORGANS.items()})
 # Real-IAD: the eight defect classes of the set, shared by its 30 categories (toothbrush and zipper, also
 # MVTec AD categories, keep their MVTec AD vocabulary: prompts are keyed by category name only).
 REAL_IAD_DEFECTS: tuple[str, ...] = (
@@ -289,6 +329,11 @@ def _dedupe(prompts: Iterable[str]) -> list[str]:
     return out
 
 
+def base_defects(category: str | None) -> tuple[str, ...]:
+    """The ``base`` words of `category`: `MEDICAL_BASE_DEFECTS` for a medical class, else `BASE_DEFECTS`."""
+    return MEDICAL_BASE_DEFECTS if category in MEDICAL_CATEGORIES else BASE_DEFECTS
+
+
 def category_defects(category: str | None) -> tuple[str, ...]:
     """The defect vocabulary of `category`; None or an unknown category gives `BASE_DEFECTS`."""
     if category is None:
@@ -329,11 +374,11 @@ def build_prompts(
     if overrides and category is not None and category in overrides:
         built: list[str] = list(overrides[category])
     elif strategy == "base":
-        built = list(BASE_DEFECTS)
+        built = list(base_defects(category))
     elif strategy == "category":
         built = list(category_defects(category))
     else:
-        built = _dedupe([*BASE_DEFECTS, *category_defects(category)])
+        built = _dedupe([*base_defects(category), *category_defects(category)])
         if strategy == "contextual":
             noun = GENERIC_OBJECT if category is None else object_noun(category)
             built = [contextual_prompt(defect, noun) for defect in built]

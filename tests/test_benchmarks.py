@@ -186,7 +186,7 @@ def test_every_name_is_registered_with_its_categories() -> None:
     every = benchmark_categories()
     assert (
         every[:15] == categories_of("mvtec")
-        and len(every) == len(set(every)) == 15 + 12 + 8 + 5 + 6 + 3 + 1 + 28
+        and len(every) == len(set(every)) == 15 + 12 + 8 + 5 + 6 + 3 + 1 + 28 + 2 + 10 + 12 + 12
     )
     with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
         categories_of("nope")

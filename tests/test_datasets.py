@@ -459,7 +459,11 @@ def test_constants() -> None:
     assert len(MVTEC_CATEGORIES) == 15 and len(VISA_CATEGORIES) == 12
     assert set(TEXTURE_CATEGORIES) <= set(MVTEC_CATEGORIES) and len(TEXTURE_CATEGORIES) == 5
     benchmarks = (name for name in dataset.DATASET_NAMES if name != "folder")
-    assert set(OBJECT_NOUNS) == {c for name in benchmarks for c in dataset.categories_of(name)}
+    nouns = {
+        *OBJECT_NOUNS,
+        *dataset.constants.SURFACE_NOUNS,
+    }  # surfaces: nouns without an object prior (meta.json sets)
+    assert nouns == {c for name in benchmarks for c in dataset.categories_of(name)}
     assert object_noun("metal_nut") == "metal nut" and object_noun("pcb3") == "printed circuit board"
     assert object_noun("pipe_fryum") == "pipe-shaped fryum snack"
     assert object_noun("capsules") == "green capsules"

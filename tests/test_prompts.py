@@ -10,6 +10,7 @@ from model.prompts import (
     BASE_DEFECTS,
     CATEGORY_DEFECTS,
     STRATEGIES,
+    base_defects,
     build_prompts,
 )
 
@@ -19,8 +20,8 @@ ALL_CATEGORIES = tuple(dict.fromkeys(c for name in DATASET_NAMES for c in catego
 def test_every_benchmark_category_has_a_vocabulary():
     assert set(CATEGORY_DEFECTS) == set(ALL_CATEGORIES)
     assert (
-        len(ALL_CATEGORIES) == 15 + 12 + 8 + 5 + 6 + 3 + 1 + 30 - 2
-    )  # toothbrush, zipper: MVTec AD and Real-IAD
+        len(ALL_CATEGORIES) == 15 + 12 + 8 + 5 + 6 + 3 + 1 + 30 - 2 + 2 + 10 + 12 + 12
+    )  # toothbrush, zipper: MVTec AD and Real-IAD; meta.json sets: SDD, DAGM, DTD, medical
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -39,7 +40,7 @@ def test_strategies_contents(category):
     cat = build_prompts(category, "category")
     mixed = build_prompts(category, "mixed")
     contextual = build_prompts(category, "contextual")
-    assert base == list(BASE_DEFECTS)
+    assert base == list(base_defects(category))
     assert cat == list(CATEGORY_DEFECTS[category])
     assert set(mixed) == set(base) | set(cat)
     assert mixed[: len(base)] == base  # base first, order kept

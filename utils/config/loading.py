@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from dataset import set_name
 from utils.config.schema import SETTINGS, Config, Setting, defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +109,8 @@ def resolve_config(
     """Defaults <- YAML file <- CLI values that are not None; then fill `dataset_path` and expand `~`.
 
     With `output_per_dataset`, an output_dir set neither by the CLI nor by the file becomes
-    `<default output_dir>/<dataset>` (results/mvtec, results/visa), so two datasets never share a folder.
+    `<default output_dir>/<dataset>` (results/mvtec, results/visa; a meta.json set: the name of its folder,
+    `dataset.set_name`), so two datasets never share a folder.
 
     Raises:
         ConfigError: an unknown key, a wrong type, a value out of its declared range or choices, or values
@@ -118,10 +120,12 @@ def resolve_config(
     given = {k: v for k, v in cli.items() if v is not None}
     values = merge(defaults(), from_file, str(config_path))
     values = merge(values, given, "command line")
-    if output_per_dataset and "output_dir" not in from_file and "output_dir" not in given:
-        values["output_dir"] = str(Path(values["output_dir"]) / values["dataset"])
     if not values["dataset_path"]:
         values["dataset_path"] = read_dataset_dir()
+    if output_per_dataset and "output_dir" not in from_file and "output_dir" not in given:
+        values["output_dir"] = str(
+            Path(values["output_dir"]) / set_name(values["dataset"], values["dataset_path"])
+        )
     for key in ("dataset_path", "model_path", "output_dir", "checkpoint"):
         if values.get(key):
             values[key] = str(Path(values[key]).expanduser())

@@ -1,5 +1,6 @@
-"""One comparison of several runs (results/compare.md): a block per dataset, a row per mode, the 7 metrics
-and the dataset's own ones (results.json "benchmark_metrics", e.g. sPRO).
+"""One comparison of several runs (results/compare.md): a block per dataset (per meta.json folder for
+`--dataset meta_json`), a row per mode, the 7 metrics and the dataset's own ones (results.json
+"benchmark_metrics", e.g. sPRO).
 
     python -m utils.evaluation.compare results     # reads results/<mode>/<dataset>[/seed_<s>]/results.json
 
@@ -24,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dataset import DATASET_NAMES, categories_of
+from dataset import DATASET_NAMES, categories_of, set_name
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.results import (
     COLUMN_TITLES,
@@ -71,8 +72,10 @@ def counted_docs(root: Path) -> Docs:
         if any(folder in path.parent.parents for folder in averaged):
             continue
         folder = path.relative_to(root).parts[0]
-        label = run_label(doc["config"]) if isinstance(doc.get("config"), dict) else folder
-        counted.append(((row_name(folder, label), doc["dataset"]), doc))
+        config = doc["config"] if isinstance(doc.get("config"), dict) else None
+        label = run_label(config) if config is not None else folder
+        dataset = set_name(doc["dataset"], (config or {}).get("dataset_path"))  # meta_json: its folder
+        counted.append(((row_name(folder, label), dataset), doc))
     return counted
 
 
@@ -93,7 +96,8 @@ def scopes_of(docs: Docs) -> dict[tuple[str, str], tuple[str, str]]:
 
 def scope_cells(dataset: str, categories: list[str], counts: tuple[int, int] | None) -> tuple[str, str]:
     """(categories cell, test images cell) of one run; see `scopes_of`."""
-    published = categories_of(dataset) if dataset in DATASET_NAMES else ()
+    # a meta.json's classes are its own: it is named after the 17 sets' classes, not held to all of them
+    published = categories_of(dataset) if dataset in DATASET_NAMES and dataset != "meta_json" else ()
     if not categories:
         names = "–"
     elif published and set(published) <= set(categories):
