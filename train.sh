@@ -14,17 +14,20 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"
 RUN_ROOT="${RUN_ROOT:-runs}"
-OUTPUT_ROOT="${OUTPUT_ROOT:-$("$PYTHON" -m utils.evaluation.modes root)}"
 DIRECTIONS="${DIRECTIONS:-mvtec:visa visa:mvtec}"
-for direction in $DIRECTIONS; do
-  source_set="${direction%%:*}"
-  target_set="${direction##*:}"
-  run_dir="$RUN_ROOT/$source_set"
+for direction in $DIRECTIONS; do  # old checkpoints are refused before anything runs
+  run_dir="$RUN_ROOT/${direction%%:*}"
   if [ -f "$run_dir/last.pt" ] && [ ! -f "$run_dir/last.safetensors" ]; then
     echo "error: $run_dir/last.pt is an old checkpoint: convert it with" \
       "\`$PYTHON scripts/convert_checkpoint.py $run_dir/last.pt\`, then rerun" >&2
     exit 2
   fi
+done
+OUTPUT_ROOT="${OUTPUT_ROOT:-$("$PYTHON" -m utils.evaluation.modes root)}"
+for direction in $DIRECTIONS; do
+  source_set="${direction%%:*}"
+  target_set="${direction##*:}"
+  run_dir="$RUN_ROOT/$source_set"
   resume=()
   [ -f "$run_dir/last.safetensors" ] && resume=(--resume "$run_dir/last.safetensors")
   echo "== train on $source_set =="

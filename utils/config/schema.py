@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import enum
 import types
 import typing
 from collections.abc import Mapping
@@ -500,14 +501,20 @@ class Config:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting as {key: value}, in the order of SETTINGS (configs/config.yaml's order)."""
+        """Every setting as {key: value}, in the order of SETTINGS (configs/config.yaml's order); enum values
+        (the visual mode) as their plain strings, as YAML and JSON write them."""
         sections = [getattr(self, attribute) for attribute in _SECTION_OF]
         flat = {f.name: getattr(section, f.name) for section in sections for f in fields(section)}
-        return {name: flat[name] for name in SETTINGS}
+        return {name: _plain(flat[name]) for name in SETTINGS}
 
     def replace(self, **changes: Any) -> Config:
         """A new Config with some settings changed, by key: `cfg.replace(shot_seed=1)`."""
         return Config.from_dict({**self.to_dict(), **changes})
+
+
+def _plain(value: Any) -> Any:
+    """`value`, or an enum member's value (a str enum compares equal to it either way)."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 _SECTION_OF: dict[str, type] = dict(typing.get_type_hints(Config))  # attribute -> section class
