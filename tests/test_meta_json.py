@@ -382,7 +382,7 @@ def test_medical_classes_get_the_medical_base_and_surfaces_no_object_prior() -> 
 
 def test_demo_and_app_accept_the_new_categories() -> None:
     from scripts.demo import check_category
-    from utils.app import category_choices
+    from utils.app.texts import category_choices
 
     new = ("colon", "skin", "brain", "thyroid", "chest", "Woven_001", "Class10", "electrical commutators")
     for cls in new:

@@ -128,7 +128,7 @@ def test_train_and_demo_write_run_log(mvtec_root, tiny_sam3_dir, tmp_path):
     messages = _messages(out)
     assert messages[0].startswith("run started: demo.py")
     assert any(m.startswith("demo_scratch.png -> demo_scratch: score ") for m in messages)
-    assert messages[-1] == f"1 of 1 images written to {out}"
+    assert messages[-1].startswith(f"1 of 1 images written to {out} (verdicts: ")
 
 
 def test_git_commit_is_none_outside_a_checkout(tmp_path, monkeypatch):
