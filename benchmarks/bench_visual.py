@@ -51,8 +51,10 @@ from benchmarks.bench_full_size import DEFAULT_META_DIR  # noqa: E402
 from benchmarks.planted_data import HAZELNUT_GOOD, SIDE, PlantedSet, planted_set  # noqa: E402
 from model import Sam3Engine  # noqa: E402
 from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings  # noqa: E402
+from model.fusion import fuse_visual  # noqa: E402
 from model.mutual import MutualScorer  # noqa: E402
 from model.prompts import build_prompts  # noqa: E402
+from model.text_scorer import TextScorer  # noqa: E402
 from model.tiny_sam3 import build_tiny_sam3, tiny_sam3_config  # noqa: E402
 from model.visual import (  # noqa: E402
     DEFAULT_DEGREES,
@@ -270,11 +272,12 @@ def fused(
 ) -> list[AnomalyResult]:
     """Copies of the text results fused with the visual maps as a detector with these settings does."""
     settings = ScoringSettings(visual=mode, patch_pool=pool, visual_image_score=reading)
-    detector, results = AnomalyDetector(engine, settings), copy.deepcopy(text)
+    results = copy.deepcopy(text)
     if mode is VisualMode.FEWSHOT:
-        detector.fuse_visual(results, visual["calibrated"])
+        fuse_visual(results, visual["calibrated"], settings)
     else:
-        MutualScorer(detector, "mvtec").fuse(results, visual["raw"], visual["features"])
+        scorer = MutualScorer(AnomalyDetector(engine, settings), "mvtec")
+        scorer.fuse(results, visual["raw"], visual["features"])
     return results
 
 
@@ -290,9 +293,9 @@ def planted_grid(engine: Sam3Engine, data: PlantedSet, prompts: list[str], pools
     """One markdown table of pixel and image AUROC per pooling factor and mode at this engine's grid."""
     grid = engine.vit_grid
     default = pool_factor(grid, DEFAULT_VISUAL_GRID)
-    first = AnomalyDetector(engine, ScoringSettings(visual=VisualMode.FEWSHOT, patch_pool=1))
+    first = TextScorer(engine, lambda: ScoringSettings(visual=VisualMode.FEWSHOT, patch_pool=1))
     start = time.perf_counter()
-    text, tests = first.text_results(data.images, prompts, NOUN, (SIDE, SIDE), False)
+    text, tests = first.score(data.images, prompts, NOUN, (SIDE, SIDE), False)
     refs = first.encode(data.references, with_patches=True).patch_layers
     masks, labels = np.stack(data.masks), data.labels
     print(
@@ -372,7 +375,7 @@ def real_architecture_grid(meta_dir: Path) -> None:
 
     config, tokenizer = real_config_and_tokenizer(meta_dir, None)
     engine = Sam3Engine(build_random_model(config, torch.float32, 0), tokenizer, compute_dtype="fp32")
-    detector = AnomalyDetector(engine, ScoringSettings(visual=VisualMode.FEWSHOT))
+    detector = TextScorer(engine, lambda: ScoringSettings(visual=VisualMode.FEWSHOT))
     start = time.perf_counter()
     features = detector.encode([np.zeros((SIDE, SIDE, 3), np.uint8)], with_patches=True).patch_layers
     shapes = {k: tuple(v.shape[1:3]) for k, v in features.items()}

@@ -1,7 +1,6 @@
 """The lazy dataset every loader returns: `ImageDataset` decodes a `Record` into a `Sample` when indexed.
 
-The record and sample types with their errors live in `dataset.records`, the decoding in `dataset.images`;
-their names stay importable from here.
+The record and sample types with their errors live in `dataset.records`, the decoding in `dataset.images`.
 """
 
 from __future__ import annotations
@@ -14,34 +13,14 @@ from typing import overload
 import numpy as np
 
 from dataset.images import (
-    SENSOR_DEPTHS,
     category_bit_depth,
-    depth_holding,
     read_image,
-    read_mask,
-    read_mask_values,
     read_sized_mask,
-    to_rgb,
-    unscaled_peak,
 )
 from dataset.records import (
-    IMAGE_EXTENSIONS,
-    DatasetError,
     DatasetWarning,
-    MaskPairingError,
     Record,
     Sample,
-    as_root,
-    check_split,
-    is_image_file,
-    list_images,
-    plain_name,
-    relative_inside,
-    resolve_folder,
-    short_list,
-    subdirs,
-    unknown_category,
-    warn_shared_stems,
 )
 
 
@@ -163,36 +142,3 @@ class ImageDataset(Sequence[Sample]):
             f"ImageDataset({self.name}, category={self.category!r}, split={self.split!r}, "
             f"n={len(self)}, anomalous={n_bad}, root={str(self.root)!r})"
         )
-
-
-__all__ = [  # the old home of the record, sample and decoding names: importable from here
-    "IMAGE_EXTENSIONS",
-    "SENSOR_DEPTHS",
-    "BitDepths",
-    "DatasetError",
-    "DatasetWarning",
-    "ImageDataset",
-    "MaskPairingError",
-    "Record",
-    "Sample",
-    "as_root",
-    "category_bit_depth",
-    "check_split",
-    "depth_holding",
-    "is_image_file",
-    "list_images",
-    "load_sample",
-    "plain_name",
-    "read_image",
-    "read_mask",
-    "read_mask_values",
-    "read_sized_mask",
-    "relative_inside",
-    "resolve_folder",
-    "short_list",
-    "subdirs",
-    "to_rgb",
-    "unknown_category",
-    "unscaled_peak",
-    "warn_shared_stems",
-]

@@ -27,10 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dataset.base import (
+from dataset.base import ImageDataset
+from dataset.records import (
     DatasetError,
     DatasetWarning,
-    ImageDataset,
     Record,
     check_split,
     plain_name,

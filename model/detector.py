@@ -15,13 +15,11 @@ Zero-shot mutual scoring compares a whole set of images with each other: `model.
 
 Flow of `AnomalyDetector.detect_arrays` for a batch of N images and P defect prompts:
 
-1. ``engine.encode_images(images)`` once (with the ViT patch layers when a visual mode is on).
-2. ``engine.predict(features, [object_noun] + prompts)`` once; the object noun is scored only when object
-   regularisation applies. It goes *first* so that, rows being image-major, each image's object mask is
-   known before its defect rows arrive and every chunk can be reduced at once (`model.text_maps`).
-3. Per image: object regularisation, prompt aggregation, resize, smoothing, clipping, image score.
-4. With a visual mode, the calibrated visual map gets the same object prior and smoothing and is fused:
-   ``(1 - visual_weight) * text + visual_weight * visual`` (`fuse_visual`).
+1. `model.text_scorer.TextScorer.score`: one vision pass (with the ViT patch layers when a visual mode is
+   on), one ``engine.predict`` over ``[object_noun] + prompts``, and per image object regularisation,
+   prompt aggregation, resize, smoothing, clipping, image score (`model.text_maps`).
+2. With ``visual="fewshot"``, the patch distances to the references of `set_references`, calibrated, are
+   fused: ``(1 - visual_weight) * text + visual_weight * visual`` (`model.fusion.fuse_visual`).
 
 The engine contract (model/engine.py): ``encode_images(images, patch_layers=..., patch_pool=...) ->
 features`` (with ``.patch_layers``) and ``predict(features, prompts) -> Iterator[ConceptOutputs]`` with
@@ -34,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +43,13 @@ from PIL import Image
 from dataset.constants import TEXTURE_CATEGORIES
 from dataset.images import read_image, to_rgb
 from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
-from model.map_ops import gaussian_smooth, resize_map, rotate_image
+from model.fusion import fuse_visual
+from model.map_ops import rotate_image
 from model.prompts import DEFAULT_STRATEGY, build_prompts, given_prompts, object_prompt
-from model.scoring import image_score
 from model.settings import MASK_THRESHOLD, ScoringSettings
-from model.text_maps import AnomalyResult, Detection, ImageState, TextMaps
-from model.visual import (
-    PatchReading,
-    ReferenceBank,
-    VisualMode,
-    check_degrees_fit,
-    fuse,
-    patch_reading,
-    select_layers,
-)
-from model.vit_layers import pool_factor
-
-# (engine, features, prompts) -> ConceptOutputs chunks: how trained concept embeddings of a fine-tuning
-# checkpoint replace or add to the text features (utils/pipeline.py build_detector routes them here).
-TextOverride = Callable[[Any, Any, Sequence[str]], Iterator[Any]]
+from model.text_maps import AnomalyResult, Detection
+from model.text_scorer import TextOverride, TextScorer
+from model.visual import ReferenceBank, VisualMode
 
 # What `AnomalyDetector.detect` reads as one image: a file path, a PIL image or a numpy array.
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
@@ -92,7 +78,7 @@ class AnomalyDetector:
         self.settings = settings if settings is not None else ScoringSettings()
         self.text_override = text_override
         self.references: ReferenceBank | None = None  # few-shot bank, from `set_references`
-        self._text_maps = TextMaps(lambda: self.settings)  # reads this detector's settings at call time
+        self._text = TextScorer(engine, lambda: self.settings, text_override)  # settings read at call time
 
     def with_settings(self, **changes: Any) -> AnomalyDetector:
         """A detector sharing this one's loaded engine and text source, with some settings changed.
@@ -154,7 +140,7 @@ class AnomalyDetector:
         angles = self.settings.reference_rotations  # AnomalyDINO's augmentation
         arrays += [rotate_image(a, angle) for angle in angles for a in arrays]
         sources *= 1 + len(angles)
-        features = self.encode(arrays, with_patches=True)
+        features = self._text.encode(arrays, with_patches=True)
         self.references = ReferenceBank(features.patch_layers, self.settings.visual_degrees, sources=sources)
 
     def detect(
@@ -236,112 +222,11 @@ class AnomalyDetector:
             )
         if s.visual is VisualMode.FEWSHOT and self.references is None:
             raise ValueError("visual='fewshot' needs normal reference images: call set_references first")
-        results, patches = self.text_results(images, prompts, object_noun, out_size, instance_masks)
+        results, patches = self._text.score(images, prompts, object_noun, out_size, instance_masks)
         if s.visual is VisualMode.FEWSHOT and results:
             assert self.references is not None
-            self.fuse_visual(results, self.references.calibrated(patches))
+            fuse_visual(results, self.references.calibrated(patches), s)
         return results
-
-    # ------------------------------------------------------------------ building blocks (MutualScorer)
-    def patch_pool(self) -> int:
-        """The pooling factor of the ViT grid: ``settings.patch_pool``, else derived from ``visual_grid``."""
-        s = self.settings
-        return s.patch_pool if s.patch_pool is not None else pool_factor(self.engine.vit_grid, s.visual_grid)
-
-    def encode(self, images: Sequence[np.ndarray], with_patches: bool) -> Any:
-        """One vision pass; with `with_patches`, the ViT patch layers pooled by `patch_pool`.
-
-        Warns once per call site when a ``visual_degrees`` window covers more than a third of the pooled grid.
-        """
-        if not with_patches:
-            return self.engine.encode_images(images)
-        layers = select_layers(self.engine.num_vit_layers)
-        features = self.engine.encode_images(images, patch_layers=layers, patch_pool=self.patch_pool())
-        grid = next(iter(features.patch_layers.values())).shape[1:3]
-        check_degrees_fit(self.settings.visual_degrees, (int(grid[0]), int(grid[1])))
-        return features
-
-    def text_results(
-        self,
-        images: Sequence[np.ndarray],
-        prompts: Sequence[str],
-        object_noun: str | None,
-        out_size: tuple[int, int] | None,
-        instance_masks: bool,
-    ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
-        """Text-only results for a batch, and the patch features of the same vision pass.
-
-        Returns the results (maps from the text prompts alone) and ``{layer: (B, h, w, C)}`` unit patch
-        features (empty with ``visual="none"``: the engine is then called without patch layers).
-        """
-        prompts = list(dict.fromkeys(prompts))
-        if not prompts:
-            raise ValueError("detect needs at least one defect prompt (see model.prompts)")
-        if len(images) == 0:
-            return [], {}
-        regularise = bool(self.settings.object_regularisation and object_noun)
-        all_prompts = [object_noun, *prompts] if regularise else prompts
-        offset = 1 if regularise else 0  # prompt index of the first defect prompt
-
-        features = self.encode(images, with_patches=self.settings.visual is not VisualMode.NONE)
-        states = [ImageState() for _ in images]
-        source = self.text_override or (lambda engine, feats, rows: engine.predict(feats, rows))
-        for chunk in source(self.engine, features, all_prompts):
-            self._text_maps.reduce_chunk(chunk, states, prompts, offset, regularise, instance_masks)
-
-        results = []
-        for i, (image, state) in enumerate(zip(images, states, strict=True)):
-            missing = [prompts[p] for p in range(len(prompts)) if p not in state.maps]
-            if missing:
-                raise RuntimeError(f"engine returned no rows for image {i}, prompts {missing}")
-            size = tuple(out_size) if out_size is not None else tuple(image.shape[:2])
-            result = self._text_maps.finish_image(image, state, prompts, size, regularise)
-            result.object_prompt = object_noun if regularise else None
-            results.append(result)
-        return results, features.patch_layers
-
-    def fuse_visual(self, results: list[AnomalyResult], visual: torch.Tensor) -> None:
-        """Fuse each result's text map with its calibrated visual map, in place, and rescore the image.
-
-        `visual`: (N, h, w) float in [0, 1) on the patch grid. Each map gets, with
-        ``settings.visual_object_prior``, the text map's object prior (multiplied by ``outside_weight``
-        outside the dilated object: the result's ``object_region``), is resized to the result's map size
-        and smoothed like the text map, then ``fuse``d with ``settings.visual_weight`` w. The image score is
-        ``(1 - w) * text image score + w * visual reading``, the reading taken from the patch map itself
-        (``visual_image_score``: patch_max or patch_top1, `model.visual.patch_reading`); with fused_map it
-        is read from the fused map (``image_score="instance"``: ``(1 - w) * best instance score + w *
-        max(visual map)``). ``result.signals`` keeps the text-only and visual-only (map, image score).
-        """
-        s, w = self.settings, self.settings.visual_weight
-        reading = PatchReading(s.visual_image_score)
-        readings = None if reading is PatchReading.FUSED_MAP else patch_reading(visual, reading).tolist()
-        for i, (result, vmap) in enumerate(zip(results, visual.float().cpu().numpy(), strict=True)):
-            out = self._visual_map(result, vmap)
-            if readings is not None:
-                visual_score = float(readings[i])
-            elif s.image_score == "instance":
-                visual_score = float(out.max())
-            else:
-                visual_score = image_score(out, s.image_score, s.topk)
-            text_map, text_score = result.anomaly_map, result.image_score
-            result.signals = {"text": (text_map, text_score), "visual": (out, visual_score)}
-            result.anomaly_map = fuse(torch.from_numpy(text_map), torch.from_numpy(out), w).numpy()
-            if readings is not None or s.image_score == "instance":
-                result.image_score = (1.0 - w) * text_score + w * visual_score
-            else:
-                result.image_score = image_score(result.anomaly_map, s.image_score, s.topk)
-
-    def _visual_map(self, result: AnomalyResult, patch_map: np.ndarray) -> np.ndarray:
-        """One calibrated (h, w) patch map -> the result's map size: object prior, resize, smoothing, clip."""
-        s = self.settings
-        if s.visual_object_prior and result.object_region is not None:
-            region = result.object_region
-            weights = np.where(region, 1.0, s.outside_weight).astype(np.float32)
-            patch_map = resize_map(patch_map, region.shape) * weights
-        out = resize_map(patch_map, result.anomaly_map.shape)
-        if s.sigma > 0:
-            out = gaussian_smooth(out, s.sigma)
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def _as_array(image: ImageInput) -> np.ndarray:

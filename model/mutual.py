@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
+from model.fusion import fuse_visual
+from model.text_scorer import TextScorer
 from model.visual import calibrate, mutual_raw, normal_scale, unit_patches
 
 # MuSc's RsCIN window sizes per dataset (its configs); any other dataset gets MVTec AD's.
@@ -53,6 +55,8 @@ class MutualScorer:
 
     def __init__(self, detector: AnomalyDetector, dataset: str | None = None) -> None:
         self.detector = detector
+        # The same text step as the detector's, on its engine, text source and (current) settings.
+        self.text = TextScorer(detector.engine, lambda: self.detector.settings, detector.text_override)
         self.window_sizes = rescore_window_sizes(self.settings.rescore_k, dataset)
 
     @property
@@ -95,9 +99,8 @@ class MutualScorer:
         """
         results: list[AnomalyResult] = []
         gathered: dict[int, list[Tensor]] = {}
-        detector = self.detector
         for images in batches:
-            batch, patches = detector.text_results(images, prompts, object_noun, out_size, instance_masks)
+            batch, patches = self.text.score(images, prompts, object_noun, out_size, instance_masks)
             results += batch
             for layer, feats in patches.items():
                 gathered.setdefault(layer, []).append(feats.cpu())
@@ -138,7 +141,7 @@ class MutualScorer:
         if raw.shape[0] != len(results):
             raise ValueError(f"{raw.shape[0]} raw visual maps for {len(results)} results")
         centre, spread = normal_scale(raw)
-        self.detector.fuse_visual(results, calibrate(raw, centre, spread))
+        fuse_visual(results, calibrate(raw, centre, spread), self.settings)
         if self.settings.mutual_rescore:
             descriptors = image_descriptors(features[max(features)])
             scores = torch.tensor([r.image_score for r in results])

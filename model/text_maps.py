@@ -1,6 +1,6 @@
 """From streamed SAM 3 concept outputs to one text anomaly map, score and detections per image (no I/O).
 
-`TextMaps` is the text half of `model.detector.AnomalyDetector`: each chunk of `ConceptOutputs` (rows =
+`TextMaps` is the reducing half of `model.text_scorer.TextScorer`: each chunk of `ConceptOutputs` (rows =
 image x prompt, (R, Q, h, w) mask logits) is reduced at once to one (h, w) map per row (`reduce_chunk`),
 so memory stays bounded by one chunk plus N x P small maps; then per image (`finish_image`): object
 regularisation (see `model.scoring`), prompt aggregation, resize, Gaussian smoothing, clipping, image score.

@@ -28,8 +28,8 @@ over r x r windows for r in `degrees` (MuSc's local neighbourhood aggregation, d
 of the pooled grid: single patches, then larger defects); the scores of all degrees and layers are
 averaged.
 
-Image score (`patch_reading`): MuSc reads an image's score as the max of its patch map, AnomalyDINO as the
-mean of its top 1 % of patches; both read the patch grid, before upsampling and smoothing.
+Image score (`model.fusion.patch_reading`): MuSc reads an image's score as the max of its patch map,
+AnomalyDINO as the mean of its top 1 % of patches; both read the patch grid, before upsampling and smoothing.
 
 Calibration (`calibrate`): a strictly increasing map of raw distances to [0, 1) that keeps the order of
 every patch, weak or strong, so that the fusion with the text map can never tie two defects.
@@ -67,7 +67,7 @@ class VisualMode(SettingChoice):
 
 
 class PatchReading(SettingChoice):
-    """How a visual mode reads an image score (`patch_reading`, `AnomalyDetector.fuse_visual`)."""
+    """How a visual mode reads an image score (`model.fusion.patch_reading`, `fuse_visual`)."""
 
     PATCH_MAX = "patch_max"  # MuSc: the max of the calibrated patch map
     PATCH_TOP1 = "patch_top1"  # AnomalyDINO: the mean of the top 1 % of patches
@@ -118,21 +118,6 @@ def check_degrees_fit(degrees: Sequence[int], grid: tuple[int, int]) -> None:
             f"use windows <= {max(1, int(DEGREE_GRID_LIMIT * side))} cells (or a larger visual_grid)",
             stacklevel=3,
         )
-
-
-def patch_reading(patch_map: Tensor, reading: str) -> Tensor:
-    """Image scores read from patch maps: (B, h, w) -> (B,) float32.
-
-    "patch_max" (MuSc): the largest patch; "patch_top1" (AnomalyDINO): the mean of the
-    ``max(1, round(0.01 * h * w))`` largest patches (13 of 1296 at 36 x 36, 3 of 256 at 16 x 16).
-    """
-    flat = patch_map.float().flatten(1)
-    if reading == PatchReading.PATCH_MAX:
-        return flat.amax(dim=1)
-    if reading == PatchReading.PATCH_TOP1:
-        keep = max(1, round(TOP_PATCH_FRACTION * flat.shape[1]))
-        return flat.topk(keep, dim=1).values.mean(dim=1)
-    raise ValueError(f"no patch reading {reading!r}: use patch_max or patch_top1")
 
 
 def unit_patches(features: Tensor) -> Tensor:
@@ -380,15 +365,6 @@ def calibrate(scores: Tensor, centre: float, spread: float) -> Tensor:
     x = F.softplus(CALIBRATION_SHARPNESS * z) / CALIBRATION_SHARPNESS
     x2 = x * x
     return x2 / (1.0 + x2)
-
-
-def fuse(text_map: Tensor, visual_map: Tensor, weight: float) -> Tensor:
-    """Final map ``(1 - weight) * text + weight * visual``; both in [0, 1], same shape; weight in [0, 1]."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"visual_weight must be in [0, 1], got {weight}")
-    if text_map.shape != visual_map.shape:
-        raise ValueError(f"text map {tuple(text_map.shape)} and visual map {tuple(visual_map.shape)} differ")
-    return (1.0 - weight) * text_map.float() + weight * visual_map.float()
 
 
 def _split_halves(features: Tensor) -> tuple[Tensor, Tensor]:

@@ -65,15 +65,23 @@ def test_split_csv_cells_leaving_the_root_are_refused_with_the_line(
     assert "\n" not in str(info.value) and "re-download" not in str(info.value)
 
 
-def test_an_image_in_train_and_test_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "kind,split,message",
+    [
+        (",train,", "train", "lines {a} and {b} list {image} in both train and test"),
+        (",anomaly,", "test", "lines {a} and {b} disagree about {image}"),
+    ],
+)
+def test_a_second_row_for_one_image_is_an_error_naming_both_lines(
+    tmp_path: Path, kind: str, split: str, message: str
+) -> None:
+    """A test row `normal` for an image that a first row lists as train, or as an anomaly."""
     root, lines = visa_tree(tmp_path)
-    train = next(i for i, line in enumerate(lines) if ",train," in line)
-    image = lines[train].split(",")[3]
+    first = next(i for i, line in enumerate(lines) if kind in line)
+    image = lines[first].split(",")[3]
     write_split(root, [*lines, f"candle,test,normal,{image},"])
-    with pytest.raises(
-        DatasetError, match=rf"lines {train + 1} and {len(lines) + 1} list {image} in both train and test"
-    ):
-        load_dataset("visa", root, "candle", "train")
+    with pytest.raises(DatasetError, match=message.format(a=first + 1, b=len(lines) + 1, image=image)):
+        load_dataset("visa", root, "candle", split)
 
 
 def test_equivalent_spellings_of_one_image_count_as_one(tmp_path: Path) -> None:

@@ -543,17 +543,6 @@ def test_visa_duplicated_rows_are_scored_once_and_counted(tmp_path: Path) -> Non
     assert records == expected
 
 
-def test_visa_rows_that_disagree_about_an_image_are_an_error(tmp_path: Path) -> None:
-    root, lines = visa_tree(tmp_path)
-    anomaly_line = next(i for i, line in enumerate(lines) if ",anomaly," in line)
-    image = lines[anomaly_line].split(",")[3]
-    write_split(root, [*lines, f"candle,test,normal,{image},"])
-    with pytest.raises(
-        DatasetError, match=rf"lines {anomaly_line + 1} and {len(lines) + 1} disagree about {image}"
-    ):
-        load_dataset("visa", tmp_path, "candle", "test")
-
-
 def test_all_zero_masks_of_anomalous_images_are_reported_with_a_count(tmp_path: Path) -> None:
     root, _ = visa_tree(tmp_path)
     ds = load_dataset("visa", tmp_path, "candle", "test")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from model.detector import AnomalyDetector, AnomalyResult, Detection, ScoringSettings
+from model.fusion import fuse_visual
 from model.tiny_sam3 import TINY_NUM_QUERIES
 from tests.tolerances import assert_close
 from utils.config.schema import Config, defaults
@@ -477,26 +478,20 @@ def _text_result(region: np.ndarray | None, best: float = 0.3) -> AnomalyResult:
 
 def test_visual_map_gets_the_object_prior_of_the_text_map():
     """Visual map all 0.8 on a 4 x 4 patch grid; object region = left half of the 8 x 8 mask grid."""
-    det = AnomalyDetector(
-        FakeEngine(lambda i, p: nothing()),
-        settings(visual="fewshot", outside_weight=0.25, visual_image_score="fused_map"),
-    )
+    scoring = settings(visual="fewshot", outside_weight=0.25, visual_image_score="fused_map")
     region = np.zeros((8, 8), bool)
     region[:, :4] = True
     inside, plain = _text_result(region), _text_result(None)
-    det.fuse_visual([inside, plain], torch.full((2, 4, 4), 0.8))
+    fuse_visual([inside, plain], torch.full((2, 4, 4), 0.8), scoring)
     assert np.allclose(inside.anomaly_map[:, :4], 0.4) and np.allclose(inside.anomaly_map[:, 4:], 0.1)
     assert np.allclose(plain.anomaly_map, 0.4)  # no object found / texture: no prior, as for text
     assert inside.image_score == pytest.approx(0.4)
 
 
 def test_instance_image_score_includes_the_visual_map():
-    det = AnomalyDetector(
-        FakeEngine(lambda i, p: nothing()),
-        settings(visual="fewshot", image_score="instance", visual_image_score="fused_map"),
-    )
+    scoring = settings(visual="fewshot", image_score="instance", visual_image_score="fused_map")
     result = _text_result(None, best=0.3)
-    det.fuse_visual([result], torch.full((1, 4, 4), 0.9))
+    fuse_visual([result], torch.full((1, 4, 4), 0.9), scoring)
     assert result.image_score == pytest.approx(0.5 * 0.3 + 0.5 * 0.9)
 
 

@@ -104,7 +104,7 @@ def test_the_checks_see_real_imports():
     """Guard against a parser that finds nothing: known edges must be present."""
     modules = all_modules()
     detector = {t for t, _ in project_imports(modules["model.detector"])}
-    assert "model.scoring" in detector and "model.map_ops" in detector
+    assert "model.fusion" in detector and "model.map_ops" in detector
     assert any(t.startswith("utils.") for t, _ in project_imports(modules["scripts.test"]))
 
 

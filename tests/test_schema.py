@@ -21,16 +21,15 @@ from scripts import test as test_script
 from utils.config import schema
 from utils.config.loading import ConfigError, merge, resolve_config
 from utils.config.policy import POLICIES
+from utils.config.render import config_yaml, markdown_table
 from utils.config.schema import (
     DEFAULT_MODEL_PATH,
     SECTIONS,
     SETTINGS,
     Config,
-    config_yaml,
     defaults,
     fingerprinted,
     flags_of,
-    markdown_table,
 )
 from utils.evaluation.fingerprint import FINGERPRINT_KEYS, IDENTITY_KEYS, NOT_FINGERPRINTED
 from utils.training.trainer import RESUME_CHANGEABLE, RESUME_FIXED
@@ -73,7 +72,7 @@ def _actions(script: str) -> dict[str, argparse.Action]:
 
 def test_config_yaml_is_generated_from_the_declarations():
     text = (REPO / "configs" / "config.yaml").read_text()
-    assert text == config_yaml(), "regenerate: python -m utils.config.schema --yaml > configs/config.yaml"
+    assert text == config_yaml(), "regenerate: python -m utils.config.render --yaml > configs/config.yaml"
     shipped = yaml.safe_load(text)
     assert list(shipped) == list(SETTINGS)  # same keys, same order (sections as declared)
     assert shipped == defaults()
@@ -238,7 +237,7 @@ def test_scoring_settings_check_their_declared_bounds():
 
 def test_settings_table_in_the_docs_is_generated_from_the_schema():
     page = (REPO / "docs" / "settings.md").read_text()
-    assert markdown_table() in page, "regenerate the table in docs/settings.md: python -m utils.config.schema"
+    assert markdown_table() in page, "regenerate the table in docs/settings.md: python -m utils.config.render"
 
 
 def test_texture_categories_default_is_the_dataset_constant():

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.fusion import fuse
 from model.visual import (
     aggregate_neighbourhood,
     calibrate,
     fewshot_scores,
-    fuse,
     mutual_scores,
     nearest_distance,
     normal_scale,

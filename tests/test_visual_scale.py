@@ -3,6 +3,7 @@ the visual-only / text-only figures: known answers at two grid sizes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -11,8 +12,10 @@ import pytest
 import torch
 
 from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
+from model.fusion import fuse_visual, patch_reading
 from model.map_ops import rotate_image
-from model.visual import VisualMode, check_degrees_fit, patch_reading
+from model.text_scorer import TextScorer
+from model.visual import VisualMode, check_degrees_fit
 from model.vit_layers import patch_features, pool_factor
 from utils.evaluation.compare import collect_signals, signal_table
 from utils.evaluation.metrics import METRIC_KEYS
@@ -43,11 +46,11 @@ def test_degrees_wider_than_a_third_of_the_grid_are_one_warning():
 
 def test_detector_scores_the_tiny_grid_unpooled_and_patch_pool_overrides(tiny_engine):
     images = [np.full((32, 32, 3), 100, np.uint8)]
-    default = AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot"))
+    default = TextScorer(tiny_engine, lambda: ScoringSettings(visual="fewshot"))
     assert tiny_engine.vit_grid == 16 and default.patch_pool() == 1
     grid = next(iter(default.encode(images, with_patches=True).patch_layers.values())).shape[1:3]
     assert tuple(grid) == (16, 16)
-    forced = default.with_settings(patch_pool=2)
+    forced = TextScorer(tiny_engine, lambda: ScoringSettings(visual="fewshot", patch_pool=2))
     with pytest.warns(UserWarning, match="8 x 8 patch grid"):
         layers = forced.encode(images, with_patches=True).patch_layers
     assert tuple(next(iter(layers.values())).shape[1:3]) == (8, 8)
@@ -74,12 +77,12 @@ def _text_result(shape=(8, 8), score=0.3, region=None) -> AnomalyResult:
     )
 
 
-def test_image_score_fuses_the_text_score_with_the_patch_reading_and_keeps_both_signals(tiny_engine):
-    det = AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot", visual_weight=0.25, sigma=0.0))
+def test_image_score_fuses_the_text_score_with_the_patch_reading_and_keeps_both_signals():
+    settings = ScoringSettings(visual="fewshot", visual_weight=0.25, sigma=0.0)
     visual = torch.zeros(1, 4, 4)
     visual[0, 1, 2] = 0.8
     result = _text_result()
-    det.fuse_visual([result], visual)
+    fuse_visual([result], visual, settings)
     assert result.image_score == pytest.approx(0.75 * 0.3 + 0.25 * 0.8)  # read before upsampling
     text_map, text_score = result.signals["text"]
     visual_map, visual_score = result.signals["visual"]
@@ -87,15 +90,15 @@ def test_image_score_fuses_the_text_score_with_the_patch_reading_and_keeps_both_
     assert np.allclose(result.anomaly_map, 0.75 * text_map + 0.25 * visual_map)
 
 
-def test_object_prior_switch_leaves_the_visual_map_outside_the_object(tiny_engine):
+def test_object_prior_switch_leaves_the_visual_map_outside_the_object():
     """A missing part lies outside the found object: with visual_object_prior off it keeps its strength."""
     region = np.zeros((8, 8), bool)
     region[:, :4] = True
-    on = AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot", sigma=0.0, outside_weight=0.25))
-    off = on.with_settings(visual_object_prior=False)
+    on = ScoringSettings(visual="fewshot", sigma=0.0, outside_weight=0.25)
+    off = dataclasses.replace(on, visual_object_prior=False)
     results = [_text_result(region=region), _text_result(region=region)]
-    on.fuse_visual(results[:1], torch.full((1, 4, 4), 0.8))
-    off.fuse_visual(results[1:], torch.full((1, 4, 4), 0.8))
+    fuse_visual(results[:1], torch.full((1, 4, 4), 0.8), on)
+    fuse_visual(results[1:], torch.full((1, 4, 4), 0.8), off)
     assert np.allclose(results[0].signals["visual"][0][:, 4:], 0.2)  # 0.8 x outside_weight
     assert np.allclose(results[1].signals["visual"][0], 0.8)
 

@@ -4,14 +4,13 @@ Each field is made with `model.settings.setting(default, help, section, ...)`: n
 annotation = type, plus default, allowed values and help (scoring fields: `model.settings.ScoringSettings`,
 as model/ must not import utils/). What scripts do with each setting is the table of utils/config/policy.py.
 Derived from `SETTINGS`: defaults, flags (`utils.config.cli`), checks (`utils.config.loading`), the resume
-fingerprint (`utils.evaluation.fingerprint`), docs/settings.md's table (`markdown_table`) and the generated,
-never read configs/config.yaml (`python -m utils.config.schema --yaml > configs/config.yaml`; checked by
-tests/test_schema.py). Adding a setting = one `setting(...)` field + its row in policy.py + its use.
+fingerprint (`utils.evaluation.fingerprint`), docs/settings.md's table and the generated, never read
+configs/config.yaml (both written by `utils.config.render`; checked by tests/test_schema.py).
+Adding a setting = one `setting(...)` field + its row in policy.py + its use.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import enum
 import types
@@ -419,52 +418,6 @@ def fingerprinted(mode: str) -> tuple[str, ...]:
     return tuple(name for name, s in SETTINGS.items() if s.policy.fingerprint == mode)
 
 
-def markdown_table() -> str:
-    """docs/settings.md's table: key, default, allowed values, flags, changes scores, meaning."""
-    rows = [
-        "| key | default | allowed | flag of | changes scores | meaning |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, s in SETTINGS.items():
-        allowed = " \\| ".join(map(str, s.info.choices)) or _range_text(s)
-        scores = {"value": "yes", "identity": "yes (what it names)"}.get(s.policy.fingerprint or "", "no")
-        flag = ", ".join(s.policy.scripts) or "YAML only"
-        meaning = s.info.help.replace("|", "\\|")
-        rows.append(f"| `{name}` | `{yaml_value(s.default)}` | {allowed} | {flag} | {scores} | {meaning} |")
-    return "\n".join(rows) + "\n"
-
-
-def _range_text(s: Setting) -> str:
-    low, high = s.info.minimum, s.info.maximum
-    if low is not None and high is not None:
-        return f"[{low:g}, {high:g}]"
-    if low is not None:
-        return f">= {low:g}"
-    if s.kind is list and s.item is not None:
-        return f"list of {s.item.__name__}"
-    return "" if s.kind not in (list, dict) else s.kind.__name__
-
-
-CONFIG_YAML_HEADER = """\
-# GENERATED from the declarations (utils/config/schema.py, model/settings.py ScoringSettings): do not edit.
-# Regenerate: python -m utils.config.schema --yaml > configs/config.yaml   (tests/test_schema.py checks it)
-# Every key with its default. No script reads this file: the declarations are the defaults. Copy the keys
-# you change into your own YAML (like configs/mvtec.yaml) and pass it with --config; CLI flags (same names)
-# override that file. Unknown keys or values of the wrong type are an error.
-"""
-
-
-def config_yaml() -> str:
-    """configs/config.yaml: every key with its default and help, in sections (generated, never read)."""
-    lines = [CONFIG_YAML_HEADER.rstrip("\n")]
-    for section, title in SECTION_TITLES.items():
-        lines += ["", f"# --- {title} ".ljust(104, "-")]
-        for name, s in SETTINGS.items():
-            if s.info.section == section:
-                lines.append(f"{f'{name}: {yaml_value(s.default)}':<30} # {s.info.help}")
-    return "\n".join(lines) + "\n"
-
-
 @dataclass(frozen=True)
 class Config:
     """A resolved configuration: one instance of each section, read as `cfg.model.batch_size`.
@@ -520,9 +473,3 @@ def _plain(value: Any) -> Any:
 _SECTION_OF: dict[str, type] = dict(typing.get_type_hints(Config))  # attribute -> section class
 if sorted(map(id, _SECTION_OF.values())) != sorted(map(id, SECTIONS)):
     raise TypeError("Config must hold exactly one attribute per section of SECTIONS")
-
-
-if __name__ == "__main__":  # python -m utils.config.schema [--yaml]: the settings table, or config.yaml
-    parser = argparse.ArgumentParser(description="print the generated settings table or configs/config.yaml")
-    parser.add_argument("--yaml", action="store_true", help="print configs/config.yaml instead of the table")
-    print(config_yaml() if parser.parse_args().yaml else markdown_table(), end="")
