@@ -91,13 +91,6 @@ def one_process(datasets_root, tiny_sam3_dir, tmp_path_factory) -> Path:
     return out
 
 
-def test_two_ranks_give_the_one_process_results(datasets_root, tiny_sam3_dir, tmp_path, one_process):
-    out = tmp_path / "k2"
-    _ok(_command(2, datasets_root, tiny_sam3_dir, out))
-    _assert_same_results(one_process, out)
-    assert (out / "run.log").read_text().count("run started") == 1  # rank 0 alone writes the folder's log
-
-
 def _images_done(path: Path) -> int:
     try:
         return len(json.loads(path.read_text())["scores"])
@@ -164,8 +157,9 @@ def test_killed_run_resumes_with_another_number_of_ranks(
     assert 2 <= _images_done(out / "categories" / "bottle" / "progress.json")
     if then == 1:
         _one_process(datasets_root, tiny_sam3_dir, out)
-    else:
+    else:  # two ranks finish bottle and score all of wood: the one-process results, bit for bit
         _ok(_command(then, datasets_root, tiny_sam3_dir, out))
+        assert (out / "run.log").read_text().count("run started") == 2  # the killed run + rank 0 alone
     _assert_same_results(one_process, out)
 
 

@@ -232,8 +232,8 @@ def test_every_configured_category_is_found_in_its_dataset_layout(tmp_path):
 
 @pytest.mark.slow
 def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
-    """Both cross-dataset directions and test.sh on one category per dataset (every configured category is
-    found by its loader: the test above)."""
+    """train.sh trains on VisA and tests the checkpoint on MVTec AD (training on MVTec AD runs in-process
+    above; the other direction differs only in names); then test.sh on VisA with its compare.md."""
     root = tmp_path / "datasets"
     make_mvtec_like(root / "mvtec", categories=("bottle",), n_train=1, n_good=1, n_defect=1, size=32)
     make_visa_like(root / "visa", categories=("candle",), n_normal=1, n_anomaly=1, size=32, n_train=1)
@@ -244,21 +244,19 @@ def test_train_sh_and_test_sh_end_to_end(tiny_sam3_dir, tmp_path):
         "DATASET_PATH": str(root),
         "RUN_ROOT": str(tmp_path / "runs"),
         "OUTPUT_ROOT": str(tmp_path / "results"),
+        "DIRECTIONS": "visa:mvtec",
+        "TRAIN_ARGS": "--num_epochs 1 --device cpu --categories candle",
+        "TEST_ARGS": "--device cpu --eval_size 32 --categories bottle",
     }
-    only = {"mvtec": "--categories bottle", "visa": "--categories candle"}
-    for source, target in (("mvtec", "visa"), ("visa", "mvtec")):
-        env["DIRECTIONS"] = f"{source}:{target}"
-        env["TRAIN_ARGS"] = f"--num_epochs 1 --device cpu {only[source]}"
-        env["TEST_ARGS"] = f"--device cpu --eval_size 32 {only[target]}"
-        proc = subprocess.run(
-            ["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        doc = json.loads((tmp_path / "results" / f"{source}_to_{target}" / "results.json").read_text())
-        assert list(doc["categories"]) == [only[target].split()[-1]] and doc["config"]["checkpoint"]
-        assert load_checkpoint(tmp_path / "runs" / source / "last.safetensors")["config"]["categories"] == [
-            only[source].split()[-1]
-        ]
+    proc = subprocess.run(
+        ["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "results" / "visa_to_mvtec" / "results.json").read_text())
+    assert list(doc["categories"]) == ["bottle"] and doc["config"]["checkpoint"]
+    assert load_checkpoint(tmp_path / "runs" / "visa" / "last.safetensors")["config"]["categories"] == [
+        "candle"
+    ]
     env["DATASETS"] = "visa"
     proc = subprocess.run(
         ["bash", str(REPO / "test.sh"), "--device", "cpu", "--eval_size", "32", "--categories", "candle"],
