@@ -14,6 +14,7 @@ from model import ConceptOutputs, Sam3Engine
 from model.concepts import ConceptBank
 from model.engine import PrecisionError
 from utils.config.loading import resolve_config
+from utils.training.checkpoint import load_checkpoint
 from utils.training.trainer import Trainer, batch_loss, semantic_head
 
 PROMPTS = ["crack", "hole"]
@@ -152,3 +153,41 @@ def test_trainer_refuses_half_precision_trainable_tensors(tiny_sam3_dir: Path, t
     bank = ConceptBank.from_words(engine, ["defect"])
     with pytest.raises(ValueError, match="trainable tensors are torch.bfloat16, not float32"):
         Trainer(engine, bank, cfg)
+
+
+def _first_step(engine: Sam3Engine, cfg, batch) -> tuple[Trainer, torch.Tensor]:
+    """A trainer after one `run_epoch` over one batch, and the concept gradient its AdamW step was given."""
+    trainer = Trainer(engine, ConceptBank.from_words(engine, ["defect", "scratch"]), cfg)
+    given: list[torch.Tensor] = []
+    step = trainer.optimizer.step
+
+    def record(*args, **kwargs):
+        given.append(trainer.bank.embeds.grad.detach().clone())
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = record
+    trainer.run_epoch(batch, progress=False)
+    assert len(given) == 1  # the scaler did not skip the step
+    return trainer, given[0]
+
+
+def test_fp16_training_scales_the_loss_and_resumes_with_its_scale(
+    tiny_sam3_dir: Path, tiny_engine: Sam3Engine, mvtec_root: Path, tmp_path: Path
+) -> None:
+    """Unscaled fp16 backward loses 5.6 % of this gradient (relative L2) to underflow; with the scaler 0.3 %."""
+    data = load_dataset("mvtec", mvtec_root, "bottle", "test")
+    batch = [data[i] for i in (0, 3, 4, 5)]
+    cfg = resolve_config(
+        None, {"output_dir": str(tmp_path), "device": "cpu", "batch_size": 4, "num_concepts": 2}
+    )
+    fp32, reference = _first_step(tiny_engine, cfg.replace(dtype="fp32"), batch)
+    half = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp16", chunk_size=4)
+    trainer, gradient = _first_step(half, cfg.replace(dtype="fp16"), batch)
+    assert trainer.scaler.is_enabled() and not fp32.scaler.is_enabled()
+    assert float((gradient - reference).norm() / reference.norm()) < 0.01
+    saved = load_checkpoint(trainer.save(tmp_path))
+    assert saved["scaler"]["scale"] == trainer.scaler.get_scale()
+    assert saved["concepts"]["embeds"].dtype == torch.float32
+    again = Trainer(half, ConceptBank.from_words(half, ["defect", "scratch"]), cfg.replace(dtype="fp16"))
+    again.load_state(saved)
+    assert again.scaler.state_dict() == trainer.scaler.state_dict()
