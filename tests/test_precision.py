@@ -174,7 +174,7 @@ def _first_step(engine: Sam3Engine, cfg, batch) -> tuple[Trainer, torch.Tensor]:
 def test_fp16_training_scales_the_loss_and_resumes_with_its_scale(
     tiny_sam3_dir: Path, tiny_engine: Sam3Engine, mvtec_root: Path, tmp_path: Path
 ) -> None:
-    """Unscaled fp16 backward loses 5.6 % of this gradient (relative L2) to underflow; with the scaler 0.3 %."""
+    """Unscaled fp16 backward loses 5.6 % of this gradient (relative L2) to underflow, scaled 0.3 %."""
     data = load_dataset("mvtec", mvtec_root, "bottle", "test")
     batch = [data[i] for i in (0, 3, 4, 5)]
     cfg = resolve_config(
