@@ -24,15 +24,16 @@ from dataset import ImageDataset, Record, load_dataset
 from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.evaluation.ad2_server import save_server_maps
-from utils.evaluation.benchmarks import OwnInputs, benchmark_of, validation_threshold
+from utils.evaluation.benchmarks import benchmark_of, validation_threshold
 from utils.evaluation.defect_types import (
     REPORTED_DATASETS,
     VOCABULARY_STRATEGIES,
     category_type_report,
     reports_defect_types,
 )
+from utils.evaluation.figures import Measure, own_metrics
 from utils.evaluation.metrics import UndefinedMetricWarning
-from utils.evaluation.native import pixel_view
+from utils.evaluation.signals import stored_signal_maps
 from utils.evaluation.store import CategoryResult
 from utils.files import atomic_write_text
 
@@ -136,6 +137,27 @@ def score_submission(cfg: Config, category: str, out: Path, score: ScoreSplit, t
             save_server_maps(Path(target), category, samples.records, result.maps, threshold)
 
 
+def category_measure(cfg: Config, category: str, samples: ImageDataset) -> Measure:
+    """How the figures of `category`'s maps (fused and signals) are computed under cfg."""
+    return Measure(
+        cfg.data.dataset,
+        samples.records,
+        cfg.evaluation.metrics_resolution == "native",
+        cfg.evaluation.aupro_variant,
+        samples.root / category,
+    )
+
+
+def signal_thresholds(cfg: Config, category: str, out: Path) -> dict[str, float]:
+    """SegF1's threshold of each signal ({"text"/"visual": t}), from that signal's maps of the threshold split
+    (`score_threshold_split` stored them in `<out>/validation/<category>/signals/`); {} without such a split
+    or without signals (visual none)."""
+    if benchmark_of(cfg.data.dataset).threshold_split is None:
+        return {}
+    stored = stored_signal_maps(out / VALIDATION_DIR / category)
+    return {name: validation_threshold(maps) for name, maps in stored.items()}
+
+
 def category_extras(
     out: Path,
     cfg: Config,
@@ -160,9 +182,7 @@ def category_extras(
         if cfg.evaluation.save_maps == "tiff":
             save_server_maps(out, category, samples.records, result.maps, threshold)
         return {}
-    view = pixel_view(result, samples.records, cfg.evaluation.metrics_resolution == "native")
-    own = OwnInputs(samples.records, result, view, samples.root / category, threshold)
-    extra = benchmark_of(cfg.data.dataset).metrics(own)
+    extra = own_metrics(result, category_measure(cfg, category, samples), threshold)
     if cfg.evaluation.defect_type_report:
         report = category_type_report(detector, cfg, samples, category)
         atomic_write_text(cat_dir / DEFECT_TYPES_CSV, report.csv_text())

@@ -13,10 +13,12 @@ from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.benchmark_hooks import (
     category_extras,
+    category_measure,
     is_unlabelled,
     score_submission,
     score_threshold_split,
     scorer_detector,
+    signal_thresholds,
     split_to_score,
 )
 from utils.evaluation.exports import export_category
@@ -59,7 +61,6 @@ def evaluate(
     extra: dict[str, dict[str, float]] = {}  # a set's own metrics (utils/evaluation/benchmark_hooks.py)
     signals: dict[str, dict[str, dict[str, float]]] = {}  # {category: {"text"/"visual": metrics}}
     visual = visual_section(cfg)
-    aupro = cfg.evaluation.aupro_variant
     prompts: dict[str, dict[str, Any]] = {}  # results.json "prompts": what each category was scored with
     for category in categories:
         samples = split_to_score(cfg, category)
@@ -87,7 +88,10 @@ def evaluate(
             write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None, prompts=prompts)
             continue
         thresholds = export_category(out, cfg, category, samples.records, result)  # per_image.csv, TIFFs
-        alone = category_signal_metrics(out / "categories" / category, result.labels, result.masks, aupro)
+        measure = category_measure(cfg, category, samples)
+        alone = category_signal_metrics(
+            out / "categories" / category, result, measure, signal_thresholds(cfg, category, out)
+        )
         if alone is not None:  # a visual mode: the text map alone and the visual map alone
             signals[category] = alone
         (out / "curves").mkdir(exist_ok=True)
