@@ -3,7 +3,8 @@
 
 The runner calls, per category: `split_to_score` (the samples to score), `score_threshold_split` (MVTec AD
 2's validation/good), then after `evaluate_category`: `category_extras` (a set's own metrics, the server
-export of an unlabelled split, the defect-type report) and, with `--ad2_submission`, `score_submission`.
+export of an unlabelled split, the defect-type report), `category_signals` (a visual mode: the maps fused,
+each measured alone) and, with `--ad2_submission`, `score_submission`.
 Categories of an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True:
 they have no metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
 """
@@ -33,7 +34,7 @@ from utils.evaluation.defect_types import (
 )
 from utils.evaluation.figures import Measure, own_metrics
 from utils.evaluation.metrics import UndefinedMetricWarning
-from utils.evaluation.signals import stored_signal_maps
+from utils.evaluation.signals import category_signal_metrics, stored_signal_maps
 from utils.evaluation.store import CategoryResult
 from utils.files import atomic_write_text
 
@@ -146,6 +147,17 @@ def category_measure(cfg: Config, category: str, samples: ImageDataset) -> Measu
         cfg.evaluation.aupro_variant,
         samples.root / category,
     )
+
+
+def category_signals(
+    out: Path, cfg: Config, category: str, samples: ImageDataset, result: CategoryResult
+) -> dict[str, dict[str, float]] | None:
+    """{"text"/"visual": the seven metrics and the set's own} of the maps `result` was fused from, measured
+    as `result` is (`category_measure`; SegF1 at each map's own validation threshold); None without signals
+    (visual none). Stored in `<out>/categories/<category>/signals/` (utils/evaluation/signals.py)."""
+    measure = category_measure(cfg, category, samples)
+    thresholds = signal_thresholds(cfg, category, out)
+    return category_signal_metrics(out / "categories" / category, result, measure, thresholds)
 
 
 def signal_thresholds(cfg: Config, category: str, out: Path) -> dict[str, float]:

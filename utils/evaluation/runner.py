@@ -13,12 +13,11 @@ from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.benchmark_hooks import (
     category_extras,
-    category_measure,
+    category_signals,
     is_unlabelled,
     score_submission,
     score_threshold_split,
     scorer_detector,
-    signal_thresholds,
     split_to_score,
 )
 from utils.evaluation.exports import export_category
@@ -27,7 +26,6 @@ from utils.evaluation.loop import EvaluationSpec, Scorer, evaluate_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import prompt_record, write_results
-from utils.evaluation.signals import category_signal_metrics
 from utils.evaluation.visualization import save_curves, visualize_category
 from utils.run_log import get_logger
 from utils.run_record import RunRecord
@@ -88,10 +86,7 @@ def evaluate(
             write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None, prompts=prompts)
             continue
         thresholds = export_category(out, cfg, category, samples.records, result)  # per_image.csv, TIFFs
-        measure = category_measure(cfg, category, samples)
-        alone = category_signal_metrics(
-            out / "categories" / category, result, measure, signal_thresholds(cfg, category, out)
-        )
+        alone = category_signals(out, cfg, category, samples, result)
         if alone is not None:  # a visual mode: the text map alone and the visual map alone
             signals[category] = alone
         (out / "curves").mkdir(exist_ok=True)
