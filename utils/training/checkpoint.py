@@ -172,7 +172,7 @@ def header_problem(ckpt: Mapping[str, Any]) -> str | None:
         return "concepts.embeds holds NaN or infinite values (a diverged run)"
     scaler = ckpt.get("scaler", {"scale": 1.0})
     scale = scaler.get("scale") if isinstance(scaler, dict) else None
-    if not isinstance(scale, float) or not (math.isfinite(scale) and scale > 0):
+    if type(scale) not in (int, float) or not (math.isfinite(scale) and scale > 0):  # bool is no scale
         return "scaler is not an fp16 loss-scaler state with a finite positive scale"
     return None
 
