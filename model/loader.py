@@ -9,6 +9,7 @@ and reported as a one-line :class:`ModelLoadError` that says how to fix it.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -94,12 +95,18 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
             raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}") from None
     device = resolve_device(device)
     if resolved == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
-        warnings.warn(
-            f"{torch.cuda.get_device_name(device)} has no native bf16 (compute capability < 8.0): bf16 runs "
-            "emulated and slowly; use --dtype fp16 (tensor cores) or fp32",
-            stacklevel=2,
-        )
+        _warn_emulated_bf16(torch.cuda.get_device_name(device))
     return resolved
+
+
+@functools.cache
+def _warn_emulated_bf16(gpu: str) -> None:
+    """One warning per GPU model and process, however many times its dtype is resolved."""
+    warnings.warn(
+        f"{gpu} has no native bf16 (compute capability < 8.0): bf16 runs emulated and slowly; "
+        "use --dtype fp16 (tensor cores) or fp32",
+        stacklevel=3,
+    )
 
 
 def _has_tokenizer(folder: Path) -> bool:

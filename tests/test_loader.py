@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import ModelLoadError, Sam3Engine, load_sam3, resolve_device, resolve_dtype
+from model import ModelLoadError, Sam3Engine, load_sam3, loader, resolve_device, resolve_dtype
 from model.loader import check_model_dir
 from model.tiny_sam3 import build_tiny_sam3
 from scripts import make_tiny_sam3
@@ -83,9 +83,11 @@ def test_auto_is_bf16_only_on_gpus_that_compute_it_natively(
     monkeypatch.setattr(torch.version, "hip", None)
     assert resolve_dtype("auto", "cuda") == auto and resolve_dtype("auto", "auto") == auto
     assert device_kind("auto") == device_kind("cuda:0") == kind
+    loader._warn_emulated_bf16.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_dtype("bf16", "cuda") == torch.bfloat16
+        assert resolve_dtype(torch.bfloat16, "cuda:0") == torch.bfloat16  # the same GPU: warned once
         assert resolve_dtype("fp16", "cuda") == torch.float16
     assert [str(w.message) for w in caught] == (
         []
