@@ -45,6 +45,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -160,6 +161,38 @@ def real_config_and_tokenizer(meta_dir: Path, threads: int | None) -> tuple[Sam3
     return load_real_config(meta_dir), CLIPTokenizer.from_pretrained(meta_dir, local_files_only=True)
 
 
+def time_predict(
+    engine: Sam3Engine, features: Any, prompts: list[str], args: argparse.Namespace, device: torch.device
+) -> None:
+    """Time `engine.predict` over every image x prompt row and print its memory growth per row."""
+    rows = args.n_images * args.n_prompts
+    peak_before = peak_rss_mb()
+    start = time.perf_counter()
+    chunks = []
+    held_before = 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        held_before = torch.cuda.memory_allocated(device) / 2**20  # weights + image features
+    for chunk in engine.predict(features, prompts):
+        chunks.append(chunk)
+    sync(device)
+    predict_s = time.perf_counter() - start
+    assert sum(len(c) for c in chunks) == rows, [len(c) for c in chunks]
+    report(
+        "predict",
+        predict_s,
+        device,
+        f"{rows} rows ({args.n_images} images x {args.n_prompts} prompts, text encoder included), "
+        f"{predict_s / rows:.2f} s/row",
+    )
+    per_row = (peak_rss_mb() - peak_before) / min(args.chunk_size, rows)
+    print(f"peak RSS growth during predict per row of the largest chunk: {per_row:.0f} MB/row")
+    if device.type == "cuda":
+        grow = (torch.cuda.max_memory_allocated(device) / 2**20 - held_before) / min(args.chunk_size, rows)
+        print(f"peak GPU memory growth during predict per prompt row: {grow:.0f} MB/row")
+    print(f"first chunk: {shapes(chunks[0])}")
+
+
 def main(args: argparse.Namespace) -> None:
     config, tokenizer = real_config_and_tokenizer(args.meta_dir, args.threads)
     base = build_prompts(None, "base")
@@ -207,33 +240,8 @@ def main(args: argparse.Namespace) -> None:
         "encode_images", encode_s, device, f"{args.n_images} images, {encode_s / args.n_images:.2f} s/image"
     )
 
-    rows = args.n_images * args.n_prompts
-    peak_before = peak_rss_mb()
-    start = time.perf_counter()
-    chunks = []
-    held_before = 0.0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        held_before = torch.cuda.memory_allocated(device) / 2**20  # weights + image features
-    for chunk in engine.predict(features, prompts):
-        chunks.append(chunk)
-    sync(device)
-    predict_s = time.perf_counter() - start
-    assert sum(len(c) for c in chunks) == rows, [len(c) for c in chunks]
-    report(
-        "predict",
-        predict_s,
-        device,
-        f"{rows} rows ({args.n_images} images x {args.n_prompts} prompts, text encoder included), "
-        f"{predict_s / rows:.2f} s/row",
-    )
-    per_row = (peak_rss_mb() - peak_before) / min(args.chunk_size, rows)
-    print(f"peak RSS growth during predict per row of the largest chunk: {per_row:.0f} MB/row")
-    if device.type == "cuda":
-        grow = (torch.cuda.max_memory_allocated(device) / 2**20 - held_before) / min(args.chunk_size, rows)
-        print(f"peak GPU memory growth during predict per prompt row: {grow:.0f} MB/row")
-    print(f"first chunk: {shapes(chunks[0])}")
-    del chunks, features
+    time_predict(engine, features, prompts, args, device)
+    del features
 
     detect_rows = args.n_images * (args.n_prompts + 1)  # + the object-noun row per image
     start = time.perf_counter()
