@@ -61,6 +61,16 @@ class AnomalyResult:
     # keyed "text" and "visual" (results.json's per-signal metrics); empty without one.
     signals: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False, compare=False)
 
+    def resize_maps(self, size: tuple[int, int]) -> None:
+        """Resize the anomaly map and the signal maps bilinearly to `size` (H, W), in place; drops `mask`.
+
+        How demo.py and the app show a map scored at eval_size on the image itself, as test.py's TIFF export
+        does: the image score and the values a thresholds.json was computed on stay those of test.py.
+        """
+        self.anomaly_map = resize_map(self.anomaly_map, size)
+        self.signals = {name: (resize_map(m, size), score) for name, (m, score) in self.signals.items()}
+        self.mask = None
+
 
 @dataclass
 class ImageState:

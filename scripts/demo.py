@@ -241,6 +241,7 @@ def detect_and_save(
     of each image whose outputs were all written (verdict by `rule`; None: any mask pixel).
 
     With `references` (few-shot) they are encoded once first; visual mutual scores all images in one batch.
+    Maps are scored at eval_size x eval_size, as test.py scores them, and resized to each image.
     """
     rule = rule or verdict_rule(None, category, cfg.demo.mask_threshold, threshold_source)
     rows: list[dict[str, Any]] = []
@@ -250,6 +251,7 @@ def detect_and_save(
     mutual = MutualScorer(detector, cfg.data.dataset) if cfg.scoring.visual is VisualMode.MUTUAL else None
     step = len(paths) if mutual is not None else cfg.model.batch_size
     prompts, noun = prompts_for(cfg, category, concepts)
+    size = (cfg.evaluation.eval_size, cfg.evaluation.eval_size)  # the maps test.py scores (thresholds.json)
     stems = output_stems(paths)
     for start in range(0, len(paths), step):
         batch = read_batch(paths[start : start + step], cfg.data.bit_depth)
@@ -264,12 +266,13 @@ def detect_and_save(
         if mutual is not None:
             with tqdm(total=len(arrays), desc="mutual: compare", unit="img") as bar:
                 results = mutual.score(
-                    [arrays], prompts, noun, instance_masks=True, progress=bar_progress(bar)
+                    [arrays], prompts, noun, size, instance_masks=True, progress=bar_progress(bar)
                 )
         else:
-            results = detector.detect_arrays(arrays, prompts, noun, instance_masks=True)
+            results = detector.detect_arrays(arrays, prompts, noun, size, instance_masks=True)
         threshold = cfg.demo.mask_threshold
-        for result in results:
+        for result, image in zip(results, arrays, strict=True):
+            result.resize_maps(image.shape[:2])  # scored at eval_size as test.py, shown at the image's size
             result.mask = result.anomaly_map >= threshold
         for (path, image), result in zip(batch, results, strict=True):
             record = result_record(path, result, prompts, noun, (threshold, threshold_source))
@@ -296,7 +299,11 @@ def main(args: argparse.Namespace) -> int:
     check_category(cfg.data.dataset if args.dataset else None, args.category)
     # the category's threshold from test.py (--thresholds) replaces mask_threshold
     threshold, source = chosen_mask_threshold(
-        cfg.demo.thresholds, cfg.demo.mask_threshold, args.category, args.mask_threshold is not None
+        cfg.demo.thresholds,
+        cfg.demo.mask_threshold,
+        args.category,
+        args.mask_threshold is not None,
+        cfg.evaluation.eval_size,
     )
     log.info(f"mask threshold {threshold:.4g}: {source}")
     paths = input_images(Path(args.image_path).expanduser())

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from model import AnomalyDetector
+from model.map_ops import resize_map
 from scripts import demo
 from utils.config.cli import run
 from utils.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_FILE, verdict_rule
@@ -165,3 +167,21 @@ def test_verdict_without_an_image_threshold_is_any_mask_pixel(tmp_path: Path) ->
     no_image.write_text(json.dumps({"categories": {"wood": {"image_f1_threshold": None}}}))
     assert verdict_rule(str(no_image), "wood", 0.3, "file").image_threshold is None
     assert demo.input_images(tmp_path / "t.json") == [tmp_path / "t.json"]  # one file: nothing skipped
+
+
+def test_demo_scores_at_eval_size_as_test_py_and_shows_the_map_at_the_image_size(
+    tiny_sam3_dir: Path, tmp_path: Path
+) -> None:
+    """The image score is test.py's (map at eval_size x eval_size, where thresholds.json comes from); the
+    mask is that map resized bilinearly to the 40 x 50 image, then thresholded."""
+    write_images(tmp_path / "imgs", {"a.png": 90})
+    out = tmp_path / "out"
+    argv = [*demo_argv(tmp_path / "imgs" / "a.png", tiny_sam3_dir, out), "--eval_size", "16"]
+    assert run(demo.main, demo.parse_args, [*argv, "--category", "bottle", "--mask_threshold", "0.3"]) == 0
+    record = json.loads((out / "a.json").read_text())
+    detector = AnomalyDetector.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp32")
+    image = np.full((40, 50, 3), 90, np.uint8)
+    scored = detector.detect(image, "bottle", record["prompts"], out_size=(16, 16))
+    assert record["image_score"] == pytest.approx(scored.image_score, rel=1e-6)
+    mask = cv2.imread(str(out / "a_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert np.array_equal(mask, resize_map(scored.anomaly_map, (40, 50)) >= 0.3)

@@ -150,7 +150,8 @@ def test_demo_uses_the_category_threshold_and_writes_rle_boxes(tiny_sam3_dir, tm
     image = Path(__file__).resolve().parents[1] / "assets" / "demo_scratch.png"
     thresholds = tmp_path / "thresholds.json"
     common = ["--image_path", str(image), "--model_path", str(tiny_sam3_dir), "--device", "cpu"]
-    common += ["--dtype", "fp32", "--box_threshold", "0.0", "--thresholds", str(thresholds)]
+    common += ["--dtype", "fp32", "--box_threshold", "0.0", "--eval_size", "32"]
+    common += ["--thresholds", str(thresholds)]
     masks = {}
     for value in (0.0, 2.0):  # every map value is >= 0 and none is >= 2: all / no pixels, whatever the map
         update_thresholds(tmp_path, "bottle", {"pixel_normal_threshold": value}, "mvtec", 32)
@@ -178,6 +179,6 @@ def test_demo_thresholds_for_an_unknown_category_is_one_line(tiny_sam3_dir, tmp_
     update_thresholds(tmp_path, "bottle", {"pixel_normal_threshold": 0.3}, "mvtec", 32)
     argv = ["--image_path", str(Path(__file__).resolve().parents[1] / "assets" / "demo_scratch.png")]
     argv += ["--model_path", str(tiny_sam3_dir), "--thresholds", str(tmp_path / "thresholds.json")]
-    argv += ["--category", "wood", "--output_dir", str(tmp_path / "o")]
+    argv += ["--category", "wood", "--output_dir", str(tmp_path / "o"), "--eval_size", "32"]
     assert run(demo.main, demo.parse_args, argv) == 2
     assert "has no category 'wood': pass --category one of bottle" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from dataset import MVTEC_CATEGORIES, Sample
+from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.evaluation import visualization
 from utils.evaluation.metrics import METRIC_KEYS, image_curves
@@ -121,17 +122,16 @@ def test_png_writers_round_trip_and_fail_loudly(tmp_path):
 
 
 def test_mask_threshold_source_is_the_flag_the_file_or_the_config(tmp_path):
-    assert chosen_mask_threshold(None, 0.3, None, flag_given=True) == (0.3, "--mask_threshold")
-    assert chosen_mask_threshold(None, 0.5, "bottle", flag_given=False) == (
-        0.5,
-        "mask_threshold of the config",
-    )
+    assert chosen_mask_threshold(None, 0.3, None, True, 256) == (0.3, "--mask_threshold")
+    assert chosen_mask_threshold(None, 0.5, "bottle", False, 256) == (0.5, "mask_threshold of the config")
     update_thresholds(tmp_path, "wood", {"pixel_normal_threshold": 0.25}, "mvtec", 32)
-    value, source = chosen_mask_threshold(str(tmp_path / "thresholds.json"), 0.5, None, flag_given=True)
+    value, source = chosen_mask_threshold(str(tmp_path / "thresholds.json"), 0.5, None, True, 32)
     assert (value, source) == (
         0.25,
         f"pixel_normal_threshold of its only category in {tmp_path / 'thresholds.json'}",
     )
+    with pytest.raises(ConfigError, match=r"maps at eval_size 32, but this run scores at 256: pass --eval_s"):
+        chosen_mask_threshold(str(tmp_path / "thresholds.json"), 0.5, None, True, 256)
 
 
 def test_seed_mean_results_md_shows_mean_plus_minus_std_under_a_full_title(tmp_path):

@@ -148,9 +148,13 @@ class EncodeCache:
         references: References | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: Callable[[int, int], None] | None = None,
+        map_side: int | None = None,
     ) -> list[AnomalyResult]:
         """The detector's results for N (H, W, 3) uint8 images, in order; SAM 3 runs only for images not
         cached, `batch_size` per encoder pass (an image repeated in `images` is scored once).
+
+        `map_side`: maps are scored at map_side x map_side (test.py's eval_size) and resized to each image;
+        None: scored at each image's size.
 
         `references`: the session's few-shot references (part of the key: new references, new pass).
         `progress(done, total)` is called before the first pass and after each, for the images SAM 3 runs on.
@@ -166,9 +170,11 @@ class EncodeCache:
                 if progress is not None:
                     progress(start, len(pending))
                 part = pending[start : start + batch_size]
-                out = scoring.detect_arrays(
-                    [todo[k] for k in part], prompts, object_noun, instance_masks=True
-                )
+                arrays = [todo[k] for k in part]
+                size = (map_side, map_side) if map_side is not None else None
+                out = scoring.detect_arrays(arrays, prompts, object_noun, size, instance_masks=True)
+                for result, image in zip(out, arrays, strict=True):
+                    result.resize_maps(image.shape[:2])
                 found.update(zip(part, out, strict=True))
             if progress is not None:
                 progress(len(pending), len(pending))

@@ -89,6 +89,8 @@ class AppHandlers:
             return cls(None, cfg, root, problem=problem)
         try:
             thresholds = read_thresholds(cfg.demo.thresholds) if cfg.demo.thresholds else None
+            if thresholds is not None:
+                thresholds.check_map_size(cfg.evaluation.eval_size)
             detector, concepts = build_detector(cfg)
         except Exception as err:  # a user error (bad weights, device, thresholds file) is shown in the page
             problem = user_message(err)
@@ -230,6 +232,7 @@ class AppHandlers:
             progress=lambda done, total: progress(
                 (done, total), desc="images scored by SAM 3", unit="images"
             ),
+            map_side=self.cfg.evaluation.eval_size,
         )
         session.runs = [ImageRun(p, r, prompts) for p, r in zip(pictures, results, strict=True)]
         return errors

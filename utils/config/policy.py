@@ -125,7 +125,7 @@ POLICIES: dict[str, Policy] = {
         ("test",), "each seed is its own run in seed_N/, whose fingerprint holds shot_seed = N"
     ),
     # evaluation
-    "eval_size": changes_scores(("test",)),
+    "eval_size": changes_scores(("test", "demo")),
     "aupro_variant": keeps_scores(
         ("test",), "metrics only: in metrics.json, recomputed from the stored maps when it differs"
     ),

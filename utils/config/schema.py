@@ -155,7 +155,7 @@ class PromptSettings:
 class EvaluationSettings:
     eval_size: int = setting(
         256,
-        "maps and masks are compared at eval_size x eval_size",
+        "side of the square maps test.py compares with the masks (demo, app: scored so, shown at image size)",
         "evaluation",
         minimum=1,
     )

@@ -98,6 +98,19 @@ class Thresholds:
 
     path: Path
     categories: dict[str, dict[str, float | None]]
+    eval_size: int | None = None  # the side of the maps the thresholds were computed on (None: not said)
+
+    def check_map_size(self, eval_size: int) -> None:
+        """Refuse maps of another side than the thresholds were computed on (their values differ).
+
+        Raises:
+            ConfigError: the file names another eval_size; the message says which to pass.
+        """
+        if self.eval_size is not None and self.eval_size != eval_size:
+            raise ConfigError(
+                f"{self.path} holds thresholds of maps at eval_size {self.eval_size}, but this run scores at "
+                f"{eval_size}: pass --eval_size {self.eval_size} (or set the mask threshold by hand)"
+            )
 
     def category(self, category: str | None, how_to_pick: str = "pass --category") -> str:
         """`category`, or the only category of the file when `category` is None and it holds one.
@@ -160,7 +173,9 @@ def read_thresholds(path: str | Path) -> Thresholds:
                 f"{path}: the entry of {name} is a {type(entry).__name__}, not a mapping: {REWRITE}"
             )
         checked[name] = {key: _threshold(path, name, key, value) for key, value in entry.items()}
-    return Thresholds(path, checked)
+    size = doc.get("eval_size")
+    valid = isinstance(size, int) and not isinstance(size, bool) and size > 0
+    return Thresholds(path, checked, size if valid else None)
 
 
 def _threshold(path: Path, category: str, key: str, value: Any) -> Any:
@@ -188,18 +203,20 @@ def mask_threshold_from(path: str | Path, category: str | None) -> float:
 
 
 def chosen_mask_threshold(
-    thresholds: str | None, mask_threshold: float, category: str | None, flag_given: bool
+    thresholds: str | None, mask_threshold: float, category: str | None, flag_given: bool, eval_size: int
 ) -> tuple[float, str]:
     """The demo's binary-mask threshold and where it came from (recorded beside the masks it made).
 
     `thresholds` (a thresholds.json) wins over `mask_threshold`; `flag_given` says whether
-    --mask_threshold was on the command line (else the value is the config's).
+    --mask_threshold was on the command line (else the value is the config's). `eval_size`: the side of
+    the maps the demo scores, which must be the file's (`Thresholds.check_map_size`).
 
     Raises:
-        ConfigError: see `read_thresholds`.
+        ConfigError: see `read_thresholds` and `Thresholds.check_map_size`.
     """
     if thresholds:
         checked = read_thresholds(thresholds)
+        checked.check_map_size(eval_size)
         name = checked.category(category)
         which = f"category {category}" if category else "its only category"
         return checked.mask_threshold(name), f"{USED_BY_DEMO} of {which} in {checked.path}"
