@@ -10,6 +10,7 @@ and reported as a one-line :class:`ModelLoadError` that says how to fix it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,15 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
         ValueError: an unknown dtype name.
     """
     if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(
+                f"dtype {dtype} cannot run SAM 3: use torch.float32, torch.bfloat16 or torch.float16"
+            )
         return dtype
+    if not isinstance(dtype, str):
+        raise ValueError(
+            f"dtype must be a name or a torch dtype, got {dtype!r}: use auto, {', '.join(_DTYPES)}"
+        )
     if dtype == "auto":
         return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32
     try:
@@ -97,8 +106,14 @@ def check_model_dir(model_path: str | Path) -> Path:
         ModelLoadError: folder, config.json, model.safetensors or tokenizer files missing, only the original
             ``sam3.pt`` present, or a config whose ``model_type`` is not sam3/sam3_video.
     """
+    if not isinstance(model_path, (str, os.PathLike)):
+        raise ModelLoadError(f"the SAM 3 model path must be a folder path, got {model_path!r}")
     folder = Path(model_path).expanduser().resolve()
     hint = DOWNLOAD_HINT.format(dir=folder)
+    if folder.is_file():
+        raise ModelLoadError(
+            f"SAM 3 model path {folder} is a file: give the folder holding config.json; {hint}"
+        )
     if not folder.is_dir():
         raise ModelLoadError(f"SAM 3 model folder {folder} does not exist: {hint}{TINY_HINT}")
     config_file = folder / "config.json"

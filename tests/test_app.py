@@ -223,7 +223,10 @@ def test_session_folders_belong_to_their_user(tmp_path):
     folders = SessionFolders(root)
     attacked = folders.folder("../victim", "ann")
     assert attacked.parent == root and attacked.name.startswith("session_")  # the id is no path component
-    assert folders.folder("../victim") == attacked and folders.owner("../victim") == "ann"
+    assert folders.folder("../victim", "ann") == attacked and folders.owner("../victim") == "ann"
+    for other in (None, "bob"):  # another login (or none) with the same id never gets ann's folder
+        with pytest.raises(PermissionError, match="belongs to another login"):
+            folders.folder("../victim", other)
     (attacked / "results.json").write_text("{}")
     assert not folders.forget("..") and not folders.forget("../victim")  # never served / not the owner
     assert not folders.forget("../victim", "bob") and (attacked / "results.json").is_file()
