@@ -183,7 +183,9 @@ def _full_scale(values: np.ndarray, sbit: int | None, bit_depth: int | None = No
 def _float_to_uint8(values: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
     """Float samples to 0..255: [0, 1] is scaled by 255, [0, 255] kept, anything else min-max stretched."""
     if not np.isfinite(values).all():
-        raise DatasetError(f"image {path} holds NaN or infinite values: fix or remove the file")
+        raise DatasetError(
+            f"{path} holds NaN or infinite values: replace them (np.nan_to_num) or fix the file"
+        )
     low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
     if low >= 0.0 and high <= 1.0:
         values = values * 255.0

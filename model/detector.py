@@ -200,8 +200,10 @@ class AnomalyDetector:
             raise ValueError(f"mask_threshold must be a finite number, got {mask_threshold}")
         if out_size is not None:
             out_size = map_size(out_size)
+        if isinstance(texture_categories, str):  # one name, not its letters
+            texture_categories = (texture_categories,)
         noun = object_prompt(category, texture_categories)
-        results = self.detect_arrays([as_array(x) for x in inputs], prompts, noun, out_size, instance_masks)
+        results = self.detect_arrays(_read_all(inputs, single), prompts, noun, out_size, instance_masks)
         for result in results:
             result.mask = result.anomaly_map >= mask_threshold
         return results[0] if single else results
@@ -252,12 +254,29 @@ def _image_list(images: ImageInput | Iterable[ImageInput]) -> tuple[list[ImageIn
     """
     if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
         return [images], True
-    if isinstance(images, (bytes, bytearray, Mapping)) or not isinstance(images, Iterable):
+    if (
+        isinstance(images, (bytes, bytearray, Mapping))
+        or hasattr(images, "read")
+        or not isinstance(images, Iterable)
+    ):
         raise DatasetError(
             f"cannot read images from a {type(images).__name__}: pass a file path, a PIL image, a numpy "
             "array or a list of them (file contents: Image.open(io.BytesIO(data)))"
         )
     return list(images), False
+
+
+def _read_all(inputs: Sequence[ImageInput], single: bool) -> list[np.ndarray]:
+    """`as_array` of each input; an unreadable item of a list is named by its position."""
+    arrays = []
+    for index, item in enumerate(inputs):
+        try:
+            arrays.append(as_array(item))
+        except DatasetError as err:
+            raise (
+                err if single else DatasetError(f"item {index} of the {len(inputs)} images: {err}")
+            ) from None
+    return arrays
 
 
 def as_array(image: ImageInput) -> np.ndarray:

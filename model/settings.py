@@ -113,11 +113,12 @@ def type_problem(annotation: str, value: Any) -> str | None:
     than str, bool, int, float, list[int], list[str] (with "| None") is not checked.
     """
     options = [option.strip() for option in annotation.split("|")]
+    words = " or ".join(_TYPE_WORDS.get(option, option) for option in options)
     if value is None:
-        return None if "None" in options else f"must be {annotation}, got None"
+        return None if "None" in options else f"must be {words}, got None"
     if any(_FITS.get(option, lambda v: True)(value) for option in options if option != "None"):
         return None
-    return f"must be {' or '.join(_TYPE_WORDS.get(o, o) for o in options)}, got {value!r}"
+    return f"must be {words}, got {value!r}"
 
 
 def _is_int(value: Any) -> bool:

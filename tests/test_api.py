@@ -273,3 +273,15 @@ def test_loading_from_a_file_none_or_an_integer_dtype(tmp_path: Path, tiny_sam3_
             AnomalyDetector.from_pretrained(path, device="cpu")  # type: ignore[arg-type]
     with pytest.raises(ModelLoadError, match="dtype torch.int8 cannot run SAM 3"):
         AnomalyDetector.from_pretrained(tiny_sam3_dir, device="cpu", dtype=torch.int8)
+
+
+def test_an_unreadable_item_of_a_list_is_named_by_its_position(
+    detector: AnomalyDetector, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        DatasetError, match=r"^item 1 of the 3 images: image array holds NaN or infinite"
+    ) as info:
+        detector.detect([IMAGE, np.full((4, 4), np.nan), tmp_path / "never.png"])
+    one_line(info.value)
+    with pytest.raises(DatasetError, match=r"^image not found: .*never\.png"):  # one image: no position
+        detector.detect(tmp_path / "never.png")
