@@ -235,7 +235,10 @@ def _on_white(values: np.ndarray) -> np.ndarray:
     if values.shape[2] in (2, 4):
         alpha = values[..., -1:].astype(np.float64) / 255.0
         values = np.rint(alpha * values[..., :-1] + (1.0 - alpha) * 255.0).astype(np.uint8)
-    return values if values.shape[2] == 3 else np.repeat(values, 3, axis=2)
+    if values.shape[2] != 3:
+        return np.repeat(values, 3, axis=2)
+    # torch wraps no negative stride: a reversed array is copied (even one numpy calls contiguous)
+    return values if min(values.strides) >= 0 else values.copy()
 
 
 def read_image(path: str | os.PathLike[str], bit_depth: int | None = None) -> np.ndarray:
@@ -367,7 +370,8 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
             8 bits: divided by the full scale of `read_image`), or float ([0, 1], [0, 255], else min-max).
 
     Returns:
-        (H, W, 3) uint8 RGB; a (H, W, 3) uint8 array is returned as is (no copy).
+        (H, W, 3) uint8 RGB; a (H, W, 3) uint8 array is returned as is (no copy) unless it has a negative
+        stride.
 
     Raises:
         DatasetError: another shape or type, or float samples with NaN/inf (one line).

@@ -145,7 +145,9 @@ def rotate_image(image: np.ndarray, degrees: float) -> np.ndarray:
         raise ValueError(f"rotation angle must be a finite number of degrees, got {degrees}")
     image = np.asarray(image)
     if degrees % 90 == 0:
-        return np.ascontiguousarray(np.rot90(image, int(degrees // 90) % 4))
+        return np.rot90(
+            image, int(degrees // 90) % 4
+        ).copy()  # a copy: no negative strides, even on 1-pixel sides
     height, width = image.shape[:2]
     turn = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), float(degrees), 1.0)
     return cv2.warpAffine(

@@ -285,3 +285,12 @@ def test_an_unreadable_item_of_a_list_is_named_by_its_position(
     one_line(info.value)
     with pytest.raises(DatasetError, match=r"^image not found: .*never\.png"):  # one image: no position
         detector.detect(tmp_path / "never.png")
+
+
+def test_one_pixel_sides_taken_backwards_and_turned_references(detector: AnomalyDetector) -> None:
+    """numpy calls a reversed 1-row array contiguous, torch refuses its negative stride: both are copied."""
+    row = IMAGE[:1, ::-1]
+    assert detector.detect(row).anomaly_map.shape == (1, 32)
+    fewshot = detector.with_settings(visual="fewshot", reference_rotations=[90])
+    fewshot.set_references([IMAGE[:1, :1]])
+    assert fewshot.detect(IMAGE[:1, :1]).anomaly_map.shape == (1, 1)
