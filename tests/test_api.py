@@ -294,3 +294,9 @@ def test_one_pixel_sides_taken_backwards_and_turned_references(detector: Anomaly
     fewshot = detector.with_settings(visual="fewshot", reference_rotations=[90])
     fewshot.set_references([IMAGE[:1, :1]])
     assert fewshot.detect(IMAGE[:1, :1]).anomaly_map.shape == (1, 1)
+
+
+def test_one_reference_on_a_one_row_patch_grid_says_what_to_do(detector: AnomalyDetector) -> None:
+    fewshot = detector.with_settings(visual="fewshot", patch_pool=1000)  # the 16 x 16 grid pooled to 1 x 1
+    with pytest.raises(ValueError, match="1 row high cannot calibrate itself: give two or more references"):
+        fewshot.set_references(IMAGE)
