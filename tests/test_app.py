@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -636,3 +637,29 @@ def test_auth_file_with_a_byte_order_mark_or_not_text(tmp_path):
     (tmp_path / "auth.txt").write_bytes(b"\xff\xfe\x00ann")
     with pytest.raises(ConfigError, match="is not UTF-8 text: write one USER:PASSWORD a line"):
         read_auth(None, str(tmp_path / "auth.txt"), environ={})
+
+
+def test_session_sizes_are_read_while_another_run_adds_results():
+    """SessionStore.trim sums every session's bytes while another session's Run fills its caches."""
+    cache, pictures, stop = EncodeCache(size=10_000), PictureCache(size=10_000), threading.Event()
+    result = AnomalyResult(np.zeros((2, 2), np.float32), 0.0, {}, {})
+    picture = make_picture("x.png", np.zeros((4, 4, 3), np.uint8), 4)
+
+    def fill() -> None:
+        k = 0
+        while not stop.is_set():
+            cache._results[(k,)], pictures._pictures[(k,)] = result, picture
+            cache._results.popitem(last=False) if len(cache) > 200 else None
+            pictures._pictures.popitem(last=False) if k > 200 else None
+            k += 1
+
+    thread, interval = threading.Thread(target=fill), sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a sum over a live dict view breaks
+    thread.start()
+    try:
+        for _ in range(400):
+            assert cache.nbytes >= 0 and pictures.nbytes >= 0
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)

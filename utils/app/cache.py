@@ -136,8 +136,8 @@ class EncodeCache:
         return len(self._results)
 
     @property
-    def nbytes(self) -> int:
-        return sum(result_bytes(r) for r in self._results.values())
+    def nbytes(self) -> int:  # a snapshot: another session's Run may add a result meanwhile
+        return sum(result_bytes(r) for r in tuple(self._results.values()))
 
     def results(
         self,

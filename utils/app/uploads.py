@@ -167,8 +167,8 @@ class PictureCache:
         self._pictures: OrderedDict[tuple[str, int, int, str, int], Picture] = OrderedDict()
 
     @property
-    def nbytes(self) -> int:
-        return sum(p.nbytes for p in self._pictures.values())
+    def nbytes(self) -> int:  # a snapshot: another session's Run may add a picture meanwhile
+        return sum(p.nbytes for p in tuple(self._pictures.values()))
 
     def read(
         self,
