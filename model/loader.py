@@ -43,25 +43,28 @@ class ModelLoadError(RuntimeError):
     """A SAM 3 folder cannot be loaded; the message is one line naming the folder and the fix."""
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``.
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` as named.
 
     Raises:
-        ValueError: an unknown device name, or a CUDA device asked for where CUDA is not available.
+        ValueError: an unknown device name or type (SAM 3 runs on the CPU or a CUDA GPU), or a CUDA device
+            asked for where CUDA is not available (or that index does not exist).
     """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        resolved = torch.device(device)
-    except RuntimeError:
+        resolved = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} cannot run SAM 3 here: use auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {device!r} asked for but CUDA is not available (CPU-only torch or no GPU): "
             "use --device cpu"
         )
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return resolved
 
 
@@ -82,7 +85,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
             f"dtype must be a name or a torch dtype, got {dtype!r}: use auto, {', '.join(_DTYPES)}"
         )
     if dtype == "auto":
-        return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32
+        kind = device.type if isinstance(device, torch.device) else resolve_device(device).type
+        return torch.bfloat16 if kind == "cuda" else torch.float32
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:

@@ -300,3 +300,10 @@ def test_one_reference_on_a_one_row_patch_grid_says_what_to_do(detector: Anomaly
     fewshot = detector.with_settings(visual="fewshot", patch_pool=1000)  # the 16 x 16 grid pooled to 1 x 1
     with pytest.raises(ValueError, match="1 row high cannot calibrate itself: give two or more references"):
         fewshot.set_references(IMAGE)
+
+
+@pytest.mark.parametrize("device", [torch.device("meta"), "meta", "mps", "cuda:99", 1.5])
+def test_devices_sam3_cannot_run_on_are_one_line(tiny_sam3_dir: Path, device: object) -> None:
+    with pytest.raises(ModelLoadError, match=r"device|CUDA") as info:
+        AnomalyDetector.from_pretrained(tiny_sam3_dir, device=device)  # type: ignore[arg-type]
+    one_line(info.value)
