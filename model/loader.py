@@ -9,8 +9,10 @@ and reported as a one-line :class:`ModelLoadError` that says how to fix it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
     Raises:
         ValueError: an unknown device name or type (SAM 3 runs on the CPU or a CUDA GPU), or a CUDA device
-            asked for where CUDA is not available (or that index does not exist).
+            asked for where CUDA is not available.
     """
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,34 +65,58 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             f"device {device!r} asked for but CUDA is not available (CPU-only torch or no GPU): "
             "use --device cpu"
         )
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return resolved
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU of compute capability 8.0 or later (A100, RTX
+    30xx/40xx, H100, ...; ROCm GPUs too). Older GPUs (V100, T4, RTX 20xx) only emulate bf16, slowly; the CPU
+    is False (its autocast supports bf16, but "auto" keeps fp32 there)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """``"auto"`` -> bf16 on CUDA, fp32 elsewhere; accepts fp32/float32, bf16/bfloat16, fp16/float16.
+    """``"auto"`` -> bf16 on a CUDA GPU with native bf16 (`native_bf16`), fp32 elsewhere (the CPU, and GPUs
+    that would emulate bf16); accepts fp32/float32, bf16/bfloat16, fp16/float16. bf16 asked for on a GPU
+    that would emulate it is kept, with a warning.
 
     Raises:
         ValueError: an unknown dtype name.
     """
-    if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
-            raise ValueError(
-                f"dtype {dtype} cannot run SAM 3: use torch.float32, torch.bfloat16 or torch.float16"
-            )
-        return dtype
-    if not isinstance(dtype, str):
+    if isinstance(dtype, torch.dtype) and dtype not in _DTYPES.values():
+        raise ValueError(
+            f"dtype {dtype} cannot run SAM 3: use torch.float32, torch.bfloat16 or torch.float16"
+        )
+    if not isinstance(dtype, (str, torch.dtype)):
         raise ValueError(
             f"dtype must be a name or a torch dtype, got {dtype!r}: use auto, {', '.join(_DTYPES)}"
         )
     if dtype == "auto":
-        kind = device.type if isinstance(device, torch.device) else resolve_device(device).type
-        return torch.bfloat16 if kind == "cuda" else torch.float32
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}") from None
+        return torch.bfloat16 if native_bf16(resolve_device(device)) else torch.float32
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    else:
+        try:
+            resolved = _DTYPES[dtype.lower()]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}") from None
+    device = resolve_device(device)
+    if resolved == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
+        _warn_emulated_bf16(torch.cuda.get_device_name(device))
+    return resolved
+
+
+@functools.cache
+def _warn_emulated_bf16(gpu: str) -> None:
+    """One warning per GPU model and process, however many times its dtype is resolved."""
+    warnings.warn(
+        f"{gpu} has no native bf16 (compute capability < 8.0): bf16 runs emulated and slowly; "
+        "use --dtype fp16 (tensor cores) or fp32",
+        stacklevel=3,
+    )
 
 
 def _has_tokenizer(folder: Path) -> bool:
