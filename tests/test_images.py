@@ -10,10 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image, ImageOps, PngImagePlugin
 
-from dataset import DatasetError, load_dataset
+from dataset import DatasetError, Record, load_dataset
 from dataset.images import displayed_size, read_image, read_mask, read_mask_values, to_rgb
+from utils.evaluation.exports import save_tiff_maps
+from utils.evaluation.native import image_size
 
 
 def scaled(values: np.ndarray, full_scale: int) -> np.ndarray:
@@ -315,3 +318,15 @@ def test_pil_image_whose_file_was_deleted_or_rewritten_keeps_its_own_pixels(tmp_
     pending = Image.open(lazy)  # not loaded yet: PIL keeps the file open
     lazy.unlink()
     np.testing.assert_array_equal(to_rgb(pending), gray3(np.arange(6, dtype=np.uint8).reshape(2, 3)))
+
+
+def test_exported_maps_and_native_sizes_follow_the_exif_orientation(tmp_path: Path) -> None:
+    """A map is computed on the upright image, so test.py's TIFF export and the native-size metrics size it
+    upright too (a photo stored 40 wide, 30 high, shown turned: 30 wide, 40 high)."""
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "p.jpg", exif=exif)
+    record = Record(str(tmp_path / "p.jpg"), None, 0, "good", "part")
+    assert image_size(record.image_path) == (40, 30)
+    [written] = save_tiff_maps(tmp_path / "maps", "part", [record], np.zeros((1, 8, 8), np.float32))
+    assert tifffile.imread(written).shape == (40, 30)
