@@ -69,6 +69,24 @@ def exif_orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
+def displayed_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(H, W) of an image file as a viewer shows it (`read_image`'s shape), from its header and EXIF only.
+
+    Raises:
+        DatasetError: the file cannot be opened as an image (one line).
+    """
+
+    def size(img: Image.Image) -> tuple[int, int]:
+        width, height = img.size
+        return (width, height) if exif_orientation(img) >= 5 else (height, width)  # 5..8 turn by 90 degrees
+
+    try:
+        with Image.open(path) as img:
+            return size(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return tuple(_decode(path, "image", lambda img: np.array(size(img))).tolist())  # its one-line error
+
+
 def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """`pixels` ((H, W) or (H, W, C)) turned as a viewer shows them for EXIF `orientation` (a copy)."""
     return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(pixels))
@@ -87,10 +105,10 @@ def _png_depth(path: str | os.PathLike[str]) -> tuple[int, tuple[int, ...] | Non
             if len(size_type) < 8 or size_type[4:8] in (b"IDAT", b"IEND"):
                 return depth, None
             size = int.from_bytes(size_type[:4], "big")
-            data = handle.read(size)
-            handle.seek(4, os.SEEK_CUR)  # CRC
-            if size_type[4:8] == b"sBIT":
-                return depth, tuple(data)
+            if size_type[4:8] == b"sBIT":  # an empty or out-of-range sBIT says nothing: ignored
+                bits = tuple(handle.read(min(size, 4)))
+                return depth, bits if bits and all(1 <= b <= 16 for b in bits) else None
+            handle.seek(size + 4, os.SEEK_CUR)  # data + CRC
 
 
 def _stored_depth(img: Image.Image, path: str | os.PathLike[str]) -> tuple[int, tuple[int, ...] | None]:
@@ -133,7 +151,9 @@ def _read_pixels(
         depth, sbit = _stored_depth(img, path)
         if depth > 8:
             return _read_wide_colour(path), sbit
-    if "transparency" in img.info or img.mode in ("PA", "La", "RGBa"):
+    if img.mode == "La":  # premultiplied gray + alpha: PIL converts it only to LA
+        return np.asarray(img.convert("LA")), None
+    if "transparency" in img.info or img.mode in ("PA", "RGBa"):
         # a transparent colour or palette entry becomes alpha, composited later like RGBA
         return np.asarray(img.convert("RGBA")), None
     if img.mode == "P" or img.mode in _AS_RGB_MODES:
@@ -163,7 +183,9 @@ def _full_scale(values: np.ndarray, sbit: int | None, bit_depth: int | None = No
 def _float_to_uint8(values: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
     """Float samples to 0..255: [0, 1] is scaled by 255, [0, 255] kept, anything else min-max stretched."""
     if not np.isfinite(values).all():
-        raise DatasetError(f"image {path} holds NaN or infinite values: fix or remove the file")
+        raise DatasetError(
+            f"{path} holds NaN or infinite values: replace them (np.nan_to_num) or fix the file"
+        )
     low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
     if low >= 0.0 and high <= 1.0:
         values = values * 255.0
@@ -213,7 +235,10 @@ def _on_white(values: np.ndarray) -> np.ndarray:
     if values.shape[2] in (2, 4):
         alpha = values[..., -1:].astype(np.float64) / 255.0
         values = np.rint(alpha * values[..., :-1] + (1.0 - alpha) * 255.0).astype(np.uint8)
-    return values if values.shape[2] == 3 else np.repeat(values, 3, axis=2)
+    if values.shape[2] != 3:
+        return np.repeat(values, 3, axis=2)
+    # torch wraps no negative stride: a reversed array is copied (even one numpy calls contiguous)
+    return values if min(values.strides) >= 0 else values.copy()
 
 
 def read_image(path: str | os.PathLike[str], bit_depth: int | None = None) -> np.ndarray:
@@ -294,6 +319,47 @@ def _samples_to_rgb(
     return _on_white(_to_uint8(values, sbit, where, bit_depth))
 
 
+def _pil_samples(image: Image.Image) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """`_read_pixels` of an in-memory PIL image: from its file (16-bit colour, sBIT) while that file still
+    holds these pixels, else from PIL's own samples (file moved, deleted or rewritten since it was opened)."""
+    filename = getattr(image, "filename", "") or None
+    try:
+        image.load()
+    except (ValueError, AssertionError) as err:  # PIL: "Operation on closed image"; after verify(): assert
+        reason = str(err).splitlines()[0] if str(err) else "its file is closed"
+        raise DatasetError(
+            f"cannot read PIL image {filename or '(no file name)'} ({reason}): pass it before closing it "
+            "(e.g. inside its `with Image.open(...)` block, not after verify()), or pass the file path"
+        ) from None
+    except OSError as err:  # a lazily opened file that is truncated or damaged
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DatasetError(
+            f"cannot decode PIL image {filename or '(no file name)'}: {reason} (file corrupt or truncated: "
+            "re-download it or convert it to PNG)"
+        ) from None
+    try:
+        values, sbit = _read_pixels(image, filename)
+        stored = (values.shape[1], values.shape[0])
+        if filename is None or (stored == image.size and _same_high_bytes(values, image)):
+            return values, sbit
+    except (OSError, DatasetError, ValueError):
+        pass  # its file cannot be read again: PIL's samples below
+    try:
+        return _read_pixels(image, None)
+    except ValueError as err:
+        raise DatasetError(f"cannot read PIL image of mode {image.mode}: {err} (convert it to RGB)") from None
+
+
+def _same_high_bytes(values: np.ndarray, image: Image.Image) -> bool:
+    """Whether 16-bit colour samples re-read from the file are the pixels of `image` (PIL keeps their high
+    byte); always True for samples that were not re-read."""
+    if values.dtype != np.uint16 or image.mode not in ("RGB", "RGBA", "LA"):
+        return True
+    kept = np.asarray(image)
+    wide = values[..., [0, 3]] if image.mode == "LA" and values.shape[-1] == 4 else values
+    return kept.shape == wide.shape and np.array_equal(kept, (wide >> 8).astype(np.uint8))
+
+
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     """A PIL image or a numpy array as (H, W, 3) uint8 RGB, by the same rules as `read_image`.
 
@@ -304,31 +370,21 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
             8 bits: divided by the full scale of `read_image`), or float ([0, 1], [0, 255], else min-max).
 
     Returns:
-        (H, W, 3) uint8 RGB; a (H, W, 3) uint8 array is returned as is (no copy).
+        (H, W, 3) uint8 RGB; a (H, W, 3) uint8 array is returned as is (no copy) unless it has a negative
+        stride.
 
     Raises:
         DatasetError: another shape or type, or float samples with NaN/inf (one line).
     """
     if isinstance(image, Image.Image):
-        filename = getattr(image, "filename", "") or None
-        try:
-            image.load()
-            values, sbit = _read_pixels(image, filename)
-        except (
-            ValueError,
-            AssertionError,
-        ) as err:  # PIL: "Operation on closed image"; after verify(): assert
-            reason = str(err) or "its file is closed"
-            raise DatasetError(
-                f"cannot read PIL image {filename or '(no file name)'} ({reason}): pass it before closing it "
-                "(e.g. inside its `with Image.open(...)` block, not after verify()), or pass the file path"
-            ) from None
-        where = filename or f"PIL image (mode {image.mode})"
+        values, sbit = _pil_samples(image)
+        where = getattr(image, "filename", "") or f"PIL image (mode {image.mode})"
         return upright(_samples_to_rgb(values, sbit, where), exif_orientation(image))
     if not isinstance(image, np.ndarray):
         raise DatasetError(
             f"cannot read an image from a {type(image).__name__}: pass a file path, a PIL image or an array"
         )
+    image = np.asarray(image)  # a subclass (np.matrix, a masked array) as its plain samples
     ok_dtype = (
         image.dtype == bool
         or np.issubdtype(image.dtype, np.integer)
@@ -343,19 +399,31 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode a ground-truth mask: any nonzero value (in any channel) is anomalous.
+    """Decode a ground-truth mask: any nonzero value (in any colour channel) is anomalous.
 
-    Handles 1-bit (mode "1", 0/1), 8-bit (0/255), palette and class-id masks (VisA), RGB masks.
+    Handles 1-bit (mode "1", 0/1), 8-bit (0/255), palette and class-id masks (VisA), RGB masks; an alpha
+    channel is not a class (`_mask_samples`): transparent or opaque, a black pixel is normal.
     A mask with an EXIF orientation is turned upright like its image (`read_image`). Returns (H, W) bool.
     """
 
     def convert(img: Image.Image) -> np.ndarray:
-        arr = np.asarray(img)  # mode "P" gives the palette indices, i.e. the class ids
-        if arr.ndim == 3:
-            arr = arr.any(axis=2)
-        return upright(arr > 0, exif_orientation(img))
+        return upright(_mask_samples(img) > 0, exif_orientation(img))
 
     return _decode(path, "mask", convert)
+
+
+def _mask_samples(img: Image.Image) -> np.ndarray:
+    """A mask's (H, W) stored values: the largest colour channel, 0 where the pixel is fully transparent.
+
+    An alpha channel (LA, RGBA, PA masks from an image editor) says where the drawing is, not which class:
+    an opaque black background is 0, like a transparent one. Mode "P" gives the palette indices (class ids).
+    """
+    arr = np.asarray(img.convert("LA") if img.mode == "La" else img)
+    alpha = img.mode in ("LA", "La", "RGBA", "RGBa", "PA") and arr.ndim == 3
+    values = arr[..., :-1] if alpha else arr
+    if values.ndim == 3:
+        values = values.max(axis=2)
+    return np.where(arr[..., -1] > 0, values, 0) if alpha else values
 
 
 def read_mask_values(path: str | os.PathLike[str]) -> np.ndarray:
@@ -365,10 +433,7 @@ def read_mask_values(path: str | os.PathLike[str]) -> np.ndarray:
     """
 
     def convert(img: Image.Image) -> np.ndarray:
-        arr = np.asarray(img)
-        if arr.ndim == 3:
-            arr = arr.max(axis=2)
-        return upright(arr.astype(np.int64), exif_orientation(img))
+        return upright(_mask_samples(img).astype(np.int64), exif_orientation(img))
 
     return _decode(path, "mask", convert)
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -42,9 +42,10 @@ from PIL import Image
 
 from dataset.constants import TEXTURE_CATEGORIES
 from dataset.images import read_image, to_rgb
+from dataset.records import DatasetError
 from model.engine import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.fusion import fuse_visual
-from model.map_ops import rotate_image
+from model.map_ops import map_size, rotate_image
 from model.prompts import DEFAULT_STRATEGY, build_prompts, given_prompts, object_prompt
 from model.settings import MASK_THRESHOLD, ScoringSettings
 from model.text_maps import AnomalyResult, Detection
@@ -74,6 +75,9 @@ class AnomalyDetector:
         settings: ScoringSettings | None = None,
         text_override: TextOverride | None = None,
     ) -> None:
+        if settings is not None and not isinstance(settings, ScoringSettings):
+            kind = type(settings).__name__
+            raise TypeError(f"settings must be a ScoringSettings (ScoringSettings(sigma=2.0)), got {kind}")
         self.engine = engine
         self.settings = settings if settings is not None else ScoringSettings()
         self.text_override = text_override
@@ -90,6 +94,10 @@ class AnomalyDetector:
         Raises:
             TypeError: a name that is no scoring setting. ValueError: a value out of its allowed range.
         """
+        names = {f.name for f in dataclasses.fields(ScoringSettings)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"no scoring setting {', '.join(unknown)}: use one of {', '.join(sorted(names))}")
         settings = dataclasses.replace(self.settings, **changes)
         other = AnomalyDetector(self.engine, settings, self.text_override)
         if all(getattr(settings, key) == getattr(self.settings, key) for key in REFERENCE_KEYS):
@@ -120,13 +128,13 @@ class AnomalyDetector:
         engine = Sam3Engine.from_pretrained(model_path, device=device, dtype=dtype, chunk_size=chunk_size)
         return cls(engine, settings)
 
-    def set_references(self, images: Sequence[ImageInput]) -> None:
+    def set_references(self, images: ImageInput | Iterable[ImageInput]) -> None:
         """Encode K >= 1 normal images of the product for ``visual="fewshot"`` (replaces earlier ones).
 
         Args:
-            images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded
-                `DEFAULT_BATCH_SIZE` (4) at a time, so the vision pass's memory does not grow with K or the
-                rotations (K = 4 with 7 angles is 32 images of 1008 px).
+            images: one image, or a list of file paths, PIL images or numpy arrays (read like `detect`'s
+                inputs); encoded `DEFAULT_BATCH_SIZE` (4) at a time, so the vision pass's memory does not grow
+                with K or the rotations (K = 4 with 7 angles is 32 images of 1008 px).
 
         With ``settings.reference_rotations`` (angles) each is also encoded turned by every angle
         (`model.map_ops.rotate_image`; K more vision passes per angle). Afterwards `detect` scores each patch
@@ -134,9 +142,9 @@ class AnomalyDetector:
         references alone). The bank holds K x h x w x C values per ViT layer used (4 layers of 36 x 36 x
         1024 per real image at the default visual_grid) on the model's device.
         """
-        if len(images) == 0:
+        arrays = [as_array(x) for x in _image_list(images)[0]]
+        if not arrays:
             raise ValueError("set_references needs at least one normal image of the product")
-        arrays = [_as_array(x) for x in images]
         sources = list(range(len(arrays)))
         angles = self.settings.reference_rotations  # AnomalyDINO's augmentation
         arrays += [rotate_image(a, angle) for angle in angles for a in arrays]
@@ -174,24 +182,33 @@ class AnomalyDetector:
             mask_threshold: ``result.mask = result.anomaly_map >= mask_threshold``.
             prompt_strategy: one of `model.prompts.STRATEGIES`; used only when `prompts` is None.
             texture_categories: categories scored without the object noun.
-            out_size: (height, width) of the maps and masks; None = each image's own size.
+            out_size: (height, width) of the anomaly map and the binary mask; None = each image's own
+                (displayed) size. Detections (boxes, instance masks) stay in the image's own pixels.
             instance_masks: give each detection its (H, W) bool instance mask (False saves the resizing).
 
         Returns:
             One `AnomalyResult` for one image (a path, PIL image or array), a list (same order) for a list.
 
         Raises:
-            dataset.DatasetError: an unreadable file or an array that is not an image (one line).
-            ValueError: an unknown prompt strategy, no prompt, a blank prompt, a non-finite threshold, or
-                ``visual="mutual"`` (use `model.mutual.MutualScorer`: it scores a whole set).
+            dataset.DatasetError: an unreadable file, or an input that is not an image (one line).
+            TypeError: a category, prompts, threshold or out_size of the wrong type.
+            ValueError: an unknown prompt strategy, no prompt, a blank prompt, a non-finite threshold, an
+                out_size side < 1, or ``visual="mutual"`` (use `model.mutual.MutualScorer`: it scores a set).
         """
-        single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
-        inputs: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item]
+        inputs, single = _image_list(images)
+        if category is not None and not isinstance(category, str):
+            raise TypeError(f"category must be a name such as 'bottle' (or None), got {category!r}")
         prompts = build_prompts(category, prompt_strategy) if prompts is None else given_prompts(prompts)
+        if isinstance(mask_threshold, bool) or not isinstance(mask_threshold, Real):
+            raise TypeError(f"mask_threshold must be a number such as 0.5, got {mask_threshold!r}")
         if not math.isfinite(mask_threshold):
             raise ValueError(f"mask_threshold must be a finite number, got {mask_threshold}")
+        if out_size is not None:
+            out_size = map_size(out_size)
+        if isinstance(texture_categories, str):  # one name, not its letters
+            texture_categories = (texture_categories,)
         noun = object_prompt(category, texture_categories)
-        results = self.detect_arrays([_as_array(x) for x in inputs], prompts, noun, out_size, instance_masks)
+        results = self.detect_arrays(_read_all(inputs, single), prompts, noun, out_size, instance_masks)
         for result in results:
             result.mask = result.anomaly_map >= mask_threshold
         return results[0] if single else results
@@ -234,9 +251,45 @@ class AnomalyDetector:
         return results
 
 
-def _as_array(image: ImageInput) -> np.ndarray:
-    """One `detect` input as (H, W, 3) uint8 RGB: files through `read_image`, arrays and PIL via `to_rgb`."""
-    return read_image(image) if isinstance(image, (str, Path, os.PathLike)) else to_rgb(image)
+def _image_list(images: ImageInput | Iterable[ImageInput]) -> tuple[list[ImageInput], bool]:
+    """(the inputs as a list, whether `images` was one image): one path, PIL image or array, or a list.
+
+    Raises:
+        DatasetError: neither an image nor a list of them (None, a number, bytes, a dict, a file object).
+    """
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+        return [images], True
+    if (
+        isinstance(images, (bytes, bytearray, Mapping))
+        or hasattr(images, "read")
+        or not isinstance(images, Iterable)
+    ):
+        raise DatasetError(
+            f"cannot read images from a {type(images).__name__}: pass a file path, a PIL image, a numpy "
+            "array or a list of them (file contents: Image.open(io.BytesIO(data)))"
+        )
+    return list(images), False
+
+
+def _read_all(inputs: Sequence[ImageInput], single: bool) -> list[np.ndarray]:
+    """`as_array` of each input; an unreadable item of a list is named by its position."""
+    arrays = []
+    for index, item in enumerate(inputs):
+        try:
+            arrays.append(as_array(item))
+        except DatasetError as err:
+            raise (
+                err if single else DatasetError(f"item {index} of the {len(inputs)} images: {err}")
+            ) from None
+    return arrays
+
+
+def as_array(image: ImageInput) -> np.ndarray:
+    """One `detect` input as (H, W, 3) uint8 RGB: files through `read_image` (a leading ~ is the home
+    folder), arrays and PIL via `to_rgb`."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.path.expanduser(image))
+    return to_rgb(image)
 
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,20 +45,21 @@ class ModelLoadError(RuntimeError):
     """A SAM 3 folder cannot be loaded; the message is one line naming the folder and the fix."""
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``.
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` as named.
 
     Raises:
-        ValueError: an unknown device name, or a CUDA device asked for where CUDA is not available.
+        ValueError: an unknown device name or type (SAM 3 runs on the CPU or a CUDA GPU), or a CUDA device
+            asked for where CUDA is not available.
     """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        resolved = torch.device(device)
-    except RuntimeError:
+        resolved = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} cannot run SAM 3 here: use auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {device!r} asked for but CUDA is not available (CPU-only torch or no GPU): "
@@ -84,6 +86,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
     Raises:
         ValueError: an unknown dtype name.
     """
+    if isinstance(dtype, torch.dtype) and dtype not in _DTYPES.values():
+        raise ValueError(
+            f"dtype {dtype} cannot run SAM 3: use torch.float32, torch.bfloat16 or torch.float16"
+        )
+    if not isinstance(dtype, (str, torch.dtype)):
+        raise ValueError(
+            f"dtype must be a name or a torch dtype, got {dtype!r}: use auto, {', '.join(_DTYPES)}"
+        )
     if dtype == "auto":
         return torch.bfloat16 if native_bf16(resolve_device(device)) else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -126,8 +136,14 @@ def check_model_dir(model_path: str | Path) -> Path:
         ModelLoadError: folder, config.json, model.safetensors or tokenizer files missing, only the original
             ``sam3.pt`` present, or a config whose ``model_type`` is not sam3/sam3_video.
     """
+    if not isinstance(model_path, (str, os.PathLike)):
+        raise ModelLoadError(f"the SAM 3 model path must be a folder path, got {model_path!r}")
     folder = Path(model_path).expanduser().resolve()
     hint = DOWNLOAD_HINT.format(dir=folder)
+    if folder.is_file():
+        raise ModelLoadError(
+            f"SAM 3 model path {folder} is a file: give the folder holding config.json; {hint}"
+        )
     if not folder.is_dir():
         raise ModelLoadError(f"SAM 3 model folder {folder} does not exist: {hint}{TINY_HINT}")
     config_file = folder / "config.json"

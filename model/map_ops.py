@@ -15,6 +15,41 @@ import numpy as np
 GAUSSIAN_TRUNCATE = 4.0
 
 
+# The largest map `map_size` accepts: PIL's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS), above which
+# no image is read either; a map that size is 716 MB of float32.
+MAX_MAP_PIXELS = 178_956_970
+
+
+def map_size(size: object) -> tuple[int, int]:
+    """A requested (height, width) of maps (`detect`'s out_size) as two ints, checked.
+
+    Raises:
+        TypeError: not a pair of integers (a number, a string, None inside, bools).
+        ValueError: a side below 1, or more than MAX_MAP_PIXELS pixels.
+    """
+    pair = tuple(size) if isinstance(size, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(_integral(v) for v in pair):
+        raise TypeError(
+            f"out_size must be (height, width), two positive integers such as (256, 256), got {size!r}"
+        )
+    height, width = int(pair[0]), int(pair[1])
+    if height < 1 or width < 1 or height * width > MAX_MAP_PIXELS:
+        raise ValueError(
+            f"out_size {size!r} must have sides >= 1 and at most {MAX_MAP_PIXELS} pixels: pass e.g. "
+            "(256, 256), or None for each image's own size"
+        )
+    return height, width
+
+
+def _integral(value: object) -> bool:
+    """An int (numpy ints included) or a float with an integer value; never a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()
+
+
 def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2:
@@ -110,7 +145,9 @@ def rotate_image(image: np.ndarray, degrees: float) -> np.ndarray:
         raise ValueError(f"rotation angle must be a finite number of degrees, got {degrees}")
     image = np.asarray(image)
     if degrees % 90 == 0:
-        return np.ascontiguousarray(np.rot90(image, int(degrees // 90) % 4))
+        return np.rot90(
+            image, int(degrees // 90) % 4
+        ).copy()  # a copy: no negative strides, even on 1-pixel sides
     height, width = image.shape[:2]
     turn = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), float(degrees), 1.0)
     return cv2.warpAffine(

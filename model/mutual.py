@@ -17,14 +17,17 @@ same numbers (the partner draw and the calibration depend only on the whole set)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
-from model.detector import AnomalyDetector, AnomalyResult, ScoringSettings
+from model.detector import AnomalyDetector, AnomalyResult, ImageInput, ScoringSettings, as_array
 from model.fusion import fuse_visual
 from model.text_scorer import TextScorer
 from model.visual import calibrate, mutual_raw, normal_scale, unit_patches
@@ -66,7 +69,7 @@ class MutualScorer:
 
     def score(
         self,
-        batches: Iterable[Sequence[np.ndarray]],
+        batches: Iterable[Sequence[ImageInput]],
         prompts: Sequence[str],
         object_noun: str | None = None,
         out_size: tuple[int, int] | None = None,
@@ -74,6 +77,9 @@ class MutualScorer:
         progress: Callable[[int, int], None] | None = None,
     ) -> list[AnomalyResult]:
         """Results of every image of `batches` (one category), in order: `parts`, `raw_scores`, `fuse`.
+
+        `batches`: lists of images (paths, PIL images or arrays, read like `AnomalyDetector.detect`'s),
+        e.g. ``[[img1, img2, img3]]``; each list is one vision pass.
 
         `progress(done, total)`: as in `raw_scores`, the slow N^2 step.
 
@@ -86,7 +92,7 @@ class MutualScorer:
 
     def parts(
         self,
-        batches: Iterable[Sequence[np.ndarray]],
+        batches: Iterable[Sequence[ImageInput]],
         prompts: Sequence[str],
         object_noun: str | None = None,
         out_size: tuple[int, int] | None = None,
@@ -99,8 +105,9 @@ class MutualScorer:
         """
         results: list[AnomalyResult] = []
         gathered: dict[int, list[Tensor]] = {}
-        for images in batches:
-            batch, patches = self.text.score(images, prompts, object_noun, out_size, instance_masks)
+        for images in _not_one_image(batches, "batches"):  # lazily: a loader may decode batch by batch
+            arrays = [as_array(x) for x in _not_one_image(images, "a batch")]
+            batch, patches = self.text.score(arrays, prompts, object_noun, out_size, instance_masks, True)
             results += batch
             for layer, feats in patches.items():
                 gathered.setdefault(layer, []).append(feats.cpu())
@@ -192,6 +199,21 @@ def rescore_images(scores: Tensor, descriptors: Tensor, ks: Sequence[int]) -> Te
         weights = torch.zeros_like(sim).scatter_(1, top.indices, top.values)
         out += (weights / weights.sum(dim=1, keepdim=True)) @ scores.float()
     return out / len(ks)
+
+
+def _not_one_image(items: Any, what: str) -> Iterable[Any]:
+    """`items` itself, refusing what is one image (a path, a PIL image, an array of < 4 dimensions) or not
+    iterable at all: `score([[a, b]])` is one batch of two images, `score([a, b])` would be misread."""
+    if isinstance(items, (str, bytes, os.PathLike, Image.Image, Mapping)) or not isinstance(items, Iterable):
+        one = True
+    else:
+        one = isinstance(items, np.ndarray) and items.ndim < 4
+    if one:
+        raise TypeError(
+            f"{what} must be a list of image lists, got {type(items).__name__}: pass [[image1, image2, ...]] "
+            "(a batch may also be an (N, H, W, C) array)"
+        )
+    return items
 
 
 def _need_two(count: int) -> None:

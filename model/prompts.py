@@ -408,8 +408,13 @@ def given_prompts(prompts: str | Sequence[str]) -> list[str]:
     """Prompts a caller passed, as a list: one string is one prompt (`"crack"` -> `["crack"]`, not letters).
 
     Raises:
+        TypeError: `prompts` is neither a string nor a list (bytes, a number, None).
         ValueError: an item that is not a string, or a blank one (it would be scored as an empty phrase).
     """
+    if isinstance(prompts, (bytes, bytearray)) or not isinstance(prompts, Iterable):
+        raise TypeError(
+            f"prompts must be a string or a list of strings (['scratch']), got {type(prompts).__name__}"
+        )
     listed = [prompts] if isinstance(prompts, str) else list(prompts)
     for phrase in listed:
         if not isinstance(phrase, str) or not phrase.strip():

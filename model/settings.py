@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
 from typing import Any
+
+import numpy as np
 
 from model.scoring import AGGREGATIONS, DEFAULT_OBJECT_THRESHOLD, DEFAULT_TOPK, IMAGE_SCORES, MAP_SOURCES
 from model.visual import (
@@ -81,15 +84,67 @@ def setting_info(dataclass_field: Any) -> SettingInfo:
 
 
 def check_settings(instance: Any) -> None:
-    """Check every declared field of a settings dataclass instance against its allowed values.
+    """Check every declared field of a settings dataclass instance against its type and allowed values.
+
+    A tuple given for a list field is stored as a list (the type the YAML and the flags give).
 
     Raises:
+        TypeError: "<name> must be ..., got ..." for the first field of the wrong type (a string for a
+            number, 2.5 for an int, "no" for a bool).
         ValueError: "<name> must be ..., got ..." for the first field out of bounds.
     """
     for f in fields(instance):
-        problem = setting_info(f).problem(getattr(instance, f.name))
+        value = getattr(instance, f.name)
+        if isinstance(value, tuple) and str(f.type).startswith("list["):
+            value = list(value)
+            object.__setattr__(instance, f.name, value)
+        wrong = type_problem(str(f.type), value)
+        if wrong:
+            raise TypeError(f"{f.name} {wrong}")
+        problem = setting_info(f).problem(value)
         if problem:
             raise ValueError(f"{f.name} {problem}")
+
+
+def type_problem(annotation: str, value: Any) -> str | None:
+    """Why `value` does not have the declared type `annotation` ("int | None", "list[int]", ...), else None.
+
+    int takes any integer but not a bool; float takes any real number but not a bool; an annotation other
+    than str, bool, int, float, list[int], list[str] (with "| None") is not checked.
+    """
+    options = [option.strip() for option in annotation.split("|")]
+    words = " or ".join(_TYPE_WORDS.get(option, option) for option in options)
+    if value is None:
+        return None if "None" in options else f"must be {words}, got None"
+    if any(_FITS.get(option, lambda v: True)(value) for option in options if option != "None"):
+        return None
+    return f"must be {words}, got {value!r}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
+
+
+_TYPE_WORDS = {
+    "str": "a string",
+    "bool": "True or False",
+    "int": "an integer",
+    "float": "a number",
+    "list[int]": "a list of integers",
+    "list[str]": "a list of strings",
+}
+_FITS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, (bool, np.bool_)),
+    "int": _is_int,
+    "float": _is_real,
+    "list[int]": lambda v: isinstance(v, list) and all(map(_is_int, v)),
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
 
 
 # Binary mask threshold of `detect`: written once, here; the mask_threshold setting (utils/config/schema.py)

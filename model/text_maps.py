@@ -36,7 +36,7 @@ class Detection:
 
     prompt: str
     score: float
-    box: tuple[float, float, float, float]  # xyxy in original image pixels
+    box: tuple[float, float, float, float]  # xyxy in original image pixels (whatever detect's out_size)
     # (H, W) bool at the input image's size: SAM 3's instance probability >= 0.5, bilinearly resized. Only
     # detections carry one (H * W bytes each); None when detect was asked for no instance masks.
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.map_ops import map_size
+from model.prompts import given_prompts
 from model.settings import ScoringSettings
 from model.text_maps import AnomalyResult, ImageState, TextMaps
 from model.visual import VisualMode, check_degrees_fit, select_layers
@@ -77,6 +79,7 @@ class TextScorer:
         object_noun: str | None = None,
         out_size: tuple[int, int] | None = None,
         instance_masks: bool = False,
+        with_patches: bool | None = None,
     ) -> tuple[list[AnomalyResult], dict[int, torch.Tensor]]:
         """Text-only results for a batch, and the patch features of the same vision pass.
 
@@ -86,12 +89,13 @@ class TextScorer:
             object_noun: the noun for object regularisation (None, or the setting off: skipped).
             out_size: (height, width) of the maps; None = each image's own size.
             instance_masks: give each detection its (H, W) bool instance mask.
+            with_patches: compute the patch features; None = when ``settings.visual`` is not none.
 
         Returns:
             The N results (maps from the text prompts alone; ``mask`` None) and ``{layer: (N, h, w, C)}``
             unit patch features (empty with ``visual="none"``: the engine runs without patch layers).
         """
-        prompts = list(dict.fromkeys(prompts))
+        prompts = list(dict.fromkeys(given_prompts(prompts)))
         if not prompts:
             raise ValueError("detect needs at least one defect prompt (see model.prompts)")
         if len(images) == 0:
@@ -100,7 +104,10 @@ class TextScorer:
         all_prompts = [object_noun, *prompts] if regularise else prompts
         offset = 1 if regularise else 0  # prompt index of the first defect prompt
 
-        features = self.encode(images, with_patches=self.settings.visual is not VisualMode.NONE)
+        size = None if out_size is None else map_size(out_size)
+        if with_patches is None:
+            with_patches = self.settings.visual is not VisualMode.NONE
+        features = self.encode(images, with_patches=with_patches)
         states = [ImageState() for _ in images]
         source = self.text_override or (lambda engine, feats, rows: engine.predict(feats, rows))
         for chunk in source(self.engine, features, all_prompts):
@@ -111,8 +118,8 @@ class TextScorer:
             missing = [prompts[p] for p in range(len(prompts)) if p not in state.maps]
             if missing:
                 raise RuntimeError(f"engine returned no rows for image {i}, prompts {missing}")
-            size = tuple(out_size) if out_size is not None else tuple(image.shape[:2])
-            result = self._maps.finish_image(image, state, prompts, size, regularise)
+            shape = size or (int(image.shape[0]), int(image.shape[1]))
+            result = self._maps.finish_image(image, state, prompts, shape, regularise)
             result.object_prompt = object_noun if regularise else None
             results.append(result)
         return results, features.patch_layers

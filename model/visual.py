@@ -412,6 +412,12 @@ class ReferenceBank:
     def _normal_scores(self) -> Tensor:
         """Scores of normal patches for calibration: leave-one-out (K >= 2) or half against half (K = 1)."""
         if self.num_references == 1:
+            rows = min(int(f.shape[1]) for f in self.features.values())
+            if rows < 2:  # nothing to split into a top and a bottom half
+                raise ValueError(
+                    f"one reference image on a patch grid {rows} row high cannot calibrate itself: give two "
+                    "or more references, or a smaller patch_pool (or larger visual_grid)"
+                )
             halves = {layer: _split_halves(f[:1]) for layer, f in self.features.items()}
             top = {layer: h[0] for layer, h in halves.items()}
             bottom = {layer: h[1] for layer, h in halves.items()}

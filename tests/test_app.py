@@ -12,12 +12,14 @@ import shutil
 import signal
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -41,7 +43,7 @@ from utils.app.cache import (
     session_detector,
 )
 from utils.app.files import SessionFolders, full_size_mask, private_root, safe_stem, write_downloads
-from utils.app.handlers import AppHandlers, parse_names
+from utils.app.handlers import AppHandlers, parse_names, slider
 from utils.app.results import engine_calls, result_json, rethreshold, summary_rows
 from utils.app.texts import EXAMPLES, category_choices, missing_model_message, visual_problem
 from utils.app.uploads import DISPLAY_SIDE, PictureCache, make_picture, read_upload, upload_paths, with_parent
@@ -223,7 +225,10 @@ def test_session_folders_belong_to_their_user(tmp_path):
     folders = SessionFolders(root)
     attacked = folders.folder("../victim", "ann")
     assert attacked.parent == root and attacked.name.startswith("session_")  # the id is no path component
-    assert folders.folder("../victim") == attacked and folders.owner("../victim") == "ann"
+    assert folders.folder("../victim", "ann") == attacked and folders.owner("../victim") == "ann"
+    for other in (None, "bob"):  # another login (or none) with the same id never gets ann's folder
+        with pytest.raises(PermissionError, match="belongs to another login"):
+            folders.folder("../victim", other)
     (attacked / "results.json").write_text("{}")
     assert not folders.forget("..") and not folders.forget("../victim")  # never served / not the owner
     assert not folders.forget("../victim", "bob") and (attacked / "results.json").is_file()
@@ -542,3 +547,119 @@ def test_sigterm_removes_everything_the_app_wrote(tmp_path, monkeypatch, capsys)
     assert list(tmp_path.iterdir()) == []  # nothing left: the root and the upload are gone
     err = capsys.readouterr().err
     assert "No SAM 3 model in" in err and "--model_path" in err and "make_tiny_sam3.py" in err
+
+
+# --- hostile requests: what a client sends through the API, beyond the page's own controls ---------------
+
+
+def test_deeply_nested_folder_names_are_no_names():
+    assert parse_names("[" * 100_000 + "]" * 100_000) == [] and parse_names('[["a"], "b"]') == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 0.4), ("0.5", 0.4), (float("nan"), 0.4), (True, 0.4), (2, 1.0)]
+)
+def test_slider_values_from_a_client_are_numbers_in_range(value, expected):
+    assert slider(value, 0.4, 0.05) == expected and slider(-1.0, 0.4, 0.05) == 0.05
+
+
+def small_images(folder: Path, *names: str) -> list[str]:
+    """32 x 24 RGB PNGs (SAM 3's cost is that of its input size: these keep a Run well under a second)."""
+    paths = []
+    for k, name in enumerate(names):
+        pixels = np.random.default_rng(k).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+        paths.append(str(folder / name))
+    return paths
+
+
+def test_run_with_client_chosen_values_answers_in_the_status(handlers, tmp_path):
+    """No strategy, sliders that are no numbers, one reference path as a string and a GIF upload: scored;
+    an unknown strategy is one status line."""
+    frames = [Image.fromarray(np.full((20, 30, 3), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    inputs = run_inputs([str(tmp_path / "anim.gif")], mask_t=None, prompts="crack")
+    inputs[4], inputs[9] = None, "x"  # strategy, box slider
+    inputs[6] = small_images(tmp_path, "good.png")[0]  # the references: one path, not a list
+    out = handlers.run(*inputs, request=request("odd"), progress=no_progress)
+    assert out[-2] == "Done (Run 1): 1 image(s)." and out[-1] == handlers.cfg.demo.mask_threshold
+    doc = json.loads(out[8])
+    assert doc["references"] == ["good.png"] and doc["image_size"] == [20, 30]
+    inputs[4] = "../nope"
+    out = handlers.run(*inputs, request=request("odd"), progress=no_progress)
+    assert out[-2].startswith("**Error (Run 2):** unknown prompt strategy '../nope': choose one of base")
+
+
+def test_another_login_with_a_known_session_id_sees_and_changes_nothing(handlers, tmp_path):
+    mine, other = small_images(tmp_path, "mine.png", "other.png")
+    handlers.run(
+        *run_inputs([mine], prompts="crack"), request=request("ann-tab", "ann"), progress=no_progress
+    )
+    _, [json_file, mask_file] = handlers.overview(0.5, 0.3, request("ann-tab", "ann"))
+    for intruder in ("bob", None):
+        assert handlers.show(None, 0.5, 0.3, "fixed", request("ann-tab", intruder))[0] == gr.skip()
+        assert handlers.overview(0.5, 0.3, request("ann-tab", intruder)) == (None, None)
+    handlers.run(
+        *run_inputs([other], prompts="crack"), request=request("ann-tab", "bob"), progress=no_progress
+    )
+    assert [r.name for r in handlers.sessions.get("ann-tab", "ann").runs] == ["mine.png"]
+    assert json.loads(Path(json_file).read_text())["images"][0]["image"] == "mine.png"
+    assert Path(mask_file).is_file()
+
+
+def test_overviews_of_one_tab_at_once_rewrite_its_downloads_one_at_a_time(handlers, tmp_path):
+    files = small_images(tmp_path, "a.png", "b.png")
+    handlers.run(*run_inputs(files, prompts="crack"), request=request("busy"), progress=no_progress)
+    errors, done = [], []
+
+    def overview():
+        try:
+            done.append(handlers.overview(0.5, 0.3, request("busy"))[1])
+        except Exception as err:  # noqa: BLE001  (any error of a thread is the finding)
+            errors.append(err)
+
+    threads = [threading.Thread(target=overview) for _ in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == [] and len(done) == 6
+    assert sorted(p.name for p in Path(done[0][0]).parent.iterdir()) == [
+        "a_mask.png",
+        "b_mask.png",
+        "results.json",
+    ]
+
+
+def test_auth_file_with_a_byte_order_mark_or_not_text(tmp_path):
+    (tmp_path / "auth.txt").write_text("\ufeffann:pw\r\n", encoding="utf-8")
+    users = read_auth(None, str(tmp_path / "auth.txt"), environ={})
+    assert users == [("ann", "pw")] and asyncio.run(LoginGuard(users)("ann", "pw"))
+    assert not LoginGuard(users).right(None, None)  # type: ignore[arg-type]
+    (tmp_path / "auth.txt").write_bytes(b"\xff\xfe\x00ann")
+    with pytest.raises(ConfigError, match="is not UTF-8 text: write one USER:PASSWORD a line"):
+        read_auth(None, str(tmp_path / "auth.txt"), environ={})
+
+
+def test_session_sizes_are_read_while_another_run_adds_results():
+    """SessionStore.trim sums every session's bytes while another session's Run fills its caches."""
+    cache, pictures, stop = EncodeCache(size=10_000), PictureCache(size=10_000), threading.Event()
+    result = AnomalyResult(np.zeros((2, 2), np.float32), 0.0, {}, {})
+    picture = make_picture("x.png", np.zeros((4, 4, 3), np.uint8), 4)
+
+    def fill() -> None:
+        k = 0
+        while not stop.is_set():
+            cache._results[(k,)], pictures._pictures[(k,)] = result, picture
+            cache._results.popitem(last=False) if len(cache) > 200 else None
+            pictures._pictures.popitem(last=False) if k > 200 else None
+            k += 1
+
+    thread, interval = threading.Thread(target=fill), sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a sum over a live dict view breaks
+    thread.start()
+    try:
+        for _ in range(400):
+            assert cache.nbytes >= 0 and pictures.nbytes >= 0
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)

@@ -10,10 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image, ImageOps, PngImagePlugin
 
-from dataset import DatasetError, load_dataset
-from dataset.images import read_image, read_mask
+from dataset import DatasetError, Record, load_dataset
+from dataset.images import displayed_size, read_image, read_mask, read_mask_values, to_rgb
+from utils.evaluation.exports import save_tiff_maps
+from utils.evaluation.native import image_size
 
 
 def scaled(values: np.ndarray, full_scale: int) -> np.ndarray:
@@ -248,3 +251,82 @@ def test_mask_of_the_stored_size_names_the_exif_rotation(tmp_path: Path) -> None
     dataset = load_dataset("folder", tmp_path, "widget", "test")
     with pytest.raises(DatasetError, match="mask .*p.png is 48x32 but image .*p.jpg is 32x48.*EXIF rotation"):
         dataset[0]
+
+
+# --- hostile inputs: odd chunks, alpha in masks, in-memory images whose file changed ---------------------
+
+
+@pytest.mark.parametrize("chunk", [b"", b"\x00", b"\x20"])
+def test_empty_or_impossible_sbit_is_ignored(tmp_path: Path, chunk: bytes) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add(b"sBIT", chunk)
+    Image.fromarray(RAMP12).save(tmp_path / "odd.png", pnginfo=info)
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "odd.png"), read_image(save_png16(tmp_path / "n.png", RAMP12))
+    )
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_mask_alpha_channel_is_not_a_class(tmp_path: Path, mode: str) -> None:
+    """An editor's mask: opaque black background, a drawn square, and a transparent white corner."""
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[1:3, 1:3] = (255, 255, 255, 255)
+    rgba[5, 5] = (255, 255, 255, 0)
+    Image.fromarray(rgba).convert(mode).save(tmp_path / "m.png")
+    expected = np.zeros((6, 6), bool)
+    expected[1:3, 1:3] = True
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), expected)
+    assert read_mask_values(tmp_path / "m.png")[5, 5] == 0 and read_mask_values(tmp_path / "m.png")[0, 0] == 0
+
+
+def test_displayed_size_is_the_upright_shape_read_image_gives(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # 90 degrees clockwise: the viewer shows 30 wide, 40 high
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "r.jpg", exif=exif)
+    assert displayed_size(tmp_path / "r.jpg") == read_image(tmp_path / "r.jpg").shape[:2] == (40, 30)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="cannot decode image"):
+        displayed_size(tmp_path / "bad.png")
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_array_subclasses_and_premultiplied_pil_modes(tmp_path: Path) -> None:
+    gray = np.array([[0, 128], [255, 64]], np.uint8)
+    np.testing.assert_array_equal(to_rgb(np.asmatrix(gray)), gray3(gray))
+    np.testing.assert_array_equal(to_rgb(np.ma.masked_array(gray, mask=gray > 100)), gray3(gray))
+    la = Image.fromarray(np.dstack([gray, np.full_like(gray, 255)])).convert("LA")
+    np.testing.assert_array_equal(
+        to_rgb(la.convert("La")), to_rgb(la)
+    )  # opaque: premultiplying changes nothing
+
+
+def test_pil_image_whose_file_was_deleted_or_rewritten_keeps_its_own_pixels(tmp_path: Path) -> None:
+    """The file is re-read only while it still holds the PIL image's pixels (16-bit colour, sBIT)."""
+    first = np.random.default_rng(0).integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "a.png"), first[..., ::-1])
+    opened = Image.open(tmp_path / "a.png")
+    opened.load()
+    full = to_rgb(opened)
+    np.testing.assert_array_equal(full, read_image(tmp_path / "a.png"))  # the file's 16 bits
+    cv2.imwrite(str(tmp_path / "a.png"), (65535 - first)[..., ::-1])  # another picture under that name
+    np.testing.assert_array_equal(to_rgb(opened), np.asarray(opened))  # PIL's own (high-byte) pixels
+    (tmp_path / "a.png").unlink()
+    np.testing.assert_array_equal(to_rgb(opened), np.asarray(opened))
+    lazy = tmp_path / "b.png"
+    Image.fromarray(gray3(np.arange(6, dtype=np.uint8).reshape(2, 3))).save(lazy)
+    pending = Image.open(lazy)  # not loaded yet: PIL keeps the file open
+    lazy.unlink()
+    np.testing.assert_array_equal(to_rgb(pending), gray3(np.arange(6, dtype=np.uint8).reshape(2, 3)))
+
+
+def test_exported_maps_and_native_sizes_follow_the_exif_orientation(tmp_path: Path) -> None:
+    """A map is computed on the upright image, so test.py's TIFF export and the native-size metrics size it
+    upright too (a photo stored 40 wide, 30 high, shown turned: 30 wide, 40 high)."""
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "p.jpg", exif=exif)
+    record = Record(str(tmp_path / "p.jpg"), None, 0, "good", "part")
+    assert image_size(record.image_path) == (40, 30)
+    [written] = save_tiff_maps(tmp_path / "maps", "part", [record], np.zeros((1, 8, 8), np.float32))
+    assert tifffile.imread(written).shape == (40, 30)

@@ -47,10 +47,14 @@ def read_auth(
     """
     if auth_file:
         path = Path(auth_file).expanduser()
-        try:
-            lines = [line for line in path.read_text().splitlines() if line.strip()]
+        try:  # utf-8-sig: a byte-order mark (Windows Notepad) is not part of the first user name
+            lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         except OSError as err:
             raise ConfigError(f"--auth_file {path}: {err.strerror or err}: give a readable file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"--auth_file {path} is not UTF-8 text: write one USER:PASSWORD a line"
+            ) from None
         if not lines:
             raise ConfigError(f"--auth_file {path} is empty: write one USER:PASSWORD a line")
         return [user_password(line, f"--auth_file {path}") for line in lines]
@@ -73,6 +77,8 @@ class LoginGuard:
 
     def right(self, user: str, password: str) -> bool:
         """Whether (user, password) is one of the pairs (compared in constant time)."""
+        if not isinstance(user, str) or not isinstance(password, str):
+            return False
         expected = self.users.get(user, "")
         return bool(expected) & hmac.compare_digest(expected.encode(), password.encode())
 

@@ -136,8 +136,8 @@ class EncodeCache:
         return len(self._results)
 
     @property
-    def nbytes(self) -> int:
-        return sum(result_bytes(r) for r in self._results.values())
+    def nbytes(self) -> int:  # a snapshot: another session's Run may add a result meanwhile
+        return sum(result_bytes(r) for r in tuple(self._results.values()))
 
     def results(
         self,
@@ -200,6 +200,8 @@ class Session:
     file_mask_threshold: tuple[float, str] | None = None  # (value, where from) when a thresholds file set it
     owner: str | None = None  # the logged-in user who made the session (None without a login)
     run_count: int = 0  # Runs pressed in this session (the status names the Run it reports on)
+    # held while the session's downloads are rewritten (two overviews of one tab must not interleave)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:
@@ -237,9 +239,15 @@ class SessionStore:
         return session_id in self._sessions
 
     def get(self, session_id: str, user: str | None = None) -> Session:
-        """The session `session_id` (a new one owned by `user` at first use), now the most recently used."""
+        """The session `session_id` (a new one owned by `user` at first use), now the most recently used.
+
+        A request of another login with that id (a session id is chosen by the client) gets a fresh session
+        that is never stored: it neither sees nor changes the owner's images and downloads.
+        """
         with self._lock:
             session = self._sessions.setdefault(session_id, Session(owner=user))
+            if session.owner != user:
+                return Session(owner=user)
             self._sessions.move_to_end(session_id)
         return session
 

@@ -47,12 +47,19 @@ class SessionFolders:
         self._lock = threading.Lock()  # gradio calls handlers from several threads
 
     def folder(self, session_id: str | None, user: str | None = None) -> Path:
-        """The session's own folder (made at the first call, owned by `user`), inside `root`."""
+        """The session's own folder (made at the first call, owned by `user`), inside `root`.
+
+        Raises:
+            PermissionError: the session's folder belongs to another login (its files are never given out).
+        """
         with self._lock:
             key = str(session_id)
             if key not in self._folders:
                 self._folders[key] = (Path(tempfile.mkdtemp(prefix="session_", dir=self.root)), user)
-            return self._folders[key][0]
+            folder, owner = self._folders[key]
+        if owner != user:
+            raise PermissionError(f"session {key!r} belongs to another login: reload the page")
+        return folder
 
     def owner(self, session_id: str | None) -> str | None:
         """The user who made the session's folder (None: no login, or no such folder)."""

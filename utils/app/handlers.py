@@ -9,6 +9,7 @@ pop-up that could cover the verdict.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,13 +17,22 @@ from typing import Any
 
 import gradio as gr
 
+from dataset import DatasetError
 from model.detector import AnomalyDetector
+from model.prompts import STRATEGIES
 from utils.app import render
-from utils.app.cache import ImageRun, Session, SessionStore, load_references, lower_box_threshold_to_floor
+from utils.app.cache import (
+    BOX_FLOOR,
+    ImageRun,
+    Session,
+    SessionStore,
+    load_references,
+    lower_box_threshold_to_floor,
+)
 from utils.app.files import SessionFolders, full_size_mask, write_downloads
 from utils.app.results import engine_calls, presence_rows, result_json, rethreshold, summary_rows
 from utils.app.texts import missing_model_message, visual_problem
-from utils.app.uploads import upload_paths
+from utils.app.uploads import as_list, upload_paths
 from utils.config.cli import user_message
 from utils.config.schema import Config
 from utils.evaluation.thresholds import Thresholds, read_thresholds
@@ -35,9 +45,17 @@ def parse_names(text: str | None) -> list[str]:
     """The folder's file names the page's script sent (a JSON list of strings); [] for anything else."""
     try:
         names = json.loads(text or "[]")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
         return []
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def slider(value: Any, default: float, low: float = 0.0) -> float:
+    """A slider's value as a number in [low, 1]: `default` for what is not a finite number (None, text, NaN
+    from a client calling the API), clipped into the range otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return default
+    return min(max(float(value), low), 1.0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,7 @@ class AppHandlers:
         item = session.run(selected)
         if self.detector is None or item is None:
             return (gr.skip(),) * 5
+        mask_t, box_t = self.sliders(mask_t, box_t)
         cut = rethreshold(item.result, mask_t, box_t)
         picture = item.picture
         doc = result_json(
@@ -143,6 +162,11 @@ class AppHandlers:
             self.mask_words(session, cut.mask, mask_t),
             json.dumps(doc, indent=1),
         )
+
+    def sliders(self, mask_t: Any, box_t: Any) -> tuple[float, float]:
+        """The mask and box slider values as numbers in their ranges (the configured values for others)."""
+        box_default = max(self.cfg.scoring.box_threshold, BOX_FLOOR)
+        return slider(mask_t, self.cfg.demo.mask_threshold), slider(box_t, box_default, BOX_FLOOR)
 
     def mask_words(self, session: Session, mask: Any, mask_t: float) -> str:
         """The mask note, and where the mask threshold comes from when a thresholds file set it."""
@@ -177,6 +201,7 @@ class AppHandlers:
         if self.detector is None or not session.runs:
             return None, None  # no images (a failed Run): no rows, no downloads
         calls, docs, masks = engine_calls(self.detector), [], []
+        mask_t, box_t = self.sliders(mask_t, box_t)
         for item in session.runs:
             cut = rethreshold(item.result, mask_t, box_t)
             refs = self.references(session)
@@ -187,7 +212,9 @@ class AppHandlers:
         folder = self.folders.folder(
             getattr(request, "session_hash", None), getattr(request, "username", None)
         )
-        return summary_rows(docs), [str(p) for p in write_downloads(folder, docs, masks)]
+        with session.lock:  # one rewrite of the session's downloads at a time
+            written = write_downloads(folder, docs, masks)
+        return summary_rows(docs), [str(p) for p in written]
 
     def choose_thresholds(self, session: Session, category: str | None, mask_t: float) -> float:
         """The verdict's threshold and the mask threshold of `category` from the thresholds file, if any."""
@@ -211,11 +238,12 @@ class AppHandlers:
         """Decode and score the Run's images into `session.runs`; the messages of the files not read."""
         paths = upload_paths(inputs.files, inputs.folder, parse_names(inputs.folder_names))
         category = (inputs.category or "").strip() or None
+        strategy = inputs.strategy or self.cfg.prompts.prompt_strategy
+        if strategy not in STRATEGIES:
+            raise DatasetError(f"unknown prompt strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         assert self.detector is not None
-        session.references = load_references(self.detector, inputs.refs, session.references)
-        prompts, noun = prompts_for(
-            self.cfg.replace(prompt_strategy=inputs.strategy), category, self.concepts
-        )
+        session.references = load_references(self.detector, as_list(inputs.refs), session.references)
+        prompts, noun = prompts_for(self.cfg.replace(prompt_strategy=strategy), category, self.concepts)
         prompts = [p.strip() for p in (inputs.prompts or "").split(",") if p.strip()] or prompts
         pictures, errors = session.pictures.read(
             paths,
@@ -257,12 +285,13 @@ class AppHandlers:
 
         Errors and skipped files go to the status line (never a pop-up that could cover the verdict).
         """
+        texts = [str(t) if t is not None else "" for t in (folder_names, category, prompts)]  # typed boxes
         inputs = RunInputs(
-            files, folder, folder_names, category, strategy, prompts, refs, selected, mask_t, box_t, scale
+            files, folder, texts[0], texts[1], strategy, texts[2], refs, selected, mask_t, box_t, scale
         )
         session = self.session(request)
         session.run_count += 1
-        mask_t = inputs.mask_t
+        mask_t, box_t = self.sliders(inputs.mask_t, inputs.box_t)
         try:
             if self.detector is None:
                 raise RuntimeError(self.problem)
@@ -282,7 +311,7 @@ class AppHandlers:
         status = f"Done (Run {session.run_count}): {len(names)} image(s)."
         if errors:
             status += " **Not read:** " + "; ".join(errors)
-        shown = self.show(selected, mask_t, inputs.box_t, inputs.scale, request)
+        shown = self.show(selected, mask_t, box_t, inputs.scale, request)
         return (*shown, gr.update(choices=names, value=selected), status, mask_t)
 
     def forget(self, request: gr.Request) -> None:

@@ -24,6 +24,8 @@ from dataset.images import read_image
 from dataset.records import IMAGE_EXTENSIONS
 
 DISPLAY_SIDE = 1024  # px: the long side of every picture sent to the browser
+# What the app decodes: the datasets' image files, and the web formats a browser user has (first frame).
+UPLOAD_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, ".gif", ".webp")
 PICTURES_KEPT = 32  # decoded uploads a session keeps (a rerun or a switch decodes nothing)
 
 
@@ -79,9 +81,9 @@ def read_upload(path: str | Path | None, name: str | None = None) -> np.ndarray:
         raise DatasetError("no image: upload an image file first")
     path = Path(path)
     name = name or path.name
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+    if path.suffix.lower() not in UPLOAD_EXTENSIONS:
         kind = f"a {path.suffix} file" if path.suffix else "a file without extension"
-        raise DatasetError(f"{name} is {kind}, not an image: upload {', '.join(IMAGE_EXTENSIONS)} files")
+        raise DatasetError(f"{name} is {kind}, not an image: upload {', '.join(UPLOAD_EXTENSIONS)} files")
     try:
         return read_image(path)
     except DatasetError as err:
@@ -115,7 +117,7 @@ def upload_paths(
     names = [p.name for p in chosen] + with_parent(dropped, folder_names)
     pairs = list(zip(chosen + dropped, names, strict=True))
     pairs = [pairs[i] for i in range(len(chosen))] + sorted(
-        (p for p in pairs[len(chosen) :] if p[0].suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p[1]
+        (p for p in pairs[len(chosen) :] if p[0].suffix.lower() in UPLOAD_EXTENSIONS), key=lambda p: p[1]
     )
     pairs = list(dict(pairs).items())  # a file once
     if not pairs:
@@ -165,8 +167,8 @@ class PictureCache:
         self._pictures: OrderedDict[tuple[str, int, int, str, int], Picture] = OrderedDict()
 
     @property
-    def nbytes(self) -> int:
-        return sum(p.nbytes for p in self._pictures.values())
+    def nbytes(self) -> int:  # a snapshot: another session's Run may add a picture meanwhile
+        return sum(p.nbytes for p in tuple(self._pictures.values()))
 
     def read(
         self,

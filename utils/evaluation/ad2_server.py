@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from dataset import Record
+from dataset.images import displayed_size
 from model.map_ops import resize_map
 from utils.evaluation.exports import write_tiff
 
@@ -50,8 +51,7 @@ def save_server_maps(
         raise ValueError(f"{category}: no validation/good maps, so no threshold for the thresholded PNGs")
     written = []
     for record, stored in zip(records, maps, strict=True):
-        with Image.open(record.image_path) as image:
-            width, height = image.size
+        height, width = displayed_size(record.image_path)  # the map's orientation: upright, as read
         tiff, png = server_paths(out, category, record)
         full = resize_map(np.asarray(stored, dtype=np.float32), (height, width))
         write_tiff(tiff, full, np.float16)

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import tifffile
-from PIL import Image
 from pycocotools import mask as coco_mask
 
 from dataset import Record
+from dataset.images import displayed_size
 from model.detector import Detection
 from model.map_ops import resize_map
 from utils.config.schema import Config
@@ -77,8 +77,7 @@ def save_tiff_maps(root: Path, category: str, records: Sequence[Record], maps: n
     """Each stored map (N, S, S) resized to its image's (H, W) (read from the file header) as a TIFF."""
     written = []
     for record, stored in zip(records, maps, strict=True):
-        with Image.open(record.image_path) as image:
-            width, height = image.size
+        height, width = displayed_size(record.image_path)  # the map's orientation: upright, as read
         path = tiff_path(root, category, record)
         write_tiff(path, resize_map(np.asarray(stored, dtype=np.float32), (height, width)))
         written.append(path)

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from dataset import Record
-from dataset.images import read_sized_mask
+from dataset.images import displayed_size, read_sized_mask
 from model.map_ops import resize_map
 from utils.evaluation.metrics import Ranking, rank_pixels
 from utils.evaluation.store import CategoryResult
@@ -37,9 +36,9 @@ class NativeMaps(Sequence[np.ndarray]):
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(H, W) of an image file, from its header (as the TIFF export reads it)."""
-    with Image.open(path) as image:
-        return image.size[1], image.size[0]
+    """(H, W) of an image file as read (upright by its EXIF orientation), from its header, as the TIFF export
+    and the masks (`dataset.images.read_mask`) see it."""
+    return displayed_size(path)
 
 
 def native_mask(record: Record, size: tuple[int, int]) -> np.ndarray:
