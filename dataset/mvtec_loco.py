@@ -57,7 +57,7 @@ def read_defects_config(category_dir: Path) -> dict[int, DefectConfig]:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DatasetError(f"no {DEFECTS_CONFIG} in {category_dir} (expected {LOCO_LAYOUT})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # Recursion: nested too deep
         raise DatasetError(f"{path} is not valid JSON ({err}): re-extract the dataset") from None
     configs: dict[int, DefectConfig] = {}
     try:

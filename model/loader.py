@@ -56,6 +56,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):  # mps, xpu, meta, ...: SAM 3 here runs on CPU or CUDA only
+        raise ValueError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {device!r} asked for but CUDA is not available (CPU-only torch or no GPU): "

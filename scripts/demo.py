@@ -20,7 +20,6 @@ import argparse
 import errno
 import json
 import math
-import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -54,7 +53,7 @@ from utils.evaluation.summary import (  # noqa: E402
 )
 from utils.evaluation.thresholds import chosen_mask_threshold  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
-from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
+from utils.files import NAME_MAX_BYTES, OutputLock, atomic_write_text, check_output_dir, fit_name  # noqa: E402
 from utils.pipeline import build_detector, prompts_for  # noqa: E402
 from utils.run_log import bar_progress, get_logger, log_to_folder  # noqa: E402
 
@@ -180,16 +179,12 @@ def result_record(
 
 OUTPUT_SUFFIXES: tuple[str, ...] = ("_overlay.png", "_mask.png", "_boxes.png", ".json")
 # The longest output stem: 255 bytes per file name, minus the longest suffix and room for a `_<n>` suffix.
-MAX_STEM_BYTES = 255 - max(len(s) for s in OUTPUT_SUFFIXES) - 8
+MAX_STEM_BYTES = NAME_MAX_BYTES - max(len(s) for s in OUTPUT_SUFFIXES) - 8
 
 
 def fitting_stem(stem: str) -> str:
     """`stem`, cut (at a character boundary) to MAX_STEM_BYTES of UTF-8 so that every output name fits."""
-    return (
-        os.fsencode(stem)[:MAX_STEM_BYTES].decode("utf-8", "ignore")
-        if len(os.fsencode(stem)) > MAX_STEM_BYTES
-        else stem
-    )
+    return fit_name(stem, MAX_STEM_BYTES)
 
 
 def save_outputs(
@@ -214,6 +209,12 @@ def save_outputs(
     save_rgb(boxes_png, draw_boxes(image, boxes))
     atomic_write_text(json_file, json.dumps(record, indent=2))
     return all(file.is_file() for file in files)
+
+
+def binary_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) bool: `anomaly_map >= threshold`, compared in float64 so that a huge finite threshold (-1e308)
+    does not overflow the map's float16/float32 dtype."""
+    return anomaly_map.astype(np.float64) >= threshold
 
 
 def read_batch(paths: Sequence[Path], bit_depth: int | None = None) -> list[tuple[Path, np.ndarray]]:
@@ -269,7 +270,7 @@ def detect_and_save(
             results = detector.detect_arrays(arrays, prompts, noun, instance_masks=True)
         threshold = cfg.demo.mask_threshold
         for result in results:
-            result.mask = result.anomaly_map >= threshold
+            result.mask = binary_mask(result.anomaly_map, threshold)
         for (path, image), result in zip(batch, results, strict=True):
             record = result_record(path, result, prompts, noun, (threshold, threshold_source))
             try:
@@ -290,7 +291,20 @@ def detect_and_save(
     return rows
 
 
+def check_not_an_input(out: Path, inputs: dict[str, str | None]) -> None:
+    """Refuse an output folder that is an input folder: a rerun would read the outputs written there
+    (<stem>_overlay.png, ...) as images to score (or as good references)."""
+    for flag, given in inputs.items():
+        if given and Path(given).expanduser().resolve() == out.resolve():
+            raise DatasetError(
+                f"--output_dir {out} is the {flag} folder: the next run would read its outputs as images; "
+                "choose another --output_dir"
+            )
+
+
 def main(args: argparse.Namespace) -> int:
+    if not args.image_path.strip():  # "" would be the current folder
+        raise DatasetError("--image_path is empty: pass an image file or a folder of images")
     cfg = config_from_args(args, not_config=("image_path", "category", "reference_dir"))
     check_category(cfg.data.dataset if args.dataset else None, args.category)
     # the category's threshold from test.py (--thresholds) replaces mask_threshold
@@ -308,6 +322,7 @@ def main(args: argparse.Namespace) -> int:
     if references:  # --reference_dir: few-shot scoring against them
         cfg = cfg.replace(visual=VisualMode.FEWSHOT.value)
     out = check_output_dir(cfg.evaluation.output_dir)  # before the (large) model is loaded
+    check_not_an_input(out, {"--image_path": args.image_path, "--reference_dir": args.reference_dir})
     with OutputLock(out):
         log_to_folder(out)
         rule = verdict_rule(cfg.demo.thresholds, args.category, threshold, source)
