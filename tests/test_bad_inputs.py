@@ -566,3 +566,24 @@ def test_meta_json_nested_too_deep_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(DatasetError, match=r"meta\.json is not a JSON file \(maximum recursion depth"):
         select_categories("meta_json", tmp_path, None)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("\ufeff/data/sets\r\n".encode(), "/data/sets"),  # a byte-order mark and CRLF (Windows Notepad)
+        (b"# the root\n\nsets\n", "DIR/sets"),  # relative to the file, not to the current folder
+        ("/données\n".encode("latin-1"), r"dataset_dir\.txt is not UTF-8 text \(byte 5\): save it as UTF-8"),
+    ],
+)
+def test_dataset_dir_txt_bom_relative_and_not_utf8(tmp_path: Path, monkeypatch, content, expected) -> None:
+    from utils.config.loading import read_dataset_dir
+
+    path = tmp_path / "dataset_dir.txt"
+    path.write_bytes(content)
+    monkeypatch.chdir(tmp_path.parent)
+    if "UTF-8" not in expected:
+        assert read_dataset_dir(path) == expected.replace("DIR", str(tmp_path))
+        return
+    with pytest.raises(ConfigError, match=expected):  # before: a UnicodeDecodeError traceback
+        read_dataset_dir(path)

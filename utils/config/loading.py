@@ -135,12 +135,25 @@ def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> d
 
 
 def read_dataset_dir(path: Path = DATASET_DIR_FILE) -> str | None:
-    """The datasets root written on the first non-empty line of dataset_dir.txt (`~` kept), or None."""
+    """The datasets root written on the first non-empty line of dataset_dir.txt (`~` kept), or None.
+
+    A relative path is relative to the file's folder (the repository), whatever the current folder is.
+
+    Raises:
+        ConfigError: the file is not UTF-8 text (a byte-order mark is fine).
+    """
     if not path.is_file():
         return None
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8 with the datasets root first"
+        ) from None
+    for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
+            root = line.strip()
+            return root if root.startswith("~") or Path(root).is_absolute() else str(path.parent / root)
     return None
 
 
