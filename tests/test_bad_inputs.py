@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -587,3 +588,60 @@ def test_dataset_dir_txt_bom_relative_and_not_utf8(tmp_path: Path, monkeypatch, 
         return
     with pytest.raises(ConfigError, match=expected):  # before: a UnicodeDecodeError traceback
         read_dataset_dir(path)
+
+
+# ------------------------------------------------------------------ second sweep: shell scripts' environment
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("script", "env", "message"),
+    [
+        (
+            "train.sh",
+            {"DIRECTIONS": "mvtec"},
+            "DIRECTIONS entry 'mvtec' is not SOURCE:TARGET (e.g. mvtec:visa)",
+        ),
+        ("train.sh", {"DIRECTIONS": "visa:mvtec a:b:c"}, "DIRECTIONS entry 'a:b:c' is not SOURCE:TARGET"),
+        (
+            "train.sh",
+            {"DIRECTIONS": "mvtec:mvtec"},
+            "DIRECTIONS entry 'mvtec:mvtec' tests on the set it trains on",
+        ),
+        (
+            "train.sh",
+            {"DIRECTIONS": "mvtec:nosuch"},
+            "unknown dataset 'nosuch' in DIRECTIONS: use any of btad ksdd2 meta_json mpdd mvtec",
+        ),
+        ("train.sh", {"DIRECTIONS": "config:visa"}, "unknown dataset 'config' in DIRECTIONS"),
+        (
+            "test.sh",
+            {"DATASETS": "mvtec config"},
+            "unknown dataset 'config' in DATASETS: use any of btad ksdd2 meta_json mpdd mvtec",
+        ),
+        (
+            "test.sh",
+            {"NPROC": "two"},
+            "NPROC 'two' is not a number of processes: use 1, or the number of GPUs",
+        ),
+        ("test.sh", {"NPROC": "0"}, "NPROC '0' is not a number of processes"),
+    ],
+)
+def test_shell_script_environment_is_checked_before_any_run(tmp_path: Path, script, env, message) -> None:
+    """Before: DIRECTIONS=mvtec trained on MVTec AD and tested on it (a number of the wrong protocol),
+    mvtec:nosuch failed only after training, DATASETS=config ran the generated defaults file and NPROC=two
+    printed a bash error and ran one process. PYTHON=true: nothing else is started (bash only)."""
+    import subprocess
+
+    keep = {k: v for k, v in os.environ.items() if k not in ("DATASETS", "DIRECTIONS", "NPROC", "MODES")}
+    full = {
+        **keep,
+        "PYTHON": "true",
+        "RUN_ROOT": str(tmp_path / "runs"),
+        "OUTPUT_ROOT": str(tmp_path / "o"),
+        **env,
+    }
+    proc = subprocess.run(["bash", str(REPO / script)], env=full, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
