@@ -645,3 +645,26 @@ def test_shell_script_environment_is_checked_before_any_run(tmp_path: Path, scri
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith(f"error: {message}"), proc.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ second sweep: outputs inside the dataset
+@pytest.mark.parametrize(("out", "refused"), [("gear", True), ("gear/good", True), ("gear_out", False)])
+def test_test_py_output_inside_a_category_folder_is_refused(tmp_path: Path, out: str, refused: bool) -> None:
+    """Before: --output_dir DIR/gear (own-data layout) put curves/ and vis/ PNGs into the category, read as a
+    defect type of images by every later run."""
+    from dataset.synthetic import make_folder_like
+    from tests.test_harness import gt_scorer
+    from utils.evaluation.runner import evaluate
+
+    root = make_folder_like(tmp_path / "data", categories=("gear",), n_good=1, n_defect=1, size=32)
+    cfg = resolve_config(
+        None, {"dataset": "folder", "dataset_path": str(root), "output_dir": str(root / out)}
+    )
+    if not refused:
+        assert set(evaluate(cfg, gt_scorer, progress=False)) == {"gear"}
+        return
+    with pytest.raises(
+        OutputDirError, match=rf"output folder {root / out} is inside {root / 'gear'}, which holds"
+    ):
+        evaluate(cfg, gt_scorer, progress=False)
+    assert not (root / "gear" / "curves").exists()

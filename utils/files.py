@@ -157,6 +157,21 @@ def check_output_dir(path: Path | str) -> Path:
     return folder
 
 
+def check_outside(out: Path | str, folder: Path | str, what: str) -> None:
+    """Refuse an output folder equal to or inside `folder`, where `what` is read from (a category's images):
+    the next run would read the outputs written there as `what`.
+
+    Raises:
+        OutputDirError: naming both folders.
+    """
+    out, folder = Path(os.path.realpath(out)), Path(os.path.realpath(folder))
+    if out == folder or folder in out.parents:
+        raise OutputDirError(
+            f"output folder {out} is inside {folder}, which holds {what}: the next run would read the "
+            "outputs as inputs; choose another --output_dir"
+        )
+
+
 class OutputLock:
     """Hold an exclusive lock on an output folder for the lifetime of a run (a context manager).
 
