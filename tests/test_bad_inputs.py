@@ -668,3 +668,21 @@ def test_test_py_output_inside_a_category_folder_is_refused(tmp_path: Path, out:
     ):
         evaluate(cfg, gt_scorer, progress=False)
     assert not (root / "gear" / "curves").exists()
+
+
+def test_prompt_overrides_for_an_unknown_category_is_refused(folder_root: Path) -> None:
+    """Before: `prompt_overrides: {bottel: [...]}` was ignored and bottle kept its built prompts."""
+    from utils.pipeline import check_prompt_overrides
+
+    mvtec = resolve_config(None, {"dataset_path": str(folder_root), "prompt_overrides": {"bottel": ["dent"]}})
+    with pytest.raises(
+        ConfigError, match=r"^prompt_overrides names bottel, not a mvtec category: fix the name"
+    ):
+        check_prompt_overrides(mvtec)
+    check_prompt_overrides(mvtec.replace(prompt_overrides={"zipper": ["dent"]}))  # published, not on disk
+    own = mvtec.replace(dataset="folder", prompt_overrides={"widget": ["dent"]})
+    check_prompt_overrides(own)  # found on disk
+    with pytest.raises(
+        ConfigError, match=r"names bottle, not a folder category: fix the name \(categories: widget\)"
+    ):
+        check_prompt_overrides(own.replace(prompt_overrides={"bottle": ["dent"]}))
