@@ -1,9 +1,10 @@
 """`bench_metrics.py --native`: time and peak memory of `metrics_resolution: native` on a LOCO-sized category.
 
 The category is written to a temporary folder (removed afterwards) in MVTec LOCO's layout; the images are
-flat grey (only their size is read), the region masks ellipses. Timed: `native_view` + the seven metrics
-(`compute_metrics` on its ranking) + the LOCO metrics (`loco_metrics`: sPRO per subset and the per-type
-image AUROC), i.e. what `evaluate_category` and `category_extras` compute for one category.
+flat grey (only their size is read), the region masks ellipses. Timed: the seven metrics
+(`figures.category_metrics`: `native_view`, `compute_metrics` on its ranking) + the LOCO metrics
+(`figures.own_metrics`: sPRO per subset and the per-type image AUROC), i.e. what `evaluate_category` and
+`category_extras` compute for one category (and, in a visual run, for each map it was fused from).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import numpy as np
 from PIL import Image
 
 from dataset import load_dataset
-from utils.evaluation.benchmarks import OwnInputs, loco_metrics
-from utils.evaluation.metrics import compute_metrics
-from utils.evaluation.native import pixel_view
+from utils.evaluation.figures import Measure, category_metrics, own_metrics
 from utils.evaluation.store import CategoryResult
 
 DEFECTS = [
@@ -78,11 +77,10 @@ def main(args: argparse.Namespace) -> None:
         )
         before = peak_rss_bytes()
         start, cpu = time.perf_counter(), time.process_time()
-        view = pixel_view(result, data.records, native=True)
-        seven = compute_metrics(labels, scores, view.masks, view.maps, pixels=view.ranking)
-        view.release()  # as evaluate_category does
+        measure = Measure("mvtec_loco", data.records, native=True, category_dir=data.root / "bench")
+        seven = category_metrics(result, data.records, native=True, aupro_variant="official")
         middle = time.perf_counter()
-        own = loco_metrics(OwnInputs(data.records, result, view, data.root / "bench"))
+        own = own_metrics(result, measure)
         end, cpu = time.perf_counter(), time.process_time() - cpu
     print(
         f"native: seven metrics {middle - start:.1f} s, LOCO metrics {end - middle:.1f} s, "

@@ -53,12 +53,17 @@ Loader = Callable[[str | os.PathLike[str], str, str], ImageDataset]
 @dataclass(frozen=True)
 class DatasetSpec:
     """How one `--dataset` name is read: its loader, its on-disk category finder, the layout shown in
-    errors and the benchmark's published categories (empty for own data)."""
+    errors and the benchmark's published categories (empty for own data).
+
+    fixed: the categories are the whole set (a benchmark); False where a set's classes are whatever its
+    files say (meta_json, whose `categories` are only the classes with a vocabulary of their own).
+    """
 
     load: Loader
     find: Callable[[str | os.PathLike[str]], list[str]]
     layout: str
     categories: tuple[str, ...]
+    fixed: bool = True
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -75,9 +80,9 @@ DATASETS: dict[str, DatasetSpec] = {
         load_real_iad, available_real_iad_categories, REAL_IAD_LAYOUT, REAL_IAD_CATEGORIES
     ),
     "meta_json": DatasetSpec(
-        load_meta_json, available_meta_json_categories, META_JSON_LAYOUT, META_JSON_CATEGORIES
+        load_meta_json, available_meta_json_categories, META_JSON_LAYOUT, META_JSON_CATEGORIES, fixed=False
     ),
-    "folder": DatasetSpec(load_folder, available_folder_categories, FOLDER_LAYOUT, ()),
+    "folder": DatasetSpec(load_folder, available_folder_categories, FOLDER_LAYOUT, (), fixed=False),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 
@@ -136,6 +141,13 @@ def available_categories(name: str, root: str | os.PathLike[str]) -> list[str]:
 def categories_of(name: str) -> tuple[str, ...]:
     """The published categories of benchmark `name` (no disk access; () for "folder", own data)."""
     return _spec(name).categories
+
+
+def fixed_categories(name: str) -> tuple[str, ...]:
+    """The categories a set of `name` can hold, when that is fixed (a benchmark's published list); () for
+    sets whose classes are their own (meta_json, folder), or for a name that is not a dataset."""
+    spec = DATASETS.get(name)
+    return spec.categories if spec is not None and spec.fixed else ()
 
 
 def benchmark_categories() -> tuple[str, ...]:
@@ -214,6 +226,7 @@ __all__ = [
     "available_categories",
     "benchmark_categories",
     "categories_of",
+    "fixed_categories",
     "load_dataset",
     "object_noun",
     "select_categories",

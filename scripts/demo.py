@@ -35,7 +35,7 @@ from utils.versions import require_torch  # noqa: E402
 
 require_torch()  # one line naming both versions when torch is too old, before torch is imported
 
-from dataset import DatasetError, categories_of  # noqa: E402
+from dataset import DatasetError, fixed_categories  # noqa: E402
 from dataset.images import category_bit_depth, read_image  # noqa: E402
 from dataset.records import IMAGE_EXTENSIONS, list_images  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
@@ -122,8 +122,9 @@ def input_images(path: Path) -> list[Path]:
 
 
 def check_category(dataset: str | None, category: str | None) -> None:
-    """With --dataset <benchmark>, --category must be one of that benchmark's categories."""
-    known = categories_of(dataset) if dataset else ()
+    """With --dataset <benchmark>, --category must be one of that benchmark's categories; a set whose classes
+    are its own (meta_json, folder) takes any name (an unknown one gets the base prompts, no object prior)."""
+    known = fixed_categories(dataset) if dataset else ()
     if known and category not in known:
         raise DatasetError(
             f"--category {category} is not a {dataset} category: choose one of {', '.join(known)}"

@@ -27,7 +27,7 @@ from model.prompts import BASE_DEFECTS, MEDICAL_BASE_DEFECTS, build_prompts, obj
 from scripts import test as test_script
 from utils.config.cli import config_from_args, run
 from utils.config.loading import resolve_config
-from utils.evaluation.metrics import UndefinedMetricWarning
+from utils.evaluation.metrics import METRIC_KEYS, UndefinedMetricWarning
 
 REPO = Path(__file__).resolve().parents[1]
 FOREIGN = "/remote-home/someone/data/medical/CVC-ColonDB"  # where the peers' colonDB.py generator ran
@@ -306,6 +306,11 @@ def test_test_py_scores_every_class_image_metrics_for_all_pixel_metrics_where_ma
         assert run(test_script.main, test_script.parse_args, argv) == 0
     doc = json.loads((out / "results.json").read_text())
     assert list(doc["categories"]) == ["brain", "colon"] and doc["dataset"] == "meta_json"
+    assert doc["set"] == "CVC-ColonDB" == out.name  # named as its output folder is
+    heading = (out / "results.md").read_text().splitlines()[0]
+    assert (
+        heading.startswith("### CVC-ColonDB · text · prompts base · ") and " in 2 categories (%)" in heading
+    )
     for cls in ("brain", "colon"):
         assert 0.0 <= doc["categories"][cls]["image_auroc"] <= 1.0
     pixel = ("pixel_auroc", "pixel_ap", "pixel_aupro")
@@ -320,6 +325,25 @@ def test_test_py_scores_every_class_image_metrics_for_all_pixel_metrics_where_ma
     assert compare(str(tmp_path / "results")) == 0
     table = (tmp_path / "results" / "compare.md").read_text()
     assert "### CVC-ColonDB: mode comparison (%)" in table and "| text | CVC-ColonDB | 1 |" in table
+
+
+def test_every_table_of_a_visual_run_names_the_set_by_its_folder(tmp_path: Path) -> None:
+    from utils.evaluation.compare import collect_signals, signal_table
+    from utils.evaluation.results import write_results
+
+    metrics = dict.fromkeys(METRIC_KEYS, 0.5)
+    out = tmp_path / "mutual" / "ISIC"
+    out.mkdir(parents=True)
+    config = {"dataset_path": "/data/ISIC", "visual": "mutual", "visual_weight": 1.0}
+    signals = {"skin": {"text": metrics, "visual": metrics}}
+    doc = write_results(out, "meta_json", {"skin": metrics}, config, signals=signals)
+    assert doc["dataset"] == "meta_json" and doc["set"] == "ISIC"
+    assert [line for line in (out / "results.md").read_text().splitlines() if line.startswith("###")] == [
+        "### ISIC · mutual (%)",
+        "### ISIC: fused map, visual map alone, text map alone (%)",
+    ]
+    assert signal_table(collect_signals(tmp_path)).startswith("### ISIC: fused map")
+    assert "set" not in write_results(tmp_path, "mvtec", {"skin": metrics}, {"dataset_path": "/data"})
 
 
 def test_default_output_folder_is_named_after_the_meta_json_folder(medical: Path) -> None:
@@ -388,3 +412,28 @@ def test_demo_and_app_accept_the_new_categories() -> None:
     for cls in new:
         check_category("meta_json", cls)
         assert cls in categories_of("meta_json") and cls in category_choices()
+
+
+def test_demo_takes_a_class_of_the_users_own_set_with_the_base_prompts(
+    tiny_sam3_dir: Path, tmp_path: Path
+) -> None:
+    """A meta.json's (and a folder's) classes are whatever its file says: demo takes any name, scores it with
+    the base words and no object prior (as the app does: `prompts_for`); a known class keeps its own;
+    benchmarks still refuse."""
+    from scripts import demo
+    from scripts.demo import check_category
+    from utils.pipeline import prompts_for
+
+    for name in ("meta_json", "folder"):
+        check_category(name, "my_polyps")
+    with pytest.raises(DatasetError, match="--category my_polyps is not a mvtec category: choose one of"):
+        check_category("mvtec", "my_polyps")
+    image = tmp_path / "case.png"
+    Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(image)
+    argv = ["--image_path", str(image), "--model_path", str(tiny_sam3_dir), "--device", "cpu"]
+    argv += ["--dataset", "meta_json", "--category", "my_polyps", "--output_dir", str(tmp_path / "out")]
+    assert run(demo.main, demo.parse_args, argv) == 0
+    record = json.loads((tmp_path / "out" / "case.json").read_text())
+    assert record["prompts"] == list(BASE_DEFECTS) and record["object_prompt"] is None
+    cfg = resolve_config(None, {"dataset": "meta_json"})
+    assert prompts_for(cfg, "brain_mri") == (list(MEDICAL_BASE_DEFECTS), "brain")  # a known class: its own

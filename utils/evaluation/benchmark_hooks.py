@@ -3,7 +3,8 @@
 
 The runner calls, per category: `split_to_score` (the samples to score), `score_threshold_split` (MVTec AD
 2's validation/good), then after `evaluate_category`: `category_extras` (a set's own metrics, the server
-export of an unlabelled split, the defect-type report) and, with `--ad2_submission`, `score_submission`.
+export of an unlabelled split, the defect-type report), `category_signals` (a visual mode: the maps fused,
+each measured alone) and, with `--ad2_submission`, `score_submission`.
 Categories of an unlabelled split (MVTec AD 2 test_private / test_private_mixed) get `is_unlabelled` = True:
 they have no metric, curve, threshold or overlay, and `per_image_csv_unlabelled` writes their scores.
 """
@@ -24,15 +25,16 @@ from dataset import ImageDataset, Record, load_dataset
 from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.evaluation.ad2_server import save_server_maps
-from utils.evaluation.benchmarks import OwnInputs, benchmark_of, validation_threshold
+from utils.evaluation.benchmarks import benchmark_of, validation_threshold
 from utils.evaluation.defect_types import (
     REPORTED_DATASETS,
     VOCABULARY_STRATEGIES,
     category_type_report,
     reports_defect_types,
 )
+from utils.evaluation.figures import Measure, own_metrics
 from utils.evaluation.metrics import UndefinedMetricWarning
-from utils.evaluation.native import pixel_view
+from utils.evaluation.signals import category_signal_metrics, stored_signal_maps
 from utils.evaluation.store import CategoryResult
 from utils.files import atomic_write_text
 
@@ -136,6 +138,38 @@ def score_submission(cfg: Config, category: str, out: Path, score: ScoreSplit, t
             save_server_maps(Path(target), category, samples.records, result.maps, threshold)
 
 
+def category_measure(cfg: Config, category: str, samples: ImageDataset) -> Measure:
+    """How the figures of `category`'s maps (fused and signals) are computed under cfg."""
+    return Measure(
+        cfg.data.dataset,
+        samples.records,
+        cfg.evaluation.metrics_resolution == "native",
+        cfg.evaluation.aupro_variant,
+        samples.root / category,
+    )
+
+
+def category_signals(
+    out: Path, cfg: Config, category: str, samples: ImageDataset, result: CategoryResult
+) -> dict[str, dict[str, float]] | None:
+    """{"text"/"visual": the seven metrics and the set's own} of the maps `result` was fused from, measured
+    as `result` is (`category_measure`; SegF1 at each map's own validation threshold); None without signals
+    (visual none). Stored in `<out>/categories/<category>/signals/` (utils/evaluation/signals.py)."""
+    measure = category_measure(cfg, category, samples)
+    thresholds = signal_thresholds(cfg, category, out)
+    return category_signal_metrics(out / "categories" / category, result, measure, thresholds)
+
+
+def signal_thresholds(cfg: Config, category: str, out: Path) -> dict[str, float]:
+    """SegF1's threshold of each signal ({"text"/"visual": t}), from that signal's maps of the threshold split
+    (`score_threshold_split` stored them in `<out>/validation/<category>/signals/`); {} without such a split
+    or without signals (visual none)."""
+    if benchmark_of(cfg.data.dataset).threshold_split is None:
+        return {}
+    stored = stored_signal_maps(out / VALIDATION_DIR / category)
+    return {name: validation_threshold(maps) for name, maps in stored.items()}
+
+
 def category_extras(
     out: Path,
     cfg: Config,
@@ -160,9 +194,7 @@ def category_extras(
         if cfg.evaluation.save_maps == "tiff":
             save_server_maps(out, category, samples.records, result.maps, threshold)
         return {}
-    view = pixel_view(result, samples.records, cfg.evaluation.metrics_resolution == "native")
-    own = OwnInputs(samples.records, result, view, samples.root / category, threshold)
-    extra = benchmark_of(cfg.data.dataset).metrics(own)
+    extra = own_metrics(result, category_measure(cfg, category, samples), threshold)
     if cfg.evaluation.defect_type_report:
         report = category_type_report(detector, cfg, samples, category)
         atomic_write_text(cat_dir / DEFECT_TYPES_CSV, report.csv_text())

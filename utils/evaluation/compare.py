@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dataset import DATASET_NAMES, categories_of, set_name
+from dataset import fixed_categories, set_name
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.results import (
     COLUMN_TITLES,
@@ -33,6 +33,7 @@ from utils.evaluation.results import (
     image_counts,
     label_order,
     mean_metrics_of,
+    own_keys,
     percent_cell,
     run_label,
     std_metrics_of,
@@ -96,8 +97,7 @@ def scopes_of(docs: Docs) -> dict[tuple[str, str], tuple[str, str]]:
 
 def scope_cells(dataset: str, categories: list[str], counts: tuple[int, int] | None) -> tuple[str, str]:
     """(categories cell, test images cell) of one run; see `scopes_of`."""
-    # a meta.json's classes are its own: it is named after the 17 sets' classes, not held to all of them
-    published = categories_of(dataset) if dataset in DATASET_NAMES and dataset != "meta_json" else ()
+    published = fixed_categories(dataset)  # a meta.json's classes are its own: no published list
     if not categories:
         names = "–"
     elif published and set(published) <= set(categories):
@@ -179,9 +179,10 @@ def collect_signals(root: Path) -> dict[tuple[str, str], dict[str, list[dict[str
     for path in sorted(root.glob("*/**/results.json")):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            means = {"fused": doc["mean"], **{k: doc[k]["mean"] for k in SIGNAL_SECTIONS.values()}}
+            means = {"fused": _with_own(doc), **{k: _with_own(doc[k]) for k in SIGNAL_SECTIONS.values()}}
             folder = path.relative_to(root).parts[0]
-            key = (row_name(folder, run_label(doc["config"])), doc["dataset"])
+            dataset = set_name(doc["dataset"], doc["config"].get("dataset_path"))  # meta_json: its folder
+            key = (row_name(folder, run_label(doc["config"])), dataset)
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # no signals (visual none), or unreadable: collect_runs has warned
         rows = found.setdefault(key, {})
@@ -190,19 +191,29 @@ def collect_signals(root: Path) -> dict[tuple[str, str], dict[str, list[dict[str
     return dict(sorted(found.items(), key=lambda item: (row_order(item[0][0]), item[0][1])))
 
 
+def _with_own(section: dict[str, Any]) -> dict[str, Any]:
+    """A results.json section's "mean" row with its benchmark's own metrics ("benchmark_metrics")."""
+    return {**section["mean"], **section.get("benchmark_metrics", {}).get("mean", {})}
+
+
 def signal_table(signals: dict[tuple[str, str], dict[str, list[dict[str, float]]]]) -> str:
     """Markdown in percent, a block per dataset: per visual-mode row, the fused map, the visual map alone and
     the text map alone (mean over runs ± std), so whether fusion helps is read off at once."""
     blocks = []
     for name in dict.fromkeys(dataset for _, dataset in signals):
-        header = "| mode | map | runs | " + " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS) + " |"
+        rows = {key: maps for key, maps in signals.items() if key[1] == name}
+        signal_rows = [
+            m for maps in rows.values() for kind, ms in maps.items() if kind != "fused" for m in ms
+        ]
+        keys = [*METRIC_KEYS, *own_keys(signal_rows)]  # the own metrics the signals have (sPRO, ...)
+        header = "| mode | map | runs | " + " | ".join(COLUMN_TITLES.get(k, k) for k in keys) + " |"
         lines = [f"### {name}: fused map, visual map alone, text map alone (%)", "", header]
-        lines.append("|" + "---|" * (len(METRIC_KEYS) + 3))
-        for (mode, dataset), maps in signals.items():
-            for kind, means in maps.items() if dataset == name else ():
-                mean = mean_metrics_of(means, METRIC_KEYS)
-                std = std_metrics_of(means, METRIC_KEYS) if len(means) > 1 else {}
-                cells = [percent_cell(mean[key], std.get(key)) for key in METRIC_KEYS]
+        lines.append("|" + "---|" * (len(keys) + 3))
+        for (mode, _), maps in rows.items():
+            for kind, means in maps.items():
+                mean = mean_metrics_of(means, keys)
+                std = std_metrics_of(means, keys) if len(means) > 1 else {}
+                cells = [percent_cell(mean[key], std.get(key)) for key in keys]
                 lines.append(
                     f"| {mode} | {kind.replace('_', ' ')} | {len(means)} | " + " | ".join(cells) + " |"
                 )

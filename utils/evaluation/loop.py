@@ -23,8 +23,8 @@ from tqdm import tqdm
 from dataset import Sample
 from model.map_ops import resize_map, resize_mask
 from utils.distributed import SINGLE, Dist, broadcast, gather, on_main, round_robin
-from utils.evaluation.metrics import METRIC_KEYS, compute_metrics
-from utils.evaluation.native import pixel_view
+from utils.evaluation.figures import category_metrics
+from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.signals import Signals, signal_batch, store_signals
 from utils.evaluation.store import UNLABELLED, CategoryResult, CategoryStore
 from utils.run_log import bar_progress
@@ -129,17 +129,7 @@ def evaluate_category(
     if (result.labels == UNLABELLED).any():  # MVTec AD 2 test_private: scored, never measured
         result.metrics = dict.fromkeys(METRIC_KEYS, math.nan)
     else:
-        view = pixel_view(result, records, spec.native)
-        result.metrics = compute_metrics(
-            result.labels,
-            result.scores,
-            view.masks,
-            view.maps,
-            fpr_limit=0.3,
-            aupro_variant=spec.aupro_variant,
-            pixels=view.ranking,
-        )
-        view.release()  # native: the sPRO of utils/evaluation/spro.py pools its own pixels
+        result.metrics = category_metrics(result, records, spec.native, spec.aupro_variant)
     store.save_metrics(result.metrics, spec.aupro_variant)
     return result
 

@@ -72,6 +72,13 @@ class PixelView:
         """Every pixel pooled and sorted once (`rank_pixels`)."""
         return rank_pixels(self.masks, self.maps)
 
+    def with_maps(self, stored: np.ndarray) -> PixelView:
+        """The view of other stored (N, S, S) maps of the same images (a signal): these masks, the maps read
+        as this view reads its own (native: resized to the same sizes, one at a time)."""
+        if isinstance(self.maps, NativeMaps):
+            return PixelView(self.masks, NativeMaps(stored, self.maps.sizes), native=True)
+        return PixelView(self.masks, stored, native=self.native)
+
     def release(self) -> None:
         """Drop the ranking of a native view (GBs for a LOCO category) once the seven metrics have it; a
         later reader (MVTec AD 2's AU-PRO@0.05) ranks again. The stored view shares its ranking: kept."""

@@ -6,13 +6,13 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dataset import DATASET_NAMES, categories_of
+from dataset import fixed_categories, set_name
 from utils.config.schema import SETTINGS
 from utils.evaluation.metrics import METRIC_KEYS
 from utils.evaluation.modes import MODE_ORDER, mode_of
@@ -97,8 +97,9 @@ def image_counts(run: Mapping[str, Any] | None) -> tuple[int, int] | None:
 def results_title(
     dataset: str, config: Mapping[str, Any], run: Mapping[str, Any] | None, seeds: Sequence[int] = ()
 ) -> str:
-    """The heading of results.md: dataset, mode, prompt strategy, K and seeds, image counts."""
-    parts = [dataset, run_label(config)]
+    """The heading of results.md: the set (`dataset.set_name`: a meta.json set by its folder), mode, prompt
+    strategy, K and seeds, image counts."""
+    parts = [set_name(dataset, config.get("dataset_path")), run_label(config)]
     if "prompt_strategy" in config:
         parts.append(f"prompts {config['prompt_strategy']}")
     if seeds:
@@ -113,8 +114,8 @@ def results_title(
 
 def categories_phrase(dataset: str, count: int) -> str:
     """`1 of 15 categories` when a benchmark run covers only some of its published categories, else
-    `15 categories` (own folders and unknown names have no published list)."""
-    published = len(categories_of(dataset)) if dataset in DATASET_NAMES else 0
+    `15 categories` (own folders, meta.json sets and unknown names have no published list)."""
+    published = len(fixed_categories(dataset))
     of = f" of {published}" if 0 < count < published else ""
     return f"{count}{of} categor{'y' if count == 1 and not of else 'ies'}"
 
@@ -148,28 +149,32 @@ def write_results(
 ) -> dict[str, Any]:
     """Write results.json, results.csv and results.md into `out_dir`; return the JSON document.
 
-    results.json = {"dataset": str, "categories": {cat: {metric: value}}, "mean": {metric: value},
-    "config": {...}, "run": {...}}; undefined metrics are null; "run" (versions, commit, device, timing:
-    utils/run_record.py) only when `run` is given; "visual" (mode, and for few-shot the shots, seed and
-    reference image paths per category: utils/evaluation/runner.py) only when `visual` is given; "seeds"
+    results.json = {"dataset": str, "categories": {cat: {metric: value}}, "mean": {metric: value}, "config":
+    {...}, "run": {...}}; undefined metrics are null; "set" (after "dataset") names a meta.json set by its
+    folder (`dataset.set_name`, as its output folder and compare.md do); "run" (versions, commit, device,
+    timing: utils/run_record.py) only when `run` is given; "visual" (mode, and for few-shot the shots, seed
+    and reference image paths per category: utils/evaluation/runner.py) only when `visual` is given; "seeds"
     (each few-shot seed's run, the spread over seeds: utils/evaluation/seeds.py) only when `seeds` is given;
     "benchmark_metrics" ({"categories", "mean"} of a set's own metrics: utils/evaluation/benchmarks.py, and
     the defect-type accuracy) only when `extra` has any, also as a second table in results.md; "prompts"
     ({category: {"prompts": [...], "object_prompt": noun or null}}: what each category was scored with,
     `prompt_record`) only when `prompts` is given; "visual_only" and "text_only" (`signal_sections`) when
-    `signals` ({category: {"text"/"visual": metrics}}, a visual mode) has any, also as a fused / visual
-    only / text only block in results.md.
+    `signals` ({category: {"text"/"visual": metrics}}, a visual mode) has any, also as a fused / visual only /
+    text only block in results.md.
     CSV and Markdown hold one row per category and a mean row; results.md is titled by `results_title` and,
     with `seeds`, shows each value as mean ± std over seeds. "config" keeps the settings test.py uses
     (`settings_of_test`).
     """
     mean = mean_metrics(per_category)
-    doc = {
-        "dataset": dataset,
-        "categories": {c: json_metrics(m) for c, m in per_category.items()},
-        "mean": json_metrics(mean),
-        "config": settings_of_test(config),
-    }
+    doc: dict[str, Any] = {"dataset": dataset}
+    name = set_name(dataset, config.get("dataset_path"))  # meta_json: the folder holding meta.json
+    if name != dataset:
+        doc["set"] = name
+    doc.update(
+        categories={c: json_metrics(m) for c, m in per_category.items()},
+        mean=json_metrics(mean),
+        config=settings_of_test(config),
+    )
     if run is not None:
         doc["run"] = dict(run)
     if visual is not None:
@@ -195,12 +200,14 @@ def write_results(
     atomic_write_text(out_dir / "results.csv", table.getvalue())
     std = None if seeds is None else {c: _from_json(m) for c, m in seeds.get("std", {}).items()}
     title = results_title(dataset, config, run, list(seeds["seeds"]) if seeds else ())
-    markdown = markdown_table(per_category, mean, dataset, title, std)
+    markdown = markdown_table(per_category, mean, name, title, std)
     if extra_keys:
-        own = f"{dataset}: its own metrics (%)"
-        markdown += "\n" + markdown_table(extra or {}, extra_mean, dataset, own, keys=extra_keys)
+        own = f"{name}: its own metrics (%)"
+        markdown += "\n" + markdown_table(extra or {}, extra_mean, name, own, keys=extra_keys)
     if signals:
-        markdown += "\n" + signals_table(dataset, {"fused": mean, **_signal_means(signals)})
+        fused = {**mean, **(extra_mean if extra_keys else {})}
+        keys = [*METRIC_KEYS, *own_keys(_signal_rows(signals))]
+        markdown += "\n" + signals_table(name, {"fused": fused, **_signal_means(signals)}, keys)
     atomic_write_text(out_dir / "results.md", markdown)
     return doc
 
@@ -209,35 +216,59 @@ def write_results(
 SIGNAL_SECTIONS: dict[str, str] = {"visual": "visual_only", "text": "text_only"}
 
 
+def own_keys(rows: Iterable[Mapping[str, float]]) -> list[str]:
+    """The keys beyond METRIC_KEYS that `rows` hold (a benchmark's own metrics), in order of appearance."""
+    return [k for k in dict.fromkeys(k for row in rows for k in row) if k not in METRIC_KEYS]
+
+
+def _signal_rows(signals: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[Mapping[str, float]]:
+    return [m for per_signal in signals.values() for m in per_signal.values()]
+
+
 def _signal_means(signals: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
-    """{"visual_only"/"text_only": mean over categories} of {category: {"text"/"visual": metrics}}."""
+    """{"visual_only"/"text_only": mean over categories} of {category: {"text"/"visual": metrics}}: the
+    seven metrics and the benchmark's own ones."""
+    keys = [*METRIC_KEYS, *own_keys(_signal_rows(signals))]
     return {
-        key: mean_metrics({c: m[name] for c, m in signals.items()}) for name, key in SIGNAL_SECTIONS.items()
+        key: _reduce({c: m[name] for c, m in signals.items()}, np.mean, keys)
+        for name, key in SIGNAL_SECTIONS.items()
     }
 
 
 def signal_sections(signals: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, Any]:
     """results.json's "visual_only" and "text_only" ({"categories": {category: metrics}, "mean": metrics}):
-    the metrics of the visual map alone and of the text map alone; {} without signals (visual none)."""
+    the metrics of the visual map alone and of the text map alone, with "benchmark_metrics" ({"categories",
+    "mean"}, as the fused map's) when the benchmark has its own; {} without signals (visual none)."""
     if not signals:
         return {}
-    means = _signal_means(signals)
-    return {
-        key: {
+    means, own = _signal_means(signals), own_keys(_signal_rows(signals))
+    sections: dict[str, Any] = {}
+    for name, key in SIGNAL_SECTIONS.items():
+        section: dict[str, Any] = {
             "categories": {c: json_metrics(m[name]) for c, m in signals.items()},
             "mean": json_metrics(means[key]),
         }
-        for name, key in SIGNAL_SECTIONS.items()
-    }
+        if own:
+            section["benchmark_metrics"] = {
+                "categories": {
+                    c: {k: _json_number(m[name][k]) for k in own if k in m[name]} for c, m in signals.items()
+                },
+                "mean": {k: _json_number(means[key][k]) for k in own},
+            }
+        sections[key] = section
+    return sections
 
 
-def signals_table(title: str, rows: Mapping[str, Mapping[str, float]]) -> str:
-    """A Markdown block in percent: one row per map (fused, visual_only, text_only), means over categories."""
-    header = "| map | " + " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS) + " |"
+def signals_table(
+    title: str, rows: Mapping[str, Mapping[str, float]], keys: Sequence[str] = METRIC_KEYS
+) -> str:
+    """A Markdown block in percent: one row per map (fused, visual_only, text_only), means over categories;
+    columns `keys` (a key a row lacks shows "–")."""
+    header = "| map | " + " | ".join(COLUMN_TITLES.get(k, k) for k in keys) + " |"
     lines = [f"### {title}: fused map, visual map alone, text map alone (%)", "", header]
-    lines.append("|" + "---|" * (len(METRIC_KEYS) + 1))
+    lines.append("|" + "---|" * (len(keys) + 1))
     for name, metrics in rows.items():
-        cells = [percent_cell(metrics.get(k, math.nan)) for k in METRIC_KEYS]
+        cells = [percent_cell(metrics.get(k, math.nan)) for k in keys]
         lines.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
 from utils.evaluation.benchmark_hooks import (
     category_extras,
+    category_signals,
     is_unlabelled,
     score_submission,
     score_threshold_split,
@@ -26,7 +27,6 @@ from utils.evaluation.loop import EvaluationSpec, Scorer, evaluate_category
 from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import prompt_record, write_results
-from utils.evaluation.signals import category_signal_metrics
 from utils.evaluation.visualization import save_curves, visualize_category
 from utils.files import check_outside
 from utils.run_log import get_logger
@@ -61,7 +61,6 @@ def evaluate(
     extra: dict[str, dict[str, float]] = {}  # a set's own metrics (utils/evaluation/benchmark_hooks.py)
     signals: dict[str, dict[str, dict[str, float]]] = {}  # {category: {"text"/"visual": metrics}}
     visual = visual_section(cfg)
-    aupro = cfg.evaluation.aupro_variant
     prompts: dict[str, dict[str, Any]] = {}  # results.json "prompts": what each category was scored with
     for category in categories:
         samples = split_to_score(cfg, category)
@@ -90,7 +89,7 @@ def evaluate(
             write_results(out, cfg.data.dataset, per_category, flat, record.to_json(), None, prompts=prompts)
             continue
         thresholds = export_category(out, cfg, category, samples.records, result)  # per_image.csv, TIFFs
-        alone = category_signal_metrics(out / "categories" / category, result.labels, result.masks, aupro)
+        alone = category_signals(out, cfg, category, samples, result)
         if alone is not None:  # a visual mode: the text map alone and the visual map alone
             signals[category] = alone
         (out / "curves").mkdir(exist_ok=True)

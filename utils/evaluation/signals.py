@@ -6,7 +6,9 @@ evaluation stores them beside the category's store (`<category>/signals/`):
 
 - `<signal>_maps.npy` (N, S, S) float16 maps at the evaluation size, one file per signal ("text", "visual"),
 - `scores.json` {signal: [image score per image]},
-- `metrics.json` {"aupro_variant": ..., "metrics": {signal: {metric: value}}} once the category is done.
+- `metrics.json` {"aupro_variant": ..., "metrics_resolution": ..., "metrics": {signal: {metric: value}}} once
+  the category is done: the seven metrics and the benchmark's own, computed as the fused map's are
+  (utils/evaluation/figures.py: same resolution, masks and metric functions).
 
 Rows are written by image index before the category store records those images (utils/evaluation/loop.py),
 so a resumed category finds the signals of every stored image; rows past the store's count are the batch
@@ -26,7 +28,8 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from model.map_ops import resize_map
-from utils.evaluation.metrics import compute_metrics
+from utils.evaluation.figures import Measure, all_metrics, signal_result
+from utils.evaluation.store import CategoryResult
 from utils.files import atomic_write_text
 
 SIGNALS: tuple[str, ...] = ("text", "visual")
@@ -54,12 +57,33 @@ def store_signals(cat_dir: Path, shape: tuple[int, int, int], start: int, batch:
 
 
 def category_signal_metrics(
-    cat_dir: Path, labels: np.ndarray, masks: np.ndarray, aupro_variant: str
+    cat_dir: Path, result: CategoryResult, measure: Measure, thresholds: Mapping[str, float] | None = None
 ) -> dict[str, dict[str, float]] | None:
-    """{signal: metrics} of a scored category, or None when it stored no signals (visual none)."""
+    """{signal: figures} of a scored category (`figures.all_metrics` of each signal's maps, as the fused
+    `result` is measured), or None when it stored no signals (visual none).
+
+    thresholds: SegF1's threshold of each signal (`benchmark_hooks.signal_thresholds`; missing: NaN).
+    """
     if not (cat_dir / "signals").is_dir():
         return None
-    return SignalStore(cat_dir, len(labels), masks.shape[-1]).metrics(labels, masks, aupro_variant)
+    store = SignalStore(cat_dir, len(result.labels), result.maps.shape[-1])
+    return store.metrics(result, measure, thresholds or {})
+
+
+def stored_signal_maps(cat_dir: Path) -> dict[str, np.ndarray]:
+    """{signal: (N, S, S) float16 maps, read-only} of a category folder whose every image has its signals;
+    {} when it has none or some image lacks them. Reads without creating anything."""
+    folder = cat_dir / "signals"
+    try:
+        scores = json.loads((folder / "scores.json").read_text())
+        maps = {name: np.load(folder / f"{name}_maps.npy", mmap_mode="r") for name in SIGNALS}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(scores, dict) or any(
+        not isinstance(scores.get(name), list) or len(scores[name]) < len(maps[name]) for name in SIGNALS
+    ):
+        return {}
+    return maps
 
 
 class SignalStore:
@@ -108,34 +132,34 @@ class SignalStore:
         return all(len(self.scores[name]) >= images for name in SIGNALS)
 
     def metrics(
-        self, labels: np.ndarray, masks: np.ndarray, aupro_variant: str
+        self, result: CategoryResult, measure: Measure, thresholds: Mapping[str, float]
     ) -> dict[str, dict[str, float]] | None:
-        """{signal: the seven metrics} of the whole category (stored, or computed and stored); None when some
-        image has no signals (a category finished before they were stored)."""
-        stored = self._load_metrics(aupro_variant)
+        """{signal: `all_metrics`} of the whole category (stored, or computed and stored), each signal
+        measured as `result` (the fused map) is: same labels, masks and resolution; None when some image has
+        no signals (a category finished before they were stored)."""
+        key = metrics_key(measure)
+        stored = self._load_metrics(key)
         if stored is not None:
             return stored
-        if not self.complete(len(labels)):
+        images = len(result.labels)
+        if not self.complete(images):
             return None
         metrics = {
-            name: compute_metrics(
-                labels,
-                np.asarray(self.scores[name][: len(labels)]),
-                masks,
-                self.maps[name],
-                fpr_limit=0.3,
-                aupro_variant=aupro_variant,
+            name: all_metrics(
+                signal_result(result, self.maps[name], self.scores[name][:images]),
+                measure,
+                thresholds.get(name, math.nan),
             )
             for name in SIGNALS
         }
-        doc = {"aupro_variant": aupro_variant, "metrics": _nan_as_null(metrics)}
+        doc = {**key, "metrics": _nan_as_null(metrics)}
         atomic_write_text(self.metrics_path, json.dumps(doc, indent=2))
         return metrics
 
-    def _load_metrics(self, aupro_variant: str) -> dict[str, dict[str, float]] | None:
+    def _load_metrics(self, key: Mapping[str, str]) -> dict[str, dict[str, float]] | None:
         try:
             doc = json.loads(self.metrics_path.read_text())
-            if doc["aupro_variant"] != aupro_variant:
+            if any(doc[k] != v for k, v in key.items()):
                 return None
             return {
                 name: {k: math.nan if v is None else float(v) for k, v in doc["metrics"][name].items()}
@@ -143,6 +167,12 @@ class SignalStore:
             }
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+
+
+def metrics_key(measure: Measure) -> dict[str, str]:
+    """What stored signal metrics must have been computed with to be reused."""
+    resolution = "native" if measure.native else "eval_size"
+    return {"aupro_variant": measure.aupro_variant, "metrics_resolution": resolution}
 
 
 def _nan_as_null(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
