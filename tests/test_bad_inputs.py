@@ -686,3 +686,16 @@ def test_prompt_overrides_for_an_unknown_category_is_refused(folder_root: Path) 
         ConfigError, match=r"names bottle, not a folder category: fix the name \(categories: widget\)"
     ):
         check_prompt_overrides(own.replace(prompt_overrides={"bottle": ["dent"]}))
+
+
+def test_an_error_during_a_progress_bar_starts_its_own_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: `bottle:  50%|#####     | 2/4 [00:01<00:01]error: cannot decode image ...` on one line."""
+    from tqdm import tqdm
+
+    def fails_midway(args) -> int:
+        bar = tqdm(total=4, desc="bottle", unit="img")
+        bar.update(2)
+        raise DatasetError("cannot decode image x.png: re-download it")
+
+    assert run(fails_midway, lambda argv: None, []) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "error: cannot decode image x.png: re-download it"
