@@ -699,3 +699,11 @@ def test_an_error_during_a_progress_bar_starts_its_own_line(capsys: pytest.Captu
 
     assert run(fails_midway, lambda argv: None, []) == 2
     assert capsys.readouterr().err.splitlines()[-1] == "error: cannot decode image x.png: re-download it"
+
+
+def test_nul_in_a_yaml_path_and_repeated_categories(tmp_path: Path, datasets_root: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('output_dir: "/tmp/a\\0b"\n')  # a flag cannot hold NUL, a YAML string can
+    with pytest.raises(ConfigError, match=r"^config key 'output_dir' holds a NUL character: remove it$"):
+        resolve_config(str(path), {})
+    assert select_categories("mvtec", datasets_root, ["wood", "bottle", "wood"]) == ["wood", "bottle"]

@@ -201,6 +201,9 @@ def check_values(values: Mapping[str, Any]) -> None:
         problem = declared.info.problem(values[key])
         if problem:
             raise ConfigError(f"config key '{key}' {problem}")
+    for key, value in values.items():  # a path with NUL is refused by the OS with a bare ValueError
+        if "\0" in str(value):
+            raise ConfigError(f"config key '{key}' holds a NUL character: remove it")
     for key in FOLDER_KEYS:  # "" would be the current folder: outputs and a model looked for anywhere
         if not values[key].strip():
             raise ConfigError(f"config key '{key}' is empty: give a folder path (--{key} DIR)")
