@@ -37,7 +37,7 @@ require_torch()  # one line naming both versions when torch is too old, before t
 
 from dataset import DatasetError, fixed_categories  # noqa: E402
 from dataset.images import category_bit_depth, read_image  # noqa: E402
-from dataset.records import IMAGE_EXTENSIONS, list_images  # noqa: E402
+from dataset.records import IMAGE_EXTENSIONS, list_images, short_list  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from model.mutual import MutualScorer  # noqa: E402
 from model.visual import VisualMode  # noqa: E402
@@ -119,6 +119,17 @@ def input_images(path: Path) -> list[Path]:
             return images
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {path}")
     raise DatasetError(f"image path not found: {path} (pass an image file or a folder of images)")
+
+
+def warn_self_references(paths: Sequence[Path], references: Sequence[Path]) -> None:
+    """Warn when images to score are references too: compared with themselves, they look normal."""
+    same = sorted({p.resolve() for p in paths} & {p.resolve() for p in references})
+    if same:
+        names = short_list([p.name for p in same])
+        log.warning(
+            f"{len(same)} of the {len(paths)} images are also in --reference_dir ({names}): each is compared "
+            "with itself and looks normal; keep the references apart from the images to score"
+        )
 
 
 def check_category(dataset: str | None, category: str | None) -> None:
@@ -322,6 +333,7 @@ def main(args: argparse.Namespace) -> int:
     references = visual_inputs(cfg, args.reference_dir, len(paths))
     if references:  # --reference_dir: few-shot scoring against them
         cfg = cfg.replace(visual=VisualMode.FEWSHOT.value)
+        warn_self_references(paths, list_images(Path(args.reference_dir).expanduser()))
     out = check_output_dir(cfg.evaluation.output_dir)  # before the (large) model is loaded
     check_not_an_input(out, {"--image_path": args.image_path, "--reference_dir": args.reference_dir})
     with OutputLock(out):

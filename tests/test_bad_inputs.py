@@ -707,3 +707,18 @@ def test_nul_in_a_yaml_path_and_repeated_categories(tmp_path: Path, datasets_roo
     with pytest.raises(ConfigError, match=r"^config key 'output_dir' holds a NUL character: remove it$"):
         resolve_config(str(path), {})
     assert select_categories("mvtec", datasets_root, ["wood", "bottle", "wood"]) == ["wood", "bottle"]
+
+
+def test_demo_warns_when_the_images_are_their_own_references(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(folder / name)
+    argv = ["--image_path", str(folder), "--reference_dir", str(folder), "--output_dir", str(tmp_path / "o")]
+    assert run(demo.main, demo.parse_args, [*argv, "--model_path", str(tmp_path / "no_model")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        "2 of the 2 images are also in --reference_dir (a.png, b.png): each is compared with itself and "
+        "looks normal; keep the references apart from the images to score"
+    )
+    assert err[-1].startswith("error: ") and "no_model" in err[-1]  # the run goes on (here: no model)
