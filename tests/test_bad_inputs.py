@@ -446,11 +446,12 @@ def test_demo_refuses_an_empty_image_path_and_its_input_folder_as_output(tmp_pat
     folder = tmp_path / "imgs"
     folder.mkdir()
     Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "b.png")
     assert run(demo.main, demo.parse_args, ["--image_path", "", "--output_dir", str(tmp_path / "o")]) == 2
     assert one_error_line(capsys) == "error: --image_path is empty: pass an image file or a folder of images"
     for flags in (
         ["--image_path", str(folder)],
-        ["--image_path", str(folder / "a.png"), "--reference_dir", str(folder)],
+        ["--image_path", str(tmp_path / "b.png"), "--reference_dir", str(folder)],
     ):
         assert (
             run(demo.main, demo.parse_args, [*flags, "--output_dir", str(folder), "--model_path", "/nope"])
