@@ -723,3 +723,32 @@ def test_demo_warns_when_the_images_are_their_own_references(tmp_path: Path, cap
         "looks normal; keep the references apart from the images to score"
     )
     assert err[-1].startswith("error: ") and "no_model" in err[-1]  # the run goes on (here: no model)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            {"relative_saturation": "false"},
+            "relative_saturation of missing_pushpin is 'false', not true or false",
+        ),
+        (
+            {"saturation_threshold": float("nan")},
+            "saturation_threshold of missing_pushpin is nan, not a number > 0",
+        ),
+        ({"saturation_threshold": 0}, "saturation_threshold of missing_pushpin is 0.0, not a number > 0"),
+        ({"pixel_value": 300}, "pixel_value of missing_pushpin is 300, not a mask value 0..255"),
+        ({"pixel_value": 1e400}, "OverflowError"),
+    ],
+)
+def test_loco_defects_config_values_that_would_skew_spro(tmp_path: Path, change: dict, problem: str) -> None:
+    """Before: "false" (a string) read as true and NaN or 0 thresholds went into sPRO without a word."""
+    from tests.fixtures_benchmarks import LOCO_DEFECTS, make_mvtec_loco
+
+    make_mvtec_loco(tmp_path)
+    path = tmp_path / "mvtec_loco_anomaly_detection" / "pushpins" / "defects_config.json"
+    path.write_text(
+        json.dumps([{**LOCO_DEFECTS[0], **change}, *LOCO_DEFECTS[1:]]).replace("Infinity", "1e400")
+    )
+    with pytest.raises(DatasetError, match=rf"defects_config\.json: every entry needs .*{problem}"):
+        load_dataset("mvtec_loco", tmp_path, "pushpins", "test")
