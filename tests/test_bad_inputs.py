@@ -752,3 +752,15 @@ def test_loco_defects_config_values_that_would_skew_spro(tmp_path: Path, change:
     )
     with pytest.raises(DatasetError, match=rf"defects_config\.json: every entry needs .*{problem}"):
         load_dataset("mvtec_loco", tmp_path, "pushpins", "test")
+
+
+def test_own_folder_images_outside_good_and_defect_folders_are_named(tmp_path: Path) -> None:
+    """Before: an image put directly into the category folder was left out without a word."""
+    from dataset.synthetic import make_folder_like
+
+    root = make_folder_like(tmp_path, categories=("gear",), n_good=1, n_defect=1, size=32)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "gear" / "loose.png")
+    with pytest.warns(
+        DatasetWarning, match=r"1 image\(s\) directly in .*gear are not read \(loose\.png\): put"
+    ):
+        assert len(load_dataset("folder", root, "gear", "test")) == 2
