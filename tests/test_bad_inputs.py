@@ -764,3 +764,16 @@ def test_own_folder_images_outside_good_and_defect_folders_are_named(tmp_path: P
         DatasetWarning, match=r"1 image\(s\) directly in .*gear are not read \(loose\.png\): put"
     ):
         assert len(load_dataset("folder", root, "gear", "test")) == 2
+
+
+def test_training_leaves_out_defective_images_without_a_mask(tmp_path: Path, caplog) -> None:
+    """Before: own-folder defect images without masks were trained on with an all-zero target."""
+    from dataset.synthetic import make_folder_like
+    from utils.training.runner import training_samples
+
+    root = make_folder_like(tmp_path, categories=("gear",), n_good=2, n_defect=2, size=32, with_masks=False)
+    cfg = resolve_config(None, {"dataset": "folder", "dataset_path": str(root)})
+    with pytest.warns(DatasetWarning):  # the loader's own warning (pixel metrics)
+        data = training_samples(cfg)
+    assert [r.label for r in data.records] == [0, 0]
+    assert "2 defective image(s) without a mask are left out of training" in caplog.text
