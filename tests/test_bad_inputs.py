@@ -777,3 +777,14 @@ def test_training_leaves_out_defective_images_without_a_mask(tmp_path: Path, cap
         data = training_samples(cfg)
     assert [r.label for r in data.records] == [0, 0]
     assert "2 defective image(s) without a mask are left out of training" in caplog.text
+
+
+def test_the_demo_verdict_reads_thresholds_json_through_the_one_reader(tmp_path: Path) -> None:
+    """Before: summary.csv's verdict re-read thresholds.json with a bare json.loads (a BOM: a traceback)."""
+    from utils.evaluation.summary import verdict_rule
+
+    path = tmp_path / "thresholds.json"
+    entry = {"pixel_normal_threshold": 0.25, "image_f1_threshold": 0.625}
+    path.write_text("\ufeff" + json.dumps({"categories": {"bottle": entry}}), encoding="utf-8")
+    rule = verdict_rule(str(path), None, 0.25, "x")
+    assert rule.image_threshold == 0.625 and rule.source == f"image_f1_threshold of bottle in {path}"
