@@ -1,12 +1,20 @@
-"""Benchmark the full-size SAM 3 code path on CPU: shapes, seconds and peak memory, without the real weights.
+"""Benchmark the full-size SAM 3 code path: shapes, seconds and peak memory, without the real weights.
 
-    python benchmarks/bench_full_size.py [--n_images 1 --n_prompts 2 --chunk_size 2 --dtype fp32|bf16
-                                          --threads N --meta_dir DIR --seed 0]
+    python benchmarks/bench_full_size.py [--n_images 1 --n_prompts 2 --chunk_size 2 --dtype fp32|bf16|fp16
+                                          --device cpu|cuda|cuda:N --warmup N --threads N --meta_dir DIR
+                                          --seed 0]
 
 The detector is built with the REAL architecture -- ``detector_config`` of facebook/sam3's ``config.json``
-(kept in ``../shared/data/sam3_hf_meta``) -> ``transformers.Sam3Config`` -> ``Sam3Model(config)`` -- but with
-RANDOM weights (seeded), and the real CLIP tokenizer from the same folder. Speed, memory and tensor shapes
-are those of the real model; every score, mask and box it outputs is meaningless.
+-> ``transformers.Sam3Config`` -> ``Sam3Model(config)`` -- but with RANDOM weights (seeded), and the real
+CLIP tokenizer from the same folder. Speed, memory and tensor shapes are those of the real model; every
+score, mask and box it outputs is meaningless. ``--meta_dir`` is any folder with facebook/sam3's
+``config.json`` and tokenizer files: by default ``../shared/data/sam3_hf_meta`` beside the repository, else
+the SAM 3 download at the default model path (``~/autodl-tmp/download/sam3``); the weights are not read.
+A folder written by ``scripts/make_tiny_sam3.py`` gives the tiny architecture (a smoke test of the script).
+
+On CUDA, ``--warmup`` (default 1) untimed passes over one image come first, so that the timed steps do not
+include CUDA's lazy initialisation and kernel selection; peak GPU memory (``max_memory_allocated`` of the
+device) is printed with each step.
 
 It runs the classes users run, ``model.engine.Sam3Engine`` and ``model.detector.AnomalyDetector``, on N
 random 1024x1024 RGB images (resized to the config's 1008x1008) and the first K ``base`` defect prompts,
@@ -37,6 +45,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -50,9 +59,12 @@ from transformers import CLIPTokenizer, Sam3Config, Sam3Model  # noqa: E402
 from model.detector import AnomalyDetector, ScoringSettings  # noqa: E402
 from model.engine import ConceptOutputs, Sam3Engine  # noqa: E402
 from model.prompts import build_prompts  # noqa: E402
+from utils.config.schema import DEFAULT_MODEL_PATH  # noqa: E402
 
-DEFAULT_META_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sam3_hf_meta"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SHARED_META_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sam3_hf_meta"
+# facebook/sam3's small files: the development copy beside the repository, else a user's SAM 3 download.
+DEFAULT_META_DIR = SHARED_META_DIR if SHARED_META_DIR.is_dir() else Path(DEFAULT_MODEL_PATH).expanduser()
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 INPUT_SIDE = 1024  # side of the random test images, before the engine resizes them to the model's size
 OBJECT_NOUN = "bottle"
 OUT_SIZE = (256, 256)
@@ -65,12 +77,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk_size", type=int, default=2, help="(image, prompt) rows per decoder forward")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--meta_dir", type=Path, default=DEFAULT_META_DIR, help="real facebook/sam3 small files")
+    p.add_argument("--meta_dir", type=Path, default=DEFAULT_META_DIR, help="facebook/sam3 config + tokenizer")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (CUDA: also peak GPU memory)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed passes over one image (default: 1 on CUDA)"
+    )
     args = p.parse_args(argv)
     if args.n_images < 1 or args.n_prompts < 1 or args.chunk_size < 1:
         p.error("--n_images, --n_prompts and --chunk_size must be >= 1")
+    if args.warmup is not None and args.warmup < 0:
+        p.error("--warmup must be >= 0")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
@@ -120,12 +137,13 @@ def shapes(chunk: ConceptOutputs) -> str:
     return "  ".join(f"{n} {tuple(getattr(chunk, n).shape)}" for n in names)
 
 
-def report(step: str, seconds: float, detail: str = "") -> None:
-    """One line per step: total seconds, per-unit detail, process peak RSS so far (and peak GPU memory)."""
+def report(step: str, seconds: float, device: torch.device, detail: str = "") -> None:
+    """One line per step: total seconds, per-unit detail, process peak RSS so far (and, on CUDA, the peak GPU
+    memory allocated on `device` so far)."""
     detail = f" ({detail})" if detail else ""
     gpu = ""
-    if torch.cuda.is_initialized():
-        gpu = f"  peak GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MB"
+    if device.type == "cuda":
+        gpu = f"  peak GPU {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB"
     print(f"{step}: {seconds:.1f} s{detail}  peak RSS {peak_rss_mb():.0f} MB{gpu}")
 
 
@@ -141,6 +159,38 @@ def real_config_and_tokenizer(meta_dir: Path, threads: int | None) -> tuple[Sam3
         torch.set_num_threads(threads)
     meta_dir = meta_dir.expanduser().resolve()
     return load_real_config(meta_dir), CLIPTokenizer.from_pretrained(meta_dir, local_files_only=True)
+
+
+def time_predict(
+    engine: Sam3Engine, features: Any, prompts: list[str], args: argparse.Namespace, device: torch.device
+) -> None:
+    """Time `engine.predict` over every image x prompt row and print its memory growth per row."""
+    rows = args.n_images * args.n_prompts
+    peak_before = peak_rss_mb()
+    start = time.perf_counter()
+    chunks = []
+    held_before = 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        held_before = torch.cuda.memory_allocated(device) / 2**20  # weights + image features
+    for chunk in engine.predict(features, prompts):
+        chunks.append(chunk)
+    sync(device)
+    predict_s = time.perf_counter() - start
+    assert sum(len(c) for c in chunks) == rows, [len(c) for c in chunks]
+    report(
+        "predict",
+        predict_s,
+        device,
+        f"{rows} rows ({args.n_images} images x {args.n_prompts} prompts, text encoder included), "
+        f"{predict_s / rows:.2f} s/row",
+    )
+    per_row = (peak_rss_mb() - peak_before) / min(args.chunk_size, rows)
+    print(f"peak RSS growth during predict per row of the largest chunk: {per_row:.0f} MB/row")
+    if device.type == "cuda":
+        grow = (torch.cuda.max_memory_allocated(device) / 2**20 - held_before) / min(args.chunk_size, rows)
+        print(f"peak GPU memory growth during predict per prompt row: {grow:.0f} MB/row")
+    print(f"first chunk: {shapes(chunks[0])}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -161,7 +211,7 @@ def main(args: argparse.Namespace) -> None:
     build_s = time.perf_counter() - start
     total, vision, text = (num_params(m) / 1e6 for m in (model, model.vision_encoder, model.text_encoder))
     print(f"params: total {total:.1f} M, vision {vision:.1f} M, text {text:.1f} M")
-    report("build", build_s)
+    report("build", build_s, device)
 
     engine = Sam3Engine(model, tokenizer, chunk_size=args.chunk_size, compute_dtype=DTYPES[args.dtype])
     detector = AnomalyDetector(engine, ScoringSettings())
@@ -174,38 +224,24 @@ def main(args: argparse.Namespace) -> None:
         f"chunk_size {args.chunk_size}"
     )
 
+    warmup = args.warmup if args.warmup is not None else int(device.type == "cuda")
+    start = time.perf_counter()
+    for _ in range(warmup):  # CUDA context, cuBLAS/cuDNN handles, kernel choice: not part of a step's time
+        list(engine.predict(engine.encode_images(images[:1]), prompts[:1]))
+    sync(device)
+    if warmup:
+        report("warmup", time.perf_counter() - start, device, f"{warmup} x (1 image, 1 prompt)")
+
     start = time.perf_counter()
     features = engine.encode_images(images)
     sync(device)
     encode_s = time.perf_counter() - start
-    report("encode_images", encode_s, f"{args.n_images} images, {encode_s / args.n_images:.1f} s/image")
-
-    rows = args.n_images * args.n_prompts
-    peak_before = peak_rss_mb()
-    start = time.perf_counter()
-    chunks = []
-    held_before = 0.0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        held_before = torch.cuda.memory_allocated(device) / 2**20  # weights + image features
-    for chunk in engine.predict(features, prompts):
-        chunks.append(chunk)
-    sync(device)
-    predict_s = time.perf_counter() - start
-    assert sum(len(c) for c in chunks) == rows, [len(c) for c in chunks]
     report(
-        "predict",
-        predict_s,
-        f"{rows} rows ({args.n_images} images x {args.n_prompts} prompts, text encoder included), "
-        f"{predict_s / rows:.2f} s/row",
+        "encode_images", encode_s, device, f"{args.n_images} images, {encode_s / args.n_images:.2f} s/image"
     )
-    per_row = (peak_rss_mb() - peak_before) / min(args.chunk_size, rows)
-    print(f"peak RSS growth during predict per row of the largest chunk: {per_row:.0f} MB/row")
-    if device.type == "cuda":
-        grow = (torch.cuda.max_memory_allocated(device) / 2**20 - held_before) / min(args.chunk_size, rows)
-        print(f"peak GPU memory growth during predict per prompt row: {grow:.0f} MB/row")
-    print(f"first chunk: {shapes(chunks[0])}")
-    del chunks, features
+
+    time_predict(engine, features, prompts, args, device)
+    del features
 
     detect_rows = args.n_images * (args.n_prompts + 1)  # + the object-noun row per image
     start = time.perf_counter()
@@ -216,8 +252,9 @@ def main(args: argparse.Namespace) -> None:
     report(
         "detect",
         detect_s,
+        device,
         f"{args.n_images} images x ({args.n_prompts} prompts + {OBJECT_NOUN!r}) = {detect_rows} rows, "
-        f"{detect_s / args.n_images:.1f} s/image, {detect_s / detect_rows:.2f} s/row incl. vision, "
+        f"{detect_s / args.n_images:.2f} s/image, {detect_s / detect_rows:.2f} s/row incl. vision, "
         f"anomaly_map {results[0].anomaly_map.shape}",
     )
 

@@ -12,7 +12,8 @@
    script projects the scoring time of a category of N images:
    few-shot: N * K * layers * degrees pair passes; mutual: N * (N - 1) * layers * degrees pair passes,
    and the memory mutual scoring holds on the device: one layer's features of the N images plus one
-   neighbourhood aggregate, fp16 (the old code held all 4 layers plus one aggregate).
+   neighbourhood aggregate, fp16 (the old code held all 4 layers plus one aggregate), and with the
+   similarity block and aggregation step (`mutual_transient_gb`) the CUDA peak besides the weights.
    One pair pass is 2 * P^2 * C flops: 55 GFLOP at 72 x 72, 3.4 GFLOP at 36 x 36.
 3. `partners`: mutual_partners M on synthetic features (a texture of 4 prototype vectors plus noise,
    N = 60 images of 12 x 12 patches, every fifth with a planted 2 x 2 defect): pixel AUROC and time with
@@ -57,12 +58,15 @@ from model.prompts import build_prompts  # noqa: E402
 from model.text_scorer import TextScorer  # noqa: E402
 from model.tiny_sam3 import build_tiny_sam3, tiny_sam3_config  # noqa: E402
 from model.visual import (  # noqa: E402
+    CHUNK_ELEMENTS,
     DEFAULT_DEGREES,
     DEFAULT_LAYER_FRACTIONS,
     DEFAULT_VISUAL_GRID,
+    FP32_CANDIDATES,
     PatchReading,
     ReferenceBank,
     VisualMode,
+    _rows_per_block,
     calibrate,
     mutual_raw,
     mutual_scores,
@@ -160,6 +164,16 @@ def tiny_runs(args: argparse.Namespace, device: torch.device) -> None:
         )
 
 
+def mutual_transient_gb(patches: int, channels: int = REAL_CHANNELS, step_images: int = 16) -> float:
+    """GB mutual scoring holds on CUDA besides one layer and its aggregate, from model/visual.py's bounds: one
+    similarity block (fp16 (J, P, P), J = `_rows_per_block` banks), its fp32 re-scoring candidates (the fp16
+    gather, its fp32 copy, renormalised: (J, P, 4, C) each) and one float32 aggregation step of 16 images
+    (unit vectors, pooled, renormalised)."""
+    banks = _rows_per_block(patches, patches, channels, torch.float16, CHUNK_ELEMENTS)
+    block = banks * patches * patches * 2 + banks * patches * FP32_CANDIDATES * channels * (2 + 4 + 4)
+    return (block + 3 * step_images * patches * channels * 4) / 1e9
+
+
 def real_grid_runs(args: argparse.Namespace, device: torch.device) -> None:
     layers = len(DEFAULT_LAYER_FRACTIONS)
     for name, grid, degrees in REAL_SETTINGS:
@@ -190,10 +204,16 @@ def real_grid_runs(args: argparse.Namespace, device: torch.device) -> None:
             mutual = n * (n - 1) * passes * pair
             held_old = (layers + 1) * n * one_set_gb  # every layer + one aggregate (before: all on device)
             held_new = 2 * n * one_set_gb  # one layer + one aggregate
+            peak = held_new + mutual_transient_gb(p)
             print(
                 f"  N={n:4d}: few-shot (K={args.shots}) {few:9.0f} s, mutual {mutual:10.0f} s "
                 f"({mutual / 3600:.1f} h); mutual features on the device: all {layers} layers + one "
                 f"aggregate {held_old:.1f} GB, one layer + one aggregate {held_new:.1f} GB"
+            )
+            on_cpu = layers * n * one_set_gb
+            print(
+                f"          mutual's CUDA peak besides the weights {peak:.1f} GB (+ similarity block and "
+                f"aggregation step); the {layers} layers' features in CPU memory {on_cpu:.1f} GB"
             )
 
 

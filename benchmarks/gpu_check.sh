@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one command, with one summary table at the end:
 #
-#     bash benchmarks/gpu_check.sh            # OUT=/path/to/keep/logs  META_DIR=.../sam3_hf_meta  PYTHON=python
+#     bash benchmarks/gpu_check.sh            # OUT=/path/to/keep/logs  META_DIR=.../sam3  PYTHON=python
 #
 # DEVICE=cpu runs the same steps on the CPU (gloo instead of nccl; a smoke test of this script only).
 #
-# 1. bench_full_size: the real SAM 3 architecture with random weights, bf16 autocast on cuda: s/image and
-#    peak GPU memory per prompt row (needs facebook/sam3's config.json + tokenizer in META_DIR).
+# 1. bench_full_size: the real SAM 3 architecture with random weights, bf16 autocast on cuda, after one
+#    warm-up pass: s/image, s/row and peak GPU memory (needs facebook/sam3's config.json + tokenizer in
+#    META_DIR: the sam3_hf_meta folder beside the repository, else $MODEL_PATH, else the default download
+#    folder ~/autodl-tmp/download/sam3; its weights are not read).
 # 2. bench_visual: one image-vs-image pass at the real grid (old and new default) and the projected mutual time.
 # 3. scripts/test.py on the tiny random SAM 3 and a synthetic MVTec-like set, --device cuda, in the text,
 #    fewshot and mutual modes (pixel AUROC from results.json).
-# 4. a 1-GPU torchrun of test.py (nccl backend), visual mutual.
+# 4. a 1-GPU torchrun of test.py (nccl backend), visual mutual (`$PYTHON -m torch.distributed.run`: the
+#    torchrun of $PYTHON's environment, not whichever is first on PATH).
 # Each step's output is in $OUT/<step>.log; a failed step is reported and the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +22,7 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-$(mktemp -d -t gpu_check.XXXXXX)}
 mkdir -p "$OUT"
 if [[ -z "${META_DIR:-}" ]]; then
-    for dir in shared/data/sam3_hf_meta ../shared/data/sam3_hf_meta; do
+    for dir in {,../}shared/data/sam3_hf_meta "${MODEL_PATH:-}" "$HOME/autodl-tmp/download/sam3"; do
         [[ -f "$dir/config.json" ]] && META_DIR=$dir && break
     done
 fi
@@ -47,7 +50,11 @@ print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CU
 fi
 
 if [[ -n "${META_DIR:-}" && $DEVICE == cuda* ]]; then
-    step full_size_bf16 "grep -E '^(encode_images|detect):|per prompt row' $OUT/full_size_bf16.log" -- \
+    # encode_images, predict, detect: s/image or s/row and the peak GPU memory so far; GPU memory per row
+    figures='s/^(encode_images|predict|detect): [0-9.]+ s \(.*, ([0-9.]+ s\/(image|row))[,)].*(peak GPU)/\1 \2 \4/'
+    figures+='; s/peak GPU memory growth during predict per prompt row:/GPU per row +/'
+    step full_size_bf16 "grep -E '^(encode_images|predict|detect):|per prompt row' $OUT/full_size_bf16.log \
+        | sed -E '$figures'" -- \
         "$PYTHON" benchmarks/bench_full_size.py --device "$DEVICE" --dtype bf16 --n_images 2 --n_prompts 4 \
         --chunk_size 4 --meta_dir "$META_DIR"
 else
@@ -67,8 +74,8 @@ for mode in none fewshot mutual; do
         "$PYTHON" scripts/test.py "${TEST_ARGS[@]}" --visual "$mode" --output_dir "$OUT/tiny_$mode"
 done
 step torchrun_1gpu_mutual "auroc $OUT/torchrun/results.json" -- \
-    torchrun --standalone --nproc_per_node=1 scripts/test.py "${TEST_ARGS[@]}" --visual mutual \
-    --output_dir "$OUT/torchrun"
+    "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 scripts/test.py "${TEST_ARGS[@]}" \
+    --visual mutual --output_dir "$OUT/torchrun"
 
 echo
 printf '%-22s | %-11s | %7s | %s\n' step status time figures

@@ -42,7 +42,7 @@ from PIL import Image
 
 from dataset.constants import TEXTURE_CATEGORIES
 from dataset.images import read_image, to_rgb
-from model.engine import DEFAULT_CHUNK_SIZE, Sam3Engine
+from model.engine import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, Sam3Engine
 from model.fusion import fuse_visual
 from model.map_ops import rotate_image
 from model.prompts import DEFAULT_STRATEGY, build_prompts, given_prompts, object_prompt
@@ -124,8 +124,9 @@ class AnomalyDetector:
         """Encode K >= 1 normal images of the product for ``visual="fewshot"`` (replaces earlier ones).
 
         Args:
-            images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded in one
-                batch, so K should be small (the few-shot protocol uses 1, 2 or 4).
+            images: file paths, PIL images or numpy arrays (read like `detect`'s inputs); encoded
+                `DEFAULT_BATCH_SIZE` (4) at a time, so the vision pass's memory does not grow with K or the
+                rotations (K = 4 with 7 angles is 32 images of 1008 px).
 
         With ``settings.reference_rotations`` (angles) each is also encoded turned by every angle
         (`model.map_ops.rotate_image`; K more vision passes per angle). Afterwards `detect` scores each patch
@@ -140,8 +141,12 @@ class AnomalyDetector:
         angles = self.settings.reference_rotations  # AnomalyDINO's augmentation
         arrays += [rotate_image(a, angle) for angle in angles for a in arrays]
         sources *= 1 + len(angles)
-        features = self._text.encode(arrays, with_patches=True)
-        self.references = ReferenceBank(features.patch_layers, self.settings.visual_degrees, sources=sources)
+        batches = [
+            self._text.encode(arrays[i : i + DEFAULT_BATCH_SIZE], with_patches=True).patch_layers
+            for i in range(0, len(arrays), DEFAULT_BATCH_SIZE)
+        ]
+        patches = {layer: torch.cat([batch[layer] for batch in batches]) for layer in batches[0]}
+        self.references = ReferenceBank(patches, self.settings.visual_degrees, sources=sources)
 
     def detect(
         self,

@@ -202,8 +202,8 @@ class Sam3Engine:
             :func:`model.loader.load_sam3` gives, for the precision described in the module docstring).
         tokenizer: the matching ``CLIPTokenizer``.
         chunk_size: (image, prompt) rows per decoder forward; bounds peak memory.
-        compute_dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16: the ``torch.autocast``
-            dtype of every SAM 3 call (fp32 = no autocast).
+        compute_dtype: ``"auto"`` (bf16 on a GPU with native bf16, else fp32: `model.loader.resolve_dtype`),
+            fp32, bf16 or fp16: the ``torch.autocast`` dtype of every SAM 3 call (fp32 = no autocast).
 
     Counters ``vision_calls`` (images through the vision encoder) and ``text_calls`` (prompts through the
     text encoder) count work done over the engine's lifetime.

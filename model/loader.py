@@ -9,7 +9,9 @@ and reported as a one-line :class:`ModelLoadError` that says how to fix it.
 
 from __future__ import annotations
 
+import functools
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,20 +68,47 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU of compute capability 8.0 or later (A100, RTX
+    30xx/40xx, H100, ...; ROCm GPUs too). Older GPUs (V100, T4, RTX 20xx) only emulate bf16, slowly; the CPU
+    is False (its autocast supports bf16, but "auto" keeps fp32 there)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """``"auto"`` -> bf16 on CUDA, fp32 elsewhere; accepts fp32/float32, bf16/bfloat16, fp16/float16.
+    """``"auto"`` -> bf16 on a CUDA GPU with native bf16 (`native_bf16`), fp32 elsewhere (the CPU, and GPUs
+    that would emulate bf16); accepts fp32/float32, bf16/bfloat16, fp16/float16. bf16 asked for on a GPU
+    that would emulate it is kept, with a warning.
 
     Raises:
         ValueError: an unknown dtype name.
     """
-    if isinstance(dtype, torch.dtype):
-        return dtype
     if dtype == "auto":
-        return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}") from None
+        return torch.bfloat16 if native_bf16(resolve_device(device)) else torch.float32
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    else:
+        try:
+            resolved = _DTYPES[dtype.lower()]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}") from None
+    device = resolve_device(device)
+    if resolved == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
+        _warn_emulated_bf16(torch.cuda.get_device_name(device))
+    return resolved
+
+
+@functools.cache
+def _warn_emulated_bf16(gpu: str) -> None:
+    """One warning per GPU model and process, however many times its dtype is resolved."""
+    warnings.warn(
+        f"{gpu} has no native bf16 (compute capability < 8.0): bf16 runs emulated and slowly; "
+        "use --dtype fp16 (tensor cores) or fp32",
+        stacklevel=3,
+    )
 
 
 def _has_tokenizer(folder: Path) -> bool:

@@ -104,7 +104,8 @@ class MutualScorer:
             results += batch
             for layer, feats in patches.items():
                 gathered.setdefault(layer, []).append(feats.cpu())
-        return results, {layer: torch.cat(parts) for layer, parts in gathered.items()}
+        # One layer's parts freed as it is joined: peak = all features + one layer, not twice them all.
+        return results, {layer: torch.cat(gathered.pop(layer)) for layer in list(gathered)}
 
     def raw_scores(
         self,

@@ -256,15 +256,13 @@ def _aggregated(features: Tensor, degree: int, images_per_step: int = 16) -> Ten
     """`aggregate_neighbourhood` of (N, h, w, C) features a few images at a time, kept in the matmul dtype.
 
     A whole category is N x h x w x C values per layer (500 x 1296 x 1024 at the pooled real grid: 2.7 GB
-    in float32, half in fp16). Aggregating in steps keeps only one fp16 copy (on CUDA) plus a small
-    float32 step.
+    in float32, half in fp16). Aggregating in steps into one preallocated output keeps only that fp16 copy
+    (on CUDA) plus a small float32 step (joining the steps with torch.cat would hold the copy twice).
     """
-    dtype = _matmul_dtype(features.device)
-    parts = [
-        aggregate_neighbourhood(features[i : i + images_per_step], degree).to(dtype)
-        for i in range(0, features.shape[0], images_per_step)
-    ]
-    return torch.cat(parts)
+    out = torch.empty(features.shape, dtype=_matmul_dtype(features.device), device=features.device)
+    for i in range(0, features.shape[0], images_per_step):
+        out[i : i + images_per_step] = aggregate_neighbourhood(features[i : i + images_per_step], degree)
+    return out
 
 
 def mutual_partners(n: int, image: int, partners: int | None, seed: int = 0) -> list[int]:

@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
 
 def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
     """Check inputs, lock the output folder (rank 0), load SAM 3 on every rank, evaluate, print (rank 0)."""
-    record = RunRecord(cfg.model.device)  # wall time from here: model loading included
+    record = RunRecord(cfg.model.device, cfg.model.dtype)  # wall time from here: model loading included
     # Fail on bad paths and on an unwritable or busy output folder before loading a 3 GB model.
     several_seeds = bool(seed_runs(cfg))  # --shot_seeds: checked before the model loads
     cfg = cfg.replace(

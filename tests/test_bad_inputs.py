@@ -196,6 +196,8 @@ def _rewrite_header(good: Path, bad: Path, key: str, value: object) -> None:
         ("history", [1.0], "history is not a list of per-epoch rows"),
         ("seed_words", "crack", "seed_words is not a list of words"),
         ("concepts.embeds", math.nan, "concepts.embeds holds NaN or infinite values"),
+        ("scaler", {"scale": -1.0}, "scaler is not an fp16 loss-scaler state with a finite positive scale"),
+        ("scaler", [65536.0], "scaler is not an fp16 loss-scaler state"),
     ],
 )
 def test_checkpoint_header_of_wrong_types_is_a_checkpoint_error(tmp_path: Path, key, value, problem) -> None:

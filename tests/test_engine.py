@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from model import ConceptOutputs, ImageFeatures, Sam3Engine, TextFeatures
-from model.engine import _select_rows
+from model.engine import IMAGE_MEAN, IMAGE_STD, _select_rows
+from tests.fixtures_data import SHARED_DATA
 from tests.tolerances import assert_close
 
 PROMPTS = ["crack", "a scratch on the metal surface", "hole"]
@@ -72,6 +74,23 @@ def test_preprocess_vs_transformers_processor(tiny_engine: Sam3Engine) -> None:
     proc = Sam3ImageProcessor(size={"height": 224, "width": 224})
     ref = proc(images=img, return_tensors="pt")["pixel_values"]
     assert (tiny_engine.preprocess([img]) - ref).abs().max().item() <= 2 / 255 + 1e-5
+
+
+def test_preprocessing_is_facebook_sam3s_processor_config() -> None:
+    """What `preprocess` does is what facebook/sam3's processor_config.json asks for: a 1008 x 1008 bilinear
+    resize of the whole image (no aspect ratio kept, no padding, no crop), x / 255, mean = std = 0.5; the
+    input side comes from config.json (1008 = 72 patches of 14 px), which `Sam3Engine.image_size` reads."""
+    meta = SHARED_DATA / "sam3_hf_meta"
+    if not (meta / "processor_config.json").is_file():
+        pytest.skip(f"no facebook/sam3 processor_config.json in {meta}")
+    processor = json.loads((meta / "processor_config.json").read_text())["image_processor"]
+    assert processor["size"] == {"height": 1008, "width": 1008} and processor["resample"] == 2  # BILINEAR
+    assert processor["do_resize"] and not (processor["do_pad"] or processor["do_center_crop"])
+    assert processor["rescale_factor"] == pytest.approx(1 / 255)
+    assert processor["image_mean"] == [IMAGE_MEAN] * 3 and processor["image_std"] == [IMAGE_STD] * 3
+    backbone = json.loads((meta / "config.json").read_text())["detector_config"]["vision_config"]
+    backbone = backbone["backbone_config"]
+    assert backbone["image_size"] == 1008 and backbone["image_size"] // backbone["patch_size"] == 72
 
 
 def test_image_features_metadata(features: ImageFeatures) -> None:

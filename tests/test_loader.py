@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from model import ModelLoadError, Sam3Engine, load_sam3, resolve_device, resolve_dtype
+from model import ModelLoadError, Sam3Engine, load_sam3, loader, resolve_device, resolve_dtype
 from model.loader import check_model_dir
 from model.tiny_sam3 import build_tiny_sam3
 from scripts import make_tiny_sam3
+from utils.evaluation.fingerprint import device_kind
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,9 +64,39 @@ def test_resolve_dtype_names(name: str, expected: torch.dtype) -> None:
 
 def test_resolve_dtype_auto_and_unknown() -> None:
     assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype 'int8'"):
         resolve_dtype("int8", "cpu")
+
+
+@pytest.mark.parametrize(
+    ("capability", "auto", "kind"),
+    [((8, 0), torch.bfloat16, "cuda"), ((7, 5), torch.float32, "cuda without native bf16")],
+)
+def test_auto_is_bf16_only_on_gpus_that_compute_it_natively(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], auto: torch.dtype, kind: str
+) -> None:
+    """An A100 (8.0) runs bf16 natively; a T4 (7.5) or V100 (7.0) only emulates it: "auto" is fp32 there,
+    explicit bf16 warns, and the resume fingerprint tells the two kinds of GPU apart."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert resolve_dtype("auto", "cuda") == auto and resolve_dtype("auto", "auto") == auto
+    assert device_kind("auto") == device_kind("cuda:0") == kind
+    loader._warn_emulated_bf16.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_dtype("bf16", "cuda") == torch.bfloat16
+        assert resolve_dtype(torch.bfloat16, "cuda:0") == torch.bfloat16  # the same GPU: warned once
+        assert resolve_dtype("fp16", "cuda") == torch.float16
+    assert [str(w.message) for w in caught] == (
+        []
+        if auto == torch.bfloat16
+        else [
+            "a GPU has no native bf16 (compute capability < 8.0): bf16 runs emulated and slowly; "
+            "use --dtype fp16 (tensor cores) or fp32"
+        ]
+    )
 
 
 def test_missing_folder(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_test_script_writes_run_log_and_run_record(datasets_root, tiny_sam3_dir,
     record = doc["run"]
     assert record["python"] == platform.python_version()
     assert record["torch"] == torch.__version__ and record["transformers"] == transformers.__version__
-    assert record["device"] == "cpu" and record["wall_seconds"] > 0
+    assert record["device"] == "cpu" and record["compute_dtype"] == "float32" and record["wall_seconds"] > 0
     assert record["git_commit"] == git_commit() and set(record["categories"]) == {"bottle", "wood"}
     for entry in record["categories"].values():
         assert entry["images"] == entry["scored"] > 0 and entry["seconds"] > 0 and entry["images_per_s"] > 0
@@ -155,6 +155,10 @@ def test_record_of_a_category_taken_from_an_earlier_run():
         "images_per_s": None,
     }
     assert list(record.to_json()["categories"]) == ["a", "b"]
+
+
+def test_record_names_the_compute_dtype_auto_resolved():
+    assert RunRecord("cpu", "bf16").to_json()["compute_dtype"] == "bfloat16"  # auto: the run above
 
 
 def test_categories_are_selected_once(datasets_root, tiny_sam3_dir, tmp_path, monkeypatch):

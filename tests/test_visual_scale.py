@@ -123,6 +123,25 @@ def test_reference_angles_are_checked_and_each_adds_the_references_turned(tiny_e
     assert det.references is not None and det.references.sources == [0, 0, 0]  # itself, at 45 and at 180
 
 
+def test_references_are_encoded_a_few_at_a_time(tiny_engine, monkeypatch):
+    """3 references and their turns are 6 images (of 1008 px on the real model): 4 per vision pass."""
+    rng = np.random.default_rng(1)
+    refs = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    det = AnomalyDetector(tiny_engine, ScoringSettings(visual="fewshot", reference_rotations=[90]))
+    whole = det._text.encode([*refs, *(rotate_image(r, 90) for r in refs)], with_patches=True).patch_layers
+    sizes, encode = [], tiny_engine.encode_images
+
+    def counted(images, **kwargs):
+        sizes.append(len(images))
+        return encode(images, **kwargs)
+
+    monkeypatch.setattr(tiny_engine, "encode_images", counted)
+    det.set_references(refs)
+    assert sizes == [4, 2] and det.references.sources == [0, 1, 2] * 2
+    for layer, features in whole.items():
+        torch.testing.assert_close(det.references.features[layer], features, atol=1e-5, rtol=0)
+
+
 def test_visual_mode_is_an_enum_equal_to_its_string():
     settings = ScoringSettings(visual="mutual")
     assert settings.visual is VisualMode.MUTUAL and settings.visual == "mutual"

@@ -56,7 +56,10 @@ def from_environment(device: str, timeout_minutes: float = 30.0) -> tuple[Dist, 
 
     Args:
         device: the configured device (auto | cpu | cuda | cuda:N). Under torchrun, ``auto``/``cuda`` become
-            ``cuda:LOCAL_RANK`` (nccl backend); ``cpu`` (or no CUDA) uses the gloo backend.
+            ``cuda:LOCAL_RANK`` (nccl for CUDA tensors, gloo for the CPU: the Python objects the ranks
+            exchange then travel through CPU memory, as torch picks the CPU backend for object collectives
+            when the group has one; with nccl alone every pickle, a whole category's patch features in
+            mutual mode, would be staged world_size times on each GPU); ``cpu`` (or no CUDA) uses gloo.
         timeout_minutes: how long a collective may wait for a slow rank before failing.
 
     Returns:
@@ -71,7 +74,8 @@ def from_environment(device: str, timeout_minutes: float = 30.0) -> tuple[Dist, 
         torch.cuda.set_device(dist.local_rank)
         device = f"cuda:{dist.local_rank}"
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
+        backend = "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
+        tdist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
     return dist, device
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import transformers
 
-from model.loader import resolve_device
+from model.loader import resolve_device, resolve_dtype
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,14 +46,25 @@ def device_name(device: str | None) -> str:
     return torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else resolved.type
 
 
-def environment(device: str | None) -> dict[str, Any]:
-    """Versions of python, torch and transformers, the repository's git commit and the device's name."""
+def compute_dtype_name(dtype: str | None, device: str | None) -> str:
+    """The compute dtype a run uses ("auto" resolved for `device`: "bfloat16", "float32", ...); an unusable
+    setting is returned as given."""
+    try:
+        return str(resolve_dtype(dtype or "auto", resolve_device(device or "auto"))).removeprefix("torch.")
+    except ValueError:
+        return str(dtype)
+
+
+def environment(device: str | None, dtype: str | None = "auto") -> dict[str, Any]:
+    """Versions of python, torch and transformers, the repository's git commit, the device's name and the
+    compute dtype."""
     return {
         "python": platform.python_version(),
         "torch": str(torch.__version__),
         "transformers": transformers.__version__,
         "git_commit": git_commit(),
         "device": device_name(device),
+        "compute_dtype": compute_dtype_name(dtype, device),
     }
 
 
@@ -69,12 +80,13 @@ class RunRecord:
     """
 
     device: str | None
+    dtype: str | None = "auto"
     started: float = field(default_factory=time.perf_counter)
     categories: dict[str, dict[str, Any]] = field(default_factory=dict)
     environment: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.environment = environment(self.device)
+        self.environment = environment(self.device, self.dtype)
 
     def add_category(self, category: str, images: int, scored: int, seconds: float) -> dict[str, Any]:
         """Record one category (see the class docstring); return its entry."""
@@ -88,7 +100,7 @@ class RunRecord:
         return self.categories[category]
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-able "run" section: versions, commit, device, wall time and the categories so far."""
+        """The JSON-able "run" section: versions, commit, device, dtype, wall time, the categories so far."""
         return {
             **self.environment,
             "wall_seconds": round(time.perf_counter() - self.started, 3),

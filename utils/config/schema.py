@@ -115,7 +115,7 @@ class ModelSettings:
     )
     dtype: str = setting(
         "auto",
-        "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
+        "auto (bf16 on GPUs with native bf16: compute capability >= 8.0; else fp32) | fp32 | bf16 | fp16",
         "model",
         choices=DTYPES,
     )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from model.loader import resolve_device
+from model.loader import native_bf16, resolve_device
 from utils.config.schema import SETTINGS, fingerprinted
 
 # Keys whose value changes the anomaly maps or the image scores:
@@ -56,11 +56,15 @@ def file_identity(path: str | None) -> str | None:
 
 
 def device_kind(device: str | None) -> str:
-    """ "cpu" or "cuda" ("auto" resolved): the kind of device, which decides what dtype "auto" means."""
+    """ "cpu", "cuda" or "cuda without native bf16" ("auto" resolved): the kind of device, which decides what
+    dtype "auto" means (`model.loader.resolve_dtype`: bf16 on the second, fp32 on the others)."""
     try:
-        return resolve_device(device or "auto").type
+        resolved = resolve_device(device or "auto")
     except ValueError:  # "cuda" asked for on a machine without one: still a CUDA run's fingerprint
         return str(device).split(":")[0]
+    if resolved.type == "cuda" and not native_bf16(resolved):
+        return "cuda without native bf16"
+    return resolved.type
 
 
 _IDENTITIES: dict[str, Callable[[Any], Any]] = {

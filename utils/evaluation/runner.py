@@ -52,7 +52,7 @@ def evaluate(
     """
     if categories is None:
         categories = select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
-    record = record if record is not None else RunRecord(cfg.model.device)
+    record = record if record is not None else RunRecord(cfg.model.device, cfg.model.dtype)
     out = Path(cfg.evaluation.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     flat = cfg.to_dict()  # what results.json records and the fingerprint compares

@@ -76,7 +76,7 @@ def evaluate_seeds(
         with ExitStack() as stack:
             folder = seed_cfg.evaluation.output_dir
             on_main(dist, lambda f=folder: stack.enter_context(OutputLock(check_output_dir(f))))
-            seed_record = RunRecord(cfg.model.device)
+            seed_record = RunRecord(cfg.model.device, cfg.model.dtype)
             scorer = scorer_for(seed_cfg)
             per_seed[seed] = evaluate(seed_cfg, scorer, categories=categories, record=seed_record, dist=dist)
             images = {c: entry["images"] for c, entry in seed_record.categories.items()}

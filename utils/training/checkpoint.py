@@ -10,6 +10,7 @@ In memory (what `load_checkpoint` returns and `save_checkpoint` takes) a checkpo
     "epoch":      epochs completed
     "history":    one dict of mean loss terms per epoch (the rows of train_log.csv)
     "config":     the run's settings (every key of configs/config.yaml)
+    "scaler":     only with fp16 compute: the ``torch.amp.GradScaler`` state (loss scale, growth tracker)
 
 On disk the tensors are the safetensors body under flat names ("concepts.embeds", "head.weight",
 "optimizer.state.0.exp_avg", ...) and everything else is JSON in the header metadata, one key per entry, plus
@@ -19,6 +20,7 @@ On disk the tensors are the safetensors body under flat names ("concepts.embeds"
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ FORMAT = "sam3-anomaly-concepts"
 FORMAT_VERSION = 1
 REQUIRED_TENSORS = ("concepts.embeds", "concepts.attention_mask")
 REQUIRED_JSON = ("seed_words", "optimizer", "epoch", "history", "config")
+OPTIONAL_JSON = ("scaler",)
 CONVERTER = "scripts/convert_checkpoint.py"
 # First bytes of what torch.save writes: a zip archive (torch >= 1.6) or a bare pickle (protocol 2+).
 PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
@@ -74,6 +77,7 @@ def _json_entries(ckpt: Mapping[str, Any]) -> dict[str, str]:
         "epoch": int(ckpt["epoch"]),
         "history": list(ckpt["history"]),
         "config": dict(ckpt["config"]),
+        **{key: dict(ckpt[key]) for key in OPTIONAL_JSON if key in ckpt},
     }
     meta = {key: json.dumps(value) for key, value in entries.items()}
     return {"format": FORMAT, "format_version": str(FORMAT_VERSION), **meta}
@@ -106,7 +110,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 def _unflatten(tensors: Mapping[str, Tensor], meta: Mapping[str, str]) -> dict[str, Any]:
     """Rebuild the in-memory checkpoint from flat tensors and decoded JSON entries."""
-    ckpt: dict[str, Any] = {key: json.loads(meta[key]) for key in REQUIRED_JSON}
+    keys = [*REQUIRED_JSON, *(key for key in OPTIONAL_JSON if key in meta)]
+    ckpt: dict[str, Any] = {key: json.loads(meta[key]) for key in keys}
     groups: dict[str, dict[str, Any]] = {"concepts": {}, "head": {}}
     state: dict[int, dict[str, Any]] = {int(i): s for i, s in ckpt["optimizer"]["state"].items()}
     for name, tensor in tensors.items():
@@ -165,6 +170,10 @@ def header_problem(ckpt: Mapping[str, Any]) -> str | None:
         return "seed_words is not a list of words"
     if not embeds.is_floating_point() or not bool(embeds.isfinite().all()):
         return "concepts.embeds holds NaN or infinite values (a diverged run)"
+    scaler = ckpt.get("scaler", {"scale": 1.0})
+    scale = scaler.get("scale") if isinstance(scaler, dict) else None
+    if type(scale) not in (int, float) or not (math.isfinite(scale) and scale > 0):  # bool is no scale
+        return "scaler is not an fp16 loss-scaler state with a finite positive scale"
     return None
 
 

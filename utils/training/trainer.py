@@ -145,6 +145,10 @@ class Trainer:
                 "Sam3Engine.from_pretrained (fp32 weights; --dtype only sets the autocast compute dtype)"
             )
         self.optimizer = torch.optim.AdamW(params, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+        # fp16 compute needs loss scaling: the gradients flowing back through fp16 activations are mostly
+        # below fp16's smallest normal number (6e-5; a mean over 288 x 288 pixels per image) and lose their
+        # low bits or flush to zero. bf16 has fp32's range and needs none; disabled, the scaler is a no-op.
+        self.scaler = torch.amp.GradScaler(engine.device.type, enabled=engine.compute_dtype == torch.float16)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
 
@@ -162,7 +166,8 @@ class Trainer:
         """Continue from a checkpoint written by `save` (parameters, optimiser, epoch, history).
 
         This run's settings (`self.cfg`) must agree with the checkpoint's on RESUME_FIXED; the new values of
-        RESUME_CHANGEABLE apply (lr and weight_decay are set into the loaded optimiser's param groups).
+        RESUME_CHANGEABLE apply (lr and weight_decay are set into the loaded optimiser's param groups; the
+        fp16 loss scale carries over when both runs compute in fp16, else the scaler starts afresh).
 
         Returns:
             The changed settings, one "key old -> new" line each (see `resume_changes`).
@@ -182,6 +187,8 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:  # tensors that do not fit this model or optimiser
             raise CheckpointError(f"cannot resume: {str(err).splitlines()[0]}") from None
+        if self.scaler.is_enabled() and "scaler" in ckpt:  # fp16 then and now: continue with its scale
+            self.scaler.load_state_dict(ckpt["scaler"])
         for group in self.optimizer.param_groups:  # the loaded groups carry the checkpoint's values
             group["lr"], group["weight_decay"] = self.cfg.training.lr, self.cfg.training.weight_decay
         self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
@@ -200,9 +207,10 @@ class Trainer:
         for i, batch in enumerate(bar):
             # SAM 3 calls run under the engine's autocast (engine.compute_dtype); maps and losses stay fp32.
             terms = batch_loss(self.engine, [data[int(j)] for j in batch], self.bank, cfg)
-            (terms["loss"] / cfg.training.grad_accum).backward()
+            self.scaler.scale(terms["loss"] / cfg.training.grad_accum).backward()
             if (i + 1) % cfg.training.grad_accum == 0 or i + 1 == len(batches):
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)  # unscales first; skips a step whose gradients overflowed
+                self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 steps += 1
             for key in sums:
@@ -219,13 +227,16 @@ class Trainer:
         return row
 
     def checkpoint(self) -> dict[str, Any]:
-        """What `save` writes (see checkpoint.py): trained tensors, optimiser, epoch, history, config."""
+        """What `save` writes (see checkpoint.py): trained tensors, optimiser, epoch, history, config, and
+        with fp16 compute the loss scaler's state."""
+        scaler = {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
         return {
             **self.trained_state(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "history": self.history,
             "config": self.cfg.to_dict(),
+            **scaler,
         }
 
     def save(self, out_dir: Path) -> Path:
