@@ -26,6 +26,10 @@ PYTHON="${PYTHON:-python}"
 DATASETS="${DATASETS:-mvtec visa}"
 MODES="${MODES:-text}"
 NPROC="${NPROC:-1}"
+if ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: NPROC '$NPROC' is not a number of processes: use 1, or the number of GPUs" >&2
+  exit 2
+fi
 OUTPUT_ROOT="${OUTPUT_ROOT:-$("$PYTHON" -m utils.evaluation.modes root)}"
 if [ "$NPROC" -gt 1 ]; then  # one process per GPU, launched by torchrun (utils/distributed.py)
   LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC")
@@ -43,7 +47,7 @@ evaluate() {  # evaluate DATASET OUTPUT_DIR [test.py flags...]
 }
 
 for dataset in $DATASETS; do  # every name checked before the first (long) run starts
-  if [ ! -f "configs/$dataset.yaml" ]; then
+  if [ "$dataset" = config ] || [ ! -f "configs/$dataset.yaml" ]; then
     known="$(cd configs && ls *.yaml | grep -v '^config.yaml$' | sed 's/\.yaml$//' | tr '\n' ' ')"
     echo "error: unknown dataset '$dataset' in DATASETS: use any of ${known% }" >&2
     exit 2

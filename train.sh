@@ -15,8 +15,25 @@ cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python}"
 RUN_ROOT="${RUN_ROOT:-runs}"
 DIRECTIONS="${DIRECTIONS:-mvtec:visa visa:mvtec}"
-for direction in $DIRECTIONS; do  # old checkpoints are refused before anything runs
-  run_dir="$RUN_ROOT/${direction%%:*}"
+known="$(cd configs && ls *.yaml | grep -v '^config.yaml$' | sed 's/\.yaml$//' | tr '\n' ' ')"
+for direction in $DIRECTIONS; do  # bad directions and old checkpoints are refused before anything runs
+  source_set="${direction%%:*}"
+  target_set="${direction#*:}"
+  if [[ "$direction" != *:* ]] || [ -z "$source_set" ] || [ -z "$target_set" ] || [[ "$target_set" == *:* ]]; then
+    echo "error: DIRECTIONS entry '$direction' is not SOURCE:TARGET (e.g. mvtec:visa)" >&2
+    exit 2
+  fi
+  if [ "$source_set" = "$target_set" ]; then  # the protocol tests zero-shot on a set not trained on
+    echo "error: DIRECTIONS entry '$direction' tests on the set it trains on: use two datasets (e.g. mvtec:visa)" >&2
+    exit 2
+  fi
+  for set in "$source_set" "$target_set"; do
+    if [ "$set" = config ] || [ ! -f "configs/$set.yaml" ]; then
+      echo "error: unknown dataset '$set' in DIRECTIONS: use any of ${known% }" >&2
+      exit 2
+    fi
+  done
+  run_dir="$RUN_ROOT/$source_set"
   if [ -f "$run_dir/last.pt" ] && [ ! -f "$run_dir/last.safetensors" ]; then
     echo "error: $run_dir/last.pt is an old checkpoint: convert it with" \
       "\`$PYTHON scripts/convert_checkpoint.py $run_dir/last.pt\`, then rerun" >&2

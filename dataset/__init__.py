@@ -182,7 +182,7 @@ def select_categories(
     missing = [c for c in wanted or () if c not in found]
     if missing:
         raise DatasetError(_missing_categories(name, root, list(wanted or ()), missing, found))
-    return list(wanted or found)
+    return list(dict.fromkeys(wanted or found))  # a name given twice is evaluated once
 
 
 def _missing_categories(

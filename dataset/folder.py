@@ -113,6 +113,14 @@ def build_folder_records(base: Path, category: str) -> list[Record]:
             )
     if not records:
         raise DatasetError(f"no images in {base} (expected {FOLDER_LAYOUT})")
+    loose = [p.name for p in list_images(base)]
+    if loose:
+        warnings.warn(
+            f"{len(loose)} image(s) directly in {base} are not read ({short_list(loose)}): put normal "
+            "images in good/ and defective ones in <defect>/ beside it",
+            DatasetWarning,
+            stacklevel=2,
+        )
     return records
 
 

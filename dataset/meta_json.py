@@ -87,7 +87,7 @@ def _read_cached(file: str, mtime_ns: int, size: int) -> MetaInfo:
     try:
         with open(file, encoding="utf-8-sig") as handle:
             doc = json.load(handle)
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: nested too deep
         raise DatasetError(f"{file} is not a JSON file ({err}): regenerate it") from None
     if not isinstance(doc, dict):
         raise DatasetError(f"{file}: expected an object with 'train' and 'test' (layout {META_JSON_LAYOUT})")

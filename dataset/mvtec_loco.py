@@ -9,6 +9,7 @@ pixel value names the defect in `<cat>/defects_config.json` (a list of {"defect_
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ def read_defects_config(category_dir: Path) -> dict[int, DefectConfig]:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DatasetError(f"no {DEFECTS_CONFIG} in {category_dir} (expected {LOCO_LAYOUT})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # Recursion: nested too deep
         raise DatasetError(f"{path} is not valid JSON ({err}): re-extract the dataset") from None
     configs: dict[int, DefectConfig] = {}
     try:
@@ -66,15 +67,29 @@ def read_defects_config(category_dir: Path) -> dict[int, DefectConfig]:
                 str(entry["defect_name"]),
                 int(entry["pixel_value"]),
                 float(entry["saturation_threshold"]),
-                bool(entry["relative_saturation"]),
+                entry["relative_saturation"],
             )
             configs[config.pixel_value] = config
-    except (TypeError, KeyError, ValueError) as err:
+            problem = _config_problem(config)
+            if problem:
+                raise ValueError(problem)
+    except (TypeError, KeyError, ValueError, OverflowError) as err:
         raise DatasetError(
             f"{path}: every entry needs defect_name, pixel_value, saturation_threshold, relative_saturation "
             f"({type(err).__name__}: {err})"
         ) from None
     return configs
+
+
+def _config_problem(config: DefectConfig) -> str | None:
+    """What makes a defects_config.json entry unusable for sPRO (a string "false" would be true), or None."""
+    if not isinstance(config.relative_saturation, bool):
+        return f"relative_saturation of {config.name} is {config.relative_saturation!r}, not true or false"
+    if not 0 <= config.pixel_value <= 255:
+        return f"pixel_value of {config.name} is {config.pixel_value}, not a mask value 0..255"
+    if not (math.isfinite(config.saturation_threshold) and config.saturation_threshold > 0):
+        return f"saturation_threshold of {config.name} is {config.saturation_threshold}, not a number > 0"
+    return None
 
 
 def _regions(gt_dir: Path, images: list[Path], defect_dir: Path) -> dict[str, tuple[str, ...]]:

@@ -18,15 +18,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 from dataset.base import ImageDataset
 from dataset.records import (
     DatasetError,
+    DatasetWarning,
     MaskPairingError,
     Record,
     check_split,
+    plain_name,
     resolve_folder,
     short_list,
     unknown_category,
@@ -87,8 +90,8 @@ def json_path(folder: Path, category: str) -> Path | None:
 def read_split_json(path: Path, split: str) -> list[dict[str, Any]]:
     """The items of `split` in a Real-IAD JSON file; a bad file or item is a one-line DatasetError."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # Recursion: nested too deep
         raise DatasetError(f"{path} is not valid JSON ({err}): re-download realiad_jsons") from None
     items = data.get(split) if isinstance(data, dict) else None
     if not isinstance(items, list):
@@ -98,6 +101,12 @@ def read_split_json(path: Path, split: str) -> list[dict[str, Any]]:
             raise DatasetError(
                 f"{path}: {split} item {index} needs anomaly_class and image_path (got {str(item)[:80]})"
             )
+        if not isinstance(item["anomaly_class"], str):  # a defect type: a folder name of --save_maps outputs
+            raise DatasetError(
+                f"{path}: {split} item {index} has anomaly_class {item['anomaly_class']!r}, not a name: "
+                "fix the item (OK or a defect code)"
+            )
+        plain_name(item["anomaly_class"], f"{path}: {split} item {index}", "anomaly_class")
     return items
 
 
@@ -118,11 +127,17 @@ def build_real_iad_records(
     records: list[Record] = []
     missing: list[str] = []
     no_mask: list[str] = []
-    for item in items:
+    repeats: list[str] = []
+    seen: set[Path] = set()
+    for index, item in enumerate(items):
         image = _find(images, category, str(item["image_path"]))
         if image is None:
             missing.append(str(item["image_path"]))
             continue
+        if image in seen:  # scored once: a repeat would count twice in every metric
+            repeats.append(str(index))
+            continue
+        seen.add(image)
         label = int(item["anomaly_class"] != NORMAL_CLASS)
         mask = _find(images, category, str(item["mask_path"])) if item.get("mask_path") else None
         if label and mask is None:
@@ -143,6 +158,13 @@ def build_real_iad_records(
         )
     if not records:
         raise DatasetError(f"no items for {category} in {source}")
+    if repeats:
+        warnings.warn(
+            f"{source}: {len(repeats)} item(s) repeat an image listed before (items {short_list(repeats)}): "
+            "each image is scored once; delete the repeats to silence this",
+            DatasetWarning,
+            stacklevel=3,
+        )
     return records
 
 

@@ -179,6 +179,12 @@ def unknown_category(category: str, where: Path, found: Sequence[str], layout: s
     return DatasetError(f"category {category!r} not found under {where}; found: {listed} (expected {layout})")
 
 
+def images_folder(records: Sequence[Record]) -> Path:
+    """The deepest folder holding every image of `records` and the folders beside each image's own folder
+    (`<cat>/test` for `<cat>/test/good/x.png`): where a loader that lists folders would find a new one."""
+    return Path(os.path.commonpath([os.path.dirname(os.path.dirname(r.image_path)) for r in records]))
+
+
 def short_list(paths: Sequence[str | Path], limit: int = 5) -> str:
     """`a, b, c (+N more)` for error messages that must stay one line."""
     shown = ", ".join(str(p) for p in paths[:limit])

@@ -131,6 +131,8 @@ def read_split_csv(csv_path: Path) -> list[SplitRow]:
             return _read_rows(handle, csv_path)
     except UnicodeDecodeError:
         raise DatasetError(f"{csv_path} is not UTF-8 text: save it as CSV (UTF-8)") from None
+    except csv.Error as err:  # e.g. a cell over the csv module's field limit (an unclosed quote)
+        raise DatasetError(f"{csv_path} is not a readable CSV file ({err}): fix or re-download it") from None
 
 
 def _read_rows(handle: TextIO, csv_path: Path) -> list[SplitRow]:

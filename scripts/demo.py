@@ -20,7 +20,6 @@ import argparse
 import errno
 import json
 import math
-import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ require_torch()  # one line naming both versions when torch is too old, before t
 
 from dataset import DatasetError, fixed_categories  # noqa: E402
 from dataset.images import category_bit_depth, read_image  # noqa: E402
-from dataset.records import IMAGE_EXTENSIONS, list_images  # noqa: E402
+from dataset.records import IMAGE_EXTENSIONS, list_images, short_list  # noqa: E402
 from model.detector import AnomalyResult  # noqa: E402
 from model.mutual import MutualScorer  # noqa: E402
 from model.visual import VisualMode  # noqa: E402
@@ -54,7 +53,7 @@ from utils.evaluation.summary import (  # noqa: E402
 )
 from utils.evaluation.thresholds import chosen_mask_threshold  # noqa: E402
 from utils.evaluation.visualization import draw_boxes, save_mask, save_overlay, save_rgb  # noqa: E402
-from utils.files import OutputLock, atomic_write_text, check_output_dir  # noqa: E402
+from utils.files import NAME_MAX_BYTES, OutputLock, atomic_write_text, check_output_dir, fit_name  # noqa: E402
 from utils.pipeline import build_detector, prompts_for  # noqa: E402
 from utils.run_log import bar_progress, get_logger, log_to_folder  # noqa: E402
 
@@ -122,6 +121,17 @@ def input_images(path: Path) -> list[Path]:
     raise DatasetError(f"image path not found: {path} (pass an image file or a folder of images)")
 
 
+def warn_self_references(paths: Sequence[Path], references: Sequence[Path]) -> None:
+    """Warn when images to score are references too: compared with themselves, they look normal."""
+    same = sorted({p.resolve() for p in paths} & {p.resolve() for p in references})
+    if same:
+        names = short_list([p.name for p in same])
+        log.warning(
+            f"{len(same)} of the {len(paths)} images are also in --reference_dir ({names}): each is compared "
+            "with itself and looks normal; keep the references apart from the images to score"
+        )
+
+
 def check_category(dataset: str | None, category: str | None) -> None:
     """With --dataset <benchmark>, --category must be one of that benchmark's categories; a set whose classes
     are its own (meta_json, folder) takes any name (an unknown one gets the base prompts, no object prior)."""
@@ -181,16 +191,12 @@ def result_record(
 
 OUTPUT_SUFFIXES: tuple[str, ...] = ("_overlay.png", "_mask.png", "_boxes.png", ".json")
 # The longest output stem: 255 bytes per file name, minus the longest suffix and room for a `_<n>` suffix.
-MAX_STEM_BYTES = 255 - max(len(s) for s in OUTPUT_SUFFIXES) - 8
+MAX_STEM_BYTES = NAME_MAX_BYTES - max(len(s) for s in OUTPUT_SUFFIXES) - 8
 
 
 def fitting_stem(stem: str) -> str:
     """`stem`, cut (at a character boundary) to MAX_STEM_BYTES of UTF-8 so that every output name fits."""
-    return (
-        os.fsencode(stem)[:MAX_STEM_BYTES].decode("utf-8", "ignore")
-        if len(os.fsencode(stem)) > MAX_STEM_BYTES
-        else stem
-    )
+    return fit_name(stem, MAX_STEM_BYTES)
 
 
 def save_outputs(
@@ -215,6 +221,12 @@ def save_outputs(
     save_rgb(boxes_png, draw_boxes(image, boxes))
     atomic_write_text(json_file, json.dumps(record, indent=2))
     return all(file.is_file() for file in files)
+
+
+def binary_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) bool: `anomaly_map >= threshold`, compared in float64 so that a huge finite threshold (-1e308)
+    does not overflow the map's float16/float32 dtype."""
+    return anomaly_map.astype(np.float64) >= threshold
 
 
 def read_batch(paths: Sequence[Path], bit_depth: int | None = None) -> list[tuple[Path, np.ndarray]]:
@@ -273,7 +285,7 @@ def detect_and_save(
         threshold = cfg.demo.mask_threshold
         for result, image in zip(results, arrays, strict=True):
             result.resize_maps(image.shape[:2])  # scored at eval_size as test.py, shown at the image's size
-            result.mask = result.anomaly_map >= threshold
+            result.mask = binary_mask(result.anomaly_map, threshold)
         for (path, image), result in zip(batch, results, strict=True):
             record = result_record(path, result, prompts, noun, (threshold, threshold_source))
             try:
@@ -294,7 +306,20 @@ def detect_and_save(
     return rows
 
 
+def check_not_an_input(out: Path, inputs: dict[str, str | None]) -> None:
+    """Refuse an output folder that is an input folder: a rerun would read the outputs written there
+    (<stem>_overlay.png, ...) as images to score (or as good references)."""
+    for flag, given in inputs.items():
+        if given and Path(given).expanduser().resolve() == out.resolve():
+            raise DatasetError(
+                f"--output_dir {out} is the {flag} folder: the next run would read its outputs as images; "
+                "choose another --output_dir"
+            )
+
+
 def main(args: argparse.Namespace) -> int:
+    if not args.image_path.strip():  # "" would be the current folder
+        raise DatasetError("--image_path is empty: pass an image file or a folder of images")
     cfg = config_from_args(args, not_config=("image_path", "category", "reference_dir"))
     check_category(cfg.data.dataset if args.dataset else None, args.category)
     # the category's threshold from test.py (--thresholds) replaces mask_threshold
@@ -315,7 +340,9 @@ def main(args: argparse.Namespace) -> int:
     references = visual_inputs(cfg, args.reference_dir, len(paths))
     if references:  # --reference_dir: few-shot scoring against them
         cfg = cfg.replace(visual=VisualMode.FEWSHOT.value)
+        warn_self_references(paths, list_images(Path(args.reference_dir).expanduser()))
     out = check_output_dir(cfg.evaluation.output_dir)  # before the (large) model is loaded
+    check_not_an_input(out, {"--image_path": args.image_path, "--reference_dir": args.reference_dir})
     with OutputLock(out):
         log_to_folder(out)
         rule = verdict_rule(cfg.demo.thresholds, args.category, threshold, source)

@@ -32,7 +32,7 @@ from utils.evaluation.benchmark_hooks import check_benchmark_settings  # noqa: E
 from utils.evaluation.runner import evaluate  # noqa: E402
 from utils.evaluation.seeds import evaluate_seeds, seed_runs  # noqa: E402
 from utils.files import OutputLock, check_output_dir  # noqa: E402
-from utils.pipeline import CategoryScorer, build_detector  # noqa: E402
+from utils.pipeline import CategoryScorer, build_detector, check_prompt_overrides  # noqa: E402
 from utils.run_log import get_logger, log_to_folder  # noqa: E402
 from utils.run_record import RunRecord  # noqa: E402
 
@@ -63,6 +63,7 @@ def evaluate_on_ranks(cfg: Config, dist: Dist) -> int:
         categories=select_categories(cfg.data.dataset, cfg.data.dataset_path, cfg.data.categories)
     )
     check_benchmark_settings(cfg)  # test_split, defect_type_report: for the datasets they apply to
+    check_prompt_overrides(cfg)  # a misspelt category would keep its built prompts
     out = check_output_dir(cfg.evaluation.output_dir)
     with ExitStack() as stack:
         on_main(dist, lambda: stack.enter_context(OutputLock(out)))

@@ -47,7 +47,7 @@ def test_wrong_type_is_an_error_naming_the_key(key, value):
         ("map_source", "pixels", "'map_source' must be one of instance"),
         ("aupro_variant", "paper", "'aupro_variant' must be one of official, clip"),
         ("outside_weight", 1.5, "'outside_weight' must be in [0, 1], got 1.5"),
-        ("eval_size", 0, "'eval_size' must be >= 1"),
+        ("eval_size", 0, "'eval_size' must be in [1, 8192], got 0"),
     ],
 )
 def test_bad_values_are_caught_when_the_config_is_read(key, value, message):

@@ -39,6 +39,16 @@ class OutputDirError(OSError):
     """An output folder that cannot be created, written, or is in use by another run (one-line message)."""
 
 
+NAME_MAX_BYTES = 255  # the longest file name most file systems take (ext4, XFS, APFS, NTFS)
+
+
+def fit_name(text: str, max_bytes: int) -> str:
+    """`text`, cut (at a character boundary) to at most `max_bytes` bytes of its file-system encoding, so
+    that a file name made from an input's name stays within NAME_MAX_BYTES."""
+    encoded = os.fsencode(text)
+    return text if len(encoded) <= max_bytes else encoded[:max_bytes].decode("utf-8", "ignore")
+
+
 def disk_full_message(path: Path | str) -> str:
     """The one-line explanation for ENOSPC while writing under `path`."""
     return f"disk full while writing {path}: free some space, then rerun the same command to resume"
@@ -145,6 +155,21 @@ def check_output_dir(path: Path | str) -> Path:
             f"cannot write to output folder {folder} ({reason}): choose another --output_dir"
         ) from None
     return folder
+
+
+def check_outside(out: Path | str, folder: Path | str, what: str) -> None:
+    """Refuse an output folder equal to or inside `folder`, where `what` is read from (a category's images):
+    the next run would read the outputs written there as `what`.
+
+    Raises:
+        OutputDirError: naming both folders.
+    """
+    out, folder = Path(os.path.realpath(out)), Path(os.path.realpath(folder))
+    if out == folder or folder in out.parents:
+        raise OutputDirError(
+            f"output folder {out} is inside {folder}, which holds {what}: the next run would read the "
+            "outputs as inputs; choose another --output_dir"
+        )
 
 
 class OutputLock:

@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataset import DatasetError, Sample
+from dataset import DatasetError, Sample, available_categories, categories_of
 from model import Sam3Engine
 from model.detector import AnomalyDetector, AnomalyResult
 from model.mutual import Features, MutualScorer
 from model.prompts import build_prompts, object_prompt
 from model.visual import VisualMode
+from utils.config.loading import ConfigError
 from utils.config.schema import Config
 from utils.evaluation.references import reference_images
 from utils.training.checkpoint import apply_checkpoint, load_checkpoint
@@ -56,6 +57,25 @@ def prompts_for(
         prompts = list(concepts) if cfg.model.concept_mode == "replace" else [*prompts, *concepts]
     noun = object_prompt(category, cfg.data.texture_categories) if cfg.scoring.object_regularisation else None
     return prompts, noun
+
+
+def check_prompt_overrides(cfg: Config) -> None:
+    """Refuse a `prompt_overrides` category that is neither a category of cfg's dataset on disk nor one of its
+    published ones: a misspelt name (`bottel`) would otherwise leave that category on its built prompts.
+
+    Raises:
+        ConfigError: naming the unknown keys and the categories there are.
+    """
+    overrides = cfg.prompts.prompt_overrides
+    if not overrides or not cfg.data.dataset_path:
+        return
+    known = {*available_categories(cfg.data.dataset, cfg.data.dataset_path), *categories_of(cfg.data.dataset)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(
+            f"prompt_overrides names {', '.join(unknown)}, not a {cfg.data.dataset} category: fix the name "
+            f"(categories: {', '.join(sorted(known))})"
+        )
 
 
 class CategoryScorer:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from dataset import DatasetError
 from model import ModelLoadError
 from utils.config.loading import ConfigError, StaleOutputError, parse_int_list, parse_list, resolve_config
@@ -102,9 +104,11 @@ def run(
     try:
         return main(args) or 0
     except KeyboardInterrupt:
+        end_progress_bars()
         log.error("stopped by Ctrl-C: rerun the same command to resume (finished images are kept)")
         return 130
     except Exception as err:
+        end_progress_bars()
         message = user_message(err)
         if message is None:
             log.exception("stopped by an unexpected error", extra=FILE_ONLY)
@@ -113,6 +117,13 @@ def run(
         return 2
     finally:
         stop_logging()
+
+
+def end_progress_bars() -> None:
+    """Close the progress bars an error left open, so that the error starts a line of its own (a bar leaves
+    the cursor after itself: `bottle:  50%|#####| 2/4error: ...`)."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def user_message(err: Exception) -> str | None:

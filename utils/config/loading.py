@@ -9,6 +9,7 @@ script builds once and the code below them reads; a per-run change is `cfg.repla
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,22 +31,54 @@ class StaleOutputError(ValueError):
     """The output folder holds results made with a different config or dataset (utils/evaluation/store.py)."""
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A key written twice in one YAML mapping (PyYAML itself keeps the last one without a word)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (plain values only: a `!!python/...` tag never builds an object or runs code) that
+    also refuses a key given twice in one mapping, so a second `sigma:` further down cannot silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKeyError(f"has key {key!r} twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong with a YAML file, for the one-line ConfigError: a duplicated key, a tag that is not read,
+    or a syntax error (with its line)."""
+    if isinstance(err, _DuplicateKeyError):
+        return f"{err}: keep one"
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    tag = re.search(r"constructor for the tag '([^']*)'", str(getattr(err, "problem", "")))
+    if tag:
+        return f"uses the tag {tag.group(1)}{where}, which is not read (plain values only): remove it"
+    return f"is not valid YAML{where}: fix the syntax"
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or a non-mapping is a one-line ConfigError."""
+    """Read a YAML mapping; a missing file, a duplicated key, a tag or a non-mapping is a one-line
+    ConfigError."""
     if not path.is_file():
         raise ConfigError(
             f"config file not found: {path} (pass an existing YAML file, e.g. configs/mvtec.yaml)"
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8 (e.g. `iconv -t utf-8`)"
         ) from None
     except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError(f"{path} is not valid YAML{where}: fix the syntax") from None
+        raise ConfigError(f"{path} {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of key: value, not {type(data).__name__}")
     return data
@@ -70,9 +103,17 @@ def _check_type(key: str, value: Any, declared: Setting) -> Any:
         )
     item = declared.item
     if item not in (None, str) and any(isinstance(v, bool) or not isinstance(v, item) for v in value):
-        # str lists (prompts, categories) are checked where their own messages are (check_phrases)
         raise ConfigError(f"config key '{key}' must be a list of {item.__name__}, got {value!r}")
+    if item is str and key not in PHRASE_LISTS and not all(isinstance(v, str) and v.strip() for v in value):
+        bad = next(v for v in value if not isinstance(v, str) or not v.strip())
+        raise ConfigError(
+            f"config key '{key}' holds {bad!r}: it must be a list of names (text), e.g. [bottle]"
+        )
     return value
+
+
+PHRASE_LISTS = ("extra_prompts",)  # str lists checked with their own message (check_phrases)
+FOLDER_KEYS = ("output_dir", "model_path")  # must be named (an empty dataset_path means dataset_dir.txt)
 
 
 def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -94,12 +135,25 @@ def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> d
 
 
 def read_dataset_dir(path: Path = DATASET_DIR_FILE) -> str | None:
-    """The datasets root written on the first non-empty line of dataset_dir.txt (`~` kept), or None."""
+    """The datasets root written on the first non-empty line of dataset_dir.txt (`~` kept), or None.
+
+    A relative path is relative to the file's folder (the repository), whatever the current folder is.
+
+    Raises:
+        ConfigError: the file is not UTF-8 text (a byte-order mark is fine).
+    """
     if not path.is_file():
         return None
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8 with the datasets root first"
+        ) from None
+    for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
+            root = line.strip()
+            return root if root.startswith("~") or Path(root).is_absolute() else str(path.parent / root)
     return None
 
 
@@ -147,6 +201,12 @@ def check_values(values: Mapping[str, Any]) -> None:
         problem = declared.info.problem(values[key])
         if problem:
             raise ConfigError(f"config key '{key}' {problem}")
+    for key, value in values.items():  # a path with NUL is refused by the OS with a bare ValueError
+        if "\0" in str(value):
+            raise ConfigError(f"config key '{key}' holds a NUL character: remove it")
+    for key in FOLDER_KEYS:  # "" would be the current folder: outputs and a model looked for anywhere
+        if not values[key].strip():
+            raise ConfigError(f"config key '{key}' is empty: give a folder path (--{key} DIR)")
     check_phrases("extra_prompts", values["extra_prompts"], allow_empty=True)
     for category, phrases in values["prompt_overrides"].items():
         if not isinstance(category, str):

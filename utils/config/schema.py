@@ -32,6 +32,8 @@ from utils.config.policy import POLICIES, Policy
 DEFAULT_MODEL_PATH = "~/autodl-tmp/download/sam3"  # where scripts/download_weights.py puts facebook/sam3
 DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 CONCEPT_MODES: tuple[str, ...] = ("replace", "add")
+MAX_EVAL_SIZE = 8192  # one float16 map of 8192 x 8192 is 128 MB; far larger sizes overflow the map store
+MAX_SEED = 2**32 - 1  # the largest seed numpy and torch both take
 # Section name -> the heading of its block in configs/config.yaml and the settings table (docs/settings.md).
 SECTION_TITLES: dict[str, str] = {
     "data": "data",
@@ -158,6 +160,7 @@ class EvaluationSettings:
         "side of the square maps test.py compares with the masks (demo, app: scored so, shown at image size)",
         "evaluation",
         minimum=1,
+        maximum=MAX_EVAL_SIZE,
     )
     aupro_variant: str = setting(
         "official",
@@ -179,6 +182,7 @@ class EvaluationSettings:
         8,
         "images per category to visualise (worst errors first)",
         "evaluation",
+        minimum=0,
     )
     defect_type_report: bool = setting(
         False,
@@ -271,6 +275,7 @@ class TrainingSettings:
         0.0,
         "AdamW weight decay",
         "training",
+        minimum=0.0,
     )
     grad_accum: int = setting(
         4,
@@ -293,22 +298,34 @@ class TrainingSettings:
         1.0,
         "weight of the focal loss",
         "training",
+        minimum=0.0,
     )
     dice_weight: float = setting(
         1.0,
         "weight of the dice loss",
         "training",
+        minimum=0.0,
     )
     image_loss_weight: float = setting(
         0.5,
         "weight of the image-level loss",
         "training",
+        minimum=0.0,
     )
     seed: int = setting(
         0,
         "random seed of training",
         "training",
+        minimum=0,
+        maximum=MAX_SEED,
     )
+
+    def __post_init__(self) -> None:
+        if self.focal_weight == self.dice_weight == self.image_loss_weight == 0:
+            raise ValueError(
+                "focal_weight, dice_weight and image_loss_weight are all 0, so nothing would be learned: "
+                "give one of them a weight > 0"
+            )
 
 
 SECTIONS: tuple[type, ...] = (

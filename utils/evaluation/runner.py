@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ImageDataset, select_categories
+from dataset.records import images_folder
 from model.visual import VisualMode
 from utils.config.schema import Config
 from utils.distributed import SINGLE, Dist
@@ -27,6 +28,7 @@ from utils.evaluation.metrics import image_curves, pixel_curves
 from utils.evaluation.references import draw_references
 from utils.evaluation.results import prompt_record, write_results
 from utils.evaluation.visualization import save_curves, visualize_category
+from utils.files import check_outside
 from utils.run_log import get_logger
 from utils.run_record import RunRecord
 
@@ -62,6 +64,7 @@ def evaluate(
     prompts: dict[str, dict[str, Any]] = {}  # results.json "prompts": what each category was scored with
     for category in categories:
         samples = split_to_score(cfg, category)
+        check_outside(out, images_folder(samples.records), f"the images of {category}")
         references: list[str] = []
         if cfg.scoring.visual is VisualMode.FEWSHOT:  # drawn once: in results.json and given to the scorer
             references = visual["references"][category] = draw_references(cfg, category)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +21,11 @@ from typing import Any
 
 from dataset import short_list
 from model.detector import AnomalyResult
+from utils.evaluation.thresholds import IMAGE_THRESHOLD, read_thresholds
 from utils.files import atomic_write_text
 
 SUMMARY_FILE = "summary.csv"
 SUMMARY_COLUMNS: tuple[str, ...] = ("image", "score", "verdict", "mask_pixels", "boxes", "verdict_by")
-IMAGE_THRESHOLD = "image_f1_threshold"  # the thresholds.json entry an image verdict compares the score with
 
 
 @dataclass(frozen=True)
@@ -54,15 +52,18 @@ class VerdictRule:
 def verdict_rule(
     thresholds: str | None, category: str | None, mask_threshold: float, mask_source: str
 ) -> VerdictRule:
-    """The rule of this run: the category's image_f1_threshold of `thresholds` (a thresholds.json already
-    checked by `chosen_mask_threshold`) when it has one, else any mask pixel at `mask_threshold`."""
+    """The rule of this run: the category's image_f1_threshold of `thresholds` (a thresholds.json, read by
+    the one reader `read_thresholds`) when it has one, else any mask pixel at `mask_threshold`.
+
+    Raises:
+        ConfigError: see `utils.evaluation.thresholds.read_thresholds`.
+    """
     if thresholds:
-        path = Path(thresholds).expanduser()
-        categories = json.loads(path.read_text())["categories"]
-        name = category if category is not None else next(iter(categories))
-        value = categories[name].get(IMAGE_THRESHOLD)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return VerdictRule(float(value), f"{IMAGE_THRESHOLD} of {name} in {path}")
+        checked = read_thresholds(thresholds)
+        name = checked.category(category)
+        value = checked.image_threshold(name)
+        if value is not None:
+            return VerdictRule(value, f"{IMAGE_THRESHOLD} of {name} in {checked.path}")
     return VerdictRule(None, f"map >= {mask_threshold:.4g}, {mask_source}")
 
 

@@ -120,6 +120,11 @@ class Thresholds:
         """
         if category is None and len(self.categories) == 1:
             return next(iter(self.categories))
+        if category is None and self.categories:
+            names = ", ".join(sorted(self.categories))
+            raise ConfigError(
+                f"{self.path} holds {len(self.categories)} categories: {how_to_pick} one of {names}"
+            )
         if category not in self.categories:
             names = ", ".join(sorted(self.categories)) or "none"
             raise ConfigError(f"{self.path} has no category {category!r}: {how_to_pick} one of {names}")
@@ -157,10 +162,10 @@ def read_thresholds(path: str | Path) -> Thresholds:
     """
     path = Path(path).expanduser()
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (some Windows editors) is fine
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (test.py writes <output_dir>/{THRESHOLDS_FILE})") from None
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RecursionError) as err:  # RecursionError: nesting deeper than JSON decodes
         raise ConfigError(f"{path}: not a thresholds.json written by test.py ({err}): {REWRITE}") from None
     categories = doc.get("categories") if isinstance(doc, dict) else None
     if not isinstance(categories, dict):

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from dataset import Sample  # noqa: E402
 from model.map_ops import resize_map  # noqa: E402
 from utils.evaluation.store import CategoryResult  # noqa: E402
-from utils.files import atomic_write  # noqa: E402
+from utils.files import NAME_MAX_BYTES, atomic_write, fit_name  # noqa: E402
 
 
 def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -170,7 +170,8 @@ def save_curves(
         if kind == "roc":
             ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel=x_label, ylabel=y_label, xlim=(0, 1), ylim=(0, 1.02), title=f"{title} {kind.upper()}")
-        ax.legend(loc="lower right" if kind == "roc" else "lower left")
+        if ax.get_legend_handles_labels()[0]:  # no curve (e.g. no defective image): no empty legend
+            ax.legend(loc="lower right" if kind == "roc" else "lower left")
         fig.tight_layout()
         path = Path(f"{path_prefix}_{kind}.png")
         fig.savefig(path, dpi=100)
@@ -221,8 +222,9 @@ def ranked_picks(
 
 def vis_name(rank: str, defect_type: str, image_path: str) -> str:
     """The file name of a vis/ picture: `<rank>_<defect type>_<image stem>.png`
-    (e.g. lowest_defect01_crack_003.png, fp01_good_007.png)."""
-    return f"{rank}_{defect_type}_{Path(image_path).stem}.png"
+    (e.g. lowest_defect01_crack_003.png, fp01_good_007.png), its end cut so that it fits in NAME_MAX_BYTES
+    (the rank in front keeps it distinct)."""
+    return fit_name(f"{rank}_{defect_type}_{Path(image_path).stem}", NAME_MAX_BYTES - len(".png")) + ".png"
 
 
 def vis_title(defect_type: str, label: int, score: float, threshold: float | None) -> str:

@@ -218,5 +218,9 @@ def apply_checkpoint(ckpt: Mapping[str, Any], engine: Sam3Engine) -> ConceptBank
         if "head" in ckpt:
             engine.model.mask_decoder.semantic_projection.load_state_dict(ckpt["head"])
     except (ValueError, RuntimeError) as err:  # shapes that do not fit together or this model's head
-        raise CheckpointError(f"checkpoint does not fit this model: {str(err).splitlines()[0]}") from None
+        detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # one line
+        raise CheckpointError(
+            f"checkpoint does not fit this model ({detail}): "
+            "use the model folder and settings it was trained with"
+        ) from None
     return bank

@@ -9,6 +9,7 @@ import torch
 
 from dataset import ImageDataset, load_dataset, select_categories
 from dataset.base import BitDepths
+from dataset.records import short_list
 from model.concepts import ConceptBank
 from model.engine import Sam3Engine
 from model.prompts import build_prompts
@@ -21,14 +22,24 @@ log = get_logger(__name__)
 
 
 def training_samples(cfg: Config) -> ImageDataset:
-    """Test-split samples (with masks) of every selected category of cfg.data.dataset, decoded lazily."""
+    """Test-split samples (with masks) of every selected category of cfg.data.dataset, decoded lazily.
+
+    A defective image without a mask (own folders may have them) is left out, with a warning: its all-zero
+    target would teach that its defect pixels are normal.
+    """
     data = cfg.data
     categories = select_categories(data.dataset, data.dataset_path, data.categories)
     parts = [
         load_dataset(data.dataset, data.dataset_path, c, "test", data.realiad_resolution) for c in categories
     ]
     depths = BitDepths([r for part in parts for r in part.depths.records], data.bit_depth)  # per category
-    records = [r for part in parts for r in part.records]
+    unmasked = [r for part in parts for r in part.records if r.label != 0 and r.mask_path is None]
+    if unmasked:
+        log.warning(
+            f"{len(unmasked)} defective image(s) without a mask are left out of training "
+            f"({short_list([Path(r.image_path).name for r in unmasked])}): add their masks to train on them"
+        )
+    records = [r for part in parts for r in part.records if r.label == 0 or r.mask_path is not None]
     return ImageDataset(records, data.dataset, parts[0].root, "all", "test", depths=depths)
 
 
