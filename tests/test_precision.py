@@ -173,9 +173,14 @@ def _first_step(engine: Sam3Engine, cfg, batch) -> tuple[Trainer, torch.Tensor]:
 
 
 def test_fp16_training_scales_the_loss_and_resumes_with_its_scale(
-    tiny_sam3_dir: Path, tiny_engine: Sam3Engine, mvtec_root: Path, tmp_path: Path
+    tiny_sam3_dir: Path,
+    tiny_engine: Sam3Engine,
+    mvtec_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Unscaled fp16 backward loses 5.6 % of this gradient (relative L2) to underflow, scaled 0.3 %."""
+    """fp16 backward without the scaler loses 20-26 % of this gradient (relative L2, fp32 = reference; the
+    figure depends on the tokenizer files present) to underflow; with it 0.3-3.6 %."""
     data = load_dataset("mvtec", mvtec_root, "bottle", "test")
     batch = [data[i] for i in (0, 3, 4, 5)]
     cfg = resolve_config(
@@ -185,7 +190,14 @@ def test_fp16_training_scales_the_loss_and_resumes_with_its_scale(
     half = Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", dtype="fp16", chunk_size=4)
     trainer, gradient = _first_step(half, cfg.replace(dtype="fp16"), batch)
     assert trainer.scaler.is_enabled() and not fp32.scaler.is_enabled()
-    assert float((gradient - reference).norm() / reference.norm()) < 0.01
+    error = float((gradient - reference).norm() / reference.norm())
+    with monkeypatch.context() as patch:  # the same step with the scaler switched off
+        plain = torch.amp.GradScaler.__init__
+        patch.setattr(
+            torch.amp.GradScaler, "__init__", lambda s, *a, **k: plain(s, *a, **{**k, "enabled": False})
+        )
+        _, unscaled = _first_step(half, cfg.replace(dtype="fp16"), batch)
+    assert error < 0.05 and error < float((unscaled - reference).norm() / reference.norm()) / 4
     saved = load_checkpoint(trainer.save(tmp_path))
     assert saved["scaler"]["scale"] == trainer.scaler.get_scale()
     assert saved["concepts"]["embeds"].dtype == torch.float32
