@@ -1,6 +1,7 @@
 """End-to-end runs of scripts/test.py and scripts/demo.py with the tiny real-layout SAM 3, and errors."""
 
 import errno
+import importlib
 import json
 import os
 import re
@@ -356,3 +357,17 @@ def test_test_sh_refuses_an_unknown_mode_before_any_run(tmp_path):
     assert (
         proc.stderr.strip() == "error: unknown mode 'fancy' in MODES: use text, mutual, text+mutual, fewshot"
     )
+
+
+@pytest.mark.parametrize(
+    "script", ["test", "demo", "train", "app", "download_weights", "make_tiny_sam3", "convert_checkpoint"]
+)
+def test_help_of_every_script_prints_and_exits_0(script: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse formats help with `%`: a setting whose help holds one ("top 1 % of patches") must print."""
+    module = importlib.import_module(f"scripts.{script}")
+    with pytest.raises(SystemExit) as info:
+        module.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and out.startswith("usage: ")
+    if script in ("test", "demo", "app"):
+        assert "top 1 % of patches" in " ".join(out.split())

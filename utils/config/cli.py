@@ -59,7 +59,8 @@ def script_parser(script: str, description: str, *more: str) -> argparse.Argumen
 def _flag_options(declared: Setting) -> dict[str, Any]:
     """argparse keyword arguments for one declared setting."""
     info = declared.info
-    options: dict[str, Any] = {"help": f"{info.help} (default: {yaml_value(declared.default)})"}
+    text = f"{info.help} (default: {yaml_value(declared.default)})"
+    options: dict[str, Any] = {"help": text.replace("%", "%%")}  # argparse formats help with %
     if declared.kind is bool:
         options["action"] = argparse.BooleanOptionalAction
     elif declared.kind is list:

@@ -18,6 +18,7 @@ per dataset: the fused map beside the visual map alone and the text map alone (r
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -234,5 +235,7 @@ def main(root: str) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results"))
+if __name__ == "__main__":  # python -m utils.evaluation.compare [ROOT]  (test.sh runs it at the end)
+    parser = argparse.ArgumentParser(description="compare.md: one table of every run under ROOT")
+    parser.add_argument("root", nargs="?", default="results", help="test.sh's OUTPUT_ROOT (default: results)")
+    sys.exit(main(parser.parse_args().root))
