@@ -26,13 +26,14 @@ require_torch()  # one line naming both versions when torch is too old, before t
 import torch  # noqa: E402
 
 from utils.config.cli import run  # noqa: E402
+from utils.config.parser import OneLineParser  # noqa: E402
 from utils.training.checkpoint import REQUIRED_JSON, SUFFIX, CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 
 OLD_KEYS = ("concepts", *REQUIRED_JSON)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="old checkpoint written by scripts/train.py (.pt)")
     parser.add_argument("--output", help=f"new checkpoint (default: the old path with {SUFFIX})")
     return parser.parse_args(argv)

@@ -18,6 +18,7 @@ from typing import Any
 REPO_ID = "facebook/sam3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.config.parser import OneLineParser  # noqa: E402
 from utils.config.schema import DEFAULT_MODEL_PATH  # noqa: E402
 
 DEFAULT_MODEL_DIR = DEFAULT_MODEL_PATH
@@ -25,7 +26,7 @@ SKIPPED = ["sam3.pt"]  # Meta's original checkpoint; transformers does not need 
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model_dir", default=DEFAULT_MODEL_DIR, help=f"target folder (default {DEFAULT_MODEL_DIR})"
     )

@@ -14,10 +14,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.tiny_sam3 import build_tiny_sam3  # noqa: E402
+from utils.config.parser import OneLineParser  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder to write (created; existing files of the same name replaced)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     return parser.parse_args(argv)

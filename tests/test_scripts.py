@@ -371,3 +371,13 @@ def test_help_of_every_script_prints_and_exits_0(script: str, capsys: pytest.Cap
     assert info.value.code == 0 and out.startswith("usage: ")
     if script in ("test", "demo", "app"):
         assert "top 1 % of patches" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("script", ["test", "demo", "train", "app", "download_weights", "convert_checkpoint"])
+def test_a_usage_error_of_every_script_is_one_line(script: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"scripts.{script}")
+    with pytest.raises(SystemExit) as info:
+        module.parse_args(["--no_such_flag", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and err.rstrip().endswith(" --help)")  # (see <script> --help)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from dataset import DatasetError
 from model import ModelLoadError
 from utils.config.loading import ConfigError, StaleOutputError, parse_int_list, parse_list, resolve_config
+from utils.config.parser import OneLineParser
 from utils.config.schema import Config, Setting, flags_of, yaml_value
 from utils.distributed import RankError
 from utils.files import OutputDirError, disk_full_message
@@ -47,7 +48,7 @@ def script_parser(script: str, description: str, *more: str) -> argparse.Argumen
     types and help come from the key's declaration. Booleans get `--key` / `--no-key`, lists are
     comma-separated.
     """
-    parser = argparse.ArgumentParser(description=description, argument_default=None)
+    parser = OneLineParser(description=description, argument_default=None)
     parser.add_argument(
         "--config", help="YAML file with keys of configs/config.yaml (e.g. configs/mvtec.yaml)"
     )
