@@ -780,3 +780,22 @@ def test_the_demo_verdict_reads_thresholds_json_through_the_one_reader(tmp_path:
     path.write_text("\ufeff" + json.dumps({"categories": {"bottle": entry}}), encoding="utf-8")
     rule = verdict_rule(str(path), None, 0.25, "x")
     assert rule.image_threshold == 0.625 and rule.source == f"image_f1_threshold of bottle in {path}"
+
+
+def test_a_warning_during_a_run_is_one_line_without_our_source() -> None:
+    """Python prints a warning as `file.py:134: DatasetWarning: ...` plus that source line; during a script's
+    run it is `warning: ...`, and Python's format is back after the run."""
+    import argparse
+    import warnings
+
+    from dataset import DatasetWarning
+
+    shown: list[str] = []
+
+    def main(args: argparse.Namespace) -> int:
+        shown.append(warnings.formatwarning("2 masks are all zero", DatasetWarning, "dataset/x.py", 134, "x"))
+        return 0
+
+    before = warnings.formatwarning
+    assert run(main, lambda argv: argparse.Namespace(), []) == 0
+    assert shown == ["warning: 2 masks are all zero\n"] and warnings.formatwarning is before

@@ -7,6 +7,7 @@ import errno
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,8 @@ def run(
     args = parse_args(argv)
     script = Path(getattr(sys.modules.get(main.__module__), "__file__", None) or main.__module__).name
     start_logging(shlex.join([script, *(sys.argv[1:] if argv is None else argv)]))
+    python_format = warnings.formatwarning
+    warnings.formatwarning = one_line_warning
     try:
         return main(args) or 0
     except KeyboardInterrupt:
@@ -118,7 +121,13 @@ def run(
         log.error(f"error: {message}")
         return 2
     finally:
+        warnings.formatwarning = python_format
         stop_logging()
+
+
+def one_line_warning(message: Warning | str, category: type[Warning], *where: Any, **line: Any) -> str:
+    """A warning as the scripts print it: `warning: <message>`, without Python's source file and line."""
+    return f"warning: {message}\n"
 
 
 def end_progress_bars() -> None:
